@@ -1,0 +1,114 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { quoteIdent } from '../../db.js';
+import { QmaintError } from '../../errors.js';
+import { handler } from '../context.js';
+import { demoSteps } from '../demo/index.js';
+import type { DemoContext } from '../demo/types.js';
+import { main } from '../main.js';
+import type { Register } from './index.js';
+
+const DEMO_DB = 'qmaint_demo';
+
+const register: Register = (y) => {
+  y.command(
+    'demo',
+    'a guided tour on a fresh database (the embedded server unless you configure one)',
+    (b) =>
+      b
+        .option('keep', { type: 'boolean', default: false, description: `keep the ${DEMO_DB} database afterwards` })
+        .option('dry-run', { type: 'boolean', default: false, description: 'list the steps, create nothing' }),
+    handler<{ keep: boolean; dryRun: boolean }>(async (ctx, argv) => {
+      const out = ctx.out;
+      if (argv.dryRun) {
+        out.emit({ ok: true, dryRun: true, database: DEMO_DB, steps: demoSteps.map((s) => s.title) }, () => {
+          out.line(`The demo would create the database ${DEMO_DB} and walk through:`);
+          demoSteps.forEach((s, i) => out.line(`  ${i + 1}. ${s.title}`));
+        });
+        return;
+      }
+      const server = await ctx.db();
+      if (!server.url) {
+        throw new QmaintError('config', 'the demo needs a connection URL to create its own database; pass --database-url or unset the PG* variables to use the embedded server');
+      }
+      const version = (await server.query<{ v: string }>('SHOW server_version')).rows[0]?.v ?? '?';
+      out.heading(`qmaint demo — PostgreSQL ${version} at ${server.target.host}:${server.target.port} (${server.source === 'embedded' ? 'the embedded default' : server.source})`);
+      out.line(`The demo works in its own database, ${DEMO_DB}, made fresh for this run.`);
+      await server.query(`DROP DATABASE IF EXISTS ${quoteIdent(DEMO_DB)} WITH (FORCE)`);
+      await server.query(`CREATE DATABASE ${quoteIdent(DEMO_DB)}`);
+      const url = new URL(server.url);
+      url.pathname = '/' + DEMO_DB;
+      const { connect } = await import('../../db.js');
+      const db = await connect({ databaseUrl: url.toString(), applicationName: 'qmaint-demo' });
+      const scratch = mkdtempSync(path.join(os.tmpdir(), 'qmaint-demo-'));
+      const results: { step: string; ok: boolean }[] = [];
+      const commands: CapturedCommand[] = [];
+      const d: DemoContext = {
+        out,
+        db,
+        url: url.toString(),
+        now: ctx.now,
+        scratch,
+        say: (text) => out.line(text),
+        qmaint: async (args, options = {}) => {
+          if (!options.quiet) out.line(out.c.cyan(`$ qmaint ${args.join(' ')}`));
+          const inner = [...args, '--database-url', url.toString(), ...(argv.color ? [] : ['--no-color'])];
+          const code = out.json ? await captureJson(inner, commands) : await main(inner);
+          const expected = options.expectExit ?? 0;
+          if (code !== expected) throw new QmaintError('unexpected', `demo step "qmaint ${args.join(' ')}" exited ${code}, expected ${expected}`);
+          out.line();
+          return code;
+        },
+      };
+      try {
+        for (const [i, step] of demoSteps.entries()) {
+          out.line();
+          out.heading(`${i + 1}. ${step.title}`);
+          await step.run(d);
+          results.push({ step: step.title, ok: true });
+        }
+      } finally {
+        await db.close();
+        rmSync(scratch, { recursive: true, force: true });
+        if (!argv.keep) await server.query(`DROP DATABASE IF EXISTS ${quoteIdent(DEMO_DB)} WITH (FORCE)`).catch(() => undefined);
+      }
+      out.line();
+      out.ok(`demo finished: ${results.length} steps${argv.keep ? `; the database ${DEMO_DB} was kept` : ''}`);
+      if (out.json) out.emitJson({ ok: true, database: DEMO_DB, steps: results, commands });
+    }),
+  );
+};
+
+interface CapturedCommand {
+  args: string[];
+  exitCode: number;
+  output: unknown;
+}
+
+/** Under --json the demo runs each command with --json and folds its document into its own. */
+async function captureJson(args: string[], into: CapturedCommand[]): Promise<number> {
+  const chunks: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    chunks.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+    return true;
+  }) as typeof process.stdout.write;
+  let exitCode: number;
+  try {
+    exitCode = await main([...args, '--json']);
+  } finally {
+    process.stdout.write = write;
+  }
+  const text = chunks.join('').trim();
+  let output: unknown = text;
+  try {
+    output = text ? JSON.parse(text) : null;
+  } catch {
+    /* keep the raw text */
+  }
+  into.push({ args: args.slice(0, args.indexOf('--database-url')), exitCode, output });
+  return exitCode;
+}
+
+export default register;

@@ -1,0 +1,3 @@
+import { notBuilt } from './notbuilt.js';
+
+export default notBuilt('status', 'queue depth per queue and status, oldest job, jobs per partition', 3);

@@ -1,0 +1,117 @@
+import type { Argv } from 'yargs';
+import { loadSettings, type LoadedSettings, type SettingKey } from '../config.js';
+import { connect, type Db } from '../db.js';
+import { badInput, ExitCode, toQmaintError } from '../errors.js';
+import { requireMigrated } from '../migrate.js';
+import { Output } from './output.js';
+
+/** Flags every command accepts. */
+export interface GlobalArgs {
+  databaseUrl?: string;
+  json: boolean;
+  verbose: boolean;
+  color: boolean;
+  now?: string;
+}
+
+export function globalOptions<T>(y: Argv<T>) {
+  return y
+    .option('database-url', { type: 'string', description: 'PostgreSQL URL (default: DATABASE_URL, then PG* variables, then the embedded server)', global: true })
+    .option('json', { type: 'boolean', default: false, description: 'print one JSON document on stdout', global: true })
+    .option('verbose', { type: 'boolean', default: false, description: 'show stack traces and debug lines', global: true })
+    .option('color', { type: 'boolean', default: true, description: 'colour output (--no-color to disable; NO_COLOR is honoured)', global: true })
+    .option('now', { type: 'string', description: 'pretend the time is this ISO timestamp (planning, tests)', global: true });
+}
+
+/** Parse --now (or the real clock). Bad input exits 2. */
+export function parseNow(value: string | undefined): Date {
+  if (value === undefined) return new Date();
+  const date = /^\d{4}-\d{2}-\d{2}/.test(value) ? new Date(value) : new Date(NaN);
+  if (Number.isNaN(date.getTime())) throw badInput(`--now ${JSON.stringify(value)} is not an ISO timestamp; use e.g. 2026-01-31T12:00:00Z`);
+  return date;
+}
+
+/** What a command handler gets: parsed globals, output, lazy database, settings. */
+export class Context {
+  readonly out: Output;
+  readonly args: GlobalArgs;
+  readonly now: Date;
+  /** True when --now was given (time travel): callers pass it to SQL explicitly. */
+  readonly nowGiven: boolean;
+  private dbPromise: Promise<Db> | undefined;
+
+  constructor(args: GlobalArgs) {
+    this.args = args;
+    this.out = new Output({ json: args.json, color: args.color, verbose: args.verbose });
+    this.now = parseNow(args.now);
+    this.nowGiven = args.now !== undefined;
+  }
+
+  /** Settings with this command's flags on top (keys are the camelCase setting names). */
+  settings(flags: Partial<Record<SettingKey, unknown>> = {}): LoadedSettings {
+    return loadSettings(flags);
+  }
+
+  db(options: { max?: number; applicationName?: string } = {}): Promise<Db> {
+    this.dbPromise ??= connect({
+      databaseUrl: this.args.databaseUrl,
+      max: options.max,
+      applicationName: options.applicationName ?? 'qmaint',
+      onEmbeddedLog: (line) => this.out.note(line),
+    });
+    return this.dbPromise;
+  }
+
+  /** A database whose qmaint schema is fully migrated (exit 2 with advice otherwise). */
+  async migratedDb(options: { max?: number; applicationName?: string } = {}): Promise<Db> {
+    const db = await this.db(options);
+    await requireMigrated(db);
+    return db;
+  }
+
+  async close(): Promise<void> {
+    if (this.dbPromise) {
+      const db = await this.dbPromise.catch(() => undefined);
+      await db?.close().catch(() => undefined);
+    }
+  }
+}
+
+/** The exit code the current invocation will end with. */
+export const exitState = { code: ExitCode.ok as number };
+
+/**
+ * Wrap a command body: build the context, run, map errors to exit codes, close
+ * the pool. The body may return an exit code (e.g. 4 for a critical check).
+ */
+export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise<number | void>) {
+  // yargs hands over its own argv type; the body declares what it reads.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  return async (raw: any): Promise<void> => {
+    const argv = raw as A & GlobalArgs;
+    let ctx: Context | undefined;
+    try {
+      ctx = new Context(argv);
+      const code = await body(ctx, argv);
+      exitState.code = code ?? ExitCode.ok;
+    } catch (err) {
+      const error = toQmaintError(err);
+      reportError(error, argv, ctx);
+      exitState.code = error.exitCode;
+    } finally {
+      await ctx?.close();
+    }
+  };
+}
+
+export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Context): void {
+  const error = toQmaintError(err);
+  const out = ctx?.out ?? new Output({ json: !!argv.json, color: argv.color !== false, verbose: !!argv.verbose });
+  const prefix = error.exitCode === ExitCode.unexpected ? 'unexpected error: ' : '';
+  out.note(`${out.c.red('error:')} ${prefix}${error.message}`);
+  if (argv.verbose) {
+    const cause = error.cause instanceof Error ? error.cause : error;
+    out.note(cause.stack ?? String(cause));
+  }
+  if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message: error.message, ...(error.details ? { details: error.details } : {}) } });
+}

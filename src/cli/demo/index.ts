@@ -1,0 +1,5 @@
+import { installStep } from './install.js';
+import type { DemoStep } from './types.js';
+
+/** The demo's story, in order. Each capability adds its step here. */
+export const demoSteps: DemoStep[] = [installStep];

@@ -1,0 +1,173 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { badInput, QmaintError } from './errors.js';
+
+/** Where the connection came from, in precedence order. */
+export type ConnectionSource = 'flag' | 'DATABASE_URL' | 'libpq' | 'embedded';
+
+export interface ResolvedConnection {
+  source: ConnectionSource;
+  /** Connection string; undefined for libpq (node-pg reads PG* itself) and embedded (resolved on start). */
+  url?: string;
+}
+
+const LIBPQ_VARS = ['PGHOST', 'PGHOSTADDR', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'PGSERVICE'];
+
+/** --database-url, then DATABASE_URL, then libpq PG* variables, then the embedded default. */
+export function resolveConnection(flagUrl: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConnection {
+  if (flagUrl !== undefined && flagUrl !== '') return { source: 'flag', url: checkUrl(flagUrl, '--database-url') };
+  if (env.DATABASE_URL) return { source: 'DATABASE_URL', url: checkUrl(env.DATABASE_URL, 'DATABASE_URL') };
+  if (LIBPQ_VARS.some((name) => env[name])) return { source: 'libpq' };
+  return { source: 'embedded' };
+}
+
+function checkUrl(url: string, where: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new QmaintError('config', `${where} is not a valid URL (${redactUrl(url)}); use postgres://user:password@host:port/database`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new QmaintError('config', `${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; use postgres://user:password@host:port/database`);
+  }
+  return url;
+}
+
+/** The URL with its password replaced, for output and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+  }
+}
+
+/** Host and port a connection will reach, for error messages. */
+export function connectionTarget(url: string | undefined, env: NodeJS.ProcessEnv = process.env): { host: string; port: string; database: string } {
+  if (url) {
+    try {
+      const parsed = new URL(url);
+      return {
+        host: parsed.hostname || parsed.searchParams.get('host') || 'localhost',
+        port: parsed.port || '5432',
+        database: decodeURIComponent(parsed.pathname.replace(/^\//, '')) || parsed.username || 'postgres',
+      };
+    } catch {
+      /* fall through to libpq defaults */
+    }
+  }
+  return { host: env.PGHOST ?? 'localhost', port: env.PGPORT ?? '5432', database: env.PGDATABASE ?? env.PGUSER ?? 'postgres' };
+}
+
+// ---------------------------------------------------------------------------
+// Settings: flags > QMAINT_* environment > qmaint.config.json > defaults.
+
+type SettingType = 'string' | 'integer' | 'number' | 'boolean';
+
+interface SettingSpec {
+  type: SettingType;
+  default: string | number | boolean;
+  description: string;
+  min?: number;
+  max?: number;
+}
+
+/** Every tunable setting. The environment name is QMAINT_ + the key in UPPER_SNAKE case. */
+export const settingSpecs = {
+  lockTimeout: { type: 'string', default: '2s', description: 'lock_timeout for maintenance DDL' },
+  lockRetries: { type: 'integer', default: 5, min: 0, max: 100, description: 'how often maintenance retries a statement that hit lock_timeout' },
+  leaseSeconds: { type: 'integer', default: 60, min: 1, max: 86400, description: 'how long a claimed job is leased to its consumer' },
+  concurrency: { type: 'integer', default: 10, min: 1, max: 1000, description: 'handlers a consumer runs at once' },
+  batch: { type: 'integer', default: 100, min: 1, max: 10000, description: 'jobs claimed per statement' },
+  pollMaxMs: { type: 'integer', default: 5000, min: 10, max: 600000, description: 'longest idle poll interval of a consumer' },
+  statementTimeout: { type: 'string', default: '30s', description: 'statement_timeout for explain and checks' },
+} satisfies Record<string, SettingSpec>;
+
+export type SettingKey = keyof typeof settingSpecs;
+export type Settings = { [K in SettingKey]: (typeof settingSpecs)[K]['default'] extends number ? number : (typeof settingSpecs)[K]['default'] extends boolean ? boolean : string };
+export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
+
+export function envName(key: string): string {
+  return 'QMAINT_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+function coerce(key: string, spec: SettingSpec, raw: unknown, where: string): string | number | boolean {
+  const fail = (what: string) => badInput(`${where}: ${key} ${what}`);
+  switch (spec.type) {
+    case 'string':
+      if (typeof raw !== 'string' || raw === '') throw fail('must be a non-empty string');
+      return raw;
+    case 'boolean':
+      if (typeof raw === 'boolean') return raw;
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      throw fail('must be true or false');
+    case 'integer':
+    case 'number': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+      if (!Number.isFinite(n) || (spec.type === 'integer' && !Number.isInteger(n))) throw fail(`must be ${spec.type === 'integer' ? 'a whole number' : 'a number'}, got ${JSON.stringify(raw)}`);
+      if (spec.min !== undefined && n < spec.min) throw fail(`must be at least ${spec.min}, got ${n}`);
+      if (spec.max !== undefined && n > spec.max) throw fail(`must be at most ${spec.max}, got ${n}`);
+      return n;
+    }
+  }
+}
+
+export interface LoadedSettings {
+  values: Settings;
+  origin: Record<SettingKey, SettingOrigin>;
+  configFile?: string;
+}
+
+/**
+ * Resolve every setting. `flags` holds only what the user passed on the command
+ * line (undefined means not passed).
+ */
+export function loadSettings(
+  flags: Partial<Record<SettingKey, unknown>> = {},
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): LoadedSettings {
+  const file = env.QMAINT_CONFIG ?? path.join(cwd, 'qmaint.config.json');
+  let fromFile: Record<string, unknown> = {};
+  let configFile: string | undefined;
+  if (existsSync(file)) {
+    configFile = file;
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
+      fromFile = parsed as Record<string, unknown>;
+    } catch (err) {
+      throw new QmaintError('config', `${file} is not a JSON object (${(err as Error).message}); fix or remove it`);
+    }
+    const unknown = Object.keys(fromFile).filter((k) => !(k in settingSpecs));
+    if (unknown.length > 0) {
+      throw new QmaintError('config', `${file}: unknown setting ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known settings are ${Object.keys(settingSpecs).join(', ')}`);
+    }
+  } else if (env.QMAINT_CONFIG) {
+    throw new QmaintError('config', `QMAINT_CONFIG names ${file}, which does not exist; fix the path or unset it`);
+  }
+  const values: Record<string, unknown> = {};
+  const origin: Record<string, SettingOrigin> = {};
+  for (const [key, spec] of Object.entries(settingSpecs) as [SettingKey, SettingSpec][]) {
+    const flag = flags[key];
+    const envValue = env[envName(key)];
+    if (flag !== undefined) {
+      values[key] = coerce(key, spec, flag, `--${key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`);
+      origin[key] = 'flag';
+    } else if (envValue !== undefined && envValue !== '') {
+      values[key] = coerce(key, spec, envValue, envName(key));
+      origin[key] = 'env';
+    } else if (key in fromFile) {
+      values[key] = coerce(key, spec, fromFile[key], path.basename(file));
+      origin[key] = 'file';
+    } else {
+      values[key] = spec.default;
+      origin[key] = 'default';
+    }
+  }
+  return { values: values as Settings, origin: origin as Record<SettingKey, SettingOrigin>, configFile };
+}

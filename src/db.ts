@@ -1,0 +1,210 @@
+import pg from 'pg';
+import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource } from './config.js';
+import { badInput, QmaintError, toQmaintError } from './errors.js';
+
+export type PgClient = pg.PoolClient | pg.Client;
+/** Anything that runs a parameterised query: a Db, a pool, or a client. */
+export interface Queryable {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  query<R extends pg.QueryResultRow = any>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+export interface ConnectOptions {
+  /** --database-url; falls back to DATABASE_URL, PG*, then the embedded default. */
+  databaseUrl?: string;
+  env?: NodeJS.ProcessEnv;
+  /** application_name reported in pg_stat_activity. */
+  applicationName?: string;
+  /** Pool size (default 10). */
+  max?: number;
+  /** Home of the embedded server's data (default QMAINT_HOME or ./.qmaint). */
+  embeddedHome?: string;
+  /** Called with progress lines while the embedded server starts for the first time. */
+  onEmbeddedLog?: (line: string) => void;
+}
+
+/** A pool plus what we know about where it points. */
+export class Db {
+  readonly pool: pg.Pool;
+  readonly source: ConnectionSource;
+  /** Connection URL with the password masked. */
+  readonly display: string;
+  readonly target: { host: string; port: string; database: string };
+  readonly url: string | undefined;
+
+  constructor(pool: pg.Pool, source: ConnectionSource, url: string | undefined, env: NodeJS.ProcessEnv) {
+    this.pool = pool;
+    this.source = source;
+    this.url = url;
+    this.target = connectionTarget(url, env);
+    this.display = url ? redactUrl(url) : `postgres://${this.target.host}:${this.target.port}/${this.target.database}`;
+  }
+
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(text, values);
+    } catch (err) {
+      throw toQmaintError(err, this.target);
+    }
+  }
+
+  /** Run fn with a dedicated client; the client is released (or destroyed after an error) afterwards. */
+  async withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw toQmaintError(err, this.target);
+    }
+    let broken = false;
+    try {
+      return await fn(client);
+    } catch (err) {
+      broken = true;
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** Run fn inside BEGIN/COMMIT, rolling back when it throws. */
+  async transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.withClient((client) => inTransaction(client, fn));
+  }
+
+  /** A fresh, unpooled client on the same server (for LISTEN, long sessions, tests). */
+  newClient(extra: Partial<pg.ClientConfig> = {}): pg.Client {
+    const client = new pg.Client({ ...this.clientConfig(), ...extra });
+    client.on('error', () => undefined);
+    return client;
+  }
+
+  clientConfig(): pg.ClientConfig {
+    const opts = (this.pool as unknown as { options: pg.PoolConfig }).options;
+    return {
+      connectionString: opts.connectionString,
+      application_name: opts.application_name,
+      connectionTimeoutMillis: opts.connectionTimeoutMillis,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+export async function inTransaction<T>(client: PgClient, fn: (client: PgClient & pg.PoolClient) => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const result = await fn(client as PgClient & pg.PoolClient);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Open a pool following the connection precedence. The embedded default is
+ * started (or reused) on demand.
+ */
+export async function connect(options: ConnectOptions = {}): Promise<Db> {
+  const env = options.env ?? process.env;
+  const resolved = resolveConnection(options.databaseUrl, env);
+  let url = resolved.url;
+  if (resolved.source === 'embedded') {
+    const { ensureEmbedded } = await import('./embedded.js');
+    const server = await ensureEmbedded({ home: options.embeddedHome, env, onLog: options.onEmbeddedLog });
+    url = server.url;
+  }
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'qmaint',
+    connectionTimeoutMillis: 10_000,
+  });
+  pool.on('error', () => undefined);
+  const db = new Db(pool, resolved.source, url, env);
+  // Fail fast, with the documented exit code, when the server cannot be reached.
+  await db.query('SELECT 1');
+  return db;
+}
+
+// ---------------------------------------------------------------------------
+// Identifiers: validated first, then quoted. Values always travel as parameters.
+
+const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+
+/** Validate a plain identifier (no quoting tricks) and return it. */
+export function validateIdentifier(name: string, what = 'identifier'): string {
+  if (!IDENT.test(name)) {
+    throw badInput(`${what} ${JSON.stringify(name)} is not a valid name; use letters, digits and underscores (at most 63), starting with a letter or underscore`);
+  }
+  return name;
+}
+
+/** Quote a validated identifier. */
+export function quoteIdent(name: string): string {
+  return '"' + validateIdentifier(name).replace(/"/g, '""') + '"';
+}
+
+/** Split and validate "schema.table" (schema defaults to public); returns both parts and the quoted form. */
+export function parseQualifiedName(name: string, what = 'table'): { schema: string; name: string; quoted: string; text: string } {
+  const parts = name.split('.');
+  if (parts.length > 2 || parts.some((p) => p === '')) throw badInput(`${what} ${JSON.stringify(name)} must be "table" or "schema.table"`);
+  const [schema, table] = parts.length === 2 ? [parts[0]!, parts[1]!] : ['public', parts[0]!];
+  validateIdentifier(schema, `${what} schema`);
+  validateIdentifier(table, what);
+  return { schema, name: table, quoted: `${quoteIdent(schema)}.${quoteIdent(table)}`, text: `${schema}.${table}` };
+}
+
+// ---------------------------------------------------------------------------
+// Advisory locks. One key guards all maintenance, whoever runs it (CLI, daemon, pg_cron):
+// the SQL side uses qmaint.maintenance_lock_key(), which returns the same number.
+
+export const MAINTENANCE_LOCK_KEY = 7_170_514_283_201n;
+
+export interface LockHolder {
+  pid: number;
+  applicationName: string | null;
+  since: string | null;
+}
+
+/** Who holds the session or transaction advisory lock with this key (if visible). */
+export async function advisoryLockHolder(db: Queryable, key: bigint = MAINTENANCE_LOCK_KEY): Promise<LockHolder | null> {
+  const { rows } = await db.query<{ pid: number; application_name: string | null; since: Date | null }>(
+    `SELECT l.pid, a.application_name, a.backend_start AS since
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted
+        AND l.classid = (($1::bigint >> 32) & 4294967295)::oid
+        AND l.objid = ($1::bigint & 4294967295)::oid
+        AND l.objsubid = 1
+      LIMIT 1`,
+    [key.toString()],
+  );
+  const row = rows[0];
+  return row ? { pid: row.pid, applicationName: row.application_name, since: row.since ? row.since.toISOString() : null } : null;
+}
+
+/**
+ * Run fn while holding the session-level maintenance lock on one client. Returns
+ * { ran: false, holder } without waiting when another run holds it.
+ */
+export async function withMaintenanceLock<T>(
+  client: PgClient,
+  fn: () => Promise<T>,
+  key: bigint = MAINTENANCE_LOCK_KEY,
+): Promise<{ ran: true; result: T } | { ran: false; holder: LockHolder | null }> {
+  const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key.toString()]);
+  if (!rows[0]?.ok) return { ran: false, holder: await advisoryLockHolder(client, key) };
+  try {
+    return { ran: true, result: await fn() };
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1::bigint)', [key.toString()]).catch(() => undefined);
+  }
+}
+
+export function assertNever(value: never, what: string): never {
+  throw new QmaintError('unexpected', `unhandled ${what}: ${String(value)}`);
+}

@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../../src/embedded.js';
+import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
+
+describe('CLI conventions', () => {
+  it('--help lists every command group', async () => {
+    const r = await runCli(['--help']);
+    expect(r.code).toBe(0);
+    for (const group of ['migrate', 'enqueue', 'work', 'status', 'jobs', 'partitions', 'vacuum', 'explain', 'health', 'schedule', 'demo', 'embedded']) {
+      expect(r.stdout).toMatch(new RegExp(`qmaint ${group}\\b`));
+    }
+  });
+
+  it('an unknown command exits 2 with a suggestion, in one line', async () => {
+    const r = await runCli(['migrat']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown command "migrat"\. Did you mean migrate\?/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toBe('');
+  });
+
+  it('an unknown flag exits 2', async () => {
+    const r = await runCli(['migrate', '--frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Unknown argument: frobnicate/);
+  });
+
+  it('a malformed URL exits 2 and never echoes the password', async () => {
+    const r = await runCli(['migrate', '--database-url', 'mysql://me:s3cret@h/db']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/must start with postgres:\/\//);
+    expect(r.stderr + r.stdout).not.toContain('s3cret');
+  });
+
+  it('an unreachable server exits 3 naming host and port', async () => {
+    const port = await freePort();
+    const r = await runCli(['migrate', '--database-url', `postgres://me:s3cret@127.0.0.1:${port}/db`]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain(`127.0.0.1:${port}`);
+    expect(r.stderr).not.toContain('s3cret');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('--verbose adds the stack', async () => {
+    const port = await freePort();
+    const r = await runCli(['migrate', '--verbose', '--database-url', `postgres://127.0.0.1:${port}/db`]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/\n\s+at /);
+  });
+
+  it('a missing database exits 3; a role without permission exits 3', async () => {
+    const t = await freshDatabase();
+    const missing = new URL(t.url);
+    missing.pathname = '/no_such_database_here';
+    const r = await runCli(['migrate', '--database-url', missing.toString()]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/no_such_database_here/);
+    await t.db.query(`DROP ROLE IF EXISTS qmaint_nobody`);
+    await t.db.query(`CREATE ROLE qmaint_nobody LOGIN PASSWORD 'pw'`);
+    try {
+      const nobody = new URL(t.url);
+      nobody.username = 'qmaint_nobody';
+      nobody.password = 'pw';
+      const before = await t.db.query<{ n: string }>('SELECT count(*) AS n FROM qmaint.schema_migrations');
+      await t.db.query(`UPDATE qmaint.schema_migrations SET applied_at = applied_at`);
+      const denied = await runCli(['migrate', '--database-url', nobody.toString()]);
+      expect(denied.code).toBe(3);
+      expect(denied.stderr).toMatch(/permission denied/);
+      const after = await t.db.query<{ n: string }>('SELECT count(*) AS n FROM qmaint.schema_migrations');
+      expect(after.rows[0]!.n).toBe(before.rows[0]!.n);
+    } finally {
+      await t.db.query(`DROP OWNED BY qmaint_nobody`);
+      await t.db.query(`DROP ROLE qmaint_nobody`);
+    }
+  });
+
+  it('--json prints exactly one JSON document, also for errors', async () => {
+    const t = await freshDatabase();
+    const ok = await runCli(['migrate', '--status', '--json', '--database-url', t.url]);
+    expect(ok.code).toBe(0);
+    expect(ok.json<{ ok: boolean }>().ok).toBe(true);
+    const bad = await runCli(['migrate', '--json', '--now', 'yesterday']);
+    expect(bad.code).toBe(2);
+    expect(bad.json<{ ok: boolean; error: { exitCode: number; message: string } }>()).toMatchObject({ ok: false, error: { exitCode: 2 } });
+  });
+
+  it('the database URL comes from DATABASE_URL when no flag is given', async () => {
+    const t = await freshDatabase();
+    const r = await runCli(['migrate', '--status', '--json'], { env: cleanEnv({ DATABASE_URL: t.url }) });
+    expect(r.code).toBe(0);
+    expect(r.json<{ database: string }>().database).toContain(t.name);
+  });
+});
