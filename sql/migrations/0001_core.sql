@@ -273,3 +273,18 @@ VALUES ('qmaint.jobs', interval '1 day', NULL, 3, interval '7 days',
 
 -- Partitions covering now and a short runway, so enqueue works at once.
 SELECT qmaint.ensure_partition('qmaint.jobs', now() + n * interval '1 day') FROM generate_series(0, 3) AS n;
+
+-- Every maintenance run, whoever started it (cli, daemon, pg_cron): what health
+-- checks and metrics report as "the last maintenance run".
+CREATE TABLE qmaint.maintenance_runs (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  task        text NOT NULL,                 -- rotate, vacuum, rescue, health, ...
+  runner      text NOT NULL,                 -- cli, daemon, pg_cron
+  started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+  finished_at timestamptz,
+  status      text NOT NULL DEFAULT 'running'
+              CHECK (status IN ('running', 'ok', 'skipped', 'failed', 'lock_timeout')),
+  message     text,
+  details     jsonb
+);
+CREATE INDEX maintenance_runs_task_idx ON qmaint.maintenance_runs (task, started_at DESC);

@@ -1,0 +1,39 @@
+// npm run bench [-- SUITE...]: run the benchmark suites (all by default) on a
+// fresh embedded PostgreSQL and write their sections of docs/benchmarks.md.
+import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSuite } from './harness.js';
+
+const suites: BenchSuite[] = [];
+
+async function run(): Promise<number> {
+  const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const unknown = wanted.filter((w) => !suites.some((s) => s.id === w));
+  if (unknown.length > 0) {
+    process.stderr.write(`unknown benchmark suite ${unknown.join(', ')}; choose from ${suites.map((s) => s.id).join(', ')}\n`);
+    return 2;
+  }
+  const selected = wanted.length > 0 ? suites.filter((s) => wanted.includes(s.id)) : suites;
+  const server = await startBenchServer();
+  const header = `${machineInfo(server.ctx.serverVersion)}\n- Commit ${gitRevision()}, run on ${new Date().toISOString().slice(0, 10)}`;
+  let missed = 0;
+  try {
+    for (const suite of selected) {
+      process.stderr.write(`== ${suite.title}\n`);
+      const result = await suite.run(server.ctx);
+      writeSection(suite, result, header);
+      process.stdout.write(`\n## ${suite.title}\n\n${result.markdown.trim()}\n`);
+      if (result.targetsMet === false) missed++;
+    }
+  } finally {
+    await server.stop();
+  }
+  process.stdout.write(`\n${selected.length} suite(s) run; ${missed === 0 ? 'every target met' : `${missed} suite(s) missed a target (see docs/benchmarks.md)`}\n`);
+  return 0;
+}
+
+run().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`benchmark failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,13 @@
+// The public API of qmaint. No CLI code (yargs, chalk, cli-table3) and no
+// process.exit here or in anything it imports.
+export { connect, Db, inTransaction, quoteIdent, validateIdentifier, parseQualifiedName, withMaintenanceLock, MAINTENANCE_LOCK_KEY } from './db.js';
+export type { ConnectOptions, PgClient, Queryable } from './db.js';
+export { resolveConnection, loadSettings, redactUrl, settingSpecs } from './config.js';
+export type { Settings, SettingKey, LoadedSettings } from './config.js';
+export { QmaintError, ExitCode } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { migrate, migrationStatus, requireMigrated, loadMigrations } from './migrate.js';
+export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';
+export { executePlan, findBlockers, toPlanStep } from './plan.js';
+export type { PlanStep, Blocker } from './plan.js';
+export { claimQuery, CLAIM_SQL } from './queue/claim.js';
