@@ -163,6 +163,44 @@ BEGIN
 END;
 $$;
 
+-- The vacuum profile a partition in the given profile should carry, as a JSON
+-- object of storage parameters. The vacuum migration refines this (tuned values).
+CREATE FUNCTION qmaint.effective_profile(p_parent_table text, p_profile text) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(vacuum -> p_profile, '{}'::jsonb) FROM qmaint.partition_policy WHERE parent_table = p_parent_table
+$$;
+
+-- Every partition of a parent with its lifecycle state at p_now:
+--   future  - starts after p_now;            profile hot
+--   hot     - holds p_now;                   profile hot
+--   warm    - in the past, holds queued or running jobs; profile warm
+--   drained - in the past, no queued or running job;     profile cold
+CREATE FUNCTION qmaint.partition_states(p_parent regclass, p_now timestamptz)
+RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz, is_default boolean, state text, profile text, live_jobs bigint)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_live jsonb;
+BEGIN
+  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT tableoid::oid AS t, count(*) AS n FROM %s WHERE status IN (''queued'', ''running'') GROUP BY 1) s', p_parent)
+    INTO v_live;
+  RETURN QUERY
+  SELECT p.partition, p.lower_bound, p.upper_bound, p.is_default,
+         s.state,
+         CASE s.state WHEN 'warm' THEN 'warm' WHEN 'drained' THEN 'cold' ELSE 'hot' END,
+         coalesce((v_live ->> p.partition::oid::text)::bigint, 0)
+    FROM qmaint.partitions_of(p_parent) p
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN p.is_default THEN CASE WHEN coalesce((v_live ->> p.partition::oid::text)::bigint, 0) > 0 THEN 'warm' ELSE 'hot' END
+        WHEN p.lower_bound > p_now THEN 'future'
+        WHEN p.upper_bound > p_now THEN 'hot'
+        WHEN coalesce((v_live ->> p.partition::oid::text)::bigint, 0) > 0 THEN 'warm'
+        ELSE 'drained' END AS state) s
+   ORDER BY p.lower_bound;
+END;
+$$;
+
 -- The steps that create one partition [p_from, p_to) of p_parent: a standalone
 -- table with the parent's columns, defaults, constraints and indexes, a CHECK
 -- matching the bounds (so ATTACH skips its validation scan), the profile's
@@ -179,7 +217,6 @@ DECLARE
   v_key text;
   v_name text;
   v_opts text;
-  v_policy qmaint.partition_policy;
   v_sql text;
 BEGIN
   SELECT n.nspname, c.relname INTO v_schema, v_table
@@ -194,8 +231,7 @@ BEGIN
   IF p_from >= p_to THEN
     RAISE EXCEPTION 'partition bounds [%, %) are empty', p_from, p_to USING ERRCODE = '22023';
   END IF;
-  SELECT * INTO v_policy FROM qmaint.partition_policy WHERE parent_table = format('%s.%s', v_schema, v_table);
-  v_opts := qmaint.reloptions_sql(v_policy.vacuum -> p_profile);
+  v_opts := qmaint.reloptions_sql(qmaint.effective_profile(format('%s.%s', v_schema, v_table), p_profile));
   v_name := qmaint.partition_name(v_table, p_from, p_to);
   v_sql := format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE)%s; ',
                   v_schema, v_name, v_schema, v_table, CASE WHEN v_opts IS NULL THEN '' ELSE format(' WITH (%s)', v_opts) END)
