@@ -10,4 +10,7 @@ export { migrate, migrationStatus, requireMigrated, loadMigrations } from './mig
 export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';
 export { executePlan, findBlockers, toPlanStep } from './plan.js';
 export type { PlanStep, Blocker } from './plan.js';
-export { claimQuery, CLAIM_SQL } from './queue/claim.js';
+export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
+export type { ClaimParams } from './queue/claim.js';
+export { enqueue, enqueueMany, NOTIFY_CHANNEL } from './queue/enqueue.js';
+export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget } from './queue/enqueue.js';

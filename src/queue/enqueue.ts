@@ -1,0 +1,191 @@
+/**
+ * Producers: one job through qmaint.enqueue() (works inside the caller's
+ * transaction), many jobs through COPY.
+ */
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { Db } from '../db.js';
+import { badInput, toQmaintError } from '../errors.js';
+
+/** Channel every ready job is announced on; the payload is the queue name. */
+export const NOTIFY_CHANNEL = 'qmaint_jobs';
+
+export interface EnqueueOptions {
+  /** Not before this time (default: now). */
+  runAt?: Date;
+  /** Higher runs first (default 0). */
+  priority?: number;
+  /** Retries after the first attempt before the job ends failed (default 5). */
+  maxRetries?: number;
+  /** Partition key; default the server's now(). For tests and time travel (--now). */
+  createdAt?: Date;
+}
+
+/** Where jobs go: a Db, a pg.Pool, or the caller's own client (its transaction is respected). */
+export type EnqueueTarget = Db | pg.Pool | pg.Client | pg.PoolClient;
+
+const INT4_MAX = 2_147_483_647;
+
+export function checkQueueName(queue: unknown): string {
+  if (typeof queue !== 'string' || queue === '' || queue.length > 128 || /[\u0000-\u001f]/.test(queue)) {
+    throw badInput(`queue name ${JSON.stringify(queue)} is not valid; use 1 to 128 printable characters`);
+  }
+  return queue;
+}
+
+function checkOptions(opts: EnqueueOptions): void {
+  const int = (v: unknown, what: string, min: number) => {
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > INT4_MAX)) {
+      throw badInput(`${what} must be a whole number from ${min} to ${INT4_MAX}, got ${JSON.stringify(v)}`);
+    }
+  };
+  int(opts.priority, 'priority', -INT4_MAX);
+  int(opts.maxRetries, 'maxRetries', 0);
+  for (const [what, d] of [['runAt', opts.runAt], ['createdAt', opts.createdAt]] as const) {
+    if (d !== undefined && !(d instanceof Date && !Number.isNaN(d.getTime()))) throw badInput(`${what} must be a valid Date`);
+  }
+}
+
+function payloadJson(payload: unknown): string {
+  const text = JSON.stringify(payload === undefined ? {} : payload);
+  if (text === undefined) throw badInput('payload must be JSON-serialisable');
+  return text;
+}
+
+/**
+ * Enqueue one job; returns its id (bigint as a string). Pass your own client
+ * to make the job commit or roll back with your transaction.
+ */
+export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
+  checkQueueName(queue);
+  checkOptions(opts);
+  const { rows } = await run(target, (q) =>
+    q.query<{ id: string }>('SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6) AS id', [
+      queue,
+      payloadJson(payload),
+      opts.runAt ?? null,
+      opts.priority ?? 0,
+      opts.maxRetries ?? 5,
+      opts.createdAt ?? null,
+    ]),
+  );
+  return rows[0]!.id;
+}
+
+export interface EnqueueManyOptions extends EnqueueOptions {
+  /** Called after every chunk sent, with the number of jobs sent so far. */
+  onProgress?: (sent: number) => void;
+}
+
+/**
+ * Enqueue many jobs of one queue through COPY, in one transaction (the
+ * caller's, when its client is inside one). One NOTIFY for the lot. Returns
+ * how many were enqueued. An error from `payloads` (e.g. a malformed input
+ * line) aborts the COPY: nothing is enqueued.
+ */
+export async function enqueueMany(
+  target: EnqueueTarget,
+  queue: string,
+  payloads: Iterable<unknown> | AsyncIterable<unknown>,
+  opts: EnqueueManyOptions = {},
+): Promise<number> {
+  checkQueueName(queue);
+  checkOptions(opts);
+  return withClient(target, async (client) => {
+    const own = client.getTransactionStatus() !== 'T';
+    if (own) await client.query('BEGIN');
+    try {
+      const created = opts.createdAt ?? null;
+      // created_at is now() for every row (one transaction): one partition to make sure of.
+      await client.query(`SELECT qmaint.ensure_partition('qmaint.jobs', coalesce($1::timestamptz, now())), qmaint.lower_low_water(coalesce($1::timestamptz, now()))`, [created]);
+      const count = await copyJobs(client, queue, payloads, opts);
+      const ready = !opts.runAt || opts.runAt.getTime() <= Date.now();
+      if (count > 0 && ready) await client.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, queue]);
+      if (own) await client.query('COMMIT');
+      return count;
+    } catch (err) {
+      if (own) await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  });
+}
+
+async function copyJobs(client: pg.ClientBase, queue: string, payloads: Iterable<unknown> | AsyncIterable<unknown>, opts: EnqueueManyOptions): Promise<number> {
+  const extra: [string, string][] = [];
+  if (opts.runAt) extra.push(['run_at', opts.runAt.toISOString()]);
+  if (opts.priority !== undefined) extra.push(['priority', String(opts.priority)]);
+  if (opts.maxRetries !== undefined) extra.push(['max_retries', String(opts.maxRetries)]);
+  if (opts.createdAt) extra.push(['created_at', opts.createdAt.toISOString()]);
+  const columns = ['queue', 'payload', ...extra.map(([c]) => c)].join(', ');
+  const tail = extra.map(([, v]) => '\t' + v).join('');
+  const prefix = copyText(queue) + '\t';
+  let count = 0;
+  async function* chunks(): AsyncGenerator<string> {
+    let buf = '';
+    let inChunk = 0;
+    for await (const payload of payloads as AsyncIterable<unknown>) {
+      buf += prefix + copyText(payloadJson(payload)) + tail + '\n';
+      count++;
+      if (++inChunk === 2000) {
+        yield buf;
+        opts.onProgress?.(count);
+        buf = '';
+        inChunk = 0;
+      }
+    }
+    if (buf) yield buf;
+    opts.onProgress?.(count);
+  }
+  const stream = client.query(copyFrom(`COPY qmaint.jobs (${columns}) FROM STDIN`));
+  await pipeline(Readable.from(chunks()), stream);
+  return count;
+}
+
+/** Escape a value for COPY's text format. */
+function copyText(value: string): string {
+  return value.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t'));
+}
+
+// ---------------------------------------------------------------------------
+
+function isPool(target: EnqueueTarget): target is pg.Pool {
+  return target instanceof pg.Pool || ('totalCount' in target && !('release' in target));
+}
+
+/** Run fn on something that can query, mapping errors for a Db. */
+async function run<T>(target: EnqueueTarget, fn: (q: pg.ClientBase | pg.Pool) => Promise<T>): Promise<T> {
+  if (target instanceof Db) {
+    try {
+      return await fn(target.pool);
+    } catch (err) {
+      throw toQmaintError(err, target.target);
+    }
+  }
+  return fn(target);
+}
+
+/** Run fn on one client: the caller's, or one borrowed from a pool for the call. */
+async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
+  if (target instanceof Db) {
+    try {
+      return await target.withClient((c) => fn(c as never));
+    } catch (err) {
+      throw toQmaintError(err, target.target);
+    }
+  }
+  if (isPool(target)) {
+    const client = await target.connect();
+    let broken = false;
+    try {
+      return await fn(client as never);
+    } catch (err) {
+      broken = true;
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+  return fn(target as never);
+}
