@@ -52,12 +52,13 @@ export const STORAGE_PARAMETERS: Readonly<Record<string, ParamSpec>> = {
 
 /**
  * Defaults. hot: vacuum on an absolute number of dead tuples derived from the
- * measured churn (scale factor 0, so a growing partition does not wait
- * longer), fast (raised cost limit, short delay), and analyze likewise so the
- * claim plan sees the real queued count. warm: moderate, it still holds live
- * jobs. cold: nothing changes any more; freeze everything on the next vacuum
- * (freeze_min_age 0, and a low freeze_max_age so autovacuum does that freeze
- * itself soon when no client runs VACUUM FREEZE), then leave it alone.
+ * measured churn (scale factor 0, so a partition that fills up during its
+ * slot does not wait longer and longer), fast (raised cost limit, short
+ * delay), and analyze likewise so the claim plan sees the real queued count.
+ * warm: moderate, it still holds live jobs. cold: nothing changes any more;
+ * every vacuum freezes all it sees (freeze_min_age 0, freeze_table_age 0) and
+ * autovacuum is otherwise relaxed. The one freeze itself is brought about by
+ * `vacuum tune` (see docs/vacuum.md).
  */
 export const DEFAULT_VACUUM_PROFILES: Readonly<VacuumProfiles> = Object.freeze({
   hot: {
@@ -80,9 +81,10 @@ export const DEFAULT_VACUUM_PROFILES: Readonly<VacuumProfiles> = Object.freeze({
   cold: {
     autovacuum_vacuum_scale_factor: 0.2,
     autovacuum_vacuum_threshold: 10_000,
-    autovacuum_vacuum_insert_scale_factor: 0.2,
+    autovacuum_vacuum_insert_threshold: -1,
+    autovacuum_analyze_scale_factor: 0.2,
+    autovacuum_analyze_threshold: 10_000,
     autovacuum_freeze_min_age: 0,
-    autovacuum_freeze_max_age: 100_000,
     autovacuum_freeze_table_age: 0,
   },
 });
