@@ -14,6 +14,13 @@ CREATE FUNCTION qmaint.task_lock_class() RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   AS $$ SELECT 29041 $$;
 
+-- Key of the session advisory lock the node-cron daemons elect their leader
+-- with (src/schedule/leader.ts uses the same number). Next to the maintenance
+-- (…201) and rescue (…202) keys, and distinct from both.
+CREATE FUNCTION qmaint.daemon_leader_lock_key() RETURNS bigint
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS $$ SELECT 7170514283207::bigint $$;
+
 -- The SQL function behind each task, as a regprocedure signature.
 CREATE FUNCTION qmaint.task_function(p_task text) RETURNS text
   LANGUAGE sql IMMUTABLE
@@ -62,7 +69,8 @@ AS $$
     ELSE coalesce(p_result ->> 'message', p_result ->> 'summary', p_result ->> 'reason',
                   (SELECT left(string_agg(format('%s=%s', e.key, e.value), ', ' ORDER BY e.key), 200)
                      FROM jsonb_each_text(p_result) e
-                    WHERE jsonb_typeof(p_result -> e.key) NOT IN ('object', 'array')))
+                    WHERE jsonb_typeof(p_result -> e.key) NOT IN ('object', 'array')
+                      AND e.key NOT IN ('skipped', 'now')))
   END
 $$;
 
@@ -113,8 +121,17 @@ BEGIN
   ELSE
     BEGIN
       v_result := qmaint.dispatch_task(p_task, v_now);
-      v_status := CASE WHEN jsonb_typeof(v_result) = 'object' AND v_result @> '{"skipped": true}' THEN 'skipped' ELSE 'ok' END;
+      v_status := CASE WHEN jsonb_typeof(v_result) <> 'object' THEN 'ok'
+                       WHEN v_result @> '{"skipped": true}' THEN 'skipped'
+                       -- a task that gave up on a lock reports it rather than raising
+                       WHEN jsonb_typeof(v_result -> 'gave_up') = 'array' AND jsonb_array_length(v_result -> 'gave_up') > 0 THEN 'lock_timeout'
+                       ELSE 'ok' END;
       v_message := qmaint.task_summary(p_task, v_result);
+      IF v_status = 'lock_timeout' THEN
+        v_message := format('gave up waiting for a lock on %s; %s',
+                            (SELECT string_agg(coalesce(g ->> 'target', '?'), ', ') FROM jsonb_array_elements(v_result -> 'gave_up') g),
+                            coalesce(v_message, 'the rest was done'));
+      END IF;
       IF v_status = 'skipped' AND (v_message IS NULL OR v_message = v_result::text) THEN
         v_message := format('another session holds the lock %s needs; it runs again next tick', p_task);
       END IF;

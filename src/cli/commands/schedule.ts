@@ -1,3 +1,341 @@
-import { notBuilt } from './notbuilt.js';
+import type { Argv } from 'yargs';
+import { advisoryLockHolder, type Db } from '../../db.js';
+import { badInput, QmaintError } from '../../errors.js';
+import {
+  applyChanges,
+  Daemon,
+  installChanges,
+  jobRuns,
+  LEADER_LOCK_KEY,
+  locatePgCron,
+  planInstall,
+  planUninstall,
+  queueJobs,
+  recentRuns,
+  schedulesFrom,
+  TASK_PURPOSE,
+  TASKS,
+  type CronDialect,
+  type DaemonEvent,
+  type JobChange,
+  type PgCronSite,
+  type Schedules,
+} from '../../schedule/index.js';
+import { checkJobPrefix } from '../../schedule/pgcron.js';
+import { handler, type Context } from '../context.js';
+import type { Output } from '../output.js';
+import type { Register } from './index.js';
 
-export default notBuilt('schedule', 'maintenance on a schedule with pg_cron or a node-cron daemon', 7);
+interface CronFlags {
+  rotateCron?: string;
+  vacuumCron?: string;
+  rescueCron?: string;
+  healthCron?: string;
+}
+
+interface PgCronFlags extends CronFlags {
+  pgCron: boolean;
+  cronDatabaseUrl?: string;
+  jobPrefix: string;
+  dryRun: boolean;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function cronOptions(b: Argv<any>, dialect: CronDialect) {
+  const example = dialect === 'node-cron' ? ' (6 fields = with seconds)' : '';
+  for (const task of TASKS) {
+    b.option(`${task}-cron`, { type: 'string', description: `schedule of ${task}: ${TASK_PURPOSE[task]}; cron, UTC${example}, or "off"` });
+  }
+  return b;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function pgCronOptions(b: Argv<any>) {
+  return b
+    .option('pg-cron', { type: 'boolean', default: false, description: 'act on pg_cron jobs (required: the daemon needs no install)' })
+    .option('cron-database-url', { type: 'string', description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)' })
+    .option('job-prefix', { type: 'string', default: 'qmaint', description: 'jobs are named PREFIX-rotate, PREFIX-vacuum, ...' })
+    .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL, change nothing' });
+}
+
+function schedules(ctx: Context, argv: CronFlags, dialect: CronDialect): Schedules {
+  return schedulesFrom(ctx.settings({ rotateCron: argv.rotateCron, vacuumCron: argv.vacuumCron, rescueCron: argv.rescueCron, healthCron: argv.healthCron }), dialect);
+}
+
+function requirePgCron(argv: PgCronFlags, verb: string): void {
+  if (!argv.pgCron) throw badInput(`say what to ${verb}: qmaint schedule ${verb} --pg-cron (the node-cron daemon needs no install: run qmaint schedule run)`);
+}
+
+const register: Register = (y) => {
+  y.command('schedule', 'maintenance on a schedule: pg_cron jobs in the database, or the node-cron daemon', (b) =>
+    b
+      .command('install', 'create or update the pg_cron jobs (qmaint-rotate, -vacuum, -rescue, -health)', (c) => cronOptions(pgCronOptions(c), 'pg_cron'), handler<PgCronFlags>(install))
+      .command('uninstall', 'remove the pg_cron jobs of this database', (c) => pgCronOptions(c), handler<PgCronFlags>(uninstall))
+      .command(
+        'list',
+        "pg_cron jobs with their last runs, the daemon's leader, and recent maintenance runs",
+        (c) =>
+          c
+            .option('cron-database-url', { type: 'string', description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)' })
+            .option('limit', { type: 'number', default: 5, description: 'runs shown per job, and per task and runner' }),
+        handler<{ cronDatabaseUrl?: string; limit: number }>(list),
+      )
+      .command(
+        'run',
+        'the node-cron daemon: runs the tasks on their schedules; with several daemons one leads',
+        (c) =>
+          cronOptions(c, 'node-cron')
+            .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
+            .option('metrics-host', { type: 'string', default: '0.0.0.0', description: 'address the metrics server listens on' })
+            .option('leader-interval-ms', { type: 'number', default: 2000, description: 'how often a standby tries to take over (bounds takeover time)' })
+            .option('retries', { type: 'number', default: 3, description: 'retries of a failed run, with backoff, before the next tick' })
+            .option('retry-base-ms', { type: 'number', default: 1000, description: 'first retry delay; doubles each retry, ±50% jitter' })
+            .option('exit-after', { type: 'number', description: 'stop by itself after this many seconds' }),
+        handler<RunFlags>(run),
+      )
+      .demandCommand(1, 'name a schedule command: install, uninstall, list or run'),
+  );
+};
+
+// ---------------------------------------------------------------------------
+// install / uninstall
+
+async function install(ctx: Context, argv: PgCronFlags): Promise<void> {
+  requirePgCron(argv, 'install');
+  const prefix = checkJobPrefix(argv.jobPrefix);
+  const wanted = schedules(ctx, argv, 'pg_cron');
+  const db = await ctx.migratedDb();
+  const site = await siteOrProblem(db, argv);
+  if ('problem' in site) {
+    // Dry run without a usable pg_cron: show what would run once it is set up.
+    const changes = installChanges({ queueDatabase: site.queueDatabase, inDatabase: true }, wanted, prefix, []);
+    reportChanges(ctx.out, changes, { dryRun: true, problem: site.problem, where: `pg_cron (not usable yet) for database ${site.queueDatabase}` });
+    return;
+  }
+  try {
+    const planned = await planInstall(site, wanted, prefix);
+    const changes = argv.dryRun ? planned : await applyChanges(site, planned);
+    reportChanges(ctx.out, changes, { dryRun: argv.dryRun, where: `pg_cron ${site.version} in ${site.cronDatabase}, running in database ${site.queueDatabase}`, site });
+  } finally {
+    await site.close();
+  }
+}
+
+async function uninstall(ctx: Context, argv: PgCronFlags): Promise<void> {
+  requirePgCron(argv, 'uninstall');
+  const prefix = checkJobPrefix(argv.jobPrefix);
+  const db = await ctx.db();
+  const site = await siteOrProblem(db, argv);
+  if ('problem' in site) throw site.error;
+  try {
+    const planned = await planUninstall(site, prefix);
+    const changes = argv.dryRun ? planned : await applyChanges(site, planned);
+    reportChanges(ctx.out, changes, { dryRun: argv.dryRun, where: `pg_cron ${site.version} in ${site.cronDatabase}, database ${site.queueDatabase}`, site });
+  } finally {
+    await site.close();
+  }
+}
+
+type SiteOrProblem = PgCronSite | { problem: { reason: string; steps: string[]; message: string }; error: QmaintError; queueDatabase: string };
+
+/** The pg_cron site, or (for --dry-run only) why it cannot be used. */
+async function siteOrProblem(db: Db, argv: { cronDatabaseUrl?: string; dryRun: boolean }, tolerate = argv.dryRun): Promise<SiteOrProblem> {
+  try {
+    return await locatePgCron(db, argv.cronDatabaseUrl);
+  } catch (err) {
+    if (!tolerate || !(err instanceof QmaintError) || (err.code !== 'config' && err.code !== 'permission')) throw err;
+    const details = (err.details ?? {}) as { reason?: string; steps?: string[] };
+    const queueDatabase = (await db.query<{ d: string }>('SELECT current_database() AS d')).rows[0]!.d;
+    return { problem: { reason: details.reason ?? err.message, steps: details.steps ?? [], message: err.message }, error: err, queueDatabase };
+  }
+}
+
+const ACTION_REASON: Record<JobChange['action'], string> = {
+  create: 'new job',
+  update: 'job exists with another schedule or command: updated in place (same jobid)',
+  unchanged: 'job is already as wanted',
+  remove: 'schedule is off: remove the job',
+  absent: 'no such job',
+};
+
+function reportChanges(out: Output, changes: JobChange[], info: { dryRun: boolean; where: string; problem?: { reason: string; steps: string[]; message: string }; site?: PgCronSite }): void {
+  const jobs = changes.map((c) => ({ task: c.task, name: c.name, schedule: c.schedule, action: c.action, jobid: c.jobid, statement: c.statement, lockLevel: c.lockLevel }));
+  const doc = {
+    ok: true,
+    dryRun: info.dryRun,
+    ...(info.site ? { pgCron: { version: info.site.version, cronDatabase: info.site.cronDatabase, database: info.site.queueDatabase, connection: info.site.display } } : {}),
+    ...(info.problem ? { ready: false, problem: info.problem } : {}),
+    jobs,
+  };
+  out.emit(doc, () => {
+    if (info.problem) out.warn(`pg_cron cannot be used here yet: ${info.problem.message}`);
+    if (info.dryRun) {
+      out.line(out.dim(`-- ${info.where}; all statements run in one transaction`));
+      const steps = changes.filter((c) => c.statement).map((c, i) => ({ seq: i + 1, action: c.action, statement: c.statement!, lockLevel: c.lockLevel, reason: `${c.name}: ${ACTION_REASON[c.action]}` }));
+      out.plan(steps);
+      return;
+    }
+    out.ok(info.where);
+    out.table(
+      [
+        { key: 'name', header: 'job' },
+        { key: 'schedule', header: 'schedule', format: (v) => (v === null ? out.dim('off') : String(v)) },
+        { key: 'action', header: 'change' },
+        { key: 'jobid', header: 'jobid', align: 'right', format: (v) => (v === null ? '' : String(v)) },
+      ],
+      jobs,
+    );
+  });
+}
+
+// ---------------------------------------------------------------------------
+// list
+
+async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: number }): Promise<void> {
+  if (!Number.isInteger(argv.limit) || argv.limit < 1 || argv.limit > 1000) throw badInput(`--limit ${argv.limit} must be a whole number from 1 to 1000`);
+  const db = await ctx.migratedDb();
+  const out = ctx.out;
+  const pgCron = await pgCronListing(db, argv);
+  const leader = await advisoryLockHolder(db, LEADER_LOCK_KEY);
+  const runs = await recentRuns(db, { limit: argv.limit });
+  const doc = { ok: true, database: db.target.database, pgCron, daemon: { leader }, runs };
+  out.emit(doc, () => {
+    if (pgCron.available) {
+      out.heading(`pg_cron ${pgCron.version} (jobs kept in ${pgCron.cronDatabase}): ${pgCron.jobs.length} job(s) run qmaint maintenance in ${db.target.database}`);
+      out.table(
+        [
+          { key: 'name', header: 'job' },
+          { key: 'schedule', header: 'schedule' },
+          { key: 'active', header: 'active', format: (v) => (v ? 'yes' : out.c.yellow('no')) },
+          { key: 'lastRun', header: 'last pg_cron run', format: (_v, r) => (r.runs[0] ? `${r.runs[0].startedAt ?? '?'} ${verdictOf(out, r.runs[0].status)}` : out.dim('not yet')) },
+          { key: 'lastRun', header: 'message', format: (_v, r) => oneLine(r.runs[0]?.message ?? '') },
+        ],
+        pgCron.jobs.map((j) => ({ ...j, lastRun: null })),
+      );
+    } else {
+      out.line(`pg_cron: ${out.dim(`not in use here (${pgCron.reason})`)}`);
+    }
+    out.line();
+    out.line(leader ? `Daemon: the leader is pid ${leader.pid} (${leader.applicationName ?? '?'}), connected since ${leader.since ?? '?'}` : `Daemon: ${out.dim('no daemon leads this database right now')}`);
+    out.line();
+    out.heading(`Recent maintenance runs (last ${argv.limit} per task and runner)`);
+    if (runs.length === 0) {
+      out.line(out.dim('none recorded yet'));
+      return;
+    }
+    out.table(
+      [
+        { key: 'startedAt', header: 'started (UTC)' },
+        { key: 'task', header: 'task' },
+        { key: 'runner', header: 'runner' },
+        { key: 'status', header: 'status', format: (v) => verdictOf(out, String(v)) },
+        { key: 'finishedAt', header: 'took', align: 'right', format: (v, r) => (v ? `${Date.parse(String(v)) - Date.parse(r.startedAt)} ms` : '') },
+        { key: 'message', header: 'message', format: (v) => oneLine(v === null ? '' : String(v)) },
+      ],
+      runs,
+    );
+  });
+}
+
+type PgCronListing =
+  | { available: false; reason: string }
+  | { available: true; version: string; cronDatabase: string; jobs: { jobid: number; name: string; schedule: string; active: boolean; command: string; runs: { status: string | null; message: string | null; startedAt: string | null; finishedAt: string | null }[] }[] };
+
+async function pgCronListing(db: Db, argv: { cronDatabaseUrl?: string; limit: number }): Promise<PgCronListing> {
+  const site = await siteOrProblem(db, { cronDatabaseUrl: argv.cronDatabaseUrl, dryRun: false }, true);
+  if ('problem' in site) return { available: false, reason: site.problem.reason };
+  try {
+    const jobs = await queueJobs(site);
+    const runs = await jobRuns(site, jobs.map((j) => j.jobid), argv.limit);
+    return {
+      available: true,
+      version: site.version,
+      cronDatabase: site.cronDatabase,
+      jobs: jobs.map((j) => ({ jobid: j.jobid, name: j.name, schedule: j.schedule, active: j.active, command: j.command, runs: runs.get(j.jobid) ?? [] })),
+    };
+  } finally {
+    await site.close();
+  }
+}
+
+function verdictOf(out: Output, status: string | null): string {
+  if (status === 'ok' || status === 'succeeded') return out.verdict('ok').replace('ok', status);
+  if (status === 'skipped' || status === 'running' || status === 'starting') return out.c.yellow(status);
+  return out.c.red(status ?? '?');
+}
+
+function oneLine(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > 80 ? flat.slice(0, 79) + '…' : flat;
+}
+
+// ---------------------------------------------------------------------------
+// run: the daemon
+
+interface RunFlags extends CronFlags {
+  metricsPort?: number;
+  metricsHost: string;
+  leaderIntervalMs: number;
+  retries: number;
+  retryBaseMs: number;
+  exitAfter?: number;
+}
+
+function checkRunFlags(ctx: Context, argv: RunFlags): void {
+  if (ctx.nowGiven) throw badInput('qmaint schedule run works on the real clock; drop --now');
+  const whole = (name: string, value: number | undefined, min: number, max: number) => {
+    if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) throw badInput(`--${name} ${value} must be a whole number from ${min} to ${max}`);
+  };
+  whole('metrics-port', argv.metricsPort, 0, 65535);
+  whole('leader-interval-ms', argv.leaderIntervalMs, 50, 600_000);
+  whole('retries', argv.retries, 0, 100);
+  whole('retry-base-ms', argv.retryBaseMs, 1, 3_600_000);
+  if (argv.exitAfter !== undefined && !(argv.exitAfter > 0)) throw badInput(`--exit-after ${argv.exitAfter} must be a number of seconds above 0`);
+}
+
+async function run(ctx: Context, argv: RunFlags): Promise<void> {
+  checkRunFlags(ctx, argv);
+  const wanted = schedules(ctx, argv, 'node-cron');
+  const db = await ctx.migratedDb({ applicationName: 'qmaint-daemon', max: 8 });
+  const log = daemonLogger(ctx.out);
+  const daemon = new Daemon({
+    db,
+    schedules: wanted,
+    log,
+    leaderIntervalMs: argv.leaderIntervalMs,
+    retries: argv.retries,
+    retryBaseMs: argv.retryBaseMs,
+    metricsPort: argv.metricsPort,
+    metricsHost: argv.metricsHost,
+  });
+  let stop: (why: string) => void = () => undefined;
+  const stopped = new Promise<string>((resolve) => (stop = resolve));
+  const onSignal = (signal: NodeJS.Signals) => stop(`received ${signal}`);
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  const timer = argv.exitAfter !== undefined ? setTimeout(() => stop(`--exit-after ${argv.exitAfter} s`), argv.exitAfter * 1000) : undefined;
+  try {
+    await daemon.start();
+    await daemon.stop(await stopped);
+  } finally {
+    clearTimeout(timer);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    await daemon.stop('shutting down after an error');
+  }
+}
+
+/** JSON lines with --json; otherwise one readable line per event. Debug events only with --verbose. */
+function daemonLogger(out: Output): (event: DaemonEvent) => void {
+  return (event) => {
+    if (event.level === 'debug' && !out.verbose) return;
+    if (out.json) {
+      process.stdout.write(JSON.stringify(event) + '\n');
+      return;
+    }
+    const level = event.level === 'error' ? out.c.red(event.level) : event.level === 'warn' ? out.c.yellow(event.level) : out.dim(event.level);
+    process.stdout.write(`${out.dim(event.time)} ${level.padEnd(5)} ${event.message}\n`);
+  };
+}
+
+export default register;
