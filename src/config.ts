@@ -84,6 +84,7 @@ export const settingSpecs = {
   batch: { type: 'integer', default: 100, min: 1, max: 10000, description: 'jobs claimed per statement' },
   pollMaxMs: { type: 'integer', default: 5000, min: 10, max: 600000, description: 'longest idle poll interval of a consumer' },
   statementTimeout: { type: 'string', default: '30s', description: 'statement_timeout for explain and checks' },
+  healthThresholds: { type: 'string', default: '{}', description: 'JSON object of health and dequeue thresholds overriding the defaults (docs/health.md)' },
   rotateCron: { type: 'string', default: '*/15 * * * *', description: 'cron schedule of the rotate task (UTC; "off" disables it)' },
   vacuumCron: { type: 'string', default: '20 * * * *', description: 'cron schedule of the vacuum task (UTC; "off" disables it)' },
   rescueCron: { type: 'string', default: '* * * * *', description: 'cron schedule of the rescue task (UTC; "off" disables it)' },

@@ -136,11 +136,7 @@ BEGIN
       v_advice := v_advice || format('create %s or remove its policy', v_policy.parent_table);
       CONTINUE;
     END IF;
-    IF to_regprocedure('qmaint.runway_target(text,timestamp with time zone)') IS NOT NULL THEN
-      v_target := qmaint.runway_target(v_policy.parent_table, p_now);
-    ELSE
-      SELECT coalesce(premake, premake_floor) INTO v_target FROM qmaint.partition_policy WHERE parent_table = v_policy.parent_table;
-    END IF;
+    v_target := qmaint.runway_target(v_policy.parent_table, p_now);
     v_wants := v_wants || format('%s: >= %s ahead', v_policy.parent_table, v_target);
     SELECT * INTO v_hot FROM qmaint.partitions_of(v_parent) p
      WHERE NOT p.is_default AND p.lower_bound <= p_now AND p_now < p.upper_bound;

@@ -1,0 +1,93 @@
+import type { Db } from '../db.js';
+import { QmaintError } from '../errors.js';
+import { explainDequeue, type DequeueReport } from './explain.js';
+import { worstVerdict, type Verdict } from './plan.js';
+import { thresholdError, type Thresholds } from './thresholds.js';
+
+export interface HealthCheck {
+  check: string;
+  status: Verdict;
+  observed: string;
+  threshold: string;
+  /** What to do when it fires; a short confirmation when it passes. */
+  message: string;
+}
+
+export interface HealthOptions {
+  /** The time the checks judge against (p_now). The claim itself runs at the server's now(). */
+  now: Date;
+  thresholds: Thresholds;
+  statementTimeout: string;
+  /** Dequeue verdict: queue (default: the oldest due job's), batch and lease of the explained claim. */
+  queue?: string;
+  batch: number;
+  leaseSeconds: number;
+}
+
+export interface HealthReport {
+  now: string;
+  status: Verdict;
+  counts: Record<Verdict, number>;
+  /** One line monitoring can parse: qmaint-health status=... critical=N warn=N ok=N */
+  summaryLine: string;
+  checks: HealthCheck[];
+  /** The full dequeue explain behind the "dequeue" check (absent when it timed out). */
+  dequeue: DequeueReport | null;
+}
+
+/** The server-side checks: qmaint.health_checks(p_now, p_thresholds) under statement_timeout. */
+export async function serverChecks(db: Db, now: Date, thresholds: Record<string, string | number>, statementTimeout: string): Promise<HealthCheck[]> {
+  try {
+    return await db.transaction(async (client) => {
+      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [statementTimeout]);
+      const { rows } = await client.query<{ check_name: string; status: Verdict; observed: string; threshold: string; message: string }>(
+        'SELECT check_name, status, observed, threshold, message FROM qmaint.health_checks($1::timestamptz, $2::jsonb)',
+        [now.toISOString(), JSON.stringify(thresholds)],
+      );
+      return rows.map((r) => ({ check: r.check_name, status: r.status, observed: r.observed, threshold: r.threshold, message: r.message }));
+    });
+  } catch (err) {
+    throw thresholdError(err) ?? err;
+  }
+}
+
+/** The explain of the claim, summed up as one check. */
+export function dequeueCheck(report: DequeueReport): HealthCheck {
+  const failing = report.rules.filter((r) => r.verdict !== 'ok');
+  return {
+    check: 'dequeue',
+    status: report.verdict,
+    observed: failing.length
+      ? `queue '${report.queue}': ${failing.map((r) => `${r.rule} ${r.verdict} (${r.observed})`).join('; ')}`
+      : `queue '${report.queue}': all ${report.rules.length} plan rules pass (${report.claimed} claimed in ${report.executionMs.toFixed(2)} ms, rolled back)`,
+    threshold: 'every plan rule of qmaint explain dequeue',
+    message: failing[0]?.recommendation ?? 'the claim uses its index and skips drained partitions',
+  };
+}
+
+export function summarize(checks: HealthCheck[]): { status: Verdict; counts: Record<Verdict, number>; summaryLine: string } {
+  const counts: Record<Verdict, number> = { critical: 0, warn: 0, ok: 0 };
+  for (const c of checks) counts[c.status]++;
+  const status = worstVerdict(checks.map((c) => c.status));
+  return { status, counts, summaryLine: `qmaint-health status=${status} critical=${counts.critical} warn=${counts.warn} ok=${counts.ok}` };
+}
+
+/** Every health check: the server-side ones, then the dequeue verdict. */
+export async function runHealth(db: Db, options: HealthOptions): Promise<HealthReport> {
+  const checks = await serverChecks(db, options.now, options.thresholds.server, options.statementTimeout);
+  let dequeue: DequeueReport | null = null;
+  try {
+    dequeue = await explainDequeue(db, {
+      queue: options.queue,
+      batch: options.batch,
+      leaseSeconds: options.leaseSeconds,
+      statementTimeout: options.statementTimeout,
+      thresholds: options.thresholds.dequeue,
+    });
+    checks.push(dequeueCheck(dequeue));
+  } catch (err) {
+    if (!(err instanceof QmaintError && err.code === 'critical')) throw err;
+    checks.push({ check: 'dequeue', status: 'critical', observed: 'the claim timed out', threshold: `finishes within statement_timeout ${options.statementTimeout}`, message: err.message });
+  }
+  return { now: options.now.toISOString(), ...summarize(checks), checks, dequeue };
+}
