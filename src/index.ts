@@ -14,3 +14,7 @@ export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
 export type { ClaimParams } from './queue/claim.js';
 export { enqueue, enqueueMany, NOTIFY_CHANNEL } from './queue/enqueue.js';
 export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget } from './queue/enqueue.js';
+export { Consumer } from './queue/consumer.js';
+export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
+export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
+export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';

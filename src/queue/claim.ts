@@ -7,6 +7,17 @@
  * a lease, and returns them; the caller commits at once. `created_at >= $2`
  * (the low-water mark, see lowWaterQuery) lets the planner prune partitions
  * that hold no live jobs, in the SELECT and in the UPDATE.
+ *
+ * `after` is an optional keyset start: only jobs of the same priority that
+ * come after it in claim order. Claimed rows leave dead entries in the claim
+ * index until vacuum (or for as long as an old snapshot holds the xmin
+ * horizon back); starting after the last claimed key keeps each claim from
+ * stepping over that prefix again. Unnamed statements are planned with their
+ * parameter values, so the NULL arm folds away and the keyset becomes an
+ * index bound.
+ *
+ * `created_key` is created_at as text: the exact microseconds, which a JS
+ * Date would round, for the statements that find the job again by its key.
  */
 export interface ClaimParams {
   queue: string;
@@ -15,6 +26,15 @@ export interface ClaimParams {
   workerId: string;
   /** Lower bound on created_at below which no queued/running job exists (null: no bound). */
   lowWater: Date | null;
+  /** Keyset start: claim only after this key (same priority). Null/absent: from the head of the queue. */
+  after?: ClaimCursor | null;
+}
+
+/** A position in claim order: (priority DESC, run_at, id). */
+export interface ClaimCursor {
+  priority: number;
+  runAt: Date;
+  id: string;
 }
 
 export const CLAIM_SQL = `WITH next AS (
@@ -24,6 +44,7 @@ export const CLAIM_SQL = `WITH next AS (
      AND status = 'queued'
      AND run_at <= now()
      AND created_at >= $2
+     AND ($6::integer IS NULL OR (priority = $6 AND (run_at, id) > ($7::timestamptz, $8::bigint)))
    ORDER BY priority DESC, run_at, id
    LIMIT $3
    FOR UPDATE SKIP LOCKED
@@ -37,12 +58,22 @@ UPDATE qmaint.jobs AS j
  WHERE j.id = next.id
    AND j.created_at = next.created_at
    AND j.created_at >= $2
-RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until`;
+RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until,
+          j.created_at::text AS created_key`;
 
 export function claimQuery(params: ClaimParams): { text: string; values: unknown[] } {
   return {
     text: CLAIM_SQL,
-    values: [params.queue, params.lowWater ?? '-infinity', params.batch, params.workerId, params.leaseSeconds],
+    values: [
+      params.queue,
+      params.lowWater ?? '-infinity',
+      params.batch,
+      params.workerId,
+      params.leaseSeconds,
+      params.after?.priority ?? null,
+      params.after?.runAt ?? null,
+      params.after?.id ?? null,
+    ],
   };
 }
 

@@ -1,3 +1,58 @@
-import { notBuilt } from './notbuilt.js';
+import { queueStatus } from '../../queue/admin.js';
+import { handler } from '../context.js';
+import type { Register } from './index.js';
 
-export default notBuilt('status', 'queue depth per queue and status, oldest job, jobs per partition', 3);
+function age(seconds: number | null): string {
+  if (seconds === null) return '';
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172_800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86_400)}d`;
+}
+
+const register: Register = (y) => {
+  y.command(
+    'status',
+    'queue depth per queue and status, age of the oldest queued job, jobs per partition',
+    (b) => b,
+    handler(async (ctx) => {
+      const db = await ctx.migratedDb({ max: 2 });
+      const report = await queueStatus(db, ctx.now);
+      const out = ctx.out;
+      out.emit({ ok: true, ...report }, () => {
+        out.heading('Queues');
+        if (report.queues.length === 0) out.line('no jobs yet');
+        else
+          out.table(
+            [
+              { key: 'queue', header: 'queue' },
+              { key: 'ready', header: 'ready', align: 'right' },
+              { key: 'queued', header: 'queued', align: 'right' },
+              { key: 'running', header: 'running', align: 'right' },
+              { key: 'completed', header: 'completed', align: 'right' },
+              { key: 'failed', header: 'failed', align: 'right', format: (v) => (Number(v) > 0 ? out.c.red(String(v)) : String(v)) },
+              { key: 'oldest', header: 'oldest queued', align: 'right' },
+            ],
+            report.queues.map((q) => ({ queue: q.queue, ready: q.ready, ...q.counts, oldest: age(q.oldestQueuedAgeSeconds) })),
+          );
+        out.line();
+        out.heading('Partitions of qmaint.jobs');
+        out.table(
+          [
+            { key: 'partition', header: 'partition' },
+            { key: 'from', header: 'from (UTC)' },
+            { key: 'to', header: 'to (UTC)' },
+            { key: 'queued', header: 'queued', align: 'right' },
+            { key: 'running', header: 'running', align: 'right' },
+            { key: 'completed', header: 'completed', align: 'right' },
+            { key: 'failed', header: 'failed', align: 'right' },
+          ],
+          report.partitions.map((p) => ({ partition: p.partition, from: p.lowerBound, to: p.upperBound, ...p.counts })),
+        );
+        out.line(out.dim(`low-water mark: ${report.lowWater ?? 'none (every partition is searched)'}`));
+      });
+    }),
+  );
+};
+
+export default register;

@@ -1,3 +1,106 @@
-import { notBuilt } from './notbuilt.js';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { badInput } from '../../errors.js';
+import { Consumer, type Handler } from '../../queue/consumer.js';
+import { checkQueueName } from '../../queue/enqueue.js';
+import { handler } from '../context.js';
+import type { Register } from './index.js';
 
-export default notBuilt('work', 'run a consumer that claims and handles jobs', 3);
+interface Args {
+  queue: string;
+  handler: string;
+  concurrency?: number;
+  batch?: number;
+  leaseSeconds?: number;
+  pollMaxMs?: number;
+  drain: boolean;
+  mode: 'lease' | 'transaction';
+  listen: boolean;
+  listenUrl?: string;
+  shutdownSeconds: number;
+}
+
+/** Import the handler module; anything wrong with it is bad input (exit 2), in one line. */
+export async function loadHandler(file: string): Promise<Handler> {
+  const full = path.resolve(file);
+  if (!existsSync(full)) throw badInput(`handler module ${file} not found; give the path of a module whose default export is async (job) => {}`);
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(full).href)) as { default?: unknown };
+  } catch (err) {
+    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    throw badInput(`handler module ${file} failed to load (${message}); fix the module`);
+  }
+  if (typeof mod.default !== 'function') throw badInput(`handler module ${file} has no default export function; export default async (job) => {}`);
+  return mod.default as Handler;
+}
+
+const register: Register = (y) => {
+  y.command(
+    'work',
+    'run a consumer that claims and handles jobs of one queue',
+    (b) =>
+      b
+        .option('queue', { type: 'string', demandOption: true, description: 'queue to consume' })
+        .option('handler', { type: 'string', demandOption: true, description: 'module whose default export is async (job) => {}' })
+        .option('concurrency', { type: 'number', description: 'handlers running at once (setting concurrency, default 10)' })
+        .option('batch', { type: 'number', description: 'jobs claimed per statement (setting batch, default 100)' })
+        .option('lease-seconds', { type: 'number', description: 'lease of a claimed job (setting leaseSeconds, default 60)' })
+        .option('poll-max-ms', { type: 'number', description: 'longest idle poll interval (setting pollMaxMs, default 5000)' })
+        .option('drain', { type: 'boolean', default: false, description: 'exit 0 once no job of the queue is ready to run now' })
+        .option('mode', { choices: ['lease', 'transaction'] as const, default: 'lease' as const, description: 'lease: claim in batches under a lease; transaction: one job per transaction (job.client)' })
+        .option('listen', { type: 'boolean', default: true, description: 'wake on NOTIFY (--no-listen: poll only, e.g. behind PgBouncer)' })
+        .option('listen-url', { type: 'string', description: 'direct PostgreSQL URL for LISTEN when --database-url goes through PgBouncer' })
+        .option('shutdown-seconds', { type: 'number', default: 30, description: 'on SIGINT/SIGTERM, how long running handlers may finish' }),
+    handler<Args>(async (ctx, argv) => {
+      checkQueueName(argv.queue);
+      if (!(argv.shutdownSeconds >= 0)) throw badInput(`--shutdown-seconds must be 0 or more, got ${argv.shutdownSeconds}`);
+      const settings = ctx.settings({ concurrency: argv.concurrency, batch: argv.batch, leaseSeconds: argv.leaseSeconds, pollMaxMs: argv.pollMaxMs }).values;
+      const fn = await loadHandler(argv.handler);
+      const out = ctx.out;
+      const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
+      const consumer = new Consumer(db, {
+        queue: argv.queue,
+        handler: fn,
+        concurrency: settings.concurrency,
+        batch: settings.batch,
+        leaseSeconds: settings.leaseSeconds,
+        pollMaxMs: settings.pollMaxMs,
+        drain: argv.drain,
+        mode: argv.mode,
+        listen: argv.listen ? (argv.listenUrl ?? true) : false,
+      });
+      consumer.on('failed', (job, error, outcome) => {
+        const what = !outcome ? 'failed after its lease was lost' : outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
+        out.note(`job ${job.id} ${what}: ${error.split('\n')[0]}`);
+      });
+      consumer.on('db-error', (err, during) => out.note(`database error during ${during}: ${err.message} (retrying)`));
+      consumer.on('lease-lost', (job) => out.note(`lost the lease of job ${job.id}; another consumer may run it`));
+      consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
+      consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
+      let stoppedBy: NodeJS.Signals | null = null;
+      const onSignal = (signal: NodeJS.Signals) => {
+        stoppedBy = signal;
+        out.note(`${signal}: stopping (running handlers get ${argv.shutdownSeconds}s; unstarted jobs go back to the queue)`);
+        void consumer.stop({ deadlineMs: argv.shutdownSeconds * 1000 });
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        out.note(`working queue ${argv.queue} as ${consumer.workerId} (concurrency ${settings.concurrency}, ${argv.mode} mode)`);
+        await consumer.start();
+        const report = await consumer.done;
+        const doc = { ok: true, queue: argv.queue, workerId: consumer.workerId, drained: argv.drain && stoppedBy === null, signal: stoppedBy, ...consumer.stats, ...report };
+        out.emit(doc, () =>
+          out.ok(`${consumer.stats.completed} completed, ${consumer.stats.failed} failed, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`),
+        );
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }),
+  );
+};
+
+export default register;
