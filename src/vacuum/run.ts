@@ -1,0 +1,140 @@
+import type { Db, Queryable } from '../db.js';
+import { parseQualifiedName, withMaintenanceLock, type LockHolder } from '../db.js';
+import { badInput } from '../errors.js';
+import { executePlan, type PlanStep } from '../plan.js';
+
+export interface VacuumRunOptions {
+  now: Date;
+  /** One partition ("schema.table"); default every non-future partition of every managed table. */
+  partition?: string;
+  freeze?: boolean;
+  analyze?: boolean;
+}
+
+/** A row of pg_stat_progress_vacuum for the backend running our VACUUM. */
+export interface VacuumProgress {
+  partition: string;
+  phase: string;
+  heapBlocksTotal: number;
+  heapBlocksScanned: number;
+  heapBlocksVacuumed: number;
+  indexVacuumCount: number;
+}
+
+export interface VacuumedPartition {
+  partition: string;
+  statement: string;
+  ms: number;
+  deadTuplesBefore: number;
+  deadTuplesAfter: number;
+}
+
+/** The VACUUM statements `vacuum run` would execute (each outside any transaction). */
+export async function planVacuumRun(db: Queryable, options: VacuumRunOptions): Promise<PlanStep[]> {
+  const { rows } = await db.query<{ partition: string; state: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS partition, st.state
+       FROM qmaint.partition_policy pp
+       CROSS JOIN LATERAL qmaint.partition_states(to_regclass(pp.parent_table), $1::timestamptz) st
+       JOIN pg_class c ON c.oid = st.partition::oid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      ORDER BY pp.parent_table, st.lower_bound`,
+    [options.now.toISOString()],
+  );
+  let chosen = rows.filter((r) => r.state !== 'future');
+  if (options.partition !== undefined) {
+    const name = parseQualifiedName(options.partition, 'partition');
+    chosen = rows.filter((r) => r.partition === name.quoted || r.partition === `${name.schema}.${name.name}`);
+    if (chosen.length === 0) {
+      throw badInput(`${options.partition} is not a partition of a managed table; see qmaint vacuum status for the partitions`);
+    }
+  }
+  const opts = [options.freeze ? 'FREEZE' : null, options.analyze ? 'ANALYZE' : null].filter(Boolean);
+  return chosen.map((r, i) => ({
+    seq: i + 1,
+    action: options.freeze ? 'freeze' : 'vacuum',
+    target: r.partition,
+    statement: `VACUUM ${opts.length > 0 ? `(${opts.join(', ')}) ` : ''}${r.partition}`,
+    lockLevel: `SHARE UPDATE EXCLUSIVE on ${r.partition}`,
+    reason: `${r.state} partition${options.freeze ? ': freeze every row' : ''}`,
+    transactional: false,
+  }));
+}
+
+async function deadTuples(db: Queryable, partition: string): Promise<number> {
+  const { rows } = await db.query<{ n: string | null }>('SELECT n_dead_tup AS n FROM pg_stat_user_tables WHERE relid = to_regclass($1)', [partition]);
+  return Number(rows[0]?.n ?? 0);
+}
+
+export interface RunVacuumOptions extends VacuumRunOptions {
+  lockTimeout: string;
+  retries: number;
+  /** Called with progress rows while a VACUUM runs. */
+  onProgress?: (progress: VacuumProgress) => void;
+  onStart?: (step: PlanStep) => void;
+  pollMs?: number;
+}
+
+/**
+ * Vacuum now, from the client, one partition at a time, under the maintenance
+ * lock and lock_timeout; progress is read from pg_stat_progress_vacuum on a
+ * second connection while each statement runs.
+ */
+export async function runVacuum(
+  db: Db,
+  options: RunVacuumOptions,
+): Promise<{ ran: true; vacuumed: VacuumedPartition[] } | { ran: false; holder: LockHolder | null }> {
+  const steps = await planVacuumRun(db, options);
+  return db.withClient(async (client) => {
+    const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    const locked = await withMaintenanceLock(client, async () => {
+      const vacuumed: VacuumedPartition[] = [];
+      for (const step of steps) {
+        const before = await deadTuples(db, step.target!);
+        options.onStart?.(step);
+        const poller = pollProgress(db, pid, step.target!, options.onProgress, options.pollMs ?? 250);
+        try {
+          const [done] = await executePlan(client, [step], { lockTimeout: options.lockTimeout, retries: options.retries });
+          vacuumed.push({ partition: step.target!, statement: step.statement, ms: done!.ms, deadTuplesBefore: before, deadTuplesAfter: await deadTuples(db, step.target!) });
+        } finally {
+          await poller.stop();
+        }
+      }
+      return vacuumed;
+    });
+    return locked.ran ? { ran: true, vacuumed: locked.result } : { ran: false, holder: locked.holder };
+  });
+}
+
+function pollProgress(db: Queryable, pid: number, partition: string, onProgress: RunVacuumOptions['onProgress'], everyMs: number) {
+  let stopped = false;
+  let pending: Promise<void> = Promise.resolve();
+  const tick = async () => {
+    const { rows } = await db.query<{ phase: string; heap_blks_total: string; heap_blks_scanned: string; heap_blks_vacuumed: string; index_vacuum_count: string }>(
+      'SELECT phase, heap_blks_total, heap_blks_scanned, heap_blks_vacuumed, index_vacuum_count FROM pg_stat_progress_vacuum WHERE pid = $1',
+      [pid],
+    );
+    const r = rows[0];
+    if (r && !stopped) {
+      onProgress?.({
+        partition,
+        phase: r.phase,
+        heapBlocksTotal: Number(r.heap_blks_total),
+        heapBlocksScanned: Number(r.heap_blks_scanned),
+        heapBlocksVacuumed: Number(r.heap_blks_vacuumed),
+        indexVacuumCount: Number(r.index_vacuum_count),
+      });
+    }
+  };
+  const timer = onProgress
+    ? setInterval(() => {
+        pending = pending.then(tick).catch(() => undefined);
+      }, everyMs)
+    : undefined;
+  return {
+    async stop() {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      await pending;
+    },
+  };
+}
