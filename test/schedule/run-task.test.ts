@@ -1,0 +1,171 @@
+import { describe, expect, it } from 'vitest';
+import { MAINTENANCE_LOCK_KEY } from '../../src/db.js';
+import { LEADER_LOCK_KEY } from '../../src/schedule/leader.js';
+import { collectSamples, renderPrometheus } from '../../src/schedule/metrics.js';
+import { recentRuns, runTask } from '../../src/schedule/runs.js';
+import { TASKS } from '../../src/schedule/tasks.js';
+import { freshDatabase } from '../helpers.js';
+
+interface RunRow {
+  task: string;
+  runner: string;
+  status: string;
+  message: string | null;
+  finished_at: Date | null;
+}
+
+async function runsOf(db: { query: (t: string) => Promise<{ rows: RunRow[] }> }): Promise<RunRow[]> {
+  return (await db.query('SELECT task, runner, status, message, finished_at FROM qmaint.maintenance_runs ORDER BY id')).rows;
+}
+
+describe('qmaint.run_task', () => {
+  it('runs every task through its SQL function and records one finished row per run', async () => {
+    const t = await freshDatabase();
+    for (const task of TASKS) {
+      const run = await runTask(t.db, task, 'cli');
+      expect(run, task).toMatchObject({ task, runner: 'cli' });
+      expect(['ok', 'skipped'], `${task}: ${run.message}`).toContain(run.status);
+      expect(run.finishedAt).not.toBeNull();
+    }
+    const rows = await runsOf(t.db);
+    expect(rows.map((r) => r.task)).toEqual([...TASKS]);
+    expect(rows.every((r) => r.finished_at !== null && r.runner === 'cli')).toBe(true);
+    // health keeps every check's verdict in details and sums them up in the message
+    const health = await t.db.query<{ n: number; message: string }>(
+      `SELECT jsonb_array_length(details -> 'checks') AS n, message FROM qmaint.maintenance_runs WHERE task = 'health'`,
+    );
+    expect(health.rows[0]!.n).toBeGreaterThan(0);
+    expect(health.rows[0]!.message).toMatch(/\b(ok|warn|critical): /);
+  });
+
+  it('refuses an unknown task or runner with SQLSTATE 22023 and records nothing', async () => {
+    const t = await freshDatabase();
+    const client = await t.client();
+    await expect(client.query(`SELECT qmaint.run_task('compact')`)).rejects.toMatchObject({ code: '22023', message: "unknown maintenance task 'compact'" });
+    await expect(client.query(`SELECT qmaint.run_task('rotate', 'someone')`)).rejects.toMatchObject({ code: '22023' });
+    expect(await runsOf(t.db)).toEqual([]);
+  });
+
+  it('records a task that raises as failed, rolls back its partial work, and keeps the row', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`CREATE TABLE public.side_effects (x int)`);
+    await t.db.query(`CREATE OR REPLACE FUNCTION qmaint.rescue_expired(p_now timestamptz DEFAULT now()) RETURNS jsonb LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO public.side_effects VALUES (1); RAISE EXCEPTION 'disk on fire' USING ERRCODE = '53100'; END $$`);
+    const run = await runTask(t.db, 'rescue', 'pg_cron');
+    expect(run).toMatchObject({ status: 'failed', message: 'disk on fire (SQLSTATE 53100)' });
+    expect((await t.db.query(`SELECT count(*)::int AS n FROM public.side_effects`)).rows[0]!.n).toBe(0);
+    expect(await runsOf(t.db)).toMatchObject([{ task: 'rescue', runner: 'pg_cron', status: 'failed', message: 'disk on fire (SQLSTATE 53100)' }]);
+  });
+
+  it('records a missing task function as a clear failure instead of crashing', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`DROP FUNCTION qmaint.rescue_expired(timestamptz)`);
+    const run = await runTask(t.db, 'rescue', 'daemon');
+    expect(run.status).toBe('failed');
+    expect(run.message).toMatch(/qmaint\.rescue_expired\(timestamp with time zone\) does not exist; run qmaint migrate/);
+  });
+
+  it('maps a result that gave up on a lock to lock_timeout, naming the target', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`CREATE OR REPLACE FUNCTION qmaint.vacuum_tune_all(p_now timestamptz DEFAULT now()) RETURNS jsonb LANGUAGE sql AS $$
+      SELECT '{"skipped": false, "applied": 2, "gave_up": [{"target": "qmaint.jobs_p20300101", "blockers": []}]}'::jsonb $$`);
+    const run = await runTask(t.db, 'vacuum', 'cli');
+    expect(run.status).toBe('lock_timeout');
+    expect(run.message).toMatch(/gave up waiting for a lock on qmaint\.jobs_p20300101; applied=2/);
+  });
+
+  it('never overlaps itself: a second call while the first is open records skipped at once', async () => {
+    const t = await freshDatabase();
+    const first = await t.client();
+    await first.query('BEGIN');
+    await first.query(`SELECT qmaint.run_task('health', 'pg_cron')`);
+    const second = await runTask(t.db, 'health', 'daemon');
+    expect(second).toMatchObject({ status: 'skipped', message: 'the previous health run is still going' });
+    // another task is not held up by it
+    expect((await runTask(t.db, 'rescue', 'daemon')).status).toBe('ok');
+    await first.query('COMMIT');
+    expect((await runTask(t.db, 'health', 'daemon')).status).toBe('ok');
+  });
+
+  it('skips vacuum while another session (e.g. the CLI) holds the maintenance lock', async () => {
+    const t = await freshDatabase();
+    const cli = await t.client();
+    await cli.query('SELECT pg_advisory_lock($1::bigint)', [MAINTENANCE_LOCK_KEY.toString()]);
+    const run = await runTask(t.db, 'vacuum', 'pg_cron');
+    expect(run.status).toBe('skipped');
+    expect(run.message).toMatch(/maintenance lock/);
+    await cli.query('SELECT pg_advisory_unlock($1::bigint)', [MAINTENANCE_LOCK_KEY.toString()]);
+    expect((await runTask(t.db, 'vacuum', 'pg_cron')).status).toBe('ok');
+  });
+
+  it('uses the same leader lock key in SQL and TypeScript, distinct from every other qmaint key', async () => {
+    const t = await freshDatabase();
+    const { rows } = await t.db.query<{ leader: string; maintenance: string; rescue: string }>(
+      `SELECT qmaint.daemon_leader_lock_key()::text AS leader, qmaint.maintenance_lock_key()::text AS maintenance, qmaint.rescue_lock_key()::text AS rescue`,
+    );
+    expect(rows[0]!.leader).toBe(LEADER_LOCK_KEY.toString());
+    expect(new Set(Object.values(rows[0]!)).size).toBe(3);
+  });
+
+  it('recentRuns returns the latest runs per task and runner, newest first', async () => {
+    const t = await freshDatabase();
+    for (let i = 0; i < 3; i++) await runTask(t.db, 'rescue', 'daemon');
+    await runTask(t.db, 'rescue', 'pg_cron');
+    const runs = await recentRuns(t.db, { limit: 2 });
+    expect(runs.map((r) => r.runner)).toEqual(['pg_cron', 'daemon', 'daemon']);
+    expect(runs[1]!.id).toBeGreaterThan(runs[2]!.id);
+    expect(await recentRuns(t.db, { limit: 5, runner: 'pg_cron' })).toHaveLength(1);
+  });
+});
+
+describe('qmaint.metrics_samples', () => {
+  it('reports queue depth, oldest queued age, runway, dead tuples, xmin horizon and the last run per task', async () => {
+    const t = await freshDatabase();
+    const now = new Date();
+    await t.db.query(
+      `INSERT INTO qmaint.jobs (queue, status, run_at, created_at) VALUES
+         ('mail', 'queued', $1::timestamptz - interval '90 seconds', $1),
+         ('mail', 'queued', $1::timestamptz - interval '10 seconds', $1),
+         ('sms', 'running', $1, $1),
+         ('sms', 'completed', $1, $1)`,
+      [now],
+    );
+    await runTask(t.db, 'rescue', 'daemon');
+    const samples = await collectSamples(t.db, now);
+    const value = (metric: string, labels: Record<string, string> = {}) =>
+      samples.find((s) => s.metric === metric && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+    expect(value('qmaint_jobs', { status: 'queued' })).toBe(2);
+    expect(value('qmaint_jobs', { status: 'running' })).toBe(1);
+    expect(value('qmaint_queue_jobs', { queue: 'sms', status: 'running' })).toBe(1);
+    expect(value('qmaint_oldest_queued_seconds', { queue: 'mail' })).toBeCloseTo(90, 0);
+    const { rows } = await t.db.query<{ ahead: number; end: Date }>(
+      `SELECT count(*) FILTER (WHERE lower_bound > $1)::int AS ahead, max(upper_bound) AS end FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default`,
+      [now],
+    );
+    expect(value('qmaint_partitions_ahead', { parent: 'qmaint.jobs' })).toBe(rows[0]!.ahead);
+    expect(value('qmaint_runway_seconds', { parent: 'qmaint.jobs' })).toBeCloseTo((rows[0]!.end.getTime() - now.getTime()) / 1000, 0);
+    expect(samples.some((s) => s.metric === 'qmaint_partition_dead_tuples' && s.labels.state === 'hot')).toBe(true);
+    expect(value('qmaint_xmin_horizon_age_xids')).toBeGreaterThanOrEqual(0);
+    expect(value('qmaint_maintenance_last_run_status', { task: 'rescue', status: 'ok' })).toBe(1);
+    expect(value('qmaint_maintenance_last_run_status', { task: 'rescue', status: 'failed' })).toBe(0);
+    expect(value('qmaint_maintenance_last_success_timestamp_seconds', { task: 'rescue' })).toBeGreaterThan(now.getTime() / 1000 - 60);
+    const text = renderPrometheus(samples);
+    expect(text).toContain('# TYPE qmaint_jobs gauge');
+    expect(text).toMatch(/^qmaint_queue_jobs\{queue="mail",status="queued"\} 2$/m);
+  });
+
+  it('reports a runway that stops at the first gap in the partitions', async () => {
+    const t = await freshDatabase();
+    const now = new Date();
+    const parts = await t.db.query<{ partition: string; lower_bound: Date; upper_bound: Date }>(
+      `SELECT partition::text, lower_bound, upper_bound FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND upper_bound > $1 ORDER BY lower_bound`,
+      [now],
+    );
+    expect(parts.rows.length).toBeGreaterThanOrEqual(3);
+    // drop the second partition from now: the runway ends where the first one does
+    await t.db.query(`DROP TABLE ${parts.rows[1]!.partition}`);
+    const samples = await collectSamples(t.db, now);
+    const runway = samples.find((s) => s.metric === 'qmaint_runway_seconds')!.value;
+    expect(runway).toBeCloseTo((parts.rows[0]!.upper_bound.getTime() - now.getTime()) / 1000, 0);
+  });
+});
