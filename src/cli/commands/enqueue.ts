@@ -24,7 +24,7 @@ const register: Register = (y) => {
       b
         .option('queue', { type: 'string', demandOption: true, description: 'queue name' })
         .option('payload', { type: 'string', description: 'the job payload, as JSON' })
-        .option('file', { type: 'string', description: 'NDJSON file, one payload per line ("-" for stdin)' })
+        .option('file', { type: 'string', nargs: 1, description: 'NDJSON file, one payload per line ("-" for stdin)' })
         .option('run-at', { type: 'string', description: 'not before this ISO timestamp (default now)' })
         .option('priority', { type: 'number', description: 'higher runs first (default 0)' })
         .option('max-retries', { type: 'number', description: 'retries after the first attempt (default 5)' })
