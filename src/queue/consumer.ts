@@ -349,6 +349,8 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
 
   /** Send completions and failures in batches; at most two flushes in flight. */
   private async flush(): Promise<void> {
+    // After stop() the results of abandoned handlers are dropped: their leases decide.
+    if (this.closed) return;
     while (this.flushing < 2 && (this.toComplete.length > 0 || this.toFail.length > 0)) {
       const done = this.toComplete.splice(0, this.o.batch);
       const failed = this.toFail.splice(0, this.o.batch);
