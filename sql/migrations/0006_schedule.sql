@@ -70,7 +70,7 @@ AS $$
                   (SELECT left(string_agg(format('%s=%s', e.key, e.value), ', ' ORDER BY e.key), 200)
                      FROM jsonb_each_text(p_result) e
                     WHERE jsonb_typeof(p_result -> e.key) NOT IN ('object', 'array')
-                      AND e.key NOT IN ('skipped', 'now')))
+                      AND e.key NOT IN ('skipped', 'now', 'status')))
   END
 $$;
 
@@ -121,18 +121,20 @@ BEGIN
   ELSE
     BEGIN
       v_result := qmaint.dispatch_task(p_task, v_now);
+      -- A task reports how it went in its result: {"status": ...} when it says
+      -- so, {"skipped": true}, or a non-empty "gave_up" list of lock give-ups.
       v_status := CASE WHEN jsonb_typeof(v_result) <> 'object' THEN 'ok'
+                       WHEN v_result ->> 'status' IN ('ok', 'skipped', 'failed', 'lock_timeout') THEN v_result ->> 'status'
                        WHEN v_result @> '{"skipped": true}' THEN 'skipped'
-                       -- a task that gave up on a lock reports it rather than raising
                        WHEN jsonb_typeof(v_result -> 'gave_up') = 'array' AND jsonb_array_length(v_result -> 'gave_up') > 0 THEN 'lock_timeout'
                        ELSE 'ok' END;
       v_message := qmaint.task_summary(p_task, v_result);
-      IF v_status = 'lock_timeout' THEN
+      IF jsonb_typeof(v_result -> 'gave_up') = 'array' AND jsonb_array_length(v_result -> 'gave_up') > 0 THEN
         v_message := format('gave up waiting for a lock on %s; %s',
                             (SELECT string_agg(coalesce(g ->> 'target', '?'), ', ') FROM jsonb_array_elements(v_result -> 'gave_up') g),
                             coalesce(v_message, 'the rest was done'));
       END IF;
-      IF v_status = 'skipped' AND (v_message IS NULL OR v_message = v_result::text) THEN
+      IF v_status = 'skipped' AND v_message IS NULL THEN
         v_message := format('another session holds the lock %s needs; it runs again next tick', p_task);
       END IF;
     EXCEPTION WHEN OTHERS THEN

@@ -74,6 +74,13 @@ describe('qmaint.run_task', () => {
     expect(run.message).toMatch(/gave up waiting for a lock on qmaint\.jobs_p20300101; applied=2/);
   });
 
+  it('takes the status a task reports in its result ({"status": ...})', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`CREATE OR REPLACE FUNCTION qmaint.rotate_all(p_now timestamptz DEFAULT now()) RETURNS jsonb LANGUAGE sql AS $$
+      SELECT '{"status": "lock_timeout", "skipped": false, "message": "gave up on detach qmaint.jobs_p1: blocked by pid 42"}'::jsonb $$`);
+    expect(await runTask(t.db, 'rotate', 'pg_cron')).toMatchObject({ status: 'lock_timeout', message: 'gave up on detach qmaint.jobs_p1: blocked by pid 42' });
+  });
+
   it('never overlaps itself: a second call while the first is open records skipped at once', async () => {
     const t = await freshDatabase();
     const first = await t.client();
