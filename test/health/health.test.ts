@@ -1,0 +1,204 @@
+import { describe, expect, it } from 'vitest';
+import type { HealthCheck, HealthReport } from '../../src/health/checks.js';
+import { cleanEnv, freshDatabase, pgbouncerUrl, runCli, type TestDatabase } from '../helpers.js';
+
+type HealthJson = HealthReport & { ok: boolean; strict: boolean };
+
+/** A setup that passes every rule: a few jobs and a recent successful rotate, as the scheduler records it. */
+async function healthyDatabase(): Promise<TestDatabase> {
+  const t = await freshDatabase();
+  await t.db.query(`INSERT INTO qmaint.jobs (queue) SELECT 'mail' FROM generate_series(1, 20)`);
+  await t.db.query(`INSERT INTO qmaint.maintenance_runs (task, runner, finished_at, status) VALUES ('rotate', 'pg_cron', clock_timestamp(), 'ok')`);
+  return t;
+}
+
+/** qmaint.health_checks() straight from SQL, by check name. */
+async function sqlChecks(t: TestDatabase, thresholds: Record<string, unknown> = {}, now?: string): Promise<Record<string, { status: string; observed: string; message: string }>> {
+  const { rows } = await t.db.query<{ check_name: string; status: string; observed: string; message: string }>(
+    `SELECT * FROM qmaint.health_checks(coalesce($1::timestamptz, now()), $2::jsonb)`,
+    [now ?? null, JSON.stringify(thresholds)],
+  );
+  return Object.fromEntries(rows.map((r) => [r.check_name, r]));
+}
+
+async function health(t: TestDatabase, args: string[] = [], url = t.url): Promise<{ code: number | null; doc: HealthJson; check: (name: string) => HealthCheck }> {
+  const r = await runCli(['health', '--json', '--database-url', url, ...args]);
+  const doc = r.json<HealthJson>();
+  return { code: r.code, doc, check: (name) => doc.checks.find((c) => c.check === name)! };
+}
+
+async function hotPartition(t: TestDatabase): Promise<string> {
+  const { rows } = await t.db.query<{ p: string }>(`SELECT partition::text AS p FROM qmaint.partitions_of('qmaint.jobs') WHERE lower_bound <= now() AND now() < upper_bound`);
+  return rows[0]!.p;
+}
+
+describe('qmaint health', () => {
+  it('a healthy setup passes every rule, ends with the summary line and exits 0', async () => {
+    const t = await healthyDatabase();
+    const r = await runCli(['health', '--database-url', t.url]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.at(-1)).toBe('qmaint-health status=ok critical=0 warn=0 ok=12');
+    const { code, doc } = await health(t, ['--strict']);
+    expect(code).toBe(0);
+    expect(doc.ok).toBe(true);
+    expect(doc.checks.map((c) => c.check)).toEqual([
+      'runway', 'default_partition', 'retention', 'invalid_indexes', 'claim_index', 'dead_tuples',
+      'xmin_horizon', 'idle_in_transaction', 'oldest_queued', 'failed_jobs', 'maintenance', 'dequeue',
+    ]);
+    for (const c of doc.checks) expect(c.status, `${c.check}: ${c.observed}`).toBe('ok');
+    expect(doc.dequeue?.claimed).toBe(20);
+    const { rows } = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.jobs WHERE status = 'queued' AND locked_by IS NULL`);
+    expect(rows[0]!.n).toBe('20');
+  });
+
+  it('time travel past the runway: no partition holds now, critical, exit 4', async () => {
+    const t = await healthyDatabase();
+    const future = new Date(Date.now() + 30 * 86_400_000).toISOString();
+    const { code, doc, check } = await health(t, ['--now', future]);
+    expect(code).toBe(4);
+    expect(doc.status).toBe('critical');
+    expect(check('runway').status).toBe('critical');
+    expect(check('runway').observed).toMatch(/qmaint\.jobs: no partition holds/);
+    expect(check('runway').message).toMatch(/qmaint partitions rotate/);
+    expect(doc.summaryLine).toMatch(/^qmaint-health status=critical critical=\d+ warn=\d+ ok=\d+$/);
+    // Two days ahead the runway still exists but is shorter than the policy asks.
+    const soon = new Date(Date.now() + 2 * 86_400_000).toISOString();
+    const short = await sqlChecks(t, {}, soon);
+    expect(short.runway!.status).toBe('warn');
+    expect(short.runway!.observed).toMatch(/qmaint\.jobs: [01] ahead/);
+  });
+
+  it('rows in a default partition are critical; an empty one the policy does not ask for warns', async () => {
+    const t = await healthyDatabase();
+    await t.db.query(`CREATE TABLE qmaint.jobs_default PARTITION OF qmaint.jobs DEFAULT`);
+    const empty = await sqlChecks(t);
+    expect(empty.default_partition!.status).toBe('warn');
+    expect(empty.default_partition!.message).toMatch(/blocks DETACH CONCURRENTLY/);
+    // Only a range with no partition lands there: a job from 2001.
+    await t.db.query(`INSERT INTO qmaint.jobs (queue, created_at) VALUES ('mail', '2001-01-01T00:00:00Z')`);
+    const { code, check } = await health(t);
+    expect(code).toBe(4);
+    expect(check('default_partition').status).toBe('critical');
+    expect(check('default_partition').observed).toBe('qmaint.jobs_default: 1 rows');
+  });
+
+  it('an invalid index left by a failed CREATE INDEX CONCURRENTLY is reported', async () => {
+    const t = await healthyDatabase();
+    const hot = await hotPartition(t);
+    const client = await t.client();
+    await expect(client.query(`CREATE UNIQUE INDEX CONCURRENTLY jobs_queue_unique ON ${hot} (queue)`)).rejects.toThrow(/could not create unique index/);
+    const { code, check } = await health(t);
+    expect(check('invalid_indexes').status).toBe('warn');
+    expect(check('invalid_indexes').observed).toBe('1: qmaint.jobs_queue_unique (invalid)');
+    expect(check('invalid_indexes').message).toMatch(/DROP INDEX CONCURRENTLY/);
+    expect(code).toBe(0);
+    expect((await health(t, ['--strict'])).code).toBe(4);
+  });
+
+  it('a partition whose claim index is invalid is critical in claim_index', async () => {
+    const t = await healthyDatabase();
+    const hot = await hotPartition(t);
+    await t.db.query(
+      `UPDATE pg_index x SET indisvalid = false
+         FROM pg_inherits ih
+        WHERE ih.inhrelid = x.indexrelid AND ih.inhparent = 'qmaint.jobs_claim_idx'::regclass AND x.indrelid = $1::regclass`,
+      [hot],
+    );
+    const { code, check } = await health(t);
+    expect(code).toBe(4);
+    expect(check('claim_index').status).toBe('critical');
+    expect(check('claim_index').observed).toMatch(new RegExp(`^1 of \\d+ partitions lack a valid claim index: ${hot.replace('.', '\\.')}$`));
+    expect(check('invalid_indexes').status).toBe('warn');
+  });
+
+  it('a snapshot held open is named with its pid in the xmin horizon, and idle in transaction', async () => {
+    const t = await healthyDatabase();
+    const holder = await t.client();
+    await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await holder.query('SELECT count(*) FROM qmaint.jobs');
+    const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const pid = rows[0]!.pid;
+    try {
+      // With the defaults a young snapshot is fine but still the oldest holder.
+      const calm = await sqlChecks(t);
+      expect(calm.xmin_horizon!.status).toBe('ok');
+      expect(calm.xmin_horizon!.observed).toContain(`pid ${pid} (idle in transaction, qmaint-test)`);
+      const { code, check } = await health(t, ['--threshold', 'xmin_horizon_critical=0 seconds', '--threshold', 'idle_in_transaction_warn=0 seconds']);
+      expect(code).toBe(4);
+      expect(check('xmin_horizon').status).toBe('critical');
+      expect(check('xmin_horizon').message).toContain(`pid ${pid}`);
+      expect(check('idle_in_transaction').status).toBe('warn');
+      expect(check('idle_in_transaction').observed).toMatch(new RegExp(`over the limit: pid ${pid} \\(qmaint-test`));
+    } finally {
+      await holder.query('ROLLBACK');
+    }
+    const after = await sqlChecks(t, { xmin_horizon_critical: '0 seconds', idle_in_transaction_warn: '0 seconds' });
+    expect(after.xmin_horizon!.observed).not.toContain(`pid ${pid}`);
+    expect(after.idle_in_transaction!.status).toBe('ok');
+  });
+
+  it('failed jobs piling up: rising warns, beyond the critical count exits 4', async () => {
+    const t = await healthyDatabase();
+    await t.db.query(`INSERT INTO qmaint.jobs (queue, status, last_error, updated_at) SELECT 'mail', 'failed', 'boom', now() - interval '2 hours' FROM generate_series(1, 5)`);
+    expect((await sqlChecks(t)).failed_jobs!.status).toBe('ok');
+    await t.db.query(`INSERT INTO qmaint.jobs (queue, status, last_error) SELECT 'mail', 'failed', 'boom' FROM generate_series(1, 60)`);
+    const rising = await health(t);
+    expect(rising.code).toBe(0);
+    expect(rising.check('failed_jobs').status).toBe('warn');
+    expect(rising.check('failed_jobs').observed).toBe('60 failed in the last 1 hour, 0 in the 1 hour before');
+    expect((await health(t, ['--strict'])).code).toBe(4);
+    const critical = await health(t, ['--threshold', 'failed_critical=50']);
+    expect(critical.code).toBe(4);
+    expect(critical.check('failed_jobs').status).toBe('critical');
+    // The same threshold kept in the database applies to scheduled runs too.
+    await t.db.query(`INSERT INTO qmaint.health_thresholds (name, value) VALUES ('failed_critical', '50')`);
+    expect((await sqlChecks(t)).failed_jobs!.status).toBe('critical');
+  });
+
+  it('an old due job, dead tuples on the hot partition and failing maintenance fire their rules', async () => {
+    const t = await healthyDatabase();
+    await t.db.query(`INSERT INTO qmaint.jobs (queue, run_at) VALUES ('reports', now() - interval '2 hours')`);
+    const hot = await hotPartition(t);
+    await t.db.query(`ALTER TABLE ${hot} SET (autovacuum_enabled = false)`);
+    const writer = await t.client();
+    await writer.query(`INSERT INTO qmaint.jobs (queue, status) SELECT 'bulk', 'completed' FROM generate_series(1, 30000)`);
+    await writer.query(`DELETE FROM qmaint.jobs WHERE queue = 'bulk'`);
+    await writer.query('SELECT pg_stat_force_next_flush()');
+    await writer.query('SELECT 1');
+    for (let i = 0; i < 3; i++) {
+      await t.db.query(`INSERT INTO qmaint.maintenance_runs (task, runner, finished_at, status, message) VALUES ('vacuum', 'daemon', clock_timestamp(), 'failed', 'disk full')`);
+    }
+    const checks = await sqlChecks(t);
+    expect(checks.oldest_queued!.status).toBe('critical');
+    expect(checks.oldest_queued!.observed).toMatch(/^02:00:\d\d waiting in queue 'reports'$/);
+    expect(checks.dead_tuples!.status).toBe('critical');
+    expect(checks.dead_tuples!.observed).toMatch(new RegExp(`worst ${hot.replace('.', '\\.')}: 30000 dead`));
+    expect(checks.maintenance!.status).toBe('critical');
+    expect(checks.maintenance!.message).toMatch(/vacuum: disk full/);
+  });
+
+  it('no recorded maintenance warns; bad thresholds exit 2 and change nothing', async () => {
+    const t = await freshDatabase();
+    expect((await sqlChecks(t)).maintenance!.status).toBe('warn');
+    for (const args of [['--threshold', 'nope=1'], ['--threshold', 'oldest_queued_warn=soon'], ['--threshold', 'failed_critical=many'], ['--now', 'yesterday']]) {
+      const r = await runCli(['health', '--database-url', t.url, ...args]);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    const env = await runCli(['health', '--database-url', t.url], { env: cleanEnv({ QMAINT_HEALTH_THRESHOLDS: '{"failed_window": 3' }) });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toMatch(/healthThresholds is not valid JSON/);
+    await expect(t.db.query(`INSERT INTO qmaint.health_thresholds (name, value) VALUES ('nope', '1')`)).rejects.toThrow(/health_thresholds_name_check/);
+    const { rows } = await t.db.query<{ n: string }>('SELECT count(*) AS n FROM qmaint.health_thresholds');
+    expect(rows[0]!.n).toBe('0');
+  });
+
+  it.runIf(pgbouncerUrl)('works through PgBouncer in transaction pooling mode', async () => {
+    const t = await healthyDatabase();
+    const { code, doc } = await health(t, [], t.bouncerUrl!);
+    expect(code).toBe(0);
+    expect(doc.status).toBe('ok');
+  });
+});
