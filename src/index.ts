@@ -19,3 +19,5 @@ export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, Stop
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';
 export * from './vacuum/index.js';
+export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
+export type { DequeueReport, ExplainOptions, HealthCheck, HealthOptions, HealthReport, DequeueThresholds, ExplainDocument, RuleResult, Verdict, Thresholds } from './health/index.js';
