@@ -21,19 +21,24 @@ interface Args {
   shutdownSeconds: number;
 }
 
-/** Import the handler module; anything wrong with it is bad input (exit 2), in one line. */
-export async function loadHandler(file: string): Promise<Handler> {
+/**
+ * Import the handler module; anything wrong with it is bad input (exit 2), in
+ * one line. An optional `close` export is called once the consumer stopped,
+ * so a module holding pools or timers lets the process exit.
+ */
+export async function loadHandler(file: string): Promise<{ handler: Handler; close?: () => unknown }> {
   const full = path.resolve(file);
   if (!existsSync(full)) throw badInput(`handler module ${file} not found; give the path of a module whose default export is async (job) => {}`);
-  let mod: { default?: unknown };
+  let mod: { default?: unknown; close?: unknown };
   try {
-    mod = (await import(pathToFileURL(full).href)) as { default?: unknown };
+    mod = (await import(pathToFileURL(full).href)) as { default?: unknown; close?: unknown };
   } catch (err) {
     const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
     throw badInput(`handler module ${file} failed to load (${message}); fix the module`);
   }
   if (typeof mod.default !== 'function') throw badInput(`handler module ${file} has no default export function; export default async (job) => {}`);
-  return mod.default as Handler;
+  const close = typeof mod.close === 'function' ? (mod.close as () => unknown) : undefined;
+  return { handler: mod.default as Handler, ...(close ? { close } : {}) };
 }
 
 const register: Register = (y) => {
@@ -57,12 +62,12 @@ const register: Register = (y) => {
       checkQueueName(argv.queue);
       if (!(argv.shutdownSeconds >= 0)) throw badInput(`--shutdown-seconds must be 0 or more, got ${argv.shutdownSeconds}`);
       const settings = ctx.settings({ concurrency: argv.concurrency, batch: argv.batch, leaseSeconds: argv.leaseSeconds, pollMaxMs: argv.pollMaxMs }).values;
-      const fn = await loadHandler(argv.handler);
+      const mod = await loadHandler(argv.handler);
       const out = ctx.out;
       const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
       const consumer = new Consumer(db, {
         queue: argv.queue,
-        handler: fn,
+        handler: mod.handler,
         concurrency: settings.concurrency,
         batch: settings.batch,
         leaseSeconds: settings.leaseSeconds,
@@ -96,6 +101,7 @@ const register: Register = (y) => {
           out.ok(`${consumer.stats.completed} completed, ${consumer.stats.failed} failed, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`),
         );
       } finally {
+        await mod.close?.();
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }

@@ -1,0 +1,129 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Consumer } from '../../src/queue/consumer.js';
+import { enqueue, enqueueMany } from '../../src/queue/enqueue.js';
+import { CLI, cleanEnv, eventually, freshDatabase, pgbouncerUrl, runCli } from '../helpers.js';
+
+const t = await freshDatabase();
+const env = cleanEnv({ DATABASE_URL: t.url });
+const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-work-'));
+const module = (name: string, body: string) => {
+  const file = path.join(dir, name);
+  writeFileSync(file, body);
+  return file;
+};
+// Records each handled id in a table (the ledger); a payload with "boom" throws, one with "hang" never ends.
+const recorder = module(
+  'recorder.mjs',
+  `import pg from ${JSON.stringify(path.resolve('node_modules/pg/lib/index.js'))};
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
+export default async (job) => {
+  if (job.payload.hang) { await pool.query('INSERT INTO hung VALUES ($1)', [job.id]); return new Promise(() => {}); }
+  if (job.payload.boom) throw new Error('boom in job ' + job.id);
+  await pool.query('INSERT INTO handled VALUES ($1, $2)', [job.id, job.retryCount]);
+};
+export const close = () => pool.end();
+`,
+);
+
+async function statuses(queue: string): Promise<Record<string, number>> {
+  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [queue]);
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}
+
+await t.db.query('CREATE TABLE handled (id bigint, retry_count int)');
+await t.db.query('CREATE TABLE hung (id bigint)');
+
+describe('qmaint work', () => {
+  it('--drain works the queue and exits 0; a throwing handler fails only its job', async () => {
+    await enqueueMany(t.db, 'cli', Array.from({ length: 50 }, (_, i) => ({ i })));
+    const boom = await enqueue(t.db, 'cli', { boom: true }, { maxRetries: 0 });
+    const r = await runCli(['work', '--queue', 'cli', '--handler', recorder, '--drain', '--concurrency', '4', '--batch', '8', '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json()).toMatchObject({ ok: true, queue: 'cli', drained: true, completed: 50, failed: 1, returned: 0 });
+    expect(r.stderr).toContain(`job ${boom} failed for good: Error: boom in job ${boom}`);
+    expect(await statuses('cli')).toEqual({ completed: 50, failed: 1 });
+    expect((await t.db.query('SELECT count(DISTINCT id)::int AS n FROM handled')).rows[0]!.n).toBe(50);
+  });
+
+  it('a missing or broken handler module exits 2 with one line', async () => {
+    const broken = module('broken.mjs', 'export default async (job) => { syntax error here');
+    const noDefault = module('nodefault.mjs', 'export const handler = async () => {};');
+    for (const [file, message] of [
+      [path.join(dir, 'missing.mjs'), /handler module .*missing\.mjs not found/],
+      [broken, /handler module .*broken\.mjs failed to load/],
+      [noDefault, /has no default export function/],
+    ] as const) {
+      const r = await runCli(['work', '--queue', 'cli', '--handler', file], { env });
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(message);
+    }
+  });
+
+  it('SIGTERM stops gracefully: the running job finishes, the unstarted ones go back', async () => {
+    const slow = module('slow.mjs', `export default async () => { await new Promise((r) => setTimeout(r, 700)); };\n`);
+    await enqueueMany(t.db, 'sigterm', Array.from({ length: 6 }, (_, i) => ({ i })));
+    const child = spawn(process.execPath, [CLI, 'work', '--queue', 'sigterm', '--handler', slow, '--concurrency', '1', '--batch', '6', '--json'], { env });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    await eventually(async () => (await statuses('sigterm')).running === 6);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const doc = JSON.parse(stdout) as { completed: number; returned: number; signal: string };
+    expect(doc).toMatchObject({ completed: 1, returned: 5, signal: 'SIGTERM' });
+    expect(await statuses('sigterm')).toEqual({ completed: 1, queued: 5 });
+  });
+
+  it('a consumer killed with SIGKILL mid-job: another consumer completes its jobs after the lease', async () => {
+    const ids = await Promise.all([1, 2, 3].map((i) => enqueue(t.db, 'crash', { hang: true, i })));
+    const child = spawn(process.execPath, [CLI, 'work', '--queue', 'crash', '--handler', recorder, '--lease-seconds', '2', '--concurrency', '3'], { env });
+    const exited = new Promise<NodeJS.Signals | null>((r) => child.on('close', (_code, signal) => r(signal)));
+    await eventually(async () => (await t.db.query('SELECT count(*)::int AS n FROM hung')).rows[0]!.n === 3);
+    child.kill('SIGKILL');
+    expect(await exited).toBe('SIGKILL');
+    expect(await statuses('crash')).toEqual({ running: 3 });
+    // The rescuer (run by the second consumer) puts them back once the lease is out; this time they finish.
+    await t.db.query(`UPDATE qmaint.jobs SET payload = payload - 'hang' WHERE queue = 'crash'`);
+    const rescued: number[] = [];
+    const c = new Consumer(t.db, {
+      queue: 'crash',
+      listen: false,
+      rescueEveryMs: 200,
+      pollMinMs: 20,
+      pollMaxMs: 100,
+      backoffBaseMs: 1,
+      backoffCapMs: 5,
+      handler: async (job) => {
+        await t.db.query('INSERT INTO handled VALUES ($1, $2)', [job.id, job.retryCount]);
+      },
+    });
+    c.on('rescued', (r) => rescued.push(r.requeued));
+    await c.start();
+    await eventually(async () => (await statuses('crash')).completed === 3, 20_000);
+    await c.stop();
+    expect(rescued.reduce((a, b) => a + b, 0)).toBe(3);
+    const { rows } = await t.db.query('SELECT id, retry_count FROM handled WHERE id = ANY ($1::bigint[]) ORDER BY id', [ids]);
+    expect(rows).toEqual([...ids].sort((a, b) => Number(a) - Number(b)).map((id) => ({ id, retry_count: 1 })));
+  });
+
+  it.runIf(pgbouncerUrl)('works through PgBouncer in transaction pooling mode (no LISTEN, polling)', async () => {
+    const bouncerEnv = cleanEnv({ DATABASE_URL: t.bouncerUrl! });
+    await enqueueMany(t.db, 'bouncer', Array.from({ length: 200 }, (_, i) => ({ i })));
+    await enqueue(t.db, 'bouncer', { boom: true }, { maxRetries: 0 });
+    const r = await runCli(['work', '--queue', 'bouncer', '--handler', recorder, '--drain', '--no-listen', '--concurrency', '5', '--batch', '20', '--json'], { env: bouncerEnv });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json()).toMatchObject({ completed: 200, failed: 1 });
+    expect(await statuses('bouncer')).toEqual({ completed: 200, failed: 1 });
+    // Enqueue through PgBouncer too, in a transaction, and the transaction mode consumer.
+    const e = await runCli(['enqueue', '--queue', 'bouncer2', '--file', '-'], { env: bouncerEnv, input: '{"a":1}\n{"a":2}\n' });
+    expect(e.code, e.stderr).toBe(0);
+    const tx = await runCli(['work', '--queue', 'bouncer2', '--handler', recorder, '--drain', '--no-listen', '--mode', 'transaction', '--concurrency', '2'], { env: bouncerEnv });
+    expect(tx.code, tx.stderr).toBe(0);
+    expect(await statuses('bouncer2')).toEqual({ completed: 2 });
+  });
+});
