@@ -21,3 +21,5 @@ export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, Job
 export * from './vacuum/index.js';
 export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
 export type { DequeueReport, ExplainOptions, HealthCheck, HealthOptions, HealthReport, DequeueThresholds, ExplainDocument, RuleResult, Verdict, Thresholds } from './health/index.js';
+export { Daemon, runTask, recentRuns, locatePgCron, planInstall, planUninstall, applyChanges, queueJobs, jobRuns, schedulesFrom, cronProblem, collectSamples, renderPrometheus, TASKS, LEADER_LOCK_KEY } from './schedule/index.js';
+export type { DaemonOptions, DaemonEvent, MaintenanceRun, RunStatus, Runner, PgCronSite, CronJob, CronJobRun, JobChange, Schedules, TaskName, Sample } from './schedule/index.js';
