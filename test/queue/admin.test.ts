@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import { claimQuery } from '../../src/queue/claim.js';
+import { enqueue, enqueueMany } from '../../src/queue/enqueue.js';
+import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
+
+const t = await freshDatabase();
+const env = cleanEnv({ DATABASE_URL: t.url });
+const lowWater = async () => (await t.db.query<{ lw: Date }>(`SELECT low_water AS lw FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`)).rows[0]!.lw;
+const setLowWater = (v: string) => t.db.query(`UPDATE qmaint.partition_policy SET low_water = $1 WHERE parent_table = 'qmaint.jobs'`, [v]);
+
+async function claim(queue: string, batch: number, leaseSeconds = 60) {
+  const { text, values } = claimQuery({ queue, batch, leaseSeconds, workerId: 'test-worker', lowWater: null });
+  return (await t.db.query<{ id: string; created_key: string }>(text, values)).rows;
+}
+
+describe('rescue_expired', () => {
+  it('requeues expired leases with a retry, fails those out of retries keeping last_error', async () => {
+    const a = await enqueue(t.db, 'rescue', { a: 1 }, { maxRetries: 2 });
+    const b = await enqueue(t.db, 'rescue', { b: 1 }, { maxRetries: 0 });
+    await t.db.query(`UPDATE qmaint.jobs SET last_error = 'earlier failure' WHERE id = $1`, [b]);
+    expect(await claim('rescue', 10, 30)).toHaveLength(2);
+    const now = await t.db.query<{ r: unknown }>(`SELECT qmaint.rescue_expired() AS r`);
+    expect(now.rows[0]!.r).toEqual({ requeued: 0, failed: 0 }); // leases still valid
+    const later = await t.db.query<{ r: unknown }>(`SELECT qmaint.rescue_expired(now() + interval '31 seconds') AS r`);
+    expect(later.rows[0]!.r).toEqual({ requeued: 1, failed: 1 });
+    const { rows } = await t.db.query(`SELECT id, status::text, retry_count, locked_by, last_error, run_at > now() + interval '30 seconds' AS backed_off FROM qmaint.jobs WHERE queue = 'rescue' ORDER BY id`);
+    expect(rows).toEqual([
+      { id: a, status: 'queued', retry_count: 1, locked_by: null, last_error: expect.stringMatching(/lease held by test-worker expired/), backed_off: true },
+      { id: b, status: 'failed', retry_count: 0, locked_by: null, last_error: 'earlier failure', backed_off: false },
+    ]);
+  });
+
+  it('runs one at a time: a concurrent call is skipped', async () => {
+    const holder = await t.client();
+    await holder.query('BEGIN');
+    await holder.query('SELECT qmaint.rescue_expired()');
+    const second = await t.db.query<{ r: unknown }>('SELECT qmaint.rescue_expired() AS r');
+    expect(second.rows[0]!.r).toEqual({ skipped: true });
+    await holder.query('COMMIT');
+    const third = await t.db.query<{ r: unknown }>('SELECT qmaint.rescue_expired() AS r');
+    expect(third.rows[0]!.r).not.toHaveProperty('skipped');
+  });
+
+  it('lowers the low-water mark when a live job sits below it', async () => {
+    const id = await enqueue(t.db, 'below', {});
+    const created = (await t.db.query<{ c: Date }>('SELECT created_at AS c FROM qmaint.jobs WHERE id = $1', [id])).rows[0]!.c;
+    await setLowWater(new Date(created.getTime() + 3_600_000).toISOString());
+    // The claim cannot see it now (the planner prunes below the mark).
+    const { text, values } = claimQuery({ queue: 'below', batch: 1, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() });
+    expect((await t.db.query(text, values)).rowCount).toBe(0);
+    await t.db.query('SELECT qmaint.rescue_expired()');
+    expect((await lowWater()).getTime()).toBeLessThanOrEqual(created.getTime());
+    await setLowWater('-infinity');
+  });
+});
+
+describe('qmaint jobs and status', () => {
+  it('jobs retry puts failed jobs back and lowers the low-water mark in the same transaction', async () => {
+    const id = await enqueue(t.db, 'retry', {}, { maxRetries: 0, createdAt: new Date(Date.now() - 3 * 86_400_000) });
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'failed', retry_count = 0, last_error = 'it broke' WHERE id = $1`, [id]);
+    await setLowWater(new Date(Date.now() - 86_400_000).toISOString());
+    const dry = await runCli(['jobs', 'retry', id, '--dry-run'], { env });
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toContain(`SELECT id FROM qmaint.retry_jobs(ARRAY[${id}]::bigint[], NULL,`);
+    expect(dry.stdout).toMatch(/lock: ROW EXCLUSIVE on qmaint\.jobs/);
+    expect(dry.stdout).toMatch(/1 match now/);
+    expect((await t.db.query('SELECT status::text FROM qmaint.jobs WHERE id = $1', [id])).rows[0]!.status).toBe('failed');
+    const r = await runCli(['jobs', 'retry', id, '--json'], { env });
+    expect(r.code).toBe(0);
+    expect(r.json()).toMatchObject({ ok: true, count: 1, ids: [id] });
+    const { rows } = await t.db.query('SELECT status::text, retry_count, last_error, created_at FROM qmaint.jobs WHERE id = $1', [id]);
+    expect(rows[0]).toMatchObject({ status: 'queued', retry_count: 0, last_error: 'it broke' });
+    expect((await lowWater()).getTime()).toBeLessThanOrEqual((rows[0]!.created_at as Date).getTime());
+    // And the claim, carrying the mark, finds it.
+    const claimed = await t.db.query(claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).text, claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).values);
+    expect(claimed.rows.map((j) => j.id)).toEqual([id]);
+    await setLowWater('-infinity');
+  });
+
+  it('jobs cancel fails queued jobs of a queue; --dry-run changes nothing; bad input exits 2', async () => {
+    await enqueueMany(t.db, 'cancel', [1, 2, 3]);
+    const dry = await runCli(['jobs', 'cancel', '--queue', 'cancel', '--dry-run', '--json'], { env });
+    expect(dry.json()).toMatchObject({ dryRun: true, matching: 3 });
+    expect((await t.db.query(`SELECT count(*)::int AS n FROM qmaint.jobs WHERE queue = 'cancel' AND status = 'queued'`)).rows[0]!.n).toBe(3);
+    const r = await runCli(['jobs', 'cancel', '--queue', 'cancel', '--json'], { env });
+    expect(r.json()).toMatchObject({ count: 3 });
+    const { rows } = await t.db.query(`SELECT DISTINCT status::text, last_error LIKE 'cancelled at%' AS why FROM qmaint.jobs WHERE queue = 'cancel'`);
+    expect(rows).toEqual([{ status: 'failed', why: true }]);
+    for (const args of [['jobs', 'cancel'], ['jobs', 'retry', 'abc'], ['jobs', 'list', '--status', 'weird']]) {
+      const bad = await runCli(args, { env });
+      expect(bad.code, args.join(' ')).toBe(2);
+      expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it('jobs list filters by queue and status', async () => {
+    const r = await runCli(['jobs', 'list', '--queue', 'cancel', '--status', 'failed', '--limit', '2', '--json'], { env });
+    const jobs = r.json<{ jobs: { queue: string; status: string }[] }>().jobs;
+    expect(jobs).toHaveLength(2);
+    expect(jobs.every((j) => j.queue === 'cancel' && j.status === 'failed')).toBe(true);
+  });
+
+  it('status counts per queue and status, oldest queued age, jobs per partition', async () => {
+    const now = new Date(Date.now() + 600_000);
+    await enqueueMany(t.db, 'stat', [1, 2]);
+    await enqueue(t.db, 'stat', {}, { runAt: new Date(now.getTime() + 3_600_000) });
+    await claim('stat', 1);
+    const r = await runCli(['status', '--json', '--now', now.toISOString()], { env });
+    expect(r.code).toBe(0);
+    const doc = r.json<{ queues: { queue: string; counts: Record<string, number>; ready: number; oldestQueuedAgeSeconds: number }[]; partitions: { partition: string; total: number }[] }>();
+    const stat = doc.queues.find((q) => q.queue === 'stat')!;
+    expect(stat.counts).toEqual({ queued: 2, running: 1, completed: 0, failed: 0 });
+    expect(stat.ready).toBe(1);
+    expect(stat.oldestQueuedAgeSeconds).toBeGreaterThanOrEqual(600);
+    const total = (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM qmaint.jobs')).rows[0]!.n;
+    expect(doc.partitions.reduce((n, p) => n + p.total, 0)).toBe(total);
+    expect(doc.partitions.length).toBeGreaterThanOrEqual(4);
+  });
+});
