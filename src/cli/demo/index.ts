@@ -1,5 +1,6 @@
+import { healthStep } from './health.js';
 import { installStep } from './install.js';
 import type { DemoStep } from './types.js';
 
 /** The demo's story, in order. Each capability adds its step here. */
-export const demoSteps: DemoStep[] = [installStep];
+export const demoSteps: DemoStep[] = [installStep, healthStep];
