@@ -60,7 +60,7 @@ export class Daemon {
       newClient: () => options.db.newClient({ application_name: 'qmaint-daemon' }),
       intervalMs: options.leaderIntervalMs ?? 2000,
       onChange: (leading, reason) =>
-        this.emit('info', 'leader', leading ? `this daemon leads and runs the tasks (${reason})` : `standing by (${reason})`, { role: leading ? 'leader' : 'standby' }),
+        this.emit('info', 'leader', leading ? `this daemon leads and runs the tasks (${reason})` : `this daemon no longer leads (${reason})`, { role: leading ? 'leader' : 'standby' }),
       onError: (message) => this.emit('warn', 'leader_error', message),
     });
   }

@@ -70,9 +70,13 @@ export async function locatePgCron(queue: Db, cronUrl?: string): Promise<PgCronS
 function notPreloaded(facts: ServerFacts, major: number): QmaintError {
   const db = facts.database;
   const preload = `add pg_cron to shared_preload_libraries and set cron.database_name = '${db}' in postgresql.conf (or ALTER SYSTEM SET shared_preload_libraries = 'pg_cron'; ALTER SYSTEM SET cron.database_name = '${db}')`;
-  const rest = ['restart PostgreSQL', `run CREATE EXTENSION pg_cron; in database ${db} as a superuser`, 'run qmaint schedule install --pg-cron again'];
+  const rest = [
+    'restart PostgreSQL',
+    `run CREATE EXTENSION pg_cron; in database ${db} as a superuser`,
+    'run qmaint schedule install --pg-cron again (or skip pg_cron: qmaint schedule run needs no extension)',
+  ];
   if (!facts.available) {
-    return pgCronProblem(`pg_cron is not installed on this PostgreSQL ${major} server (or run qmaint schedule run instead, which needs no extension)`, [
+    return pgCronProblem(`pg_cron is not installed on this PostgreSQL ${major} server`, [
       `install the pg_cron package (Debian/Ubuntu: apt install postgresql-${major}-cron; RHEL: dnf install pg_cron_${major})`,
       preload,
       ...rest,

@@ -1,6 +1,7 @@
 import { healthStep } from './health.js';
 import { installStep } from './install.js';
+import { scheduleStep } from './schedule.js';
 import type { DemoStep } from './types.js';
 
 /** The demo's story, in order. Each capability adds its step here. */
-export const demoSteps: DemoStep[] = [installStep, healthStep];
+export const demoSteps: DemoStep[] = [installStep, healthStep, scheduleStep];
