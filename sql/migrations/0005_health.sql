@@ -272,7 +272,7 @@ AS $$
               ELSE count(*) || ': ' || string_agg(name || ' (' || why || ')', ', ' ORDER BY name) END,
          'none'::text,
          CASE WHEN count(*) = 0 THEN 'every index is valid'
-              ELSE 'drop each with DROP INDEX CONCURRENTLY and build it again (or REINDEX INDEX CONCURRENTLY); an invalid index costs every write and serves no read' END
+              ELSE 'drop each with DROP INDEX CONCURRENTLY and build it again (or REINDEX INDEX CONCURRENTLY); an invalid index serves no read and, once marked ready, still costs every write' END
     FROM bad
 $$;
 
