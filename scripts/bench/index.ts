@@ -1,8 +1,9 @@
 // npm run bench [-- SUITE...]: run the benchmark suites (all by default) on a
 // fresh embedded PostgreSQL and write their sections of docs/benchmarks.md.
 import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSuite } from './harness.js';
+import { vacuumSuite } from './vacuum.js';
 
-const suites: BenchSuite[] = [];
+const suites: BenchSuite[] = [vacuumSuite];
 
 async function run(): Promise<number> {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
