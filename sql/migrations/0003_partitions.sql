@@ -317,7 +317,10 @@ BEGIN
     v_sql := v_sql
         || format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; ', v_default)
         || format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING %s) INSERT INTO %I.%I (%s) SELECT %s FROM moved; ',
-                  v_default, v_key, p_from, v_key, p_to, v_cols, v_schema, v_name, v_cols, v_cols);
+                  v_default, v_key, p_from, v_key, p_to, v_cols, v_schema, v_name, v_cols, v_cols)
+        -- Moved rows may be live: keep the low-water mark below them.
+        || format('UPDATE qmaint.partition_policy SET low_water = %L WHERE parent_table = %L AND low_water > %L; ',
+                  p_from, format('%s.%s', v_schema, v_table), p_from);
     v_lock := v_lock || format(', ACCESS EXCLUSIVE on %s', v_default);
   END IF;
   v_sql := v_sql
@@ -627,6 +630,7 @@ DECLARE
   v_parts qmaint.partition_bound[];
   v_steps qmaint.plan_step[] := '{}';
   v_default regclass;
+  v_default_name text;
   v_concurrent boolean;
   v_floor timestamptz;
   v_target integer;
@@ -680,6 +684,17 @@ BEGIN
       qmaint.dispose_sql(r.rel::text, p_parent_table, v_pol.retention_mode, v_pol.archive_schema, p_now),
       format('ACCESS EXCLUSIVE on %s (detached)', r.rel), format('detached by an interrupted run; retention mode %s', v_pol.retention_mode), true)::qmaint.plan_step;
   END LOOP;
+
+  -- The default partition, when the policy asks for one (built standalone,
+  -- then attached: SHARE UPDATE EXCLUSIVE on the parent).
+  IF v_pol.default_partition AND v_default IS NULL THEN
+    SELECT format('%I.%I', n.nspname, left(c.relname, 55) || '_default') INTO v_default_name
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_parent;
+    v_steps := v_steps || ROW(0, 'create', v_default_name,
+      format('CREATE TABLE %1$s (LIKE %2$s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE); ALTER TABLE %2$s ATTACH PARTITION %1$s DEFAULT',
+             v_default_name, v_parent),
+      format('SHARE UPDATE EXCLUSIVE on %s', v_parent), 'the policy asks for a default partition', true)::qmaint.plan_step;
+  END IF;
 
   -- 2. The runway, from the slot holding p_now.
   v_floor := qmaint.partition_floor(p_now, v_pol.partition_interval);
@@ -1068,5 +1083,60 @@ BEGIN
   RETURN jsonb_build_object('status', v_status, 'skipped', false, 'now', p_now,
                             'message', coalesce(nullif(array_to_string(v_messages, '; '), ''), 'no partition policy'),
                             'tables', v_tables);
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Policy checks PostgreSQL has to make (interval text is PostgreSQL's), for
+-- `qmaint partitions apply`: every problem of one policy document, or none.
+CREATE FUNCTION qmaint.check_policy(p_policy jsonb) RETURNS text[]
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_problems text[] := '{}';
+  v_interval interval;
+  v_retention interval;
+  v_lock interval;
+  v_problem text;
+BEGIN
+  IF jsonb_typeof(p_policy -> 'table') = 'string' THEN
+    v_problem := qmaint.check_managed_table(p_policy ->> 'table');
+    IF v_problem IS NOT NULL THEN
+      v_problems := v_problems || v_problem;
+    END IF;
+  END IF;
+  IF jsonb_typeof(p_policy -> 'interval') = 'string' THEN
+    BEGIN
+      v_interval := (p_policy ->> 'interval')::interval;
+      v_problem := qmaint.check_partition_interval(v_interval);
+      IF v_problem IS NOT NULL THEN
+        v_problems := v_problems || format('interval %s: %s', p_policy ->> 'interval', v_problem);
+        v_interval := NULL;
+      END IF;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow OR syntax_error THEN
+      v_problems := v_problems || format('interval %s is not a PostgreSQL interval (e.g. "1 day", "6 hours")', p_policy -> 'interval');
+    END;
+  END IF;
+  IF jsonb_typeof(p_policy -> 'retention') = 'string' THEN
+    BEGIN
+      v_retention := (p_policy ->> 'retention')::interval;
+      IF v_interval IS NOT NULL AND v_retention < v_interval THEN
+        v_problems := v_problems || format('retention %s is shorter than the interval %s; keep at least one whole partition', p_policy ->> 'retention', p_policy ->> 'interval');
+      END IF;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow OR syntax_error THEN
+      v_problems := v_problems || format('retention %s is not a PostgreSQL interval (e.g. "7 days")', p_policy -> 'retention');
+    END;
+  END IF;
+  IF jsonb_typeof(p_policy -> 'lockTimeout') = 'string' THEN
+    BEGIN
+      v_lock := (p_policy ->> 'lockTimeout')::interval;
+      IF v_lock <= interval '0' OR v_lock > interval '10 minutes' THEN
+        v_problems := v_problems || format('lockTimeout %s must be more than 0 and at most 10 minutes', p_policy ->> 'lockTimeout');
+      END IF;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow OR syntax_error THEN
+      v_problems := v_problems || format('lockTimeout %s is not a PostgreSQL interval (e.g. "2s", "500ms")', p_policy -> 'lockTimeout');
+    END;
+  END IF;
+  RETURN v_problems;
 END;
 $$;
