@@ -2,6 +2,7 @@ import { healthStep } from './health.js';
 import { installStep } from './install.js';
 import { scheduleStep } from './schedule.js';
 import type { DemoStep } from './types.js';
+import { vacuumStep } from './vacuum.js';
 
 /** The demo's story, in order. Each capability adds its step here. */
-export const demoSteps: DemoStep[] = [installStep, healthStep, scheduleStep];
+export const demoSteps: DemoStep[] = [installStep, vacuumStep, healthStep, scheduleStep];
