@@ -959,11 +959,12 @@ $$;
 -- Run plan steps in the current transaction, each in its own subtransaction
 -- under p_lock_timeout, retrying one that hit the timeout with jittered
 -- backoff. A 'move' step is repeated until it moves nothing (at most
--- move_batches_per_run() batches). A retire step that finds live jobs again
+-- p_move_batches batches). A retire step that finds live jobs again
 -- (QM001) is skipped with the rest of its partition's steps. On giving up,
 -- the failed step leaves no trace, the steps before it stay done, and the
 -- result says {"status": "lock_timeout"} with the blocking sessions.
-CREATE FUNCTION qmaint.run_steps(p_steps qmaint.plan_step[], p_lock_timeout interval, p_retries integer DEFAULT qmaint.lock_retries())
+CREATE FUNCTION qmaint.run_steps(p_steps qmaint.plan_step[], p_lock_timeout interval, p_retries integer DEFAULT qmaint.lock_retries(),
+                                 p_move_batches integer DEFAULT qmaint.move_batches_per_run())
 RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
@@ -1000,7 +1001,7 @@ BEGIN
             EXECUTE v_step.statement INTO v_moved;
             v_total := v_total + v_moved;
             v_batches := v_batches + 1;
-            EXIT WHEN v_moved = 0 OR v_batches >= qmaint.move_batches_per_run();
+            EXIT WHEN v_moved = 0 OR v_batches >= p_move_batches;
           END LOOP;
         ELSE
           EXECUTE v_step.statement;

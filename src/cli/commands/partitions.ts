@@ -1,3 +1,222 @@
-import { notBuilt } from './notbuilt.js';
+import type { Argv } from 'yargs';
+import type { Db } from '../../db.js';
+import { badInput } from '../../errors.js';
+import {
+  applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
+  type MaintainOptions, type PartitionInfo, type Preview, type RunResult, type StepEvent,
+} from '../../partitions/index.js';
+import { handler, parseNow, type Context } from '../context.js';
+import type { Progress } from '../output.js';
+import type { Register } from './index.js';
 
-export default notBuilt('partitions', 'partition policies, runway, retention by DETACH/DROP', 4);
+interface CommonArgs {
+  table?: string;
+  dryRun?: boolean;
+  lockTimeout?: string;
+  lockRetries?: number;
+}
+
+const maintenanceOptions = <T>(b: Argv<T>) =>
+  b
+    .option('table', { type: 'string', description: 'only this managed table (schema.table); default: every table with a policy' })
+    .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL with its lock level; change nothing' })
+    .option('lock-timeout', { type: 'string', description: "lock_timeout of every statement (default: the policy's lockTimeout)" })
+    .option('lock-retries', { type: 'number', description: 'retries of a statement that hit lock_timeout (default 5)' });
+
+function options(ctx: Context, argv: CommonArgs): MaintainOptions & { dryRun: boolean } {
+  const loaded = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
+  return {
+    now: ctx.now,
+    table: argv.table,
+    dryRun: !!argv.dryRun,
+    // The policy's lockTimeout applies unless a flag, env or config file says otherwise.
+    lockTimeout: loaded.origin.lockTimeout === 'default' ? undefined : loaded.values.lockTimeout,
+    retries: loaded.values.lockRetries,
+    onEvent: stepPrinter(ctx),
+  };
+}
+
+/** Human progress: one line per finished step, a progress bar for straggler moves. */
+function stepPrinter(ctx: Context): (event: StepEvent) => void {
+  const out = ctx.out;
+  let bar: Progress | undefined;
+  return (event) => {
+    switch (event.kind) {
+      case 'start':
+        if (event.step.action === 'move') {
+          const total = Number(/holds (\d+) queued/.exec(event.step.reason)?.[1] ?? 0);
+          bar = out.progress(total, `moving jobs out of ${event.step.target}`);
+        }
+        break;
+      case 'moved':
+        bar?.tick(event.moved);
+        break;
+      case 'retry':
+        out.note(`${out.c.yellow('lock busy:')} ${event.step.action} ${event.step.target ?? ''}, try ${event.attempt + 1} in ${event.delayMs} ms`);
+        break;
+      case 'skipped':
+        out.warn(`skipped ${event.step.action} ${event.step.target ?? ''}: ${event.reason}`);
+        break;
+      case 'done':
+        bar?.finish();
+        bar = undefined;
+        out.ok(`${event.step.action} ${event.step.target ?? ''}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${out.dim(`${event.ms} ms`)}`);
+        break;
+    }
+  };
+}
+
+function printPreview(ctx: Context, preview: Preview, what: string): void {
+  const out = ctx.out;
+  out.emit({ ok: true, dryRun: true, pooled: preview.pooled, tables: preview.tables }, () => {
+    if (preview.pooled) out.line(out.dim('-- through a transaction pooler: one transaction, plain DETACH (see docs/partitions.md)'));
+    for (const t of preview.tables) {
+      out.heading(`-- ${what}${t.table ? ` for ${t.table}` : ''}`);
+      out.plan(t.steps);
+    }
+  });
+}
+
+function printResult(ctx: Context, result: RunResult | Preview, what: string): number {
+  if (!('ran' in result)) {
+    printPreview(ctx, result, what);
+    return 0;
+  }
+  const out = ctx.out;
+  if (!result.ran) {
+    out.emit({ ok: true, skipped: true, pooled: result.pooled, message: result.message, holder: result.holder }, () => out.warn(result.message));
+    return 0;
+  }
+  out.emit({ ok: true, skipped: false, pooled: result.pooled, summary: summarize(result), tables: result.tables }, () => out.line(summarize(result)));
+  return 0;
+}
+
+function stateLabel(p: PartitionInfo): string {
+  const base = p.state === 'warm' ? 'past, live jobs' : p.state;
+  const marks = [p.expired ? 'expired' : '', p.detachPending ? 'detach pending' : '', p.retiring ? 'retiring' : ''].filter(Boolean);
+  return marks.length > 0 ? `${base} (${marks.join(', ')})` : base;
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v >= 10 ? 0 : 1)} ${units[i]}`;
+}
+
+async function db(ctx: Context): Promise<Db> {
+  return ctx.migratedDb({ applicationName: 'qmaint partitions' });
+}
+
+const register: Register = (y) => {
+  y.command('partitions', 'partition policies, runway, retention by DETACH/DROP', (p) =>
+    p
+      .command(
+        'apply [files..]',
+        'validate policy files and write them into qmaint.partition_policy (default: partitions/*.json)',
+        (b) => b.positional('files', { type: 'string', array: true }).option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
+        handler<{ files?: string[]; dryRun: boolean }>(async (ctx, argv) => {
+          const paths = policyPaths(argv.files ?? []);
+          const result = await applyPolicies(await db(ctx), paths, { dryRun: argv.dryRun });
+          const out = ctx.out;
+          out.emit({ ok: true, ...result }, () => {
+            if (argv.dryRun) out.plan(result.statements.map((s, i) => ({ seq: i + 1, action: 'apply', ...s })));
+            else for (const a of result.applied) out.ok(`${a.created ? 'created' : 'updated'} the policy of ${a.table} from ${a.file}`);
+          });
+        }),
+      )
+      .command(
+        'list',
+        'every partition: bounds, state, estimated rows, live jobs, size, autovacuum profile',
+        (b) => b.option('table', { type: 'string', description: 'only this managed table' }),
+        handler<{ table?: string }>(async (ctx, argv) => {
+          const tables = await listPartitions(await db(ctx), { now: ctx.now, table: argv.table });
+          const out = ctx.out;
+          out.emit({ ok: true, now: ctx.now.toISOString(), tables }, () => {
+            for (const t of tables) {
+              out.heading(`${t.table}: interval ${t.interval}, retention ${t.retention}, runway ${t.runway}/${t.runwayTarget} ahead, low water ${t.lowWater ?? 'none'}`);
+              out.table<PartitionInfo>(
+                [
+                  { key: 'name', header: 'partition' },
+                  { key: 'from', header: 'from (UTC)', format: (v, r) => (r.isDefault ? 'DEFAULT' : String(v)) },
+                  { key: 'to', header: 'to', format: (v) => (v === null ? '' : String(v)) },
+                  { key: 'state', header: 'state', format: (_v, r) => stateLabel(r) },
+                  { key: 'estimatedRows', header: 'est. rows', align: 'right' },
+                  { key: 'liveJobs', header: 'live jobs', align: 'right' },
+                  { key: 'bytes', header: 'size', align: 'right', format: (v) => bytes(Number(v)) },
+                  { key: 'profile', header: 'profile' },
+                ],
+                t.partitions,
+              );
+            }
+          });
+        }),
+      )
+      .command(
+        'plan',
+        'the ordered DDL rotate would run, each statement with its lock level and reason',
+        (b) => b.option('table', { type: 'string', description: 'only this managed table' }),
+        handler<{ table?: string }>(async (ctx, argv) => {
+          printPreview(ctx, await planRotate(await db(ctx), { now: ctx.now, table: argv.table }), 'rotate plan');
+        }),
+      )
+      .command(
+        'rotate',
+        'make the runway, retire expired drained partitions, advance the low-water mark',
+        (b) => maintenanceOptions(b),
+        handler<CommonArgs>(async (ctx, argv) => {
+          const opts = options(ctx, argv);
+          const d = await db(ctx);
+          if (opts.dryRun) return printResult(ctx, await planRotate(d, opts), 'rotate plan');
+          return printResult(ctx, await rotate(d, opts), 'rotate');
+        }),
+      )
+      .command(
+        'create',
+        'create the partitions from the one holding now through the one holding --until',
+        (b) =>
+          maintenanceOptions(b)
+            .option('until', { type: 'string', demandOption: true, description: 'ISO timestamp the partitions must reach' })
+            .option('max', { type: 'number', default: 1000, description: 'refuse to create more partitions than this' }),
+        handler<CommonArgs & { until: string; max: number }>(async (ctx, argv) => {
+          const until = parseUntil(argv.until);
+          if (!Number.isInteger(argv.max) || argv.max < 1) throw badInput(`--max must be a whole number of at least 1, got ${argv.max}`);
+          return printResult(ctx, await createUntil(await db(ctx), { ...options(ctx, argv), until, max: argv.max }), 'create');
+        }),
+      )
+      .command(
+        'detach <name>',
+        'detach one past partition with no queued or running job and keep it as a table',
+        (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
+        handler<CommonArgs & { name: string }>(async (ctx, argv) => printResult(ctx, await detach(await db(ctx), argv.name, options(ctx, argv)), 'detach')),
+      )
+      .command(
+        'drop <name>',
+        'detach and drop one past partition with no queued or running job (or drop a table qmaint detached)',
+        (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
+        handler<CommonArgs & { name: string }>(async (ctx, argv) => printResult(ctx, await drop(await db(ctx), argv.name, options(ctx, argv)), 'drop')),
+      )
+      .command(
+        'compact',
+        'move queued jobs out of expired partitions, so retention can retire them',
+        (b) => maintenanceOptions(b),
+        handler<CommonArgs>(async (ctx, argv) => printResult(ctx, await compact(await db(ctx), options(ctx, argv)), 'compact')),
+      )
+      .demandCommand(1, 'name a partitions command: apply, list, plan, rotate, create, detach, drop or compact'),
+  );
+};
+
+function parseUntil(value: string): Date {
+  try {
+    return parseNow(value);
+  } catch {
+    throw badInput(`--until ${JSON.stringify(value)} is not an ISO timestamp; use e.g. 2026-02-01T00:00:00Z`);
+  }
+}
+
+export default register;

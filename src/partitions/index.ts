@@ -1,0 +1,223 @@
+import type { Db, Queryable } from '../db.js';
+import { badInput, QmaintError } from '../errors.js';
+import type { PlanStep } from '../plan.js';
+import { policyTables } from './policy.js';
+import { previewPlans, runPlans, type PlanRequest, type RunOptions, type RunResult } from './runner.js';
+
+export { applyPolicies, checkPolicyShape, loadPolicies, policyPaths, PACKAGED_POLICIES } from './policy.js';
+export type { ApplyResult, PolicyDocument, PolicyFile } from './policy.js';
+export { isPooled, runPlans, previewPlans } from './runner.js';
+export type { PlanRequest, RunOptions, RunResult, StepEvent, TableRun } from './runner.js';
+
+/**
+ * The partition lifecycle as a library: what `qmaint partitions ...` and the
+ * schedule daemon call. Every function takes `now` (time travel for tests and
+ * planning); the SQL functions in 0003_partitions.sql do the work.
+ */
+
+export interface PartitionInfo {
+  table: string;
+  name: string;
+  from: string | null;
+  to: string | null;
+  isDefault: boolean;
+  /** future | hot | warm (past, holds live jobs) | drained */
+  state: string;
+  /** hot | warm | cold */
+  profile: string;
+  liveJobs: number;
+  estimatedRows: number;
+  bytes: number;
+  /** Wholly before the retention cut-off. */
+  expired: boolean;
+  /** A DETACH ... CONCURRENTLY was interrupted; rotate finalizes it. */
+  detachPending: boolean;
+  /** Carries the retirement guard (being retired). */
+  retiring: boolean;
+}
+
+export interface TableSummary {
+  table: string;
+  interval: string;
+  retention: string;
+  lowWater: string | null;
+  /** Partitions wholly after the hot one. */
+  runway: number;
+  runwayTarget: number;
+  partitions: PartitionInfo[];
+}
+
+/** node-pg gives a Date, or ±Infinity for PostgreSQL's infinite timestamps. */
+function iso(d: Date | number | null): string | null {
+  if (d === null) return null;
+  if (typeof d === 'number') return d > 0 ? 'infinity' : '-infinity';
+  return d.toISOString();
+}
+
+/** Every partition of every managed table (or one) with its state at `now`. */
+export async function listPartitions(db: Queryable, options: { now: Date; table?: string }): Promise<TableSummary[]> {
+  const tables = await policyTables(db, options.table);
+  const out: TableSummary[] = [];
+  for (const table of tables) {
+    const head = await db.query<{ interval: string; retention: string; low_water: Date | number | null; target: number | null; problem: string | null }>(
+      `SELECT partition_interval::text AS interval, retention::text AS retention, low_water,
+              qmaint.runway_target(parent_table, $2) AS target, qmaint.check_managed_table(parent_table) AS problem
+         FROM qmaint.partition_policy WHERE parent_table = $1`,
+      [table, options.now],
+    );
+    const h = head.rows[0]!;
+    if (h.problem) throw new QmaintError('config', `${h.problem}; fix the table or its policy (qmaint partitions apply)`);
+    const { rows } = await db.query<{
+      name: string; lower_bound: Date | number; upper_bound: Date | number; is_default: boolean; state: string; profile: string; live_jobs: string;
+      est: string; bytes: string; expired: boolean; pending: boolean; retiring: boolean;
+    }>(
+      `SELECT s.partition::text AS name, s.lower_bound, s.upper_bound, s.is_default, s.state, s.profile, s.live_jobs,
+              coalesce(nullif(greatest(c.reltuples, -1), -1), st.n_live_tup, 0)::bigint AS est,
+              pg_total_relation_size(s.partition) AS bytes,
+              NOT s.is_default AND s.upper_bound <= $2::timestamptz - pol.retention AS expired,
+              coalesce(i.inhdetachpending, false) AS pending,
+              EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = s.partition AND t.tgname = 'qmaint_retire') AS retiring
+         FROM qmaint.partition_states(to_regclass($1), $2) s
+         JOIN qmaint.partition_policy pol ON pol.parent_table = $1
+         JOIN pg_class c ON c.oid = s.partition
+         LEFT JOIN pg_stat_user_tables st ON st.relid = s.partition
+         LEFT JOIN pg_inherits i ON i.inhrelid = s.partition
+        ORDER BY s.is_default DESC, s.lower_bound`,
+      [table, options.now],
+    );
+    const partitions = rows.map((r) => ({
+      table,
+      name: r.name,
+      from: r.is_default ? null : iso(r.lower_bound),
+      to: r.is_default ? null : iso(r.upper_bound),
+      isDefault: r.is_default,
+      state: r.state,
+      profile: r.profile,
+      liveJobs: Number(r.live_jobs),
+      estimatedRows: Number(r.est),
+      bytes: Number(r.bytes),
+      expired: r.expired,
+      detachPending: r.pending,
+      retiring: r.retiring,
+    }));
+    out.push({
+      table,
+      interval: h.interval,
+      retention: h.retention,
+      lowWater: iso(h.low_water),
+      runway: partitions.filter((p) => p.state === 'future').length,
+      runwayTarget: h.target ?? 0,
+      partitions,
+    });
+  }
+  return out;
+}
+
+export interface MaintainOptions extends RunOptions {
+  now: Date;
+  /** Only this managed table (default: all with a policy). */
+  table?: string;
+}
+
+export interface Preview {
+  pooled: boolean;
+  tables: { table: string | null; steps: PlanStep[] }[];
+}
+
+function rotateRequests(tables: string[], now: Date): PlanRequest[] {
+  return tables.map((table) => ({ table, call: 'qmaint.rotate_plan($1, $2, $3)', values: [table, now], concurrentArg: true }));
+}
+
+/** The ordered DDL rotate would run now, each with its lock level and reason. */
+export async function planRotate(db: Db, options: MaintainOptions): Promise<Preview> {
+  return previewPlans(db, rotateRequests(await policyTables(db, options.table), options.now), options);
+}
+
+/**
+ * Rotate: make the runway, re-profile, move stragglers, advance the low-water
+ * mark, retire expired drained partitions. Recorded in qmaint.maintenance_runs
+ * (runner "cli").
+ */
+export async function rotate(db: Db, options: MaintainOptions): Promise<RunResult> {
+  const requests = rotateRequests(await policyTables(db, options.table), options.now);
+  const { rows } = await db.query<{ id: string }>(`INSERT INTO qmaint.maintenance_runs (task, runner) VALUES ('rotate', 'cli') RETURNING id`);
+  const id = rows[0]!.id;
+  const finish = (status: string, message: string, details: unknown) =>
+    db.query(`UPDATE qmaint.maintenance_runs SET finished_at = clock_timestamp(), status = $2, message = $3, details = $4 WHERE id = $1`,
+      [id, status, message.slice(0, 1000), JSON.stringify(details)]).catch(() => undefined);
+  try {
+    const result = await runPlans(db, requests, options);
+    if (!result.ran) await finish('skipped', result.message, { holder: result.holder });
+    else await finish('ok', summarize(result), { tables: result.tables.map((t) => ({ table: t.table, done: t.done, skipped: t.skipped })) });
+    return result;
+  } catch (err) {
+    const e = err instanceof QmaintError ? err : null;
+    await finish(e?.code === 'lock_timeout' ? 'lock_timeout' : 'failed', (err as Error).message, e?.details ?? null);
+    throw err;
+  }
+}
+
+/** "qmaint.jobs: 2 create, 1 detach" */
+export function summarize(result: RunResult): string {
+  if (!result.ran) return result.message;
+  return result.tables
+    .map((t) => {
+      const counts = new Map<string, number>();
+      for (const d of t.done) counts.set(d.action, (counts.get(d.action) ?? 0) + 1);
+      const parts = [...counts].map(([a, n]) => `${n} ${a}`);
+      if (t.skipped.length > 0) parts.push(`${t.skipped.length} skipped`);
+      return `${t.table ?? 'partitions'}: ${parts.join(', ') || 'nothing to do'}`;
+    })
+    .join('; ');
+}
+
+async function singleTable(db: Db, table: string | undefined): Promise<string> {
+  const tables = await policyTables(db, table);
+  if (tables.length !== 1) throw badInput(`${tables.length} tables have a partition policy (${tables.join(', ')}); pick one with --table`);
+  return tables[0]!;
+}
+
+export interface CreateOptions extends MaintainOptions {
+  until: Date;
+  /** Refuse to make more partitions than this (default 1000). */
+  max?: number;
+}
+
+function createRequest(table: string, options: CreateOptions): PlanRequest {
+  return { table, call: 'qmaint.create_plan($1, $2, $3, $4)', values: [table, options.now, options.until, options.max ?? 1000], concurrentArg: false };
+}
+
+/** Create the partitions from the one holding `now` through the one holding `until`. */
+export async function createUntil(db: Db, options: CreateOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
+  const request = createRequest(await singleTable(db, options.table), options);
+  return options.dryRun ? previewPlans(db, [request], options) : runPlans(db, [request], options);
+}
+
+async function parentOf(db: Db, name: string): Promise<string | null> {
+  const { rows } = await db.query<{ t: string | null }>('SELECT qmaint.relation_text(qmaint.managed_parent_of(to_regclass($1))) AS t', [name]);
+  return rows[0]?.t ?? null;
+}
+
+async function retireOne(db: Db, name: string, drop: boolean, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
+  // The "may use CONCURRENTLY" flag is appended as $4 by the runner.
+  const request: PlanRequest = { table: await parentOf(db, name), call: 'qmaint.detach_plan($1, $2, $4, $3)', values: [name, options.now, drop], concurrentArg: true };
+  return options.dryRun ? previewPlans(db, [request], options) : runPlans(db, [request], options);
+}
+
+/** Detach one past partition without live jobs and keep it as a table. */
+export function detach(db: Db, name: string, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
+  return retireOne(db, name, false, options);
+}
+
+/** Detach and drop one past partition without live jobs (or drop a table qmaint detached). */
+export function drop(db: Db, name: string, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
+  return retireOne(db, name, true, options);
+}
+
+/** Move queued jobs out of expired partitions (whatever the policy's stragglers setting). */
+export async function compact(db: Db, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
+  const requests = (await policyTables(db, options.table)).map((table) => ({
+    table, call: 'qmaint.compact_plan($1, $2)', values: [table, options.now], concurrentArg: false,
+  }));
+  return options.dryRun ? previewPlans(db, requests, options) : runPlans(db, requests, options);
+}
