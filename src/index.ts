@@ -18,6 +18,11 @@ export { Consumer } from './queue/consumer.js';
 export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';
+export {
+  applyPolicies, checkPolicyShape, loadPolicies, policyPaths, listPartitions, planRotate, rotate, createUntil, detach, drop, compact,
+  summarize as summarizeRun, runPlans, previewPlans, isPooled,
+} from './partitions/index.js';
+export type { PolicyDocument, PolicyFile, ApplyResult, PartitionInfo, TableSummary, MaintainOptions, CreateOptions, Preview, PlanRequest, RunOptions, RunResult, StepEvent, TableRun } from './partitions/index.js';
 export * from './vacuum/index.js';
 export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
 export type { DequeueReport, ExplainOptions, HealthCheck, HealthOptions, HealthReport, DequeueThresholds, ExplainDocument, RuleResult, Verdict, Thresholds } from './health/index.js';
