@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { DequeueReport } from '../../src/health/explain.js';
-import { freshDatabase, pgbouncerUrl, runCli, type TestDatabase } from '../helpers.js';
+import { cleanEnv, freshDatabase, pgbouncerUrl, runCli, type TestDatabase } from '../helpers.js';
+
+// Timing rules are judged on saved plans (plan.test.ts); here they are lifted so
+// no verdict depends on how fast this machine is.
+const env = cleanEnv({ QMAINT_HEALTH_THRESHOLDS: JSON.stringify({ dequeue_planning_ms_warn: 1e9, dequeue_planning_ms_critical: 1e9, dequeue_execution_ms_warn: 1e9, dequeue_execution_ms_critical: 1e9 }) });
 
 type ExplainJson = DequeueReport & { ok: boolean };
 
@@ -29,7 +33,7 @@ async function hotClaimIndex(t: TestDatabase): Promise<{ partition: string; inde
 describe('qmaint explain dequeue', () => {
   it('explains an empty queue without error', async () => {
     const t = await freshDatabase();
-    const r = await runCli(['explain', 'dequeue', '--json', '--database-url', t.url]);
+    const r = await runCli(['explain', 'dequeue', '--json', '--database-url', t.url], { env });
     expect(r.code, r.stderr).toBe(0);
     const doc = r.json<ExplainJson>();
     expect(doc.ok).toBe(true);
@@ -46,7 +50,7 @@ describe('qmaint explain dequeue', () => {
     await enqueueQueued(t, 'mail', 300);
     await t.db.query('ANALYZE qmaint.jobs');
     const before = await jobsSnapshot(t);
-    const r = await runCli(['explain', 'dequeue', '--queue', 'mail', '--batch', '50', '--json', '--plan', '--database-url', t.url]);
+    const r = await runCli(['explain', 'dequeue', '--queue', 'mail', '--batch', '50', '--json', '--plan', '--database-url', t.url], { env });
     expect(r.code, r.stderr).toBe(0);
     const doc = r.json<ExplainJson>();
     expect(doc.claimed).toBe(50);
@@ -61,7 +65,7 @@ describe('qmaint explain dequeue', () => {
   it('picks the queue of the oldest due job; prints rules and the plan tree for people', async () => {
     const t = await freshDatabase();
     await t.db.query(`INSERT INTO qmaint.jobs (queue, run_at) VALUES ('late', now() - interval '5 minutes'), ('early', now() - interval '1 minute')`);
-    const r = await runCli(['explain', 'dequeue', '--plan', '--database-url', t.url]);
+    const r = await runCli(['explain', 'dequeue', '--plan', '--database-url', t.url], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^ModifyTable on jobs/m);
     expect(r.stdout).toMatch(/-> LockRows/);
@@ -78,7 +82,7 @@ describe('qmaint explain dequeue', () => {
     const { partition, index } = await hotClaimIndex(t);
     await t.db.query(`UPDATE pg_index SET indisvalid = false WHERE indexrelid = $1::regclass`, [index]);
     const before = await jobsSnapshot(t);
-    const r = await runCli(['explain', 'dequeue', '--queue', 'bulk', '--json', '--database-url', t.url]);
+    const r = await runCli(['explain', 'dequeue', '--queue', 'bulk', '--json', '--database-url', t.url], { env });
     expect(r.code, r.stderr).toBe(4);
     const doc = r.json<ExplainJson>();
     expect(doc.ok).toBe(false);
@@ -96,7 +100,7 @@ describe('qmaint explain dequeue', () => {
     await blocker.query('BEGIN');
     await blocker.query('LOCK TABLE qmaint.jobs IN ACCESS EXCLUSIVE MODE');
     try {
-      const r = await runCli(['explain', 'dequeue', '--statement-timeout', '300ms', '--database-url', t.url]);
+      const r = await runCli(['explain', 'dequeue', '--statement-timeout', '300ms', '--database-url', t.url], { env });
       expect(r.code).toBe(4);
       expect(r.stderr).toMatch(/did not finish within statement_timeout 300ms/);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -106,7 +110,7 @@ describe('qmaint explain dequeue', () => {
   });
 
   it('--dry-run prints the statements and runs nothing; bad input exits 2', async () => {
-    const dry = await runCli(['explain', 'dequeue', '--dry-run', '--queue', 'mail', '--database-url', 'postgres://127.0.0.1:1/none']);
+    const dry = await runCli(['explain', 'dequeue', '--dry-run', '--queue', 'mail', '--database-url', 'postgres://127.0.0.1:1/none'], { env });
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(/^BEGIN;$/m);
     expect(dry.stdout).toMatch(/^EXPLAIN \(ANALYZE, BUFFERS, FORMAT JSON\) WITH next AS/m);
@@ -114,7 +118,7 @@ describe('qmaint explain dequeue', () => {
     expect(dry.stdout).toMatch(/\$1=mail/);
     const t = await freshDatabase();
     for (const args of [['--batch', '0'], ['--threshold', 'dequeue_nope=1'], ['--threshold', 'dequeue_buffers_warn=lots']]) {
-      const r = await runCli(['explain', 'dequeue', ...args, '--database-url', t.url]);
+      const r = await runCli(['explain', 'dequeue', ...args, '--database-url', t.url], { env });
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
@@ -126,7 +130,7 @@ describe('qmaint explain dequeue', () => {
     const t = await freshDatabase();
     await enqueueQueued(t, 'mail', 20);
     const before = await jobsSnapshot(t);
-    const r = await runCli(['explain', 'dequeue', '--queue', 'mail', '--json', '--database-url', t.bouncerUrl!]);
+    const r = await runCli(['explain', 'dequeue', '--queue', 'mail', '--json', '--database-url', t.bouncerUrl!], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.json<ExplainJson>().claimed).toBe(20);
     expect(await jobsSnapshot(t)).toEqual(before);
