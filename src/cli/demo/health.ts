@@ -1,12 +1,19 @@
-import type { DemoStep } from './types.js';
+import { loadSettings } from '../../config.js';
+import { runHealth } from '../../health/checks.js';
+import { resolveThresholds } from '../../health/thresholds.js';
+import type { DemoContext, DemoStep } from './types.js';
 
-/** Whether the server-side checks see anything critical right now (decides the exit code the demo expects). */
-async function anythingCritical(d: Parameters<DemoStep['run']>[0], thresholds: Record<string, string> = {}): Promise<boolean> {
-  const { rows } = await d.db.query<{ critical: boolean }>(
-    `SELECT coalesce(bool_or(status = 'critical'), false) AS critical FROM qmaint.health_checks($1::timestamptz, $2::jsonb)`,
-    [d.now.toISOString(), JSON.stringify(thresholds)],
-  );
-  return rows[0]?.critical ?? false;
+/** Whether health will find anything critical right now: decides the exit code the demo expects. */
+async function anythingCritical(d: DemoContext, thresholds: Record<string, string> = {}): Promise<boolean> {
+  const settings = loadSettings().values;
+  const report = await runHealth(d.db, {
+    now: d.now,
+    thresholds: resolveThresholds(thresholds),
+    statementTimeout: settings.statementTimeout,
+    batch: settings.batch,
+    leaseSeconds: settings.leaseSeconds,
+  });
+  return report.status === 'critical';
 }
 
 export const healthStep: DemoStep = {
