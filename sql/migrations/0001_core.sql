@@ -9,16 +9,20 @@ CREATE TYPE qmaint.job_status AS ENUM ('queued', 'running', 'completed', 'failed
 -- every supported PostgreSQL version whether a row arrives via the parent or not.
 CREATE SEQUENCE qmaint.jobs_id_seq AS bigint;
 
+-- created_at and run_at (the partition key and the claim key) keep millisecond
+-- precision, exactly what a JavaScript Date carries, so a key read back by a
+-- client finds its row again. Defaults truncate (a rounded-up run_at would lie
+-- in the future for a moment).
 CREATE TABLE qmaint.jobs (
   id           bigint NOT NULL DEFAULT nextval('qmaint.jobs_id_seq'),
   queue        text NOT NULL CHECK (queue <> '' AND length(queue) <= 128),
   payload      jsonb NOT NULL DEFAULT '{}'::jsonb,
   status       qmaint.job_status NOT NULL DEFAULT 'queued',
   priority     integer NOT NULL DEFAULT 0,
-  run_at       timestamptz NOT NULL DEFAULT now(),
+  run_at       timestamptz(3) NOT NULL DEFAULT date_trunc('milliseconds', now()),
   retry_count  integer NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
   max_retries  integer NOT NULL DEFAULT 5 CHECK (max_retries >= 0),
-  created_at   timestamptz NOT NULL DEFAULT now(),
+  created_at   timestamptz(3) NOT NULL DEFAULT date_trunc('milliseconds', now()),
   updated_at   timestamptz NOT NULL DEFAULT now(),
   locked_by    text,
   locked_until timestamptz,

@@ -37,7 +37,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  v_created timestamptz := coalesce(p_created_at, now());
+  -- Truncated to the column's millisecond precision (rounding could land in the future).
+  v_created timestamptz := date_trunc('milliseconds', coalesce(p_created_at, now()));
   v_run_at timestamptz := coalesce(p_run_at, v_created);
   v_id bigint;
 BEGIN
@@ -135,7 +136,7 @@ BEGIN
   END IF;
   WITH back AS (
     UPDATE qmaint.jobs
-       SET status = 'queued', retry_count = 0, run_at = p_now, locked_by = NULL, locked_until = NULL, updated_at = p_now
+       SET status = 'queued', retry_count = 0, run_at = date_trunc('milliseconds', p_now), locked_by = NULL, locked_until = NULL, updated_at = p_now
      WHERE status = 'failed'
        AND (p_ids IS NULL OR id = ANY (p_ids))
        AND (p_queue IS NULL OR queue = p_queue)

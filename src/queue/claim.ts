@@ -15,9 +15,6 @@
  * stepping over that prefix again. Unnamed statements are planned with their
  * parameter values, so the NULL arm folds away and the keyset becomes an
  * index bound.
- *
- * `created_key` is created_at as text: the exact microseconds, which a JS
- * Date would round, for the statements that find the job again by its key.
  */
 export interface ClaimParams {
   queue: string;
@@ -58,8 +55,7 @@ UPDATE qmaint.jobs AS j
  WHERE j.id = next.id
    AND j.created_at = next.created_at
    AND j.created_at >= $2
-RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until,
-          j.created_at::text AS created_key`;
+RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until`;
 
 export function claimQuery(params: ClaimParams): { text: string; values: unknown[] } {
   return {

@@ -107,7 +107,6 @@ interface Claimed {
   retry_count: number;
   max_retries: number;
   created_at: Date;
-  created_key: string;
   run_at: Date;
 }
 
@@ -379,7 +378,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
 
   private async complete(done: Held[], q: Queryable = this.db): Promise<void> {
     if (done.length === 0) return;
-    await q.query(COMPLETE_SQL, [done.map((h) => h.row.id), done.map((h) => h.row.created_key), this.workerId]);
+    await q.query(COMPLETE_SQL, [done.map((h) => h.row.id), done.map((h) => h.row.created_at), this.workerId]);
     this.stats.completed += done.length;
     for (const h of done) this.emit('completed', h.job);
   }
@@ -388,7 +387,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     if (failed.length === 0) return;
     const { rows } = await q.query<{ id: string; status: 'queued' | 'failed'; retry_count: number; run_at: Date }>(FAIL_SQL, [
       failed.map((f) => f.held.row.id),
-      failed.map((f) => f.held.row.created_key),
+      failed.map((f) => f.held.row.created_at),
       failed.map((f) => f.error),
       this.workerId,
       this.o.backoffBaseMs / 1000,
@@ -405,7 +404,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async release(held: Held[]): Promise<number> {
     if (held.length === 0) return 0;
     try {
-      const { rowCount } = await this.db.query(RELEASE_SQL, [held.map((h) => h.row.id), held.map((h) => h.row.created_key), this.workerId]);
+      const { rowCount } = await this.db.query(RELEASE_SQL, [held.map((h) => h.row.id), held.map((h) => h.row.created_at), this.workerId]);
       await this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, this.o.queue]);
       this.stats.returned += rowCount ?? 0;
       return rowCount ?? 0;
@@ -423,7 +422,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     if (held.length === 0) return;
     const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [
       held.map((h) => h.row.id),
-      held.map((h) => h.row.created_key),
+      held.map((h) => h.row.created_at),
       this.workerId,
       this.o.leaseSeconds,
     ]);

@@ -99,7 +99,11 @@ export async function enqueueMany(
     try {
       const created = opts.createdAt ?? null;
       // created_at is now() for every row (one transaction): one partition to make sure of.
-      await client.query(`SELECT qmaint.ensure_partition('qmaint.jobs', coalesce($1::timestamptz, now())), qmaint.lower_low_water(coalesce($1::timestamptz, now()))`, [created]);
+      // Truncated like the column's default, so the partition made is the one the rows land in.
+      await client.query(
+        `SELECT qmaint.ensure_partition('qmaint.jobs', ts), qmaint.lower_low_water(ts) FROM (SELECT date_trunc('milliseconds', coalesce($1::timestamptz, now())) AS ts) s`,
+        [created],
+      );
       const count = await copyJobs(client, queue, payloads, opts);
       const ready = !opts.runAt || opts.runAt.getTime() <= Date.now();
       if (count > 0 && ready) await client.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, queue]);

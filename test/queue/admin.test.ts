@@ -10,7 +10,7 @@ const setLowWater = (v: string) => t.db.query(`UPDATE qmaint.partition_policy SE
 
 async function claim(queue: string, batch: number, leaseSeconds = 60) {
   const { text, values } = claimQuery({ queue, batch, leaseSeconds, workerId: 'test-worker', lowWater: null });
-  return (await t.db.query<{ id: string; created_key: string }>(text, values)).rows;
+  return (await t.db.query<{ id: string }>(text, values)).rows;
 }
 
 describe('rescue_expired', () => {
