@@ -24,6 +24,7 @@ interface Arm {
   samples: Sample[];
   processed: number;
   threshold: number | null;
+  deadPerSec: number | null;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -81,7 +82,11 @@ async function churn(arm: Arm, deadline: number): Promise<void> {
 async function retune(arm: Arm, deadline: number, everyMs: number): Promise<void> {
   while (Date.now() < deadline) {
     const result = await tune(arm.db, { now: new Date(), sampleSeconds: 0, lockTimeout: '2s', retries: 3 });
-    if (result.ran) arm.threshold = result.plan.measurements.find((m) => m.parentTable === 'qmaint.jobs')?.vacuumThreshold ?? null;
+    const m = result.ran ? result.plan.measurements.find((x) => x.parentTable === 'qmaint.jobs') : undefined;
+    if (m?.measured) {
+      arm.threshold = m.vacuumThreshold;
+      arm.deadPerSec = m.deadPerSec;
+    }
     await sleep(Math.min(everyMs, Math.max(0, deadline - Date.now())));
   }
 }
@@ -103,8 +108,8 @@ async function setNaptime(ctx: BenchContext, value: string | null): Promise<stri
 async function run(ctx: BenchContext): Promise<BenchResult> {
   const seconds = Math.max(30, Math.round(150 * ctx.scale));
   const prefillRows = Math.max(20_000, Math.round(200_000 * ctx.scale));
-  const def: Arm = { name: 'default', db: (await ctx.newDatabase()).db, samples: [], processed: 0, threshold: null };
-  const hot: Arm = { name: 'qmaint hot', db: (await ctx.newDatabase()).db, samples: [], processed: 0, threshold: null };
+  const def: Arm = { name: 'default', db: (await ctx.newDatabase()).db, samples: [], processed: 0, threshold: null, deadPerSec: null };
+  const hot: Arm = { name: 'qmaint hot', db: (await ctx.newDatabase()).db, samples: [], processed: 0, threshold: null, deadPerSec: null };
   ctx.log(`prefilling ${prefillRows} completed jobs in each database`);
   await Promise.all([prefill(def.db, prefillRows), prefill(hot.db, prefillRows)]);
   await useDefaults(def.db);
@@ -156,7 +161,8 @@ Two databases on the same server, the same load at the same time: ${fmt(prefillR
 partition (a partition late in its day), then ${RATE} jobs/s enqueued and claimed + completed in batches of ${BATCH} (the
 claim statement of src/queue/claim.ts) for ${seconds} s. One database has PostgreSQL's default autovacuum settings on every
 partition; the other has qmaint's hot profile, re-tuned every 20 s by \`vacuum tune\` (hot vacuum threshold derived from
-the measured churn: ${hot.threshold ?? 'n/a'} dead tuples). \`autovacuum_naptime\` was lowered to ${NAPTIME} for the whole server
+the churn measured at the last re-tune, ${fmt(hot.deadPerSec ?? NaN, 0)} dead tuples/s: ${hot.threshold ?? 'n/a'} dead tuples; the load makes
+${2 * RATE} dead row versions per second, the measurement lags by the statistics flush delay of busy backends). \`autovacuum_naptime\` was lowered to ${NAPTIME} for the whole server
 (both databases) for the run and restored afterwards: with the default 1 min a 2-3 minute run sees only a couple of
 autovacuum rounds. Dead tuples and sizes are summed over the partitions of qmaint.jobs (only the hot one is written).
 
