@@ -52,13 +52,13 @@ describe('qmaint schedule (CLI)', () => {
     const t = await freshDatabase();
     await t.db.query(`SELECT qmaint.run_task('rescue', 'daemon'), qmaint.run_task('health', 'pg_cron')`);
     const r = await runCli(['schedule', 'list', '--json', '--database-url', t.url]);
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     const doc = r.json<{ runs: { task: string; runner: string; status: string }[]; daemon: { leader: unknown }; pgCron: { available: boolean } }>();
     expect(doc.runs.map((x) => `${x.task}/${x.runner}`).sort()).toEqual(['health/pg_cron', 'rescue/daemon']);
     expect(doc.daemon.leader).toBeNull();
     expect(doc.pgCron.available).toBe(pgcronUrl !== undefined);
     const human = await runCli(['schedule', 'list', '--database-url', t.url]);
-    expect(human.code).toBe(0);
+    expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toMatch(/Recent maintenance runs/);
     expect(human.stdout).toMatch(/rescue\s*│\s*daemon/);
   });

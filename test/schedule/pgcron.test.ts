@@ -66,7 +66,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     expect(rotate.jobid).toBe(installed.find((j) => j.jobname === 'qmaint-rotate')!.jobid);
 
     const list = await runCli(['schedule', 'list', '--json', '--database-url', t.url]);
-    expect(list.code).toBe(0);
+    expect(list.code, list.stderr).toBe(0);
     const listed = list.json<{ pgCron: { available: boolean; jobs: { name: string; schedule: string }[] } }>().pgCron;
     expect(listed.available).toBe(true);
     expect(listed.jobs.map((j) => `${j.name} ${j.schedule}`)).toEqual(['qmaint-rescue * * * * *', 'qmaint-rotate */2 * * * *', 'qmaint-vacuum 20 * * * *']);
@@ -131,6 +131,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     expect(details).toEqual({ status: 'succeeded', database: t.name });
 
     const list = await runCli(['schedule', 'list', '--json', '--database-url', t.url]);
+    expect(list.code, list.stderr).toBe(0);
     const listed = list.json<{ pgCron: { jobs: { name: string; runs: { status: string }[] }[] } }>().pgCron;
     expect(listed.jobs[0]!.runs[0]!.status).toBe('succeeded');
     await runCli(['schedule', 'uninstall', '--pg-cron', '--database-url', t.url]);
