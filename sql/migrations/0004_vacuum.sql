@@ -46,8 +46,28 @@ CREATE FUNCTION qmaint.vacuum_auto_default(p_key text) RETURNS integer
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT CASE p_key WHEN 'autovacuum_vacuum_threshold' THEN 1000 WHEN 'autovacuum_analyze_threshold' THEN 5000 END $$;
 
--- A policy profile with "auto" replaced by the given thresholds (NULL: the
--- fallback) and anything that is not a number or boolean left out.
+-- The default profiles (the same as DEFAULT_VACUUM_PROFILES in
+-- src/vacuum/profile.ts; a test keeps the two equal). A policy's profile is
+-- laid over these key by key.
+CREATE FUNCTION qmaint.vacuum_default_profiles() RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT '{"hot":  {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": "auto",
+                    "autovacuum_vacuum_insert_scale_factor": 0, "autovacuum_vacuum_insert_threshold": 10000,
+                    "autovacuum_analyze_scale_factor": 0, "autovacuum_analyze_threshold": "auto",
+                    "autovacuum_vacuum_cost_limit": 2000, "autovacuum_vacuum_cost_delay": 1},
+           "warm": {"autovacuum_vacuum_scale_factor": 0.02, "autovacuum_vacuum_threshold": 1000,
+                    "autovacuum_analyze_scale_factor": 0.05, "autovacuum_analyze_threshold": 1000,
+                    "autovacuum_vacuum_cost_limit": 1000},
+           "cold": {"autovacuum_vacuum_scale_factor": 0.2, "autovacuum_vacuum_threshold": 10000,
+                    "autovacuum_vacuum_insert_threshold": -1,
+                    "autovacuum_analyze_scale_factor": 0.2, "autovacuum_analyze_threshold": 10000,
+                    "autovacuum_freeze_min_age": 0, "autovacuum_freeze_table_age": 0}}'::jsonb
+$$;
+
+-- A policy's profile laid over the default one, with "auto" replaced by the
+-- given thresholds (NULL: the fallback) and anything that is not a number or
+-- boolean left out.
 CREATE FUNCTION qmaint.vacuum_profile_with(p_parent_table text, p_profile text, p_vacuum_threshold integer, p_analyze_threshold integer)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -59,7 +79,8 @@ AS $$
              qmaint.vacuum_auto_default(e.key)))
            ELSE e.value END ORDER BY e.key), '{}'::jsonb)
     FROM qmaint.partition_policy pp
-    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(pp.vacuum -> p_profile) = 'object' THEN pp.vacuum -> p_profile ELSE '{}'::jsonb END) e
+    CROSS JOIN LATERAL jsonb_each(coalesce(qmaint.vacuum_default_profiles() -> p_profile, '{}'::jsonb)
+                                  || CASE WHEN jsonb_typeof(pp.vacuum -> p_profile) = 'object' THEN pp.vacuum -> p_profile ELSE '{}'::jsonb END) e
    WHERE pp.parent_table = p_parent_table
      AND (jsonb_typeof(e.value) IN ('number', 'boolean')
           OR (e.value = '"auto"'::jsonb AND e.key IN ('autovacuum_vacuum_threshold', 'autovacuum_analyze_threshold')))
@@ -390,20 +411,10 @@ BEGIN
 END;
 $$;
 
--- The seeded qmaint.jobs policy gets the default profiles of src/vacuum/profile.ts
--- (hot thresholds "auto": derived from churn).
+-- The seeded qmaint.jobs policy (0001, fixed hot thresholds) gets the default
+-- profiles, with the hot thresholds "auto": derived from churn.
 UPDATE qmaint.partition_policy
-   SET vacuum = '{"hot":  {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": "auto",
-                           "autovacuum_vacuum_insert_scale_factor": 0, "autovacuum_vacuum_insert_threshold": 10000,
-                           "autovacuum_analyze_scale_factor": 0, "autovacuum_analyze_threshold": "auto",
-                           "autovacuum_vacuum_cost_limit": 2000, "autovacuum_vacuum_cost_delay": 1},
-                  "warm": {"autovacuum_vacuum_scale_factor": 0.02, "autovacuum_vacuum_threshold": 1000,
-                           "autovacuum_analyze_scale_factor": 0.05, "autovacuum_analyze_threshold": 1000,
-                           "autovacuum_vacuum_cost_limit": 1000},
-                  "cold": {"autovacuum_vacuum_scale_factor": 0.2, "autovacuum_vacuum_threshold": 10000,
-                           "autovacuum_vacuum_insert_threshold": -1,
-                           "autovacuum_analyze_scale_factor": 0.2, "autovacuum_analyze_threshold": 10000,
-                           "autovacuum_freeze_min_age": 0, "autovacuum_freeze_table_age": 0}}'::jsonb
+   SET vacuum = qmaint.vacuum_default_profiles()
  WHERE parent_table = 'qmaint.jobs'
    AND vacuum = '{"hot":  {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": 1000,
                            "autovacuum_vacuum_insert_scale_factor": 0, "autovacuum_vacuum_insert_threshold": 10000,

@@ -69,3 +69,16 @@ describe('the limits match the server', () => {
     expect(mismatches).toEqual([]);
   });
 });
+
+describe('profiles in SQL', () => {
+  it('qmaint.vacuum_default_profiles() equals DEFAULT_VACUUM_PROFILES, and a partial policy is laid over it', async () => {
+    const t = await freshDatabase();
+    const { rows } = await t.db.query(`SELECT qmaint.vacuum_default_profiles() AS d`);
+    expect(rows[0].d).toEqual(DEFAULT_VACUUM_PROFILES);
+    await t.db.query(`UPDATE qmaint.partition_policy SET vacuum = '{"warm": {"autovacuum_vacuum_cost_limit": 500}}' WHERE parent_table = 'qmaint.jobs'`);
+    const warm = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'warm') AS p`);
+    expect(warm.rows[0].p).toEqual({ ...DEFAULT_VACUUM_PROFILES.warm, autovacuum_vacuum_cost_limit: 500 });
+    const cold = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'cold') AS p`);
+    expect(cold.rows[0].p).toEqual(DEFAULT_VACUUM_PROFILES.cold);
+  });
+});
