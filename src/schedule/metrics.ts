@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Queryable } from '../db.js';
+import type { Db } from '../db.js';
 
 /** One Prometheus sample. */
 export interface Sample {
@@ -30,12 +30,17 @@ export const METRICS: Record<string, { type: MetricType; help: string }> = {
   qmaint_daemon_task_runs_total: { type: 'counter', help: 'Task runs this daemon started, by task and status' },
 };
 
-/** The database's samples (qmaint.metrics_samples), as of now (default: the server's clock). */
-export async function collectSamples(db: Queryable, now: Date | null = null): Promise<Sample[]> {
-  const { rows } = await db.query<{ metric: string; labels: Record<string, string>; value: number }>(
-    'SELECT metric, labels, value FROM qmaint.metrics_samples($1)',
-    [now],
-  );
+/**
+ * The database's samples (qmaint.metrics_samples), as of now (default: the
+ * server's clock), in one transaction under a statement_timeout so a scrape
+ * never hangs on a busy server. SET LOCAL keeps it working through poolers.
+ */
+export async function collectSamples(db: Db, now: Date | null = null, timeoutMs = 10_000): Promise<Sample[]> {
+  const rows = await db.transaction(async (client) => {
+    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${timeoutMs}ms`]);
+    const result = await client.query<{ metric: string; labels: Record<string, string>; value: number }>('SELECT metric, labels, value FROM qmaint.metrics_samples($1)', [now]);
+    return result.rows;
+  });
   return rows.map((r) => ({ metric: r.metric, labels: r.labels, value: Number(r.value) }));
 }
 

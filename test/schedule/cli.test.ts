@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { loadSettings } from '../../src/config.js';
 import { cronProblem, schedulesFrom } from '../../src/schedule/tasks.js';
-import { cleanEnv, freshDatabase, pgcronUrl, runCli } from '../helpers.js';
+import { connect } from '../../src/db.js';
+import { collectSamples } from '../../src/schedule/metrics.js';
+import { runTask } from '../../src/schedule/runs.js';
+import { cleanEnv, freshDatabase, pgbouncerUrl, pgcronUrl, runCli } from '../helpers.js';
 
 describe('cron expressions', () => {
   it('accepts 5 fields for both, seconds only for the daemon, "N seconds" only for pg_cron', () => {
@@ -76,5 +79,23 @@ describe('qmaint schedule (CLI)', () => {
     expect(dry.code).toBe(0);
     expect(dry.stdout).toContain(`SELECT cron.schedule_in_database('qmaint-rotate', '*/7 * * * *', 'SELECT qmaint.run_task(''rotate'')', '${t.name}');`);
     expect(dry.stdout).toMatch(/pg_cron cannot be used here yet/);
+  });
+
+  // Tasks, metrics and listing need no session state, so they work through a
+  // transaction pooler (only the daemon's leader lock needs a real session).
+  it.skipIf(pgbouncerUrl === undefined)('run_task, metrics and schedule list work through PgBouncer (transaction pooling)', async () => {
+    const t = await freshDatabase();
+    const bouncer = await connect({ databaseUrl: t.bouncerUrl, applicationName: 'qmaint-test' });
+    try {
+      expect((await runTask(bouncer, 'rescue', 'cli')).status).toBe('ok');
+      expect((await runTask(bouncer, 'health', 'cli')).status).toBe('ok');
+      const samples = await collectSamples(bouncer);
+      expect(samples.find((s) => s.metric === 'qmaint_maintenance_last_run_status' && s.labels.task === 'rescue' && s.labels.status === 'ok')?.value).toBe(1);
+    } finally {
+      await bouncer.close();
+    }
+    const r = await runCli(['schedule', 'list', '--json', '--database-url', t.bouncerUrl!]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json<{ runs: { task: string }[] }>().runs.map((x) => x.task).sort()).toEqual(['health', 'rescue']);
   });
 });
