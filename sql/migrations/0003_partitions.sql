@@ -663,7 +663,9 @@ BEGIN
   v_key := qmaint.partition_key(v_parent);
   v_parts := qmaint.bounds_of(v_parent);
   v_default := qmaint.default_partition_of(v_parent);
-  v_concurrent := p_concurrent AND v_default IS NULL;
+  -- PostgreSQL refuses DETACH ... CONCURRENTLY while a default partition exists
+  -- (or is about to: this plan creates it when the policy asks).
+  v_concurrent := p_concurrent AND v_default IS NULL AND NOT v_pol.default_partition;
   v_cutoff := p_now - v_pol.retention;
   v_pending := ARRAY(SELECT inhrelid FROM pg_inherits WHERE inhparent = v_parent AND inhdetachpending);
   v_guarded := ARRAY(SELECT t.tgrelid FROM pg_trigger t JOIN pg_inherits i ON i.inhrelid = t.tgrelid
@@ -783,7 +785,7 @@ BEGIN
     v_steps := v_steps || ROW(0, 'lock', v_retiring[1]::text,
       format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', (SELECT string_agg(x::text, ', ') FROM unnest(v_retiring) x)),
       format('ACCESS EXCLUSIVE on %s', (SELECT string_agg(x::text, ', ') FROM unnest(v_retiring) x)),
-      'lock the expired partitions first (drained, pruned from claims)', true)::qmaint.plan_step;
+      'when the plan runs as one transaction: lock the expired partitions (drained, pruned from claims) before the first DETACH locks the parent', true)::qmaint.plan_step;
   END IF;
   FOR i IN 1 .. coalesce(cardinality(v_retiring), 0) LOOP
     v_steps := v_steps || ARRAY(SELECT qmaint.retire_steps(v_parent, v_retiring[i], v_pol.retention_mode, v_concurrent, p_now,
@@ -847,7 +849,7 @@ CREATE FUNCTION qmaint.managed_parent_of(p_partition regclass) RETURNS regclass
 LANGUAGE sql STABLE
 AS $$
   SELECT i.inhparent::regclass FROM pg_inherits i
-   WHERE i.inhrelid = p_partition AND qmaint.policy_of(i.inhparent::regclass) IS NOT NULL
+   WHERE i.inhrelid = p_partition AND (qmaint.policy_of(i.inhparent::regclass)).parent_table IS NOT NULL
 $$;
 
 -- Plan for `qmaint partitions detach NAME` (p_drop false: keep the table) and

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { advisoryLockHolder, MAINTENANCE_LOCK_KEY, withMaintenanceLock, type Db, type LockHolder, type PgClient } from '../db.js';
-import { QmaintError, sqlState, toQmaintError } from '../errors.js';
+import { badInput, QmaintError, sqlState, toQmaintError } from '../errors.js';
 import { describeBlockers, findBlockers, toPlanStep, type PlanStep, type PlanStepRow } from '../plan.js';
 
 /**
@@ -141,6 +141,9 @@ async function runDirect(client: PgClient, table: string | null, steps: PlanStep
   try {
     for (const step of steps) {
       if (step.target && skip.has(step.target)) continue;
+      // Taking all partition locks up front only pays inside one transaction;
+      // here every step is its own transaction and locks its partition itself.
+      if (step.action === 'lock') continue;
       const started = Date.now();
       options.onEvent?.({ kind: 'start', step, table });
       try {
@@ -216,9 +219,18 @@ export async function runPlans(db: Db, requests: PlanRequest[], options: RunOpti
     try {
       return pooled ? await runPooled(client, requests, options) : await runUnderSessionLock(client, requests, options);
     } catch (err) {
-      throw toQmaintError(err, db.target);
+      throw planError(err, db);
     }
   });
+}
+
+/** A plan function refusing its arguments (SQLSTATE 22023) is bad input: exit 2 with PostgreSQL's hint. */
+function planError(err: unknown, db: Db): QmaintError {
+  if (sqlState(err) === '22023') {
+    const hint = (err as { hint?: string }).hint;
+    return badInput(`${(err as Error).message}${hint ? `; ${hint}` : ''}`);
+  }
+  return toQmaintError(err, db.target);
 }
 
 async function runUnderSessionLock(client: PgClient, requests: PlanRequest[], options: RunOptions): Promise<RunResult> {
@@ -272,7 +284,11 @@ export async function previewPlans(db: Db, requests: PlanRequest[], options: Pic
   return db.withClient(async (client) => {
     const pooled = options.mode === 'pooled' || (options.mode !== 'direct' && (await isPooled(client)));
     const tables = [];
-    for (const request of requests) tables.push({ table: request.table, steps: await makePlan(client, request, !pooled) });
+    try {
+      for (const request of requests) tables.push({ table: request.table, steps: await makePlan(client, request, !pooled) });
+    } catch (err) {
+      throw planError(err, db);
+    }
     return { pooled, tables };
   });
 }
