@@ -216,6 +216,17 @@ CREATE FUNCTION qmaint.vacuum_freeze_override() RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT '{"autovacuum_freeze_min_age": 0, "autovacuum_freeze_table_age": 0, "autovacuum_freeze_max_age": 100000}'::jsonb $$;
 
+-- The stored threshold while a new derivation stays within 20% of it: churn
+-- wobbles, and every changed value is an ALTER TABLE on each hot partition
+-- (which also cancels an autovacuum running there).
+CREATE FUNCTION qmaint.vacuum_keep_close(p_stored integer, p_derived integer) RETURNS integer
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT CASE WHEN p_derived IS NULL THEN p_stored
+              WHEN p_stored IS NOT NULL AND abs(p_derived - p_stored) <= 0.2 * p_stored THEN p_stored
+              ELSE p_derived END
+$$;
+
 -- Churn and thresholds per policy at p_now.
 CREATE FUNCTION qmaint.vacuum_measure(p_now timestamptz, p_baseline jsonb DEFAULT NULL)
 RETURNS TABLE (parent_table text, dead_per_sec double precision, changes_per_sec double precision,
@@ -225,8 +236,8 @@ LANGUAGE sql STABLE
 AS $$
   SELECT pp.parent_table, c.dead_per_sec, c.changes_per_sec, c.window_start, c.window_end, coalesce(c.samples, 1),
          qmaint.autovacuum_naptime_seconds(),
-         coalesce(d.vacuum_threshold, t.vacuum_threshold, qmaint.vacuum_auto_default('autovacuum_vacuum_threshold')),
-         coalesce(d.analyze_threshold, t.analyze_threshold, qmaint.vacuum_auto_default('autovacuum_analyze_threshold')),
+         coalesce(qmaint.vacuum_keep_close(t.vacuum_threshold, d.vacuum_threshold), qmaint.vacuum_auto_default('autovacuum_vacuum_threshold')),
+         coalesce(qmaint.vacuum_keep_close(t.analyze_threshold, d.analyze_threshold), qmaint.vacuum_auto_default('autovacuum_analyze_threshold')),
          c.dead_per_sec IS NOT NULL
     FROM qmaint.partition_policy pp
     LEFT JOIN qmaint.vacuum_tuning t ON t.parent_table = pp.parent_table

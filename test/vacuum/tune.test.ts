@@ -60,6 +60,15 @@ describe('vacuum tune', () => {
     expect(await reloptions(t.db, hot)).toEqual(profileWith('hot', expected));
     const { rows } = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'hot') AS p`);
     expect(rows[0].p).toEqual(profileWith('hot', expected));
+
+    // Churn within 20% of the measured: the thresholds stay, no ALTER TABLE.
+    for (let i = 0; i < 2; i++) await writer.query(`UPDATE qmaint.jobs SET priority = priority WHERE queue = 'vac' AND status = 'running'`);
+    await flushStats(writer, hot, 3800);
+    const steady = await tuneJson(at(2 * HOUR + 120));
+    const again = steady.measurements.find((x) => x.parentTable === 'qmaint.jobs')!;
+    expect(again.deadPerSec).toBeCloseTo(2800 / 120, 5);
+    expect([again.vacuumThreshold, again.analyzeThreshold]).toEqual([expected.vacuum, expected.analyze]);
+    expect(steady.steps.filter((s) => s.action === 'profile')).toEqual([]);
   });
 
   it('--dry-run shows the plan and changes nothing', async () => {
