@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { Queryable } from '../db.js';
 
 /**
  * Key of the session advisory lock whose holder is the daemons' leader (one per
@@ -121,4 +122,28 @@ export class LeaderElection {
     this.leading = leading;
     this.options.onChange(leading, reason);
   }
+}
+
+export interface LeaderInfo {
+  pid: number;
+  applicationName: string | null;
+  clientAddress: string | null;
+  since: string | null;
+}
+
+/** The session that leads the daemons of this database, if any. */
+export async function currentLeader(db: Queryable, key: bigint = LEADER_LOCK_KEY): Promise<LeaderInfo | null> {
+  // Advisory locks belong to one database: filter on it, or another database's leader shows up.
+  const { rows } = await db.query<{ pid: number; application_name: string | null; client_addr: string | null; since: Date | null }>(
+    `SELECT l.pid, a.application_name, host(a.client_addr) AS client_addr, a.backend_start AS since
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = (($1::bigint >> 32) & 4294967295)::oid
+        AND l.objid = ($1::bigint & 4294967295)::oid
+      LIMIT 1`,
+    [key.toString()],
+  );
+  const row = rows[0];
+  return row ? { pid: row.pid, applicationName: row.application_name, clientAddress: row.client_addr, since: row.since ? row.since.toISOString() : null } : null;
 }

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LEADER_LOCK_KEY } from '../../src/schedule/leader.js';
-import { CLI, cleanEnv, eventually, freshDatabase, ROOT } from '../helpers.js';
+import { currentLeader } from '../../src/schedule/leader.js';
+import { CLI, cleanEnv, eventually, freshDatabase, ROOT, runCli } from '../helpers.js';
 
 interface Event {
   time: string;
@@ -123,6 +123,9 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     const killedAt = Date.now();
     const takeover = await b.waitFor(isLeader, 10_000);
     const run = await b.waitFor((e) => e.event === 'run' && Date.parse(e.time) > killedAt);
+    expect((await currentLeader(t.db))?.pid).toBeGreaterThan(0);
+    const list = await runCli(['schedule', 'list', '--json', '--database-url', t.url]);
+    expect(list.json<{ daemon: { leader: { applicationName: string } } }>().daemon.leader.applicationName).toBe('qmaint-daemon');
     expect(Date.parse(run.time)).toBeGreaterThanOrEqual(Date.parse(takeover.time));
     expect(run.status).toBe('ok');
     const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.maintenance_runs WHERE id = $1`, [run.runId]);
@@ -132,12 +135,7 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     expect(await b.exited).toEqual({ code: 0, signal: null });
     expect(b.events.at(-1)?.event).toBe('stopped');
     // The leader lock went with it: nobody leads now.
-    const held = await t.db.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
-          AND classid = (($1::bigint >> 32) & 4294967295)::oid AND objid = ($1::bigint & 4294967295)::oid`,
-      [LEADER_LOCK_KEY.toString()],
-    );
-    expect(held.rows[0]!.n).toBe(0);
+    expect(await currentLeader(t.db)).toBeNull();
   });
 
   it('retries a failing task with backoff, and serves /healthz and Prometheus /metrics', async () => {

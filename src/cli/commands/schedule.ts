@@ -1,12 +1,12 @@
 import type { Argv } from 'yargs';
-import { advisoryLockHolder, type Db } from '../../db.js';
+import type { Db } from '../../db.js';
 import { badInput, QmaintError } from '../../errors.js';
 import {
   applyChanges,
   Daemon,
   installChanges,
   jobRuns,
-  LEADER_LOCK_KEY,
+  currentLeader,
   locatePgCron,
   planInstall,
   planUninstall,
@@ -196,7 +196,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
   const db = await ctx.migratedDb();
   const out = ctx.out;
   const pgCron = await pgCronListing(db, argv);
-  const leader = await advisoryLockHolder(db, LEADER_LOCK_KEY);
+  const leader = await currentLeader(db);
   const runs = await recentRuns(db, { limit: argv.limit });
   const doc = { ok: true, database: db.target.database, pgCron, daemon: { leader }, runs };
   out.emit(doc, () => {
@@ -216,7 +216,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
       out.line(`pg_cron: ${out.dim(`not in use here (${pgCron.reason})`)}`);
     }
     out.line();
-    out.line(leader ? `Daemon: the leader is pid ${leader.pid} (${leader.applicationName ?? '?'}), connected since ${leader.since ?? '?'}` : `Daemon: ${out.dim('no daemon leads this database right now')}`);
+    out.line(leader ? `Daemon: the leader is pid ${leader.pid} (${leader.applicationName ?? '?'}${leader.clientAddress ? ` from ${leader.clientAddress}` : ''}), connected since ${leader.since ?? '?'}` : `Daemon: ${out.dim('no daemon leads this database right now')}`);
     out.line();
     out.heading(`Recent maintenance runs (last ${argv.limit} per task and runner)`);
     if (runs.length === 0) {
