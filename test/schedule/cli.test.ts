@@ -46,6 +46,9 @@ describe('qmaint schedule (CLI)', () => {
     const prefix = await runCli(['schedule', 'install', '--pg-cron', '--job-prefix', 'bad prefix;', '--database-url', t.url]);
     expect(prefix.code).toBe(2);
     expect(prefix.stderr).toMatch(/--job-prefix "bad prefix;"/);
+    const off = await runCli(['schedule', 'run', '--database-url', t.url, '--rotate-cron', 'off', '--vacuum-cron', 'off', '--rescue-cron', 'OFF', '--health-cron', 'off']);
+    expect(off.code).toBe(2);
+    expect(off.stderr).toMatch(/every task is off/);
     const now = await runCli(['schedule', 'run', '--now', '2030-01-01T00:00:00Z', '--database-url', t.url]);
     expect(now.code).toBe(2);
     expect(now.stderr).toMatch(/drop --now/);

@@ -296,6 +296,7 @@ function checkRunFlags(ctx: Context, argv: RunFlags): void {
 async function run(ctx: Context, argv: RunFlags): Promise<void> {
   checkRunFlags(ctx, argv);
   const wanted = schedules(ctx, argv, 'node-cron');
+  if (TASKS.every((t) => wanted[t] === null)) throw badInput('every task is off, so the daemon would have nothing to do; give at least one task a schedule (e.g. --rescue-cron "* * * * *")');
   const db = await ctx.migratedDb({ applicationName: 'qmaint-daemon', max: 8 });
   const log = daemonLogger(ctx.out);
   const daemon = new Daemon({
