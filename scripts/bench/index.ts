@@ -2,8 +2,9 @@
 // fresh embedded PostgreSQL and write their sections of docs/benchmarks.md.
 import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSuite } from './harness.js';
 import { vacuumSuite } from './vacuum.js';
+import { queueSuite } from './queue.js';
 
-const suites: BenchSuite[] = [vacuumSuite];
+const suites: BenchSuite[] = [queueSuite, vacuumSuite];
 
 async function run(): Promise<number> {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

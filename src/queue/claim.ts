@@ -14,7 +14,10 @@
  * horizon back); starting after the last claimed key keeps each claim from
  * stepping over that prefix again. Unnamed statements are planned with their
  * parameter values, so the NULL arm folds away and the keyset becomes an
- * index bound.
+ * index bound. The bound's values sit in scalar subqueries on purpose: the
+ * planner then cannot estimate "rows after the cursor" from (usually stale)
+ * statistics as almost none, which made it read and sort every remaining
+ * row instead of walking the index in order.
  */
 export interface ClaimParams {
   queue: string;
@@ -41,7 +44,7 @@ export const CLAIM_SQL = `WITH next AS (
      AND status = 'queued'
      AND run_at <= now()
      AND created_at >= $2
-     AND ($6::integer IS NULL OR (priority = $6 AND (run_at, id) > ($7::timestamptz, $8::bigint)))
+     AND ($6::integer IS NULL OR (priority = $6 AND ROW(run_at, id) > ROW((SELECT $7::timestamptz), (SELECT $8::bigint))))
    ORDER BY priority DESC, run_at, id
    LIMIT $3
    FOR UPDATE SKIP LOCKED

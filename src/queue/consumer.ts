@@ -110,6 +110,12 @@ interface Claimed {
   run_at: Date;
 }
 
+/** Where the next claim starts (keyset position) and since when that chain of claims runs. */
+interface Lane {
+  cursor: ClaimCursor | null;
+  since: number;
+}
+
 interface Held {
   row: Claimed;
   job: Job;
@@ -134,8 +140,6 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private closed = false;
   private lowWater: Date | null = null;
   private lowWaterAt = 0;
-  private cursor: ClaimCursor | null = null;
-  private cursorSince = 0;
   private readonly sleepers = new Set<(reason: WakeReason) => void>();
   private slotWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
@@ -228,7 +232,13 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   // -------------------------------------------------------------------------
   // Lease mode
 
+  /**
+   * Claim whenever fewer than `concurrency` jobs wait locally, never holding
+   * more than concurrency + batch; each claim starts after the last one (the
+   * lane's keyset position).
+   */
   private async claimLoop(): Promise<void> {
+    const lane: Lane = { cursor: null, since: 0 };
     let idleMs = this.o.pollMinMs;
     let errorMs = 100;
     while (!this.stopping) {
@@ -237,10 +247,10 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         await new Promise<void>((r) => this.slotWaiters.push(r));
         continue;
       }
-      const fromCursor = this.cursor !== null;
+      const fromCursor = lane.cursor !== null;
       let rows: Claimed[];
       try {
-        rows = await this.claim(this.db, want);
+        rows = await this.claim(this.db, want, lane);
         errorMs = 100;
       } catch (err) {
         if (sqlState(err) === '40001') continue;
@@ -253,10 +263,10 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         idleMs = this.o.pollMinMs;
         for (const row of rows) this.buffer.push(this.hold(row));
         this.pump();
-        if (rows.length < want) this.cursor = null;
+        if (rows.length < want) lane.cursor = null;
         continue;
       }
-      this.cursor = null;
+      lane.cursor = null;
       if (fromCursor) continue;
       await this.refreshLowWater(true);
       if (this.o.drain && (await this.drainedNow())) {
@@ -271,23 +281,23 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   }
 
   /** Run the claim statement; remembers the keyset position of the batch. */
-  private async claim(q: Queryable, want: number): Promise<Claimed[]> {
+  private async claim(q: Queryable, want: number, lane: Lane): Promise<Claimed[]> {
     await this.refreshLowWater(false, q);
-    if (this.cursor && Date.now() - this.cursorSince > this.o.rescanMs) this.cursor = null;
+    if (lane.cursor && Date.now() - lane.since > this.o.rescanMs) lane.cursor = null;
     const { text, values } = claimQuery({
       queue: this.o.queue,
       batch: want,
       leaseSeconds: this.o.leaseSeconds,
       workerId: this.workerId,
       lowWater: this.lowWater,
-      after: this.cursor,
+      after: lane.cursor,
     });
     const { rows } = await q.query<Claimed>(text, values);
     if (rows.length > 0) {
       this.stats.claimed += rows.length;
       this.emit('claimed', rows.length);
-      if (!this.cursor) this.cursorSince = Date.now();
-      this.cursor = lastInClaimOrder(rows);
+      if (!lane.cursor) lane.since = Date.now();
+      lane.cursor = lastInClaimOrder(rows);
     }
     return rows;
   }
@@ -378,7 +388,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
 
   private async complete(done: Held[], q: Queryable = this.db): Promise<void> {
     if (done.length === 0) return;
-    await q.query(COMPLETE_SQL, [done.map((h) => h.row.id), done.map((h) => h.row.created_at), this.workerId]);
+    await q.query(COMPLETE_SQL, [done.map((h) => h.row.id), keys(done), this.workerId]);
     this.stats.completed += done.length;
     for (const h of done) this.emit('completed', h.job);
   }
@@ -404,7 +414,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async release(held: Held[]): Promise<number> {
     if (held.length === 0) return 0;
     try {
-      const { rowCount } = await this.db.query(RELEASE_SQL, [held.map((h) => h.row.id), held.map((h) => h.row.created_at), this.workerId]);
+      const { rowCount } = await this.db.query(RELEASE_SQL, [held.map((h) => h.row.id), keys(held), this.workerId]);
       await this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, this.o.queue]);
       this.stats.returned += rowCount ?? 0;
       return rowCount ?? 0;
@@ -422,7 +432,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     if (held.length === 0) return;
     const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [
       held.map((h) => h.row.id),
-      held.map((h) => h.row.created_at),
+      keys(held),
       this.workerId,
       this.o.leaseSeconds,
     ]);
@@ -480,8 +490,8 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async oneInTransaction(client: pg.PoolClient): Promise<'done' | 'empty'> {
     await client.query('BEGIN');
     try {
-      this.cursor = null;
-      const rows = await this.claim(client, 1);
+      // Always from the head of the queue: one job at a time, no keyset.
+      const rows = await this.claim(client, 1, { cursor: null, since: 0 });
       if (rows.length === 0) {
         await client.query('COMMIT');
         return 'empty';
@@ -623,6 +633,13 @@ function lastInClaimOrder(rows: Claimed[]): ClaimCursor {
     if (r.priority < last.priority || (r.priority === last.priority && (t > lt || (t === lt && BigInt(r.id) > BigInt(last.id))))) last = r;
   }
   return { priority: last.priority, runAt: last.run_at, id: last.id };
+}
+
+/** The distinct created_at values of a batch: the partition keys its statement prunes by. */
+function keys(held: Held[]): Date[] {
+  const seen = new Map<number, Date>();
+  for (const h of held) seen.set(h.row.created_at.getTime(), h.row.created_at);
+  return [...seen.values()];
 }
 
 function errorText(err: unknown): string {

@@ -13,6 +13,22 @@ async function claim(queue: string, batch: number, leaseSeconds = 60) {
   return (await t.db.query<{ id: string }>(text, values)).rows;
 }
 
+describe('the claim statement', () => {
+  it('claims in priority, run_at, id order, and from a keyset start only later jobs of that priority', async () => {
+    const base = Date.now() - 60_000;
+    const low = await Promise.all([0, 1, 2, 3].map((i) => enqueue(t.db, 'order', { i }, { runAt: new Date(base + i * 1000) })));
+    const high = await enqueue(t.db, 'order', { high: true }, { priority: 5, runAt: new Date(base + 9000) });
+    await enqueue(t.db, 'order', { future: true }, { priority: 9, runAt: new Date(Date.now() + 3_600_000) });
+    const first = await claim('order', 2);
+    expect(first.map((r) => r.id)).toEqual([high, low[0]]);
+    const after = { priority: 0, runAt: new Date(base + 1000), id: low[1]! };
+    const q = claimQuery({ queue: 'order', batch: 10, leaseSeconds: 60, workerId: 'w', lowWater: null, after });
+    const rows = (await t.db.query<{ id: string }>(q.text, q.values)).rows.map((r) => r.id).sort();
+    expect(rows).toEqual([low[2], low[3]].sort());
+    expect((await claim('order', 10)).map((r) => r.id)).toEqual([low[1]]); // from the head again: the one the keyset skipped
+  });
+});
+
 describe('rescue_expired', () => {
   it('requeues expired leases with a retry, fails those out of retries keeping last_error', async () => {
     const a = await enqueue(t.db, 'rescue', { a: 1 }, { maxRetries: 2 });

@@ -1,0 +1,216 @@
+// Queue benchmarks: every figure is a ratio to a baseline measured in the same
+// run on the same server. Baselines are the raw SQL with no library around it:
+// the guide's CTE (FOR UPDATE SKIP LOCKED, batch of 100) plus a batch complete,
+// on the same qmaint.jobs table.
+import pg from 'pg';
+import type { Db } from '../../src/db.js';
+import { Consumer } from '../../src/queue/consumer.js';
+import { enqueue, enqueueMany } from '../../src/queue/enqueue.js';
+import { fmt, percentile, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+
+const RAW_CLAIM = `WITH next AS (
+  SELECT id, created_at FROM qmaint.jobs
+   WHERE queue = $1 AND status = 'queued' AND run_at <= now()
+   ORDER BY priority DESC, run_at, id
+   LIMIT $2
+   FOR UPDATE SKIP LOCKED
+)
+UPDATE qmaint.jobs j SET status = 'running', locked_by = 'raw', locked_until = now() + interval '60 seconds', updated_at = now()
+  FROM next WHERE j.id = next.id AND j.created_at = next.created_at
+RETURNING j.id`;
+const RAW_COMPLETE = `UPDATE qmaint.jobs SET status = 'completed', locked_until = NULL, updated_at = now() WHERE id = ANY ($1::bigint[])`;
+
+const QUEUE = 'bench';
+const CONNECTIONS = 10;
+
+interface Env {
+  url: string;
+  db: Db;
+}
+
+const payloads = (n: number) => {
+  let i = 0;
+  return {
+    *[Symbol.iterator]() {
+      while (i < n) yield { n: i++, kind: 'bench' };
+    },
+  };
+};
+
+async function reset(env: Env, jobs: number): Promise<void> {
+  await env.db.query('TRUNCATE qmaint.jobs');
+  if (jobs > 0) await enqueueMany(env.db, QUEUE, payloads(jobs));
+  await env.db.query('VACUUM ANALYZE qmaint.jobs');
+  await env.db.query('CHECKPOINT');
+}
+
+async function clients(env: Env, n: number): Promise<pg.Client[]> {
+  return Promise.all(
+    Array.from({ length: n }, async () => {
+      const c = new pg.Client({ connectionString: env.url, application_name: 'qmaint-bench-raw' });
+      await c.connect();
+      return c;
+    }),
+  );
+}
+
+/** Raw baseline: 10 connections, each claiming batches and completing them, until empty. Returns jobs/s. */
+async function rawDrain(env: Env, jobs: number, batch: number, perTransaction: boolean): Promise<number> {
+  const conns = await clients(env, CONNECTIONS);
+  const start = performance.now();
+  let done = 0;
+  await Promise.all(
+    conns.map(async (c) => {
+      for (;;) {
+        if (perTransaction) await c.query('BEGIN');
+        const { rows } = await c.query<{ id: string }>(RAW_CLAIM, [QUEUE, batch]);
+        if (rows.length === 0) {
+          if (perTransaction) await c.query('COMMIT');
+          return;
+        }
+        await c.query(RAW_COMPLETE, [rows.map((r) => r.id)]);
+        if (perTransaction) await c.query('COMMIT');
+        done += rows.length;
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  await Promise.all(conns.map((c) => c.end()));
+  if (done !== jobs) throw new Error(`raw drain handled ${done} of ${jobs} jobs`);
+  return jobs / seconds;
+}
+
+/** The library: one Consumer, concurrency 10, no-op handler, --drain. Returns jobs/s. */
+async function consumerDrain(env: Env, jobs: number, mode: 'lease' | 'transaction'): Promise<number> {
+  const c = new Consumer(env.db, { queue: QUEUE, handler: () => undefined, concurrency: CONNECTIONS, batch: 100, mode, drain: true, listen: false, pollMinMs: 5, pollMaxMs: 20 });
+  const start = performance.now();
+  await c.start();
+  await c.done;
+  const seconds = (performance.now() - start) / 1000;
+  if (c.stats.completed !== jobs) throw new Error(`consumer handled ${c.stats.completed} of ${jobs} jobs`);
+  return jobs / seconds;
+}
+
+/** Hold a REPEATABLE READ snapshot (the xmin horizon) open while fn runs. */
+async function withHeldSnapshot<T>(env: Env, fn: () => Promise<T>): Promise<T> {
+  const holder = new pg.Client({ connectionString: env.url, application_name: 'qmaint-bench-snapshot' });
+  await holder.connect();
+  await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  await holder.query('SELECT count(*) FROM qmaint.partition_policy');
+  try {
+    return await fn();
+  } finally {
+    await holder.query('COMMIT');
+    await holder.end();
+  }
+}
+
+async function copyVsInsert(env: Env, jobs: number): Promise<{ copy: number; insert: number }> {
+  await reset(env, 0);
+  let start = performance.now();
+  await enqueueMany(env.db, QUEUE, payloads(jobs));
+  const copy = jobs / ((performance.now() - start) / 1000);
+  await reset(env, 0);
+  // Baseline: multi-row INSERT of 1,000 rows per statement, each statement its own transaction.
+  const rows = 1000;
+  const text = `INSERT INTO qmaint.jobs (queue, payload) VALUES ${Array.from({ length: rows }, (_, i) => `($1, $${i + 2}::jsonb)`).join(', ')}`;
+  start = performance.now();
+  for (let sent = 0; sent < jobs; sent += rows) {
+    const values: unknown[] = [QUEUE];
+    for (let i = 0; i < rows; i++) values.push(JSON.stringify({ n: sent + i, kind: 'bench' }));
+    await env.db.query(text, values);
+  }
+  const insert = jobs / ((performance.now() - start) / 1000);
+  return { copy, insert };
+}
+
+/** Enqueue-to-handler latency of an idle consumer woken by NOTIFY (polling set to a minute). */
+async function wakeLatency(env: Env, samples: number): Promise<number[]> {
+  await reset(env, 0);
+  let resolveHandled: (() => void) | null = null;
+  const c = new Consumer(env.db, { queue: QUEUE, handler: () => resolveHandled?.(), pollMinMs: 60_000, pollMaxMs: 60_000 });
+  let notified = 0;
+  c.on('wake', (reason) => (notified += reason === 'notify' ? 1 : 0));
+  const idle = () => new Promise<void>((r) => c.once('idle', () => r()));
+  let nextIdle = idle();
+  await c.start();
+  const latencies: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    await nextIdle;
+    nextIdle = idle();
+    const handled = new Promise<void>((r) => (resolveHandled = r));
+    const start = performance.now();
+    await enqueue(env.db, QUEUE, { i });
+    await handled;
+    latencies.push(performance.now() - start);
+  }
+  await c.stop();
+  if (notified < samples) throw new Error(`only ${notified} of ${samples} wake-ups came from NOTIFY`);
+  return latencies.sort((a, b) => a - b);
+}
+
+/** Best of `rounds` runs of fn (jobs re-queued before each); the machine is shared, so the best run is the least disturbed. */
+async function best(env: Env, jobs: number, rounds: number, fn: () => Promise<number>): Promise<number> {
+  let top = 0;
+  for (let i = 0; i < rounds; i++) {
+    await reset(env, jobs);
+    top = Math.max(top, await fn());
+  }
+  return top;
+}
+
+export const queueSuite: BenchSuite = {
+  id: 'queue',
+  title: 'Queue: enqueue, drain, one job per transaction, NOTIFY wake-up, held snapshot',
+  async run(ctx: BenchContext): Promise<BenchResult> {
+    const scale = ctx.scale;
+    const drainJobs = Math.max(1000, Math.round(100_000 * scale));
+    const txJobs = Math.max(500, Math.round(20_000 * scale));
+    const heldJobs = Math.max(1000, Math.round(50_000 * scale));
+    const rounds = scale >= 1 ? 2 : 1;
+    const { url, db } = await ctx.newDatabase();
+    const env = { url, db };
+
+    ctx.log(`queue: COPY vs INSERT, ${drainJobs} jobs`);
+    const enq = await copyVsInsert(env, drainJobs);
+
+    ctx.log(`queue: drain ${drainJobs} jobs at concurrency ${CONNECTIONS}`);
+    const rawBatch = await best(env, drainJobs, rounds, () => rawDrain(env, drainJobs, 100, false));
+    const libBatch = await best(env, drainJobs, rounds, () => consumerDrain(env, drainJobs, 'lease'));
+
+    ctx.log(`queue: one job per transaction, ${txJobs} jobs`);
+    const rawTx = await best(env, txJobs, rounds, () => rawDrain(env, txJobs, 1, true));
+    const libTx = await best(env, txJobs, rounds, () => consumerDrain(env, txJobs, 'transaction'));
+
+    ctx.log('queue: NOTIFY wake-up latency');
+    const wake = await wakeLatency(env, Math.max(50, Math.round(300 * scale)));
+
+    ctx.log(`queue: drain ${heldJobs} jobs with a REPEATABLE READ snapshot held open`);
+    const rawClean = await best(env, heldJobs, 1, () => rawDrain(env, heldJobs, 100, false));
+    const rawHeld = await best(env, heldJobs, 1, () => withHeldSnapshot(env, () => rawDrain(env, heldJobs, 100, false)));
+    const libClean = await best(env, heldJobs, 1, () => consumerDrain(env, heldJobs, 'lease'));
+    const libHeld = await best(env, heldJobs, 1, () => withHeldSnapshot(env, () => consumerDrain(env, heldJobs, 'lease')));
+
+    const targets = [
+      { what: `drain ${drainJobs.toLocaleString('en-US')} jobs, concurrency ${CONNECTIONS}, vs raw batch claim/complete`, value: libBatch / rawBatch, goal: 0.8, detail: `${fmt(libBatch)} vs ${fmt(rawBatch)} jobs/s` },
+      { what: `one job per transaction (${txJobs.toLocaleString('en-US')} jobs) vs raw one-per-transaction`, value: libTx / rawTx, goal: 0.9, detail: `${fmt(libTx)} vs ${fmt(rawTx)} jobs/s` },
+      { what: `COPY enqueue vs multi-row INSERT (1,000 rows per statement)`, value: enq.copy / enq.insert, goal: 3, detail: `${fmt(enq.copy)} vs ${fmt(enq.insert)} jobs/s` },
+      { what: `COPY enqueue throughput (goal 100,000 jobs/s)`, value: enq.copy / 100_000, goal: 1, detail: `${fmt(enq.copy)} jobs/s` },
+      { what: `qmaint drain with a snapshot held vs qmaint clean (${heldJobs.toLocaleString('en-US')} jobs)`, value: libHeld / libClean, goal: 0.8, detail: `${fmt(libHeld)} vs ${fmt(libClean)} jobs/s` },
+    ];
+    const met = targets.every((t) => t.value >= t.goal);
+    const markdown = [
+      `Parameters: ${drainJobs.toLocaleString('en-US')} pre-queued no-op jobs for the drain, ${txJobs.toLocaleString('en-US')} for one-per-transaction, ${heldJobs.toLocaleString('en-US')} for the held-snapshot runs; ${CONNECTIONS} raw connections or a consumer with concurrency ${CONNECTIONS} (batch 100); best of ${rounds} run(s) where noted. Scale ${scale}.`,
+      '',
+      '| measurement | ratio | goal | figures | verdict |',
+      '| --- | ---: | ---: | --- | --- |',
+      ...targets.map((t) => `| ${t.what} | ${fmt(t.value)}× | ≥ ${t.goal}× | ${t.detail} | ${t.value >= t.goal ? 'met' : '**missed**'} |`),
+      `| raw SQL with a snapshot held vs raw clean (for comparison) | ${fmt(rawHeld / rawClean)}× | — | ${fmt(rawHeld)} vs ${fmt(rawClean)} jobs/s | — |`,
+      '',
+      `NOTIFY wake-up, enqueue commit to handler start of an idle consumer (polling once a minute), ${wake.length} samples: p50 ${fmt(percentile(wake, 50))} ms, p99 ${fmt(percentile(wake, 99))} ms, max ${fmt(wake[wake.length - 1]!)} ms. Every wake-up came from NOTIFY.`,
+      '',
+      'Why the held snapshot hurts the raw SQL: each claim turns queued rows into running ones, and their entries in the partial claim index stay behind as dead entries that no one may remove while an old snapshot holds the xmin horizon. The raw CTE starts every index scan at the head of the queue and steps over all of them, so each claim costs more than the last. The consumer starts each claim after the last key it claimed (a keyset start position in the one claim statement, reset every 2 s and whenever a claim comes up short, so priorities and returned jobs are honoured), and steps over only the few entries claimed by others since.',
+    ].join('\n');
+    return { markdown, targetsMet: met };
+  },
+};
