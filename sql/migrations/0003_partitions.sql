@@ -745,6 +745,11 @@ BEGIN
             format('expired (before %s) but holds %s queued job(s): move them into the partition holding now, a batch at a time until none is left%s',
                    v_cutoff, v_queued, CASE WHEN v_running > 0 THEN format('; %s running job(s) stay until done', v_running) ELSE '' END),
             true)::qmaint.plan_step;
+          -- Once moved it is drained: retire it in this run too (the guard
+          -- re-checks, and skips it if a job was claimed meanwhile).
+          IF v_running = 0 THEN
+            v_retiring := v_retiring || r.partition;
+          END IF;
         END IF;
       END IF;
       CONTINUE;

@@ -1,8 +1,9 @@
 import { healthStep } from './health.js';
 import { installStep } from './install.js';
+import { partitionsStep } from './partitions.js';
 import { scheduleStep } from './schedule.js';
 import type { DemoStep } from './types.js';
 import { vacuumStep } from './vacuum.js';
 
 /** The demo's story, in order. Each capability adds its step here. */
-export const demoSteps: DemoStep[] = [installStep, vacuumStep, healthStep, scheduleStep];
+export const demoSteps: DemoStep[] = [installStep, partitionsStep, vacuumStep, healthStep, scheduleStep];
