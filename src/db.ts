@@ -171,12 +171,13 @@ export interface LockHolder {
   since: string | null;
 }
 
-/** Who holds the session or transaction advisory lock with this key (if visible). */
+/** Who holds the session or transaction advisory lock with this key in this database (advisory locks are per database). */
 export async function advisoryLockHolder(db: Queryable, key: bigint = MAINTENANCE_LOCK_KEY): Promise<LockHolder | null> {
   const { rows } = await db.query<{ pid: number; application_name: string | null; since: Date | null }>(
     `SELECT l.pid, a.application_name, a.backend_start AS since
        FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'advisory' AND l.granted
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND l.classid = (($1::bigint >> 32) & 4294967295)::oid
         AND l.objid = ($1::bigint & 4294967295)::oid
         AND l.objsubid = 1
