@@ -1,9 +1,10 @@
 import { healthStep } from './health.js';
 import { installStep } from './install.js';
 import { partitionsStep } from './partitions.js';
+import { queueStep } from './queue.js';
 import { scheduleStep } from './schedule.js';
 import type { DemoStep } from './types.js';
 import { vacuumStep } from './vacuum.js';
 
 /** The demo's story, in order. Each capability adds its step here. */
-export const demoSteps: DemoStep[] = [installStep, partitionsStep, vacuumStep, healthStep, scheduleStep];
+export const demoSteps: DemoStep[] = [installStep, queueStep, partitionsStep, vacuumStep, healthStep, scheduleStep];
