@@ -3,8 +3,9 @@
 import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSuite } from './harness.js';
 import { vacuumSuite } from './vacuum.js';
 import { queueSuite } from './queue.js';
+import { partitionsSuite } from './partitions.js';
 
-const suites: BenchSuite[] = [queueSuite, vacuumSuite];
+const suites: BenchSuite[] = [queueSuite, partitionsSuite, vacuumSuite];
 
 async function run(): Promise<number> {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
