@@ -197,6 +197,47 @@ describe('Consumer', () => {
     expect(jobs.rows[1]!.last_error).toMatch(/after writing/);
   });
 
+  it('survives losing its connections: reconnects, and every job still completes once', async () => {
+    await enqueueMany(t.db, 'reconnect', Array.from({ length: 400 }, (_, i) => ({ i })));
+    const db = await connect({ databaseUrl: t.url, max: 4, applicationName: 'qmaint-reconnect' });
+    const seen = new Map<string, number>();
+    let killed = false;
+    const errors: string[] = [];
+    const listening: boolean[] = [];
+    try {
+      const c = new Consumer(db, {
+        queue: 'reconnect',
+        // Short lease: a claim whose reply died with the connection is rescued quickly.
+        leaseSeconds: 5,
+        rescueEveryMs: 500,
+        concurrency: 4,
+        batch: 20,
+        pollMinMs: 10,
+        pollMaxMs: 50,
+        handler: async (job) => {
+          seen.set(job.id, (seen.get(job.id) ?? 0) + 1);
+          if (seen.size === 100 && !killed) {
+            killed = true;
+            await t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'qmaint-reconnect' AND pid <> pg_backend_pid()`);
+          }
+        },
+      });
+      c.on('db-error', (_err, during) => errors.push(during));
+      c.on('listening', (ok) => listening.push(ok));
+      await c.start();
+      await eventually(async () => (await statuses('reconnect')).completed === 400, 30_000);
+      await eventually(async () => listening.filter(Boolean).length >= 2, 10_000); // LISTEN came back
+      await c.stop();
+    } finally {
+      await db.close();
+    }
+    expect(killed).toBe(true);
+    expect(errors.length).toBeGreaterThan(0);
+    expect(seen.size).toBe(400);
+    // Completions lost with the connection are sent again; a job runs twice only if its lease ran out (not here).
+    expect([...seen.values()].every((n) => n === 1)).toBe(true);
+  });
+
   it('drain exits once nothing is ready, leaving future jobs queued', async () => {
     await enqueueMany(t.db, 'drain', [1, 2, 3]);
     await enqueue(t.db, 'drain', { later: true }, { runAt: new Date(Date.now() + 3_600_000) });
