@@ -55,7 +55,7 @@ export async function startBenchServer(): Promise<{ ctx: BenchContext; stop(): P
   }
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
-  const serverVersion = (await admin.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
+  const serverVersion = (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
   const created: string[] = [];
   const pools: Db[] = [];
   let n = 0;
