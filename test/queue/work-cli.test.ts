@@ -125,5 +125,13 @@ describe('qmaint work', () => {
     const tx = await runCli(['work', '--queue', 'bouncer2', '--handler', recorder, '--drain', '--no-listen', '--mode', 'transaction', '--concurrency', '2'], { env: bouncerEnv });
     expect(tx.code, tx.stderr).toBe(0);
     expect(await statuses('bouncer2')).toEqual({ completed: 2 });
+    // LISTEN on a direct connection while claims go through PgBouncer; and a forgotten --no-listen still works (it polls).
+    await enqueueMany(t.db, 'bouncer3', [1, 2, 3]);
+    const direct = await runCli(['work', '--queue', 'bouncer3', '--handler', recorder, '--drain', '--listen-url', t.url], { env: bouncerEnv });
+    expect(direct.code, direct.stderr).toBe(0);
+    await enqueueMany(t.db, 'bouncer3', [4, 5]);
+    const forgot = await runCli(['work', '--queue', 'bouncer3', '--handler', recorder, '--drain'], { env: bouncerEnv });
+    expect(forgot.code, forgot.stderr).toBe(0);
+    expect(await statuses('bouncer3')).toEqual({ completed: 5 });
   });
 });
