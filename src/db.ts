@@ -189,14 +189,32 @@ export async function advisoryLockHolder(db: Queryable, key: bigint = MAINTENANC
 }
 
 /**
+ * True when the server does not see this client's own socket: the backend's
+ * peer port differs from our local port, so something (PgBouncer, another
+ * pooler) sits in between and session state cannot be trusted to stay.
+ */
+export async function isPooled(client: PgClient): Promise<boolean> {
+  const socket = (client as unknown as { connection?: { stream?: { localPort?: number; remotePort?: number } } }).connection?.stream;
+  const { rows } = await client.query<{ port: number | null }>('SELECT inet_client_port() AS port');
+  const seen = rows[0]?.port ?? null;
+  if (socket?.localPort === undefined) return seen !== null; // we came over a Unix socket: a TCP peer means a proxy
+  return seen !== socket.localPort;
+}
+
+/**
  * Run fn while holding the session-level maintenance lock on one client. Returns
- * { ran: false, holder } without waiting when another run holds it.
+ * { ran: false, holder } without waiting when another run holds it. Refuses a
+ * connection through a transaction pooler, where the lock could stay behind on
+ * a pooled server connection (or be released by someone else's transaction).
  */
 export async function withMaintenanceLock<T>(
   client: PgClient,
   fn: () => Promise<T>,
   key: bigint = MAINTENANCE_LOCK_KEY,
 ): Promise<{ ran: true; result: T } | { ran: false; holder: LockHolder | null }> {
+  if (await isPooled(client)) {
+    throw new QmaintError('config', 'this connection goes through a transaction pooler (e.g. PgBouncer), where a session advisory lock cannot be held; use a direct connection for client-side maintenance, or the server-side form (see docs/cli.md)');
+  }
   const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key.toString()]);
   if (!rows[0]?.ok) return { ran: false, holder: await advisoryLockHolder(client, key) };
   try {

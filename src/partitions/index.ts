@@ -6,7 +6,8 @@ import { previewPlans, runPlans, type PlanRequest, type RunOptions, type RunResu
 
 export { applyPolicies, checkPolicyShape, loadPolicies, policyPaths, PACKAGED_POLICIES } from './policy.js';
 export type { ApplyResult, PolicyDocument, PolicyFile } from './policy.js';
-export { isPooled, runPlans, previewPlans } from './runner.js';
+export { runPlans, previewPlans } from './runner.js';
+export { isPooled } from '../db.js';
 export type { PlanRequest, RunOptions, RunResult, StepEvent, TableRun } from './runner.js';
 
 /**

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { advisoryLockHolder, MAINTENANCE_LOCK_KEY, withMaintenanceLock, type Db, type LockHolder, type PgClient } from '../db.js';
+import { advisoryLockHolder, isPooled, MAINTENANCE_LOCK_KEY, withMaintenanceLock, type Db, type LockHolder, type PgClient } from '../db.js';
 import { badInput, QmaintError, sqlState, toQmaintError } from '../errors.js';
 import { describeBlockers, findBlockers, toPlanStep, type PlanStep, type PlanStepRow } from '../plan.js';
 
@@ -60,18 +60,6 @@ export type RunResult =
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * True when the server does not see this client's own socket: the backend's
- * peer port differs from our local port, so something (PgBouncer, another
- * pooler) sits in between and session state cannot be trusted to stay.
- */
-export async function isPooled(client: pg.ClientBase): Promise<boolean> {
-  const socket = (client as unknown as { connection?: { stream?: { localPort?: number; remotePort?: number } } }).connection?.stream;
-  const { rows } = await client.query<{ port: number | null }>('SELECT inet_client_port() AS port');
-  const seen = rows[0]?.port ?? null;
-  if (socket?.localPort === undefined) return seen !== null; // we came over a Unix socket: a TCP peer means a proxy
-  return seen !== socket.localPort;
-}
 
 /** The plan a request produces, as it would run now on this kind of connection. */
 export async function makePlan(client: PgClient, request: PlanRequest, concurrent: boolean): Promise<PlanStep[]> {
