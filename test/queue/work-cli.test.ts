@@ -44,7 +44,7 @@ describe('qmaint work', () => {
     const r = await runCli(['work', '--queue', 'cli', '--handler', recorder, '--drain', '--concurrency', '4', '--batch', '8', '--json'], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ ok: true, queue: 'cli', drained: true, completed: 50, failed: 1, returned: 0 });
-    expect(r.stderr).toContain(`job ${boom} failed for good: Error: boom in job ${boom}`);
+    expect(r.stderr).toContain(`job ${boom} failed for good: boom in job ${boom}`);
     expect(await statuses('cli')).toEqual({ completed: 50, failed: 1 });
     expect((await t.db.query('SELECT count(DISTINCT id)::int AS n FROM handled')).rows[0]!.n).toBe(50);
   });

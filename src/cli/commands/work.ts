@@ -78,7 +78,8 @@ const register: Register = (y) => {
       });
       consumer.on('failed', (job, error, outcome) => {
         const what = !outcome ? 'failed after its lease was lost' : outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
-        out.note(`job ${job.id} ${what}: ${error.split('\n')[0]}`);
+        // The first line of the stored error; a plain Error's name adds nothing.
+        out.note(`job ${job.id} ${what}: ${error.split('\n')[0]!.replace(/^Error: /, '')}`);
       });
       consumer.on('db-error', (err, during) => out.note(`database error during ${during}: ${err.message} (retrying)`));
       consumer.on('lease-lost', (job) => out.note(`lost the lease of job ${job.id}; another consumer may run it`));
