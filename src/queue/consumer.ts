@@ -462,28 +462,39 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async transactionLoop(): Promise<void> {
     let idleMs = this.o.pollMinMs;
     let errorMs = 100;
-    while (!this.stopping) {
-      let outcome: 'done' | 'empty';
-      try {
-        outcome = await this.db.withClient((client) => this.oneInTransaction(client));
-        errorMs = 100;
-      } catch (err) {
-        if (sqlState(err) === '40001') continue;
-        this.emit('db-error', err as Error, 'claim');
-        await this.sleep(jitter(errorMs));
-        errorMs = Math.min(errorMs * 2, 10_000);
-        continue;
+    // The slot keeps its connection while there is work, and gives it back when idle.
+    let client: pg.PoolClient | null = null;
+    try {
+      while (!this.stopping) {
+        let outcome: 'done' | 'empty';
+        try {
+          client ??= await this.db.pool.connect();
+          outcome = await this.oneInTransaction(client);
+          errorMs = 100;
+        } catch (err) {
+          if (sqlState(err) === '40001') continue;
+          client?.release(true);
+          client = null;
+          this.emit('db-error', err as Error, 'claim');
+          await this.sleep(jitter(errorMs));
+          errorMs = Math.min(errorMs * 2, 10_000);
+          continue;
+        }
+        if (outcome === 'done') {
+          idleMs = this.o.pollMinMs;
+          continue;
+        }
+        client.release();
+        client = null;
+        await this.refreshLowWater(true);
+        if (this.o.drain && (await this.drainedNow())) return;
+        this.emit('idle', idleMs);
+        const reason = await this.sleep(idleMs);
+        this.emit('wake', reason);
+        idleMs = reason === 'notify' ? this.o.pollMinMs : Math.min(idleMs * 2, this.o.pollMaxMs);
       }
-      if (outcome === 'done') {
-        idleMs = this.o.pollMinMs;
-        continue;
-      }
-      await this.refreshLowWater(true);
-      if (this.o.drain && (await this.drainedNow())) return;
-      this.emit('idle', idleMs);
-      const reason = await this.sleep(idleMs);
-      this.emit('wake', reason);
-      idleMs = reason === 'notify' ? this.o.pollMinMs : Math.min(idleMs * 2, this.o.pollMaxMs);
+    } finally {
+      client?.release();
     }
   }
 
