@@ -164,7 +164,8 @@ describe('Consumer', () => {
     await delivered; // the notification went out; give the consumer's connection time to see it too
     await new Promise((r) => setTimeout(r, 300));
     await c.stop();
-    expect(wakes).toEqual(['stop']);
+    expect(wakes.length).toBeGreaterThan(0);
+    expect(wakes.every((w) => w === 'stop')).toBe(true); // each claim lane woke only for stop()
   });
 
   it('transaction mode: the handler works in the claiming transaction; a failure undoes its writes', async () => {
