@@ -195,8 +195,8 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     if (this.loops.length > 0) return;
     await this.startListener();
     const leaseMs = this.o.leaseSeconds * 1000;
-    this.every(Math.max(200, leaseMs / 3), () => this.heartbeat());
-    this.every(this.o.rescueEveryMs, () => this.rescue());
+    this.every(Math.max(200, leaseMs / 3), 'heartbeat', () => this.heartbeat());
+    this.every(this.o.rescueEveryMs, 'rescue', () => this.rescue());
     if (this.o.mode === 'transaction') {
       for (let i = 0; i < this.o.concurrency; i++) this.loops.push(this.transactionLoop());
     } else {
@@ -594,13 +594,13 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     for (const sleeper of [...this.sleepers]) sleeper(reason);
   }
 
-  private every(ms: number, fn: () => Promise<void>): void {
+  private every(ms: number, what: string, fn: () => Promise<void>): void {
     let busy = false;
     const timer = setInterval(() => {
       if (busy || this.closed) return;
       busy = true;
       fn()
-        .catch((err: Error) => this.emit('db-error', err, fn.name || 'timer'))
+        .catch((err: Error) => this.emit('db-error', err, what))
         .finally(() => (busy = false));
     }, ms);
     timer.unref();
