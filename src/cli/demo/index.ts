@@ -6,5 +6,9 @@ import { scheduleStep } from './schedule.js';
 import type { DemoStep } from './types.js';
 import { vacuumStep } from './vacuum.js';
 
-/** The demo's story, in order. Each capability adds its step here. */
-export const demoSteps: DemoStep[] = [installStep, queueStep, partitionsStep, vacuumStep, healthStep, scheduleStep];
+/**
+ * The demo's story, in order. Each capability adds its step here. Partitions
+ * come after vacuum and health because that step travels days ahead with
+ * --now; the steps before it all live at the real date.
+ */
+export const demoSteps: DemoStep[] = [installStep, queueStep, vacuumStep, healthStep, partitionsStep, scheduleStep];

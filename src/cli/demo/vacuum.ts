@@ -35,6 +35,8 @@ export const vacuumStep: DemoStep = {
       await d.qmaint(['vacuum', 'tune', '--sample-seconds', '0', ...at(60)]);
       d.say('`vacuum run` vacuums now, from the client, outside any transaction, with progress:');
       await d.qmaint(['vacuum', 'run', ...at(60)]);
+      // Finish the demo's jobs so the partition can drain and be retired later in the tour.
+      await worker.query(`UPDATE qmaint.jobs SET status = 'completed', locked_by = NULL, locked_until = NULL WHERE queue = 'vacuum-demo' AND status = 'running'`);
     } finally {
       await worker.end();
     }
