@@ -202,8 +202,7 @@ describe('Consumer', () => {
     await enqueueMany(t.db, 'reconnect', Array.from({ length: 400 }, (_, i) => ({ i })));
     const db = await connect({ databaseUrl: t.url, max: 4, applicationName: 'qmaint-reconnect' });
     const seen = new Map<string, number>();
-    let killed = false;
-    const errors: string[] = [];
+    let killed = 0;
     const listening: boolean[] = [];
     try {
       const c = new Consumer(db, {
@@ -218,12 +217,14 @@ describe('Consumer', () => {
         handler: async (job) => {
           seen.set(job.id, (seen.get(job.id) ?? 0) + 1);
           if (seen.size === 100 && !killed) {
-            killed = true;
-            await t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'qmaint-reconnect' AND pid <> pg_backend_pid()`);
+            killed = -1;
+            const { rows } = await t.db.query<{ n: number }>(
+              `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'qmaint-reconnect' AND pid <> pg_backend_pid()`,
+            );
+            killed = rows[0]!.n;
           }
         },
       });
-      c.on('db-error', (_err, during) => errors.push(during));
       c.on('listening', (ok) => listening.push(ok));
       await c.start();
       await eventually(async () => (await statuses('reconnect')).completed === 400, 30_000);
@@ -232,8 +233,7 @@ describe('Consumer', () => {
     } finally {
       await db.close();
     }
-    expect(killed).toBe(true);
-    expect(errors.length).toBeGreaterThan(0);
+    expect(killed).toBeGreaterThan(1); // the pool's connections and the LISTEN connection
     expect(seen.size).toBe(400);
     // Completions lost with the connection are sent again; a job runs twice only if its lease ran out (not here).
     expect([...seen.values()].every((n) => n === 1)).toBe(true);
