@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { envName, loadSettings, redactUrl, resolveConnection } from '../../src/config.js';
+import { envName, loadSettings, redactUrl, resolveConnection, settingSpecs } from '../../src/config.js';
 import { QmaintError } from '../../src/errors.js';
 
 describe('connection precedence', () => {
@@ -50,6 +50,12 @@ describe('settings precedence: flags > QMAINT_* > qmaint.config.json > defaults'
     expect(s.origin.lockTimeout).toBe('file');
     expect(s.values.concurrency).toBe(10);
     expect(s.origin.concurrency).toBe('default');
+  });
+  it('docs/cli.md lists every setting with its environment variable and default', () => {
+    const doc = readFileSync(new URL('../../docs/cli.md', import.meta.url), 'utf8');
+    for (const [key, spec] of Object.entries(settingSpecs)) {
+      expect(doc).toContain(`| \`${key}\` | \`${envName(key)}\` | ${typeof spec.default === 'string' ? `\`${spec.default}\`` : spec.default} |`);
+    }
   });
   it('names environment variables in upper snake case', () => {
     expect(envName('leaseSeconds')).toBe('QMAINT_LEASE_SECONDS');
