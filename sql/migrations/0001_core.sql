@@ -1,5 +1,7 @@
 -- qmaint core schema: the partitioned jobs table, partition policies, plans,
--- and the partition-creation step every other piece builds on.
+-- the maintenance run log, and the small helpers the partition functions (0003)
+-- build on. The first partitions are made by the last migration, once every
+-- function a partition's creation uses exists.
 -- Applied by `qmaint migrate` inside one transaction; never edit after it lands.
 
 CREATE TYPE qmaint.job_status AS ENUM ('queued', 'running', 'completed', 'failed');
@@ -76,28 +78,6 @@ CREATE FUNCTION qmaint.maintenance_lock_key() RETURNS bigint
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   AS $$ SELECT 7170514283201::bigint $$;
 
--- Partitions of a parent with bounds read from the catalog, never from names.
-CREATE FUNCTION qmaint.partitions_of(p_parent regclass)
-RETURNS TABLE (partition regclass, schema_name text, table_name text, lower_bound timestamptz, upper_bound timestamptz, is_default boolean)
-LANGUAGE plpgsql STABLE
-SET datestyle = 'ISO, YMD' SET timezone = 'UTC'
-AS $$
-BEGIN
-  RETURN QUERY
-  SELECT c.oid::regclass, n.nspname::text, c.relname::text,
-         CASE WHEN m[1] IS NULL OR m[1] = 'MINVALUE' THEN '-infinity'::timestamptz ELSE m[1]::timestamptz END,
-         CASE WHEN m[2] IS NULL OR m[2] = 'MAXVALUE' THEN 'infinity'::timestamptz ELSE m[2]::timestamptz END,
-         pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
-    FROM pg_inherits i
-    JOIN pg_class c ON c.oid = i.inhrelid
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    LEFT JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                                   $re$FROM \('?([^')]*)'?\) TO \('?([^')]*)'?\)$re$) AS m ON true
-   WHERE i.inhparent = p_parent
-   ORDER BY 4, 3;
-END;
-$$;
-
 -- Check that an interval is one qmaint can partition by (1 minute .. 1 month,
 -- either whole months or a fixed length with no month part).
 CREATE FUNCTION qmaint.check_partition_interval(p_interval interval) RETURNS text
@@ -167,152 +147,10 @@ BEGIN
 END;
 $$;
 
--- The vacuum profile a partition in the given profile should carry, as a JSON
--- object of storage parameters. The vacuum migration refines this (tuned values).
-CREATE FUNCTION qmaint.effective_profile(p_parent_table text, p_profile text) RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
-  SELECT coalesce(vacuum -> p_profile, '{}'::jsonb) FROM qmaint.partition_policy WHERE parent_table = p_parent_table
-$$;
-
--- Every partition of a parent with its lifecycle state at p_now:
---   future  - starts after p_now;            profile hot
---   hot     - holds p_now;                   profile hot
---   warm    - in the past, holds queued or running jobs; profile warm
---   drained - in the past, no queued or running job;     profile cold
-CREATE FUNCTION qmaint.partition_states(p_parent regclass, p_now timestamptz)
-RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz, is_default boolean, state text, profile text, live_jobs bigint)
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-  v_live jsonb;
-BEGIN
-  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT tableoid::oid AS t, count(*) AS n FROM %s WHERE status IN (''queued'', ''running'') GROUP BY 1) s', p_parent)
-    INTO v_live;
-  RETURN QUERY
-  SELECT p.partition, p.lower_bound, p.upper_bound, p.is_default,
-         s.state,
-         CASE s.state WHEN 'warm' THEN 'warm' WHEN 'drained' THEN 'cold' ELSE 'hot' END,
-         coalesce((v_live ->> p.partition::oid::text)::bigint, 0)
-    FROM qmaint.partitions_of(p_parent) p
-    CROSS JOIN LATERAL (SELECT CASE
-        WHEN p.is_default THEN CASE WHEN coalesce((v_live ->> p.partition::oid::text)::bigint, 0) > 0 THEN 'warm' ELSE 'hot' END
-        WHEN p.lower_bound > p_now THEN 'future'
-        WHEN p.upper_bound > p_now THEN 'hot'
-        WHEN coalesce((v_live ->> p.partition::oid::text)::bigint, 0) > 0 THEN 'warm'
-        ELSE 'drained' END AS state) s
-   ORDER BY p.lower_bound;
-END;
-$$;
-
--- The steps that create one partition [p_from, p_to) of p_parent: a standalone
--- table with the parent's columns, defaults, constraints and indexes, a CHECK
--- matching the bounds (so ATTACH skips its validation scan), the profile's
--- reloptions; then ATTACH, which takes only SHARE UPDATE EXCLUSIVE on the
--- parent. All in one step so nothing is left half done.
-CREATE FUNCTION qmaint.partition_create_steps(p_parent regclass, p_from timestamptz, p_to timestamptz, p_profile text DEFAULT 'hot')
-RETURNS SETOF qmaint.plan_step
-LANGUAGE plpgsql STABLE
-SET timezone = 'UTC'
-AS $$
-DECLARE
-  v_schema text;
-  v_table text;
-  v_key text;
-  v_name text;
-  v_opts text;
-  v_sql text;
-BEGIN
-  SELECT n.nspname, c.relname INTO v_schema, v_table
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_parent;
-  SELECT a.attname INTO v_key
-    FROM pg_partitioned_table pt
-    JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
-   WHERE pt.partrelid = p_parent;
-  IF v_key IS NULL THEN
-    RAISE EXCEPTION '% is not a range-partitioned table', p_parent USING ERRCODE = '22023';
-  END IF;
-  IF p_from >= p_to THEN
-    RAISE EXCEPTION 'partition bounds [%, %) are empty', p_from, p_to USING ERRCODE = '22023';
-  END IF;
-  v_opts := qmaint.reloptions_sql(qmaint.effective_profile(format('%s.%s', v_schema, v_table), p_profile));
-  v_name := qmaint.partition_name(v_table, p_from, p_to);
-  v_sql := format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE)%s; ',
-                  v_schema, v_name, v_schema, v_table, CASE WHEN v_opts IS NULL THEN '' ELSE format(' WITH (%s)', v_opts) END)
-        || format('ALTER TABLE %I.%I ADD CONSTRAINT %I CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L); ',
-                  v_schema, v_name, v_name || '_bounds', v_key, v_key, p_from, v_key, p_to)
-        || format('ALTER TABLE %I.%I ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L); ',
-                  v_schema, v_table, v_schema, v_name, p_from, p_to)
-        || format('ALTER TABLE %I.%I DROP CONSTRAINT %I', v_schema, v_name, v_name || '_bounds');
-  RETURN NEXT ROW(1, 'create', format('%I.%I', v_schema, v_name), v_sql,
-                  format('SHARE UPDATE EXCLUSIVE on %I.%I', v_schema, v_table),
-                  format('partition for [%s, %s) with the %s profile', p_from, p_to, p_profile), true)::qmaint.plan_step;
-END;
-$$;
-
--- Make sure a partition covers p_ts, creating one if missing. Safe with many
--- concurrent callers (one transaction-scoped advisory lock per parent) and
--- idempotent. The new partition fills the aligned slot around p_ts, trimmed so
--- it never overlaps a neighbour. Returns the covering partition.
-CREATE FUNCTION qmaint.ensure_partition(p_parent regclass, p_ts timestamptz)
-RETURNS regclass
-LANGUAGE plpgsql
-SET timezone = 'UTC'
-AS $$
-DECLARE
-  v_interval interval;
-  v_from timestamptz;
-  v_to timestamptz;
-  v_hit regclass;
-  v_step qmaint.plan_step;
-BEGIN
-  SELECT partition INTO v_hit FROM qmaint.partitions_of(p_parent)
-   WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound;
-  IF v_hit IS NOT NULL THEN
-    RETURN v_hit;
-  END IF;
-  -- (29037, parent oid): per-parent creation lock, distinct from the maintenance lock.
-  PERFORM pg_advisory_xact_lock(29037, p_parent::oid::integer);
-  SELECT partition INTO v_hit FROM qmaint.partitions_of(p_parent)
-   WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound;
-  IF v_hit IS NOT NULL THEN
-    RETURN v_hit;
-  END IF;
-  SELECT partition_interval INTO v_interval FROM qmaint.partition_policy
-   WHERE parent_table = (SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_parent);
-  IF v_interval IS NULL THEN
-    RAISE EXCEPTION 'no partition policy for %', p_parent USING ERRCODE = '22023',
-      HINT = 'run qmaint partitions apply';
-  END IF;
-  v_from := qmaint.partition_floor(p_ts, v_interval);
-  v_to := v_from + v_interval;
-  SELECT greatest(v_from, max(upper_bound)) INTO v_from FROM qmaint.partitions_of(p_parent)
-   WHERE NOT is_default AND upper_bound <= p_ts;
-  SELECT least(v_to, min(lower_bound)) INTO v_to FROM qmaint.partitions_of(p_parent)
-   WHERE NOT is_default AND lower_bound > p_ts;
-  FOR v_step IN SELECT * FROM qmaint.partition_create_steps(p_parent, v_from, v_to, 'hot') LOOP
-    EXECUTE v_step.statement;
-  END LOOP;
-  RETURN (SELECT partition FROM qmaint.partitions_of(p_parent)
-           WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound);
-END;
-$$;
-
--- The default policy for qmaint.jobs; `qmaint partitions apply` replaces it
--- with partitions/jobs.json.
-INSERT INTO qmaint.partition_policy (parent_table, partition_interval, premake, premake_floor, retention, vacuum)
-VALUES ('qmaint.jobs', interval '1 day', NULL, 3, interval '7 days',
-        '{"hot":  {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": 1000,
-                   "autovacuum_vacuum_insert_scale_factor": 0, "autovacuum_vacuum_insert_threshold": 10000,
-                   "autovacuum_analyze_scale_factor": 0, "autovacuum_analyze_threshold": 5000,
-                   "autovacuum_vacuum_cost_limit": 2000, "autovacuum_vacuum_cost_delay": 1},
-          "warm": {"autovacuum_vacuum_scale_factor": 0.05, "autovacuum_vacuum_threshold": 500,
-                   "autovacuum_vacuum_cost_limit": 1000},
-          "cold": {"autovacuum_vacuum_scale_factor": 0.2, "autovacuum_vacuum_threshold": 50,
-                   "autovacuum_vacuum_insert_scale_factor": 0.2, "autovacuum_freeze_min_age": 0}}'::jsonb);
-
--- Partitions covering now and a short runway, so enqueue works at once.
-SELECT qmaint.ensure_partition('qmaint.jobs', now() + n * interval '1 day') FROM generate_series(0, 3) AS n;
+-- The default policy for qmaint.jobs (the vacuum migration adds its profiles);
+-- `qmaint partitions apply` replaces it with partitions/jobs.json.
+INSERT INTO qmaint.partition_policy (parent_table, partition_interval, premake, premake_floor, retention)
+VALUES ('qmaint.jobs', interval '1 day', NULL, 3, interval '7 days');
 
 -- Every maintenance run, whoever started it (cli, daemon, pg_cron): what health
 -- checks and metrics report as "the last maintenance run".

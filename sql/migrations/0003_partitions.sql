@@ -124,8 +124,8 @@ BEGIN
 END;
 $$;
 
--- Partitions of a parent with bounds read from the catalog, never from names (see 0001).
-CREATE OR REPLACE FUNCTION qmaint.partitions_of(p_parent regclass)
+-- Partitions of a parent with bounds read from the catalog, never from names.
+CREATE FUNCTION qmaint.partitions_of(p_parent regclass)
 RETURNS TABLE (partition regclass, schema_name text, table_name text, lower_bound timestamptz, upper_bound timestamptz, is_default boolean)
 LANGUAGE sql STABLE
 AS $$
@@ -270,7 +270,7 @@ $$;
 -- ACCESS EXCLUSIVE on a default partition, which PostgreSQL scans). One step,
 -- one transaction: nothing is left half done. A free name is picked when a
 -- kept (detached) table already has the natural one.
-CREATE OR REPLACE FUNCTION qmaint.partition_create_steps(p_parent regclass, p_from timestamptz, p_to timestamptz, p_profile text DEFAULT 'hot')
+CREATE FUNCTION qmaint.partition_create_steps(p_parent regclass, p_from timestamptz, p_to timestamptz, p_profile text DEFAULT 'hot')
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
 SET timezone = 'UTC'
@@ -331,6 +331,54 @@ BEGIN
                   format('partition for [%s, %s) with the %s profile%s', p_from, p_to, p_profile,
                          CASE WHEN v_moving > 0 THEN format('; moves %s rows out of the default partition %s', v_moving, v_default) ELSE '' END),
                   true)::qmaint.plan_step;
+END;
+$$;
+
+-- Make sure a partition covers p_ts, creating one if missing. Safe with many
+-- concurrent callers (one transaction-scoped advisory lock per parent) and
+-- idempotent. The new partition fills the aligned slot around p_ts, trimmed so
+-- it never overlaps a neighbour. Returns the covering partition.
+CREATE FUNCTION qmaint.ensure_partition(p_parent regclass, p_ts timestamptz)
+RETURNS regclass
+LANGUAGE plpgsql
+SET timezone = 'UTC'
+AS $$
+DECLARE
+  v_interval interval;
+  v_from timestamptz;
+  v_to timestamptz;
+  v_hit regclass;
+  v_step qmaint.plan_step;
+BEGIN
+  SELECT partition INTO v_hit FROM qmaint.partitions_of(p_parent)
+   WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound;
+  IF v_hit IS NOT NULL THEN
+    RETURN v_hit;
+  END IF;
+  -- (29037, parent oid): per-parent creation lock, distinct from the maintenance lock.
+  PERFORM pg_advisory_xact_lock(29037, p_parent::oid::integer);
+  SELECT partition INTO v_hit FROM qmaint.partitions_of(p_parent)
+   WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound;
+  IF v_hit IS NOT NULL THEN
+    RETURN v_hit;
+  END IF;
+  SELECT partition_interval INTO v_interval FROM qmaint.partition_policy
+   WHERE parent_table = (SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_parent);
+  IF v_interval IS NULL THEN
+    RAISE EXCEPTION 'no partition policy for %', p_parent USING ERRCODE = '22023',
+      HINT = 'run qmaint partitions apply';
+  END IF;
+  v_from := qmaint.partition_floor(p_ts, v_interval);
+  v_to := v_from + v_interval;
+  SELECT greatest(v_from, max(upper_bound)) INTO v_from FROM qmaint.partitions_of(p_parent)
+   WHERE NOT is_default AND upper_bound <= p_ts;
+  SELECT least(v_to, min(lower_bound)) INTO v_to FROM qmaint.partitions_of(p_parent)
+   WHERE NOT is_default AND lower_bound > p_ts;
+  FOR v_step IN SELECT * FROM qmaint.partition_create_steps(p_parent, v_from, v_to, 'hot') LOOP
+    EXECUTE v_step.statement;
+  END LOOP;
+  RETURN (SELECT partition FROM qmaint.partitions_of(p_parent)
+           WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound);
 END;
 $$;
 
@@ -468,11 +516,15 @@ BEGIN
 END;
 $$;
 
--- Every partition of a parent with its lifecycle state at p_now (see 0001).
+-- Every partition of a parent with its lifecycle state at p_now:
+--   future  - starts after p_now;            profile hot
+--   hot     - holds p_now;                   profile hot
+--   warm    - in the past, holds queued or running jobs; profile warm
+--   drained - in the past, no queued or running job;     profile cold
 -- Live jobs are counted only from the low-water mark on: below it no queued
 -- or running job exists (whoever makes one lowers the mark), so a long
 -- history of drained partitions costs nothing here.
-CREATE OR REPLACE FUNCTION qmaint.partition_states(p_parent regclass, p_now timestamptz)
+CREATE FUNCTION qmaint.partition_states(p_parent regclass, p_now timestamptz)
 RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz, is_default boolean, state text, profile text, live_jobs bigint)
 LANGUAGE plpgsql STABLE
 AS $$

@@ -88,7 +88,7 @@ $$;
 
 -- The storage parameters a partition in this profile carries: the policy's
 -- profile with the tuned hot thresholds filled in.
-CREATE OR REPLACE FUNCTION qmaint.effective_profile(p_parent_table text, p_profile text) RETURNS jsonb
+CREATE FUNCTION qmaint.effective_profile(p_parent_table text, p_profile text) RETURNS jsonb
 LANGUAGE sql STABLE
 AS $$
   SELECT qmaint.vacuum_profile_with(pp.parent_table, p_profile, t.vacuum_threshold, t.analyze_threshold)
@@ -422,16 +422,8 @@ BEGIN
 END;
 $$;
 
--- The seeded qmaint.jobs policy (0001, fixed hot thresholds) gets the default
--- profiles, with the hot thresholds "auto": derived from churn.
+-- The seeded qmaint.jobs policy (0001) gets the default profiles, with the hot
+-- thresholds "auto": derived from churn.
 UPDATE qmaint.partition_policy
    SET vacuum = qmaint.vacuum_default_profiles()
- WHERE parent_table = 'qmaint.jobs'
-   AND vacuum = '{"hot":  {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": 1000,
-                           "autovacuum_vacuum_insert_scale_factor": 0, "autovacuum_vacuum_insert_threshold": 10000,
-                           "autovacuum_analyze_scale_factor": 0, "autovacuum_analyze_threshold": 5000,
-                           "autovacuum_vacuum_cost_limit": 2000, "autovacuum_vacuum_cost_delay": 1},
-                  "warm": {"autovacuum_vacuum_scale_factor": 0.05, "autovacuum_vacuum_threshold": 500,
-                           "autovacuum_vacuum_cost_limit": 1000},
-                  "cold": {"autovacuum_vacuum_scale_factor": 0.2, "autovacuum_vacuum_threshold": 50,
-                           "autovacuum_vacuum_insert_scale_factor": 0.2, "autovacuum_freeze_min_age": 0}}'::jsonb;
+ WHERE parent_table = 'qmaint.jobs' AND vacuum = '{}'::jsonb;
