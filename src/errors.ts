@@ -14,7 +14,6 @@ export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
 export type ErrorCode =
   | 'bad_input'
-  | 'not_implemented'
   | 'config'
   | 'connection'
   | 'permission'
@@ -25,7 +24,6 @@ export type ErrorCode =
 
 const exitFor: Record<ErrorCode, ExitCodeValue> = {
   bad_input: ExitCode.badInput,
-  not_implemented: ExitCode.badInput,
   config: ExitCode.badInput,
   migration: ExitCode.badInput,
   connection: ExitCode.connection,
