@@ -455,6 +455,26 @@ BEGIN
 END;
 $$;
 
+-- Queued and running jobs per partition (partition oid as text -> count)
+-- with a partition key from p_from on. One arm per status, so each arm reads
+-- its partial index (claim, rescue): a single "status IN (...)" arm matches
+-- neither and reads every row from p_from on, completed history included.
+-- p_from travels as a parameter: the one-shot plan still prunes by it.
+CREATE FUNCTION qmaint.live_jobs_by_partition(p_parent regclass, p_from timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_live jsonb;
+BEGIN
+  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT t, count(*) AS n FROM ('
+                 'SELECT tableoid::oid AS t FROM %1$s WHERE status = ''queued'' AND %2$I >= $1 '
+                 'UNION ALL SELECT tableoid::oid FROM %1$s WHERE status = ''running'' AND %2$I >= $1) a GROUP BY 1) s',
+                 p_parent, qmaint.partition_key(p_parent))
+    INTO v_live USING p_from;
+  RETURN v_live;
+END;
+$$;
+
 -- Where the low-water mark belongs at p_now: the lower bound of the oldest
 -- partition holding a queued or running job, but never past a partition whose
 -- upper bound is newer than p_now minus the safety margin. Live rows in a
@@ -487,7 +507,8 @@ BEGIN
     SELECT min(lower_bound) INTO v_oldest FROM unnest(v_parts) WHERE partition::oid = ANY (v_live) AND NOT is_default;
   END IF;
   IF v_default IS NOT NULL THEN
-    EXECUTE format('SELECT min(%I) FROM %s WHERE status IN (''queued'', ''running'')', v_key, v_default) INTO v_default_live;
+    EXECUTE format('SELECT least((SELECT min(%1$I) FROM %2$s WHERE status = ''queued''), (SELECT min(%1$I) FROM %2$s WHERE status = ''running''))',
+                   v_key, v_default) INTO v_default_live;
   END IF;
   RETURN least(v_recent, v_oldest, v_default_live);
 END;
@@ -529,13 +550,8 @@ RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestam
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-  v_live jsonb;
-  v_key text := qmaint.partition_key(p_parent);
-  v_mark timestamptz := coalesce((qmaint.policy_of(p_parent)).low_water, '-infinity');
+  v_live jsonb := qmaint.live_jobs_by_partition(p_parent, coalesce((qmaint.policy_of(p_parent)).low_water, '-infinity'));
 BEGIN
-  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT tableoid::oid AS t, count(*) AS n FROM %s '
-                 'WHERE status IN (''queued'', ''running'') AND %I >= %L GROUP BY 1) s', p_parent, v_key, v_mark)
-    INTO v_live;
   RETURN QUERY
   SELECT p.partition, p.lower_bound, p.upper_bound, p.is_default,
          s.state,
@@ -769,9 +785,7 @@ BEGIN
 
   -- 3. and 4.: one pass over the partitions. Live jobs are counted from the
   -- low-water mark on (below it there are none, see low_water_target).
-  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT tableoid::oid AS t, count(*) AS n FROM %s '
-                 'WHERE status IN (''queued'', ''running'') AND %I >= %L GROUP BY 1) s', v_parent, v_key, coalesce(v_pol.low_water, '-infinity'))
-    INTO v_live;
+  v_live := qmaint.live_jobs_by_partition(v_parent, coalesce(v_pol.low_water, '-infinity'));
   -- Wanted profiles, also as reloptions text, so an up-to-date partition is
   -- recognised by one array containment test.
   SELECT jsonb_object_agg(p, coalesce(qmaint.effective_profile(p_parent_table, p), '{}'::jsonb)) INTO v_wanted
@@ -788,7 +802,7 @@ BEGIN
       IF r.live_jobs = 0 THEN
         v_retiring := v_retiring || r.partition;
       ELSIF v_pol.stragglers = 'move' THEN
-        EXECUTE format('SELECT count(*) FILTER (WHERE status = ''queued''), count(*) FILTER (WHERE status = ''running'') FROM %s WHERE status IN (''queued'', ''running'')', r.partition)
+        EXECUTE format('SELECT (SELECT count(*) FROM %1$s WHERE status = ''queued''), (SELECT count(*) FROM %1$s WHERE status = ''running'')', r.partition)
           INTO v_queued, v_running;
         IF v_queued > 0 THEN
           v_steps := v_steps || ROW(0, 'move', r.partition::text,
