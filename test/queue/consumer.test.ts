@@ -121,11 +121,16 @@ describe('Consumer', () => {
   it('aborts handlers that outlive the shutdown deadline and leaves them to their lease', async () => {
     await enqueue(t.db, 'stuck', {});
     let aborted = false;
-    const c = consumer('stuck', (job) => new Promise<void>((resolve) => job.signal.addEventListener('abort', () => ((aborted = true), resolve()))).then(() => {
-      throw new Error('aborted');
-    }));
+    let started = false;
+    const c = consumer('stuck', (job) => {
+      started = true;
+      return new Promise<void>((resolve) => job.signal.addEventListener('abort', () => ((aborted = true), resolve()))).then(() => {
+        throw new Error('aborted');
+      });
+    });
     await c.start();
-    await eventually(async () => (await statuses('stuck')).running === 1);
+    // Wait for the handler itself: a claimed job not yet handed to a handler is returned, not abandoned.
+    await eventually(async () => started);
     const report = await c.stop({ deadlineMs: 50 });
     expect(report).toEqual({ returned: 0, abandoned: 1 });
     expect(aborted).toBe(true);
