@@ -90,6 +90,27 @@ BEGIN
 END;
 $$;
 
+-- The policy of a managed table, for the plan functions: refuses (SQLSTATE
+-- 22023, exit 2 in the CLI) a table with no policy or one qmaint cannot manage.
+CREATE FUNCTION qmaint.require_policy(p_parent_table text) RETURNS qmaint.partition_policy
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_pol qmaint.partition_policy;
+  v_problem text;
+BEGIN
+  SELECT * INTO v_pol FROM qmaint.partition_policy WHERE parent_table = p_parent_table;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no partition policy for %', p_parent_table USING ERRCODE = '22023', HINT = 'run qmaint partitions apply';
+  END IF;
+  v_problem := qmaint.check_managed_table(p_parent_table);
+  IF v_problem IS NOT NULL THEN
+    RAISE EXCEPTION '%', v_problem USING ERRCODE = '22023', HINT = 'fix the table or remove its policy';
+  END IF;
+  RETURN v_pol;
+END;
+$$;
+
 -- A partition and its bounds, read from the catalog.
 CREATE TYPE qmaint.partition_bound AS (
   partition regclass, schema_name text, table_name text, lower_bound timestamptz, upper_bound timestamptz, is_default boolean);
@@ -694,7 +715,6 @@ AS $$
 DECLARE
   v_pol qmaint.partition_policy;
   v_parent regclass;
-  v_problem text;
   v_parts qmaint.partition_bound[];
   v_steps qmaint.plan_step[] := '{}';
   v_default regclass;
@@ -719,14 +739,7 @@ DECLARE
   v_retiring regclass[] := '{}';
   r record;
 BEGIN
-  SELECT * INTO v_pol FROM qmaint.partition_policy WHERE parent_table = p_parent_table;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no partition policy for %', p_parent_table USING ERRCODE = '22023', HINT = 'run qmaint partitions apply';
-  END IF;
-  v_problem := qmaint.check_managed_table(p_parent_table);
-  IF v_problem IS NOT NULL THEN
-    RAISE EXCEPTION '%', v_problem USING ERRCODE = '22023', HINT = 'fix the table or remove its policy';
-  END IF;
+  v_pol := qmaint.require_policy(p_parent_table);
   v_parent := to_regclass(p_parent_table);
   v_key := qmaint.partition_key(v_parent);
   v_parts := qmaint.bounds_of(v_parent);
@@ -879,20 +892,12 @@ AS $$
 DECLARE
   v_pol qmaint.partition_policy;
   v_parent regclass;
-  v_problem text;
   v_floor timestamptz;
   v_slots bigint;
   v_parts qmaint.partition_bound[];
   v_steps qmaint.plan_step[] := '{}';
 BEGIN
-  SELECT * INTO v_pol FROM qmaint.partition_policy WHERE parent_table = p_parent_table;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no partition policy for %', p_parent_table USING ERRCODE = '22023', HINT = 'run qmaint partitions apply';
-  END IF;
-  v_problem := qmaint.check_managed_table(p_parent_table);
-  IF v_problem IS NOT NULL THEN
-    RAISE EXCEPTION '%', v_problem USING ERRCODE = '22023';
-  END IF;
+  v_pol := qmaint.require_policy(p_parent_table);
   IF p_until < p_now THEN
     RAISE EXCEPTION '--until % lies before now (%)', p_until, p_now USING ERRCODE = '22023', HINT = 'give a time in the future';
   END IF;
@@ -996,10 +1001,7 @@ DECLARE
   v_queued bigint;
   r record;
 BEGIN
-  SELECT * INTO v_pol FROM qmaint.partition_policy WHERE parent_table = p_parent_table;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no partition policy for %', p_parent_table USING ERRCODE = '22023', HINT = 'run qmaint partitions apply';
-  END IF;
+  v_pol := qmaint.require_policy(p_parent_table);
   v_parent := to_regclass(p_parent_table);
   FOR r IN SELECT * FROM qmaint.partition_states(v_parent, p_now) s
             WHERE NOT s.is_default AND s.upper_bound <= p_now - v_pol.retention AND s.live_jobs > 0 ORDER BY s.lower_bound LOOP
