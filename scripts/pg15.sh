@@ -14,6 +14,7 @@ set -euo pipefail
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_CRON_CONTROL=/usr/share/postgresql/15/extension/pg_cron.control
 PG_CRON_SO=/usr/lib/postgresql/15/lib/pg_cron.so
+PLPGSQL_CHECK_CONTROL=/usr/share/postgresql/15/extension/plpgsql_check.control
 PG_USER=postgres
 MARKER=.qmaint-pg15
 CRON_DB=qmaint_cron
@@ -44,6 +45,7 @@ ensure_packages() {
   local pkgs=()
   [[ -x $PG_BIN/initdb ]] || pkgs+=(postgresql-15)
   [[ -f $PG_CRON_CONTROL ]] || pkgs+=(postgresql-15-cron)
+  [[ -f $PLPGSQL_CHECK_CONTROL ]] || pkgs+=(postgresql-15-plpgsql-check)
   command -v pgbouncer >/dev/null 2>&1 || pkgs+=(pgbouncer)
   ((${#pkgs[@]})) || return 0
   [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]} and not root"
@@ -77,8 +79,8 @@ ensure_packages() {
     die "apt-get failed (exit $rc)"
   fi
   rm -f "$aptlog"
-  [[ -x $PG_BIN/initdb && -f $PG_CRON_CONTROL ]] && command -v pgbouncer >/dev/null 2>&1 ||
-    die "packages installed but initdb/pg_cron/pgbouncer still missing"
+  [[ -x $PG_BIN/initdb && -f $PG_CRON_CONTROL && -f $PLPGSQL_CHECK_CONTROL ]] && command -v pgbouncer >/dev/null 2>&1 ||
+    die "packages installed but initdb/pg_cron/plpgsql_check/pgbouncer still missing"
 }
 
 ensure_pg_user() {

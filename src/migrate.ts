@@ -6,8 +6,13 @@ import type { Db, Queryable } from './db.js';
 import { inTransaction } from './db.js';
 import { QmaintError } from './errors.js';
 
-/** Folder of the numbered migrations shipped with the package. */
-export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'sql', 'migrations');
+const SQL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'sql');
+
+/** Folder of the numbered migrations shipped with the package: tables, types, indexes, data changes. */
+export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');
+
+/** Folder of the function files shipped with the package: re-applied whenever they change. */
+export const FUNCTIONS_DIR = path.join(SQL_DIR, 'functions');
 
 // Transaction-scoped advisory lock that serialises concurrent `qmaint migrate`
 // runs (two int4 halves: 'qm' and 'mi').
@@ -21,6 +26,13 @@ export interface MigrationFile {
   checksum: string;
 }
 
+/** One file of sql/functions/: CREATE OR REPLACE statements, applied as a whole. */
+export interface FunctionFile {
+  file: string;
+  sql: string;
+  checksum: string;
+}
+
 export interface MigrationStatus {
   version: number;
   name: string;
@@ -29,10 +41,32 @@ export interface MigrationStatus {
   appliedAt: string | null;
 }
 
+export interface FunctionFileStatus {
+  file: string;
+  checksum: string;
+  /** applied: the database has this checksum; changed: an older one; pending: never applied. */
+  state: 'applied' | 'changed' | 'pending';
+  appliedAt: string | null;
+}
+
+export interface SchemaStatus {
+  migrations: MigrationStatus[];
+  functions: FunctionFileStatus[];
+  /** Files the database recorded that this qmaint no longer ships (their rows go at the next migrate). */
+  retiredFunctionFiles: string[];
+}
+
 export interface MigrateResult {
   applied: MigrationFile[];
+  /** Function files applied (or, with dryRun, to apply): new or changed since the last migrate. */
+  functions: FunctionFile[];
+  retiredFunctionFiles: string[];
   alreadyApplied: number;
   dryRun: boolean;
+}
+
+function checksum(sql: string): string {
+  return createHash('sha256').update(sql).digest('hex');
 }
 
 export function loadMigrations(dir: string = MIGRATIONS_DIR): MigrationFile[] {
@@ -45,8 +79,20 @@ export function loadMigrations(dir: string = MIGRATIONS_DIR): MigrationFile[] {
     if (seen.has(version)) throw new QmaintError('migration', `two migration files carry version ${match[1]}; renumber one`);
     seen.add(version);
     const sql = readFileSync(path.join(dir, file), 'utf8');
-    return { version, name: match[2]!, file, sql, checksum: createHash('sha256').update(sql).digest('hex') };
+    return { version, name: match[2]!, file, sql, checksum: checksum(sql) };
   });
+}
+
+/** The function files in the order they are applied (their NN_ prefix is the dependency order). */
+export function loadFunctionFiles(dir: string = FUNCTIONS_DIR): FunctionFile[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.sql'))
+    .sort()
+    .map((file) => {
+      if (!/^\d{2}_[a-z0-9_]+\.sql$/.test(file)) throw new QmaintError('migration', `function file ${file} is not named NN_name.sql; rename it`);
+      const sql = readFileSync(path.join(dir, file), 'utf8');
+      return { file, sql, checksum: checksum(sql) };
+    });
 }
 
 interface AppliedRow {
@@ -56,10 +102,27 @@ interface AppliedRow {
   applied_at: Date;
 }
 
-async function appliedMigrations(client: Queryable): Promise<AppliedRow[] | null> {
-  const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass('qmaint.schema_migrations') IS NOT NULL AS exists`);
-  if (!rows[0]?.exists) return null;
+interface AppliedFunctionRow {
+  file: string;
+  checksum: string;
+  applied_at: Date;
+}
+
+async function tableExists(client: Queryable, name: string): Promise<boolean> {
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [name]);
+  return rows[0]?.exists === true;
+}
+
+async function appliedMigrations(client: Queryable): Promise<AppliedRow[]> {
+  if (!(await tableExists(client, 'qmaint.schema_migrations'))) return [];
   const result = await client.query<AppliedRow>('SELECT version, name, checksum, applied_at FROM qmaint.schema_migrations ORDER BY version');
+  return result.rows;
+}
+
+/** The function ledger; empty before migration 0008 (a 0.1.0 database, or a fresh one). */
+async function appliedFunctionFiles(client: Queryable): Promise<AppliedFunctionRow[]> {
+  if (!(await tableExists(client, 'qmaint.schema_functions'))) return [];
+  const result = await client.query<AppliedFunctionRow>('SELECT file, checksum, applied_at FROM qmaint.schema_functions ORDER BY file');
   return result.rows;
 }
 
@@ -78,28 +141,70 @@ function checkHistory(applied: AppliedRow[], files: MigrationFile[]): void {
   }
 }
 
-export async function migrationStatus(db: Db, dir?: string): Promise<MigrationStatus[]> {
-  const files = loadMigrations(dir);
-  const applied = (await appliedMigrations(db)) ?? [];
-  checkHistory(applied, files);
+function functionStates(files: FunctionFile[], applied: AppliedFunctionRow[]): { status: FunctionFileStatus[]; retired: string[] } {
+  const byFile = new Map(applied.map((r) => [r.file, r]));
+  const shipped = new Set(files.map((f) => f.file));
+  const status = files.map((f): FunctionFileStatus => {
+    const row = byFile.get(f.file);
+    const state = !row ? 'pending' : row.checksum === f.checksum ? 'applied' : 'changed';
+    return { file: f.file, checksum: f.checksum, state, appliedAt: row ? row.applied_at.toISOString() : null };
+  });
+  return { status, retired: applied.filter((r) => !shipped.has(r.file)).map((r) => r.file) };
+}
+
+interface Loaded {
+  migrations: MigrationFile[];
+  functions: FunctionFile[];
+}
+
+interface Dirs {
+  /** Folder of numbered migrations (default: the package's). */
+  dir?: string;
+  /** Folder of function files (default: the package's). */
+  functionsDir?: string;
+}
+
+function load(dirs: Dirs): Loaded {
+  return { migrations: loadMigrations(dirs.dir), functions: loadFunctionFiles(dirs.functionsDir) };
+}
+
+/** What `migrate` would do: pending migrations, and function files that are new or changed. */
+async function plan(client: Queryable, loaded: Loaded): Promise<{ status: SchemaStatus; pending: MigrationFile[]; functions: FunctionFile[]; alreadyApplied: number }> {
+  const applied = await appliedMigrations(client);
+  checkHistory(applied, loaded.migrations);
   const byVersion = new Map(applied.map((r) => [r.version, r]));
-  return files.map((f) => {
+  const migrations = loaded.migrations.map((f): MigrationStatus => {
     const row = byVersion.get(f.version);
     return { version: f.version, name: f.name, checksum: f.checksum, state: row ? 'applied' : 'pending', appliedAt: row ? row.applied_at.toISOString() : null };
   });
+  const fns = functionStates(loaded.functions, await appliedFunctionFiles(client));
+  const stale = new Set(fns.status.filter((s) => s.state !== 'applied').map((s) => s.file));
+  return {
+    status: { migrations, functions: fns.status, retiredFunctionFiles: fns.retired },
+    pending: loaded.migrations.filter((f) => !byVersion.has(f.version)),
+    functions: loaded.functions.filter((f) => stale.has(f.file)),
+    alreadyApplied: applied.length,
+  };
+}
+
+/** Every migration and function file with its state in this database. */
+export async function migrationStatus(db: Db, dirs: Dirs = {}): Promise<SchemaStatus> {
+  return (await plan(db, load(dirs))).status;
 }
 
 /**
- * Apply pending migrations in order, all in one transaction under an advisory
- * lock, so concurrent runs install the schema once and both succeed.
+ * Bring the schema up to date, all in one transaction under an advisory lock
+ * (concurrent runs install it once and both succeed): first the pending
+ * numbered migrations in order, then every function file that is new or whose
+ * checksum changed, in file order. Files the database recorded but this qmaint
+ * no longer ships leave the ledger (their functions are dropped by the
+ * migration that retired them).
  */
-export async function migrate(db: Db, options: { dryRun?: boolean; dir?: string } = {}): Promise<MigrateResult> {
-  const files = loadMigrations(options.dir);
+export async function migrate(db: Db, options: Dirs & { dryRun?: boolean } = {}): Promise<MigrateResult> {
+  const loaded = load(options);
   if (options.dryRun) {
-    const applied = (await appliedMigrations(db)) ?? [];
-    checkHistory(applied, files);
-    const done = new Set(applied.map((r) => r.version));
-    return { applied: files.filter((f) => !done.has(f.version)), alreadyApplied: done.size, dryRun: true };
+    const p = await plan(db, loaded);
+    return { applied: p.pending, functions: p.functions, retiredFunctionFiles: p.status.retiredFunctionFiles, alreadyApplied: p.alreadyApplied, dryRun: true };
   }
   return db.withClient((client) =>
     inTransaction(client, async () => {
@@ -111,28 +216,45 @@ export async function migrate(db: Db, options: { dryRun?: boolean; dir?: string 
         name text NOT NULL,
         checksum text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now())`);
-      const applied = (await appliedMigrations(client)) ?? [];
-      checkHistory(applied, files);
-      const done = new Set(applied.map((r) => r.version));
-      const pending = files.filter((f) => !done.has(f.version));
-      for (const file of pending) {
-        try {
-          await client.query(file.sql);
-        } catch (err) {
-          throw new QmaintError('unexpected', `migration ${file.file} failed: ${(err as Error).message}`, { cause: err });
-        }
+      const before = await plan(client, loaded);
+      for (const file of before.pending) {
+        await runFile(client, `migration ${file.file}`, file.sql);
         await client.query('INSERT INTO qmaint.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [file.version, file.name, file.checksum]);
       }
-      return { applied: pending, alreadyApplied: done.size, dryRun: false };
+      // The ledger may have been created just now (0008), so read it again.
+      const after = before.pending.length > 0 ? await plan(client, loaded) : before;
+      for (const file of after.functions) {
+        await runFile(client, `function file ${file.file}`, file.sql);
+        await client.query(
+          `INSERT INTO qmaint.schema_functions (file, checksum) VALUES ($1, $2)
+           ON CONFLICT (file) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()`,
+          [file.file, file.checksum],
+        );
+      }
+      const retired = after.status.retiredFunctionFiles;
+      if (retired.length > 0) await client.query('DELETE FROM qmaint.schema_functions WHERE file = ANY ($1::text[])', [retired]);
+      return { applied: before.pending, functions: after.functions, retiredFunctionFiles: retired, alreadyApplied: before.alreadyApplied, dryRun: false };
     }),
   );
 }
 
-/** Fail with a clear line when the schema is missing or behind this code. */
+async function runFile(client: Queryable, label: string, sql: string): Promise<void> {
+  try {
+    await client.query(sql);
+  } catch (err) {
+    throw new QmaintError('unexpected', `${label} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Fail with a clear line when the schema or its functions are missing or behind this code. */
 export async function requireMigrated(db: Db): Promise<void> {
   const status = await migrationStatus(db);
-  const pending = status.filter((s) => s.state === 'pending');
+  const pending = status.migrations.filter((s) => s.state === 'pending');
+  const functions = status.functions.filter((s) => s.state !== 'applied');
   if (pending.length > 0) {
-    throw new QmaintError('config', `the qmaint schema is ${pending.length === status.length ? 'not installed' : `missing ${pending.length} migration(s)`} in ${db.target.database}; run qmaint migrate`);
+    throw new QmaintError('config', `the qmaint schema is ${pending.length === status.migrations.length ? 'not installed' : `missing ${pending.length} migration(s)`} in ${db.target.database}; run qmaint migrate`);
+  }
+  if (functions.length > 0) {
+    throw new QmaintError('config', `the qmaint functions in ${db.target.database} are older than this qmaint (${functions.map((f) => f.file).join(', ')}); run qmaint migrate`);
   }
 }
