@@ -55,7 +55,7 @@ AS $$
 DECLARE
   k text;
   v jsonb;
-  parts text[] := '{}';
+  parts text[] := '{}'::text[];
 BEGIN
   IF p_profile IS NULL OR jsonb_typeof(p_profile) <> 'object' THEN
     RETURN NULL;

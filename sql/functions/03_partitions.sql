@@ -364,6 +364,10 @@ RETURNS regclass
 LANGUAGE plpgsql
 SET timezone = 'UTC'
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's
+-- planning functions with every identifier through %I/%s of a regclass and every
+-- value through %L; no caller text reaches it unquoted)
 DECLARE
   v_interval interval;
   v_from timestamptz;
@@ -716,7 +720,7 @@ DECLARE
   v_pol qmaint.partition_policy;
   v_parent regclass;
   v_parts qmaint.partition_bound[];
-  v_steps qmaint.plan_step[] := '{}';
+  v_steps qmaint.plan_step[] := '{}'::qmaint.plan_step[];
   v_default regclass;
   v_default_name text;
   v_concurrent boolean;
@@ -727,7 +731,7 @@ DECLARE
   v_live jsonb;
   v_guarded oid[];
   v_pending oid[];
-  v_wanted jsonb := '{}';
+  v_wanted jsonb := '{}'::jsonb;
   v_hot_text text[];
   v_warm_text text[];
   v_cold_text text[];
@@ -736,7 +740,8 @@ DECLARE
   v_mark_target timestamptz;
   v_queued bigint;
   v_running bigint;
-  v_retiring regclass[] := '{}';
+  v_retiring regclass[] := '{}'::regclass[];
+  v_slot timestamptz;
   r record;
 BEGIN
   v_pol := qmaint.require_policy(p_parent_table);
@@ -787,11 +792,11 @@ BEGIN
                                                                v_floor + v_pol.partition_interval * (i + 1), 'hot', v_parts));
   END LOOP;
   IF v_default IS NOT NULL THEN
-    FOR r IN EXECUTE format('SELECT DISTINCT qmaint.partition_floor(%I, $1) AS slot FROM %s ORDER BY 1 LIMIT 100', v_key, v_default)
+    FOR v_slot IN EXECUTE format('SELECT DISTINCT qmaint.partition_floor(%I, $1) FROM %s ORDER BY 1 LIMIT 100', v_key, v_default)
              USING v_pol.partition_interval LOOP
-      IF r.slot < v_floor OR r.slot > v_floor + v_pol.partition_interval * v_target THEN
-        v_steps := v_steps || ARRAY(SELECT qmaint.gap_create_steps(v_parent, r.slot, r.slot + v_pol.partition_interval,
-                                      CASE WHEN r.slot + v_pol.partition_interval <= p_now THEN 'warm' ELSE 'hot' END, v_parts));
+      IF v_slot < v_floor OR v_slot > v_floor + v_pol.partition_interval * v_target THEN
+        v_steps := v_steps || ARRAY(SELECT qmaint.gap_create_steps(v_parent, v_slot, v_slot + v_pol.partition_interval,
+                                      CASE WHEN v_slot + v_pol.partition_interval <= p_now THEN 'warm' ELSE 'hot' END, v_parts));
       END IF;
     END LOOP;
   END IF;
@@ -895,7 +900,7 @@ DECLARE
   v_floor timestamptz;
   v_slots bigint;
   v_parts qmaint.partition_bound[];
-  v_steps qmaint.plan_step[] := '{}';
+  v_steps qmaint.plan_step[] := '{}'::qmaint.plan_step[];
 BEGIN
   v_pol := qmaint.require_policy(p_parent_table);
   IF p_until < p_now THEN
@@ -943,7 +948,7 @@ DECLARE
   v_pending boolean;
   v_has_default boolean;
   v_comment text;
-  v_steps qmaint.plan_step[] := '{}';
+  v_steps qmaint.plan_step[] := '{}'::qmaint.plan_step[];
   v_mode text := CASE WHEN p_drop THEN 'drop' ELSE 'detach' END;
 BEGIN
   IF v_rel IS NULL THEN
@@ -997,7 +1002,7 @@ AS $$
 DECLARE
   v_pol qmaint.partition_policy;
   v_parent regclass;
-  v_steps qmaint.plan_step[] := '{}';
+  v_steps qmaint.plan_step[] := '{}'::qmaint.plan_step[];
   v_queued bigint;
   r record;
 BEGIN
@@ -1043,6 +1048,10 @@ CREATE OR REPLACE FUNCTION qmaint.run_steps(p_steps qmaint.plan_step[], p_lock_t
 RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's
+-- planning functions with every identifier through %I/%s of a regclass and every
+-- value through %L; no caller text reaches it unquoted)
 DECLARE
   v_step qmaint.plan_step;
   v_prev text := current_setting('lock_timeout');
@@ -1050,9 +1059,9 @@ DECLARE
   v_moved integer;
   v_total integer;
   v_batches integer;
-  v_done jsonb := '[]';
-  v_skipped jsonb := '[]';
-  v_skip text[] := '{}';
+  v_done jsonb := '[]'::jsonb;
+  v_skipped jsonb := '[]'::jsonb;
+  v_skip text[] := '{}'::text[];
   v_blockers jsonb;
   v_started timestamptz;
 BEGIN
@@ -1123,9 +1132,9 @@ DECLARE
   v_pol record;
   v_problem text;
   v_result jsonb;
-  v_tables jsonb := '{}';
+  v_tables jsonb := '{}'::jsonb;
   v_status text := 'ok';
-  v_messages text[] := '{}';
+  v_messages text[] := '{}'::text[];
   v_holder integer;
 BEGIN
   IF NOT pg_try_advisory_xact_lock(qmaint.maintenance_lock_key()) THEN
@@ -1169,7 +1178,7 @@ CREATE OR REPLACE FUNCTION qmaint.check_policy(p_policy jsonb) RETURNS text[]
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-  v_problems text[] := '{}';
+  v_problems text[] := '{}'::text[];
   v_interval interval;
   v_retention interval;
   v_lock interval;

@@ -332,6 +332,10 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.vacuum_tune_all(p_now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's
+-- planning functions with every identifier through %I/%s of a regclass and every
+-- value through %L; no caller text reaches it unquoted)
 DECLARE
   v_step qmaint.plan_step;
   v_timeout text;

@@ -118,9 +118,9 @@ DECLARE
   v_target integer;
   v_floor integer := qmaint.health_number(p_t, 'runway_critical_below')::integer;
   v_status text := 'ok';
-  v_observed text[] := '{}';
-  v_wants text[] := '{}';
-  v_advice text[] := '{}';
+  v_observed text[] := '{}'::text[];
+  v_wants text[] := '{}'::text[];
+  v_advice text[] := '{}'::text[];
   v_part record;
 BEGIN
   FOR v_policy IN SELECT parent_table FROM qmaint.partition_policy ORDER BY parent_table LOOP
@@ -172,12 +172,15 @@ CREATE OR REPLACE FUNCTION qmaint.health_default_partition(p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE plpgsql STABLE
 AS $$
+-- @plpgsql_check_options: extra_warnings = false
+-- (plpgsql_check: p_t is unused on purpose; every health check takes the thresholds,
+-- and this one has none to read)
 DECLARE
   v_row record;
   v_rows bigint;
   v_status text := 'ok';
-  v_observed text[] := '{}';
-  v_advice text[] := '{}';
+  v_observed text[] := '{}'::text[];
+  v_advice text[] := '{}'::text[];
 BEGIN
   FOR v_row IN
     SELECT pol.parent_table, pol.default_partition AS wanted, p.partition
@@ -214,7 +217,7 @@ DECLARE
   v_policy record;
   v_part record;
   v_live boolean;
-  v_overdue text[] := '{}';
+  v_overdue text[] := '{}'::text[];
   v_pending text[];
 BEGIN
   FOR v_policy IN SELECT parent_table, retention FROM qmaint.partition_policy

@@ -51,6 +51,9 @@ BEGIN
       SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.check_name), '[]'::jsonb) INTO v_checks
         FROM qmaint.health_checks(p_now, '{}'::jsonb) h;
       RETURN jsonb_build_object('checks', v_checks);
+    ELSE
+      RAISE EXCEPTION 'unknown maintenance task %', p_task USING ERRCODE = '22023',
+        HINT = 'use one of ' || array_to_string(qmaint.schedule_tasks(), ', ');
   END CASE;
 END;
 $$;
