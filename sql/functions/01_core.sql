@@ -8,12 +8,14 @@
 -- TypeScript side uses the same number (MAINTENANCE_LOCK_KEY in src/db.ts).
 CREATE OR REPLACE FUNCTION qmaint.maintenance_lock_key() RETURNS bigint
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 7170514283201::bigint $$;
 
 -- Check that an interval is one qmaint can partition by (1 minute .. 1 month,
 -- either whole months or a fixed length with no month part).
 CREATE OR REPLACE FUNCTION qmaint.check_partition_interval(p_interval interval) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE
     WHEN p_interval IS NULL THEN 'interval is missing'
@@ -29,6 +31,7 @@ $$;
 -- Start of the interval-aligned slot holding ts (UTC, anchored at 2000-01-01).
 CREATE OR REPLACE FUNCTION qmaint.partition_floor(p_ts timestamptz, p_interval interval) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE WHEN p_interval = interval '1 month'
               THEN date_trunc('month', p_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
@@ -39,6 +42,7 @@ $$;
 -- slot does not start at midnight or is shorter than a day.
 CREATE OR REPLACE FUNCTION qmaint.partition_name(p_parent_name text, p_from timestamptz, p_to timestamptz) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT left(p_parent_name, 40) || '_p' ||
          CASE WHEN p_to - p_from >= interval '1 day'
@@ -51,6 +55,7 @@ $$;
 -- Names and values are checked before they are put into DDL.
 CREATE OR REPLACE FUNCTION qmaint.reloptions_sql(p_profile jsonb) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   k text;

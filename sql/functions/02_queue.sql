@@ -10,6 +10,7 @@
 CREATE OR REPLACE FUNCTION qmaint.retry_delay(p_retry integer, p_base interval DEFAULT '1 second', p_cap interval DEFAULT '1 hour')
 RETURNS interval
 LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT d / 2 + d / 2 * random()
     FROM (SELECT least(p_cap, p_base * power(2, least(greatest(p_retry, 1) - 1, 40))) AS d) s
@@ -19,6 +20,7 @@ $$;
 -- it (a retried old job, a late commit). Cheap no-op otherwise.
 CREATE OR REPLACE FUNCTION qmaint.lower_low_water(p_ts timestamptz) RETURNS void
 LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
 AS $$
   UPDATE qmaint.partition_policy SET low_water = p_ts, updated_at = now()
    WHERE parent_table = 'qmaint.jobs' AND low_water > p_ts
@@ -34,6 +36,7 @@ CREATE OR REPLACE FUNCTION qmaint.enqueue(p_queue text, p_payload jsonb DEFAULT 
                                p_created_at timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   -- Truncated to the column's millisecond precision (rounding could land in the future).
@@ -65,6 +68,7 @@ $$;
 -- Key of the transaction advisory lock that lets one rescuer run at a time.
 CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 7170514283202::bigint $$;
 
 -- Put jobs whose lease ran out back in the queue (retry_count + 1, backoff
@@ -73,6 +77,7 @@ CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint
 -- Also heals the low-water mark if a live job sits below it.
 CREATE OR REPLACE FUNCTION qmaint.rescue_expired(p_now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_requeued bigint;
@@ -124,6 +129,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.retry_jobs(p_ids bigint[] DEFAULT NULL, p_queue text DEFAULT NULL, p_now timestamptz DEFAULT now())
 RETURNS SETOF bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_ids bigint[];
@@ -155,6 +161,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.cancel_jobs(p_ids bigint[] DEFAULT NULL, p_queue text DEFAULT NULL, p_now timestamptz DEFAULT now())
 RETURNS SETOF bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF p_ids IS NULL AND p_queue IS NULL THEN

@@ -12,27 +12,32 @@
 -- insert a row stamped with its older now().
 CREATE OR REPLACE FUNCTION qmaint.low_water_margin() RETURNS interval
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT interval '10 minutes' $$;
 
 -- Server-side retries of a statement that hit lock_timeout (the CLI has its
 -- own setting, lockRetries).
 CREATE OR REPLACE FUNCTION qmaint.lock_retries() RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 3 $$;
 
 -- Straggler moves: rows per batch, and batches per server-side run (the rest
 -- moves on the next run, so one run never holds a long transaction).
 CREATE OR REPLACE FUNCTION qmaint.move_batch_size() RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 1000 $$;
 
 CREATE OR REPLACE FUNCTION qmaint.move_batches_per_run() RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 20 $$;
 
 -- The policy row of a parent given as a regclass.
 CREATE OR REPLACE FUNCTION qmaint.policy_of(p_parent regclass) RETURNS qmaint.partition_policy
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT pol.* FROM qmaint.partition_policy pol
    WHERE to_regclass(pol.parent_table) = p_parent
@@ -41,6 +46,7 @@ $$;
 -- "schema.table" of a relation, unquoted (how partition_policy names tables).
 CREATE OR REPLACE FUNCTION qmaint.relation_text(p_rel regclass) RETURNS text
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel
 $$;
@@ -48,6 +54,7 @@ $$;
 -- The partition key column of a range-partitioned table.
 CREATE OR REPLACE FUNCTION qmaint.partition_key(p_parent regclass) RETURNS text
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT a.attname::text
     FROM pg_partitioned_table pt
@@ -58,6 +65,7 @@ $$;
 -- Quoted, comma-separated column list of a table (same order as its tuples).
 CREATE OR REPLACE FUNCTION qmaint.column_list(p_rel regclass) RETURNS text
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
     FROM pg_attribute WHERE attrelid = p_rel AND attnum > 0 AND NOT attisdropped
@@ -68,6 +76,7 @@ $$;
 -- qmaint reads (id, status with queued/running, updated_at).
 CREATE OR REPLACE FUNCTION qmaint.check_managed_table(p_table text) RETURNS text
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_rel regclass := to_regclass(p_table);
@@ -98,6 +107,7 @@ $$;
 -- 22023, exit 2 in the CLI) a table with no policy or one qmaint cannot manage.
 CREATE OR REPLACE FUNCTION qmaint.require_policy(p_parent_table text) RETURNS qmaint.partition_policy
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol qmaint.partition_policy;
@@ -122,6 +132,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.bounds_of(p_parent regclass) RETURNS qmaint.partition_bound[]
 LANGUAGE plpgsql STABLE
 SET datestyle = 'ISO, YMD' SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   -- "FOR VALUES FROM ('a') TO ('b')", MINVALUE/MAXVALUE unquoted, or "DEFAULT".
@@ -149,6 +160,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.partitions_of(p_parent regclass)
 RETURNS TABLE (partition regclass, schema_name text, table_name text, lower_bound timestamptz, upper_bound timestamptz, is_default boolean)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT * FROM unnest(qmaint.bounds_of(p_parent)) b ORDER BY b.lower_bound, b.table_name
 $$;
@@ -156,6 +168,7 @@ $$;
 -- The default partition of a parent, or NULL.
 CREATE OR REPLACE FUNCTION qmaint.default_partition_of(p_parent regclass) RETURNS regclass
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT nullif(partdefid, 0)::regclass FROM pg_partitioned_table WHERE partrelid = p_parent
 $$;
@@ -169,6 +182,7 @@ $$;
 -- on the spot (and wait on each other while one does).
 CREATE OR REPLACE FUNCTION qmaint.runway_target_of(p_pol qmaint.partition_policy, p_parts qmaint.partition_bound[], p_now timestamptz) RETURNS integer
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_span double precision := extract(epoch FROM p_pol.partition_interval);
@@ -199,6 +213,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION qmaint.runway_target(p_parent_table text, p_now timestamptz) RETURNS integer
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol qmaint.partition_policy;
@@ -222,6 +237,7 @@ $$;
 -- concurrent detach spans several transactions). TG_ARGV[0] names the parent.
 CREATE OR REPLACE FUNCTION qmaint.refuse_live_jobs() RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF NEW.status IN ('queued', 'running') THEN
@@ -236,6 +252,7 @@ $$;
 -- matches a partial index (claim, rescue), so this is cheap at any size.
 CREATE OR REPLACE FUNCTION qmaint.assert_drained(p_partition regclass) RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_live boolean;
@@ -253,6 +270,7 @@ $$;
 -- their parents): who made a maintenance statement wait.
 CREATE OR REPLACE FUNCTION qmaint.lock_blockers(p_relations regclass[]) RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH rels AS (
     SELECT r AS oid FROM unnest(p_relations) r WHERE r IS NOT NULL
@@ -272,6 +290,7 @@ $$;
 -- One line naming blockers, for messages.
 CREATE OR REPLACE FUNCTION qmaint.describe_blockers(p_blockers jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(string_agg(format('pid %s (%s since %s, holds %s on %s: %s)', b ->> 'pid', coalesce(b ->> 'state', 'unknown state'),
                                     coalesce(b ->> 'since', '?'), b ->> 'mode', b ->> 'relation',
@@ -295,6 +314,7 @@ CREATE OR REPLACE FUNCTION qmaint.partition_create_steps(p_parent regclass, p_fr
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
 SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_schema text;
@@ -363,6 +383,7 @@ CREATE OR REPLACE FUNCTION qmaint.ensure_partition(p_parent regclass, p_ts times
 RETURNS regclass
 LANGUAGE plpgsql
 SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 -- @plpgsql_check_options: security_warnings = false
 -- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's
@@ -413,6 +434,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.gap_create_steps(p_parent regclass, p_from timestamptz, p_to timestamptz, p_profile text, p_parts qmaint.partition_bound[])
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_cursor timestamptz := p_from;
@@ -445,6 +467,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.move_stragglers(p_partition regclass, p_now timestamptz, p_batch integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_parent regclass;
@@ -487,6 +510,7 @@ $$;
 -- p_from travels as a parameter: the one-shot plan still prunes by it.
 CREATE OR REPLACE FUNCTION qmaint.live_jobs_by_partition(p_parent regclass, p_from timestamptz) RETURNS jsonb
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_live jsonb;
@@ -506,6 +530,7 @@ $$;
 -- default partition hold it at their own created_at.
 CREATE OR REPLACE FUNCTION qmaint.low_water_target(p_parent regclass, p_now timestamptz, p_parts qmaint.partition_bound[] DEFAULT NULL) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_parts qmaint.partition_bound[] := coalesce(p_parts, qmaint.bounds_of(p_parent));
@@ -545,6 +570,7 @@ $$;
 -- lowers it later waits for this one and lowers it again. Returns the mark.
 CREATE OR REPLACE FUNCTION qmaint.advance_low_water(p_parent_table text, p_now timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_old timestamptz;
@@ -573,6 +599,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.partition_states(p_parent regclass, p_now timestamptz)
 RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz, is_default boolean, state text, profile text, live_jobs bigint)
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_live jsonb := qmaint.live_jobs_by_partition(p_parent, coalesce((qmaint.policy_of(p_parent)).low_water, '-infinity'));
@@ -596,6 +623,7 @@ $$;
 -- reloptions as text -> text.
 CREATE OR REPLACE FUNCTION qmaint.reloptions_map(p_reloptions text[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), '{}'::jsonb)
     FROM unnest(p_reloptions) o
@@ -605,6 +633,7 @@ $$;
 -- the profile names are compared; the vacuum engineer's tune owns the rest).
 CREATE OR REPLACE FUNCTION qmaint.profile_diff(p_wanted jsonb, p_reloptions text[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(jsonb_object_agg(w.key, w.value), '{}'::jsonb)
     FROM jsonb_each(coalesce(p_wanted, '{}'::jsonb)) w
@@ -622,6 +651,7 @@ $$;
 -- What happens to a detached table, per retention mode, as SQL.
 CREATE OR REPLACE FUNCTION qmaint.dispose_sql(p_table text, p_parent_text text, p_mode text, p_archive_schema text, p_now timestamptz) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE p_mode
     WHEN 'drop' THEN format('DROP TABLE %s', p_table)
@@ -642,6 +672,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.retire_steps(p_parent regclass, p_partition regclass, p_mode text, p_concurrent boolean, p_now timestamptz, p_reason text)
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol qmaint.partition_policy := qmaint.policy_of(p_parent);
@@ -677,6 +708,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.retired_leftovers(p_parent regclass)
 RETURNS TABLE (rel regclass)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT t.tgrelid::regclass
     FROM pg_trigger t
@@ -694,6 +726,7 @@ $$;
 -- Renumber steps 1..n in the order given.
 CREATE OR REPLACE FUNCTION qmaint.numbered(p_steps qmaint.plan_step[]) RETURNS SETOF qmaint.plan_step
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT (ROW(o.n::integer, o.action, o.target, o.statement, o.lock_level, o.reason, o.transactional))::qmaint.plan_step
     FROM unnest(p_steps) WITH ORDINALITY AS o(seq, action, target, statement, lock_level, reason, transactional, n)
@@ -715,6 +748,7 @@ CREATE OR REPLACE FUNCTION qmaint.rotate_plan(p_parent_table text, p_now timesta
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
 SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol qmaint.partition_policy;
@@ -893,6 +927,7 @@ CREATE OR REPLACE FUNCTION qmaint.create_plan(p_parent_table text, p_now timesta
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
 SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol qmaint.partition_policy;
@@ -928,6 +963,7 @@ $$;
 -- The parent (managed by a policy) a partition is attached to, or NULL.
 CREATE OR REPLACE FUNCTION qmaint.managed_parent_of(p_partition regclass) RETURNS regclass
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT i.inhparent::regclass FROM pg_inherits i
    WHERE i.inhrelid = p_partition AND (qmaint.policy_of(i.inhparent::regclass)).parent_table IS NOT NULL
@@ -940,6 +976,7 @@ CREATE OR REPLACE FUNCTION qmaint.detach_plan(p_partition text, p_now timestampt
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
 SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_rel regclass := to_regclass(p_partition);
@@ -998,6 +1035,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.compact_plan(p_parent_table text, p_now timestamptz)
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol qmaint.partition_policy;
@@ -1029,6 +1067,7 @@ $$;
 -- Relations named in a lock level ("ACCESS EXCLUSIVE on a.b, a.c").
 CREATE OR REPLACE FUNCTION qmaint.step_relations(p_step qmaint.plan_step) RETURNS regclass[]
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT array_agg(DISTINCT r) FILTER (WHERE r IS NOT NULL)
     FROM (SELECT to_regclass(p_step.target) AS r
@@ -1047,6 +1086,7 @@ CREATE OR REPLACE FUNCTION qmaint.run_steps(p_steps qmaint.plan_step[], p_lock_t
                                  p_move_batches integer DEFAULT qmaint.move_batches_per_run())
 RETURNS jsonb
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 -- @plpgsql_check_options: security_warnings = false
 -- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's
@@ -1127,6 +1167,7 @@ $$;
 -- commits, the failed step left nothing behind, the message names blockers.
 CREATE OR REPLACE FUNCTION qmaint.rotate_all(p_now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_pol record;
@@ -1176,6 +1217,7 @@ $$;
 -- `qmaint partitions apply`: every problem of one policy document, or none.
 CREATE OR REPLACE FUNCTION qmaint.check_policy(p_policy jsonb) RETURNS text[]
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_problems text[] := '{}'::text[];

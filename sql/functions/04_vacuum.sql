@@ -8,6 +8,7 @@
 -- Fallback "auto" thresholds before any churn has been measured.
 CREATE OR REPLACE FUNCTION qmaint.vacuum_auto_default(p_key text) RETURNS integer
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE p_key WHEN 'autovacuum_vacuum_threshold' THEN 1000 WHEN 'autovacuum_analyze_threshold' THEN 5000 END $$;
 
 -- The default profiles (the same as DEFAULT_VACUUM_PROFILES in
@@ -15,6 +16,7 @@ AS $$ SELECT CASE p_key WHEN 'autovacuum_vacuum_threshold' THEN 1000 WHEN 'autov
 -- laid over these key by key.
 CREATE OR REPLACE FUNCTION qmaint.vacuum_default_profiles() RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT '{"hot":  {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": "auto",
                     "autovacuum_vacuum_insert_scale_factor": 0, "autovacuum_vacuum_insert_threshold": 10000,
@@ -35,6 +37,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.vacuum_profile_with(p_parent_table text, p_profile text, p_vacuum_threshold integer, p_analyze_threshold integer)
 RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(jsonb_object_agg(e.key, CASE
            WHEN e.value = '"auto"'::jsonb THEN to_jsonb(coalesce(
@@ -54,6 +57,7 @@ $$;
 -- profile with the tuned hot thresholds filled in.
 CREATE OR REPLACE FUNCTION qmaint.effective_profile(p_parent_table text, p_profile text) RETURNS jsonb
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT qmaint.vacuum_profile_with(pp.parent_table, p_profile, t.vacuum_threshold, t.analyze_threshold)
     FROM qmaint.partition_policy pp
@@ -66,6 +70,7 @@ CREATE OR REPLACE FUNCTION qmaint.vacuum_counters(p_now timestamptz)
 RETURNS TABLE (parent_table text, relid oid, partition text, sampled_at timestamptz,
                n_tup_ins bigint, n_tup_upd bigint, n_tup_del bigint, n_dead_tup bigint)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT pp.parent_table, p.partition::oid, format('%I.%I', p.schema_name, p.table_name), p_now,
          s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_dead_tup
@@ -78,6 +83,7 @@ $$;
 -- of partitions that no longer exist.
 CREATE OR REPLACE FUNCTION qmaint.vacuum_record_sample(p_now timestamptz) RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_rows integer;
@@ -104,6 +110,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.vacuum_churn(p_parent_table text, p_now timestamptz, p_baseline jsonb DEFAULT NULL, p_window interval DEFAULT interval '1 hour')
 RETURNS TABLE (dead_per_sec double precision, changes_per_sec double precision, window_start timestamptz, window_end timestamptz, samples integer)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH pts AS (
     SELECT s.relid, s.sampled_at, s.n_tup_upd + s.n_tup_del AS dead, s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS changes
@@ -148,6 +155,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.vacuum_derive_thresholds(p_dead_per_sec double precision, p_changes_per_sec double precision, p_naptime_seconds integer)
 RETURNS TABLE (vacuum_threshold integer, analyze_threshold integer)
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT least(greatest(ceil(p_dead_per_sec * p_naptime_seconds / 2.0), 200), 1000000)::integer,
          least(greatest(ceil(p_changes_per_sec * p_naptime_seconds), 500), 2000000)::integer
@@ -155,11 +163,13 @@ $$;
 
 CREATE OR REPLACE FUNCTION qmaint.autovacuum_naptime_seconds() RETURNS integer
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT setting::integer FROM pg_settings WHERE name = 'autovacuum_naptime' $$;
 
 -- pg_class.reloptions as a JSON object (numbers and booleans typed).
 CREATE OR REPLACE FUNCTION qmaint.reloptions_json(p_reloptions text[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(jsonb_object_agg(k, CASE
            WHEN v ~ '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$' THEN to_jsonb(v::numeric)
@@ -178,6 +188,7 @@ $$;
 -- not cancelled by lock waits and would block retention's DETACH).
 CREATE OR REPLACE FUNCTION qmaint.vacuum_freeze_override() RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT '{"autovacuum_freeze_min_age": 0, "autovacuum_freeze_table_age": 0, "autovacuum_freeze_max_age": 100000}'::jsonb $$;
 
 -- The stored threshold while a new derivation stays within 20% of it: churn
@@ -185,6 +196,7 @@ AS $$ SELECT '{"autovacuum_freeze_min_age": 0, "autovacuum_freeze_table_age": 0,
 -- (which also cancels an autovacuum running there).
 CREATE OR REPLACE FUNCTION qmaint.vacuum_keep_close(p_stored integer, p_derived integer) RETURNS integer
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE WHEN p_derived IS NULL THEN p_stored
               WHEN p_stored IS NOT NULL AND abs(p_derived - p_stored) <= 0.2 * p_stored THEN p_stored
@@ -197,6 +209,7 @@ RETURNS TABLE (parent_table text, dead_per_sec double precision, changes_per_sec
                window_start timestamptz, window_end timestamptz, samples integer, naptime_seconds integer,
                vacuum_threshold integer, analyze_threshold integer, measured boolean)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT pp.parent_table, c.dead_per_sec, c.changes_per_sec, c.window_start, c.window_end, coalesce(c.samples, 1),
          qmaint.autovacuum_naptime_seconds(),
@@ -220,6 +233,7 @@ RETURNS TABLE (parent_table text, relid oid, partition text, state text, profile
                current_options jsonb, target_options jsonb, tracked boolean, frozen boolean,
                freeze_needed boolean, modifications bigint, relfrozenxid_age integer)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH m AS (SELECT * FROM qmaint.vacuum_measure(p_now, p_baseline)),
   parts AS (
@@ -253,6 +267,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.vacuum_tune_steps(p_now timestamptz DEFAULT now(), p_baseline jsonb DEFAULT NULL, p_client_vacuum boolean DEFAULT false)
 RETURNS SETOF qmaint.plan_step
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_seq integer := 0;
@@ -331,6 +346,7 @@ $$;
 -- reported with the sessions that blocked it. Takes the maintenance lock.
 CREATE OR REPLACE FUNCTION qmaint.vacuum_tune_all(p_now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 -- @plpgsql_check_options: security_warnings = false
 -- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's

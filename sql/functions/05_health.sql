@@ -9,6 +9,7 @@
 -- The documented defaults. Intervals are text, counts and ratios are numbers.
 CREATE OR REPLACE FUNCTION qmaint.health_default_thresholds() RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT jsonb_build_object(
     'runway_critical_below',         1,
@@ -36,6 +37,7 @@ $$;
 -- A threshold read as an interval or as a number, with a clear error.
 CREATE OR REPLACE FUNCTION qmaint.health_interval(p_t jsonb, p_key text) RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   RETURN (p_t ->> p_key)::interval;
@@ -47,6 +49,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION qmaint.health_number(p_t jsonb, p_key text) RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF jsonb_typeof(p_t -> p_key) = 'number' OR (p_t ->> p_key) ~ '^\s*-?[0-9]+(\.[0-9]+)?\s*$' THEN
@@ -59,6 +62,7 @@ $$;
 -- Defaults, then the table, then p_thresholds; unknown names are refused.
 CREATE OR REPLACE FUNCTION qmaint.health_resolve_thresholds(p_thresholds jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_defaults jsonb := qmaint.health_default_thresholds();
@@ -94,11 +98,13 @@ $$;
 -- An interval as people read it: whole seconds, days split out.
 CREATE OR REPLACE FUNCTION qmaint.health_age(p_age interval) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT justify_hours(date_trunc('second', greatest(p_age, interval '0')))::text $$;
 
 -- The worse of two statuses.
 CREATE OR REPLACE FUNCTION qmaint.health_worst(a text, b text) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE WHEN 'critical' IN (a, b) THEN 'critical' WHEN 'warn' IN (a, b) THEN 'warn' ELSE 'ok' END
 $$;
@@ -108,6 +114,7 @@ CREATE OR REPLACE FUNCTION qmaint.health_runway(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE plpgsql STABLE
 SET timezone = 'UTC'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_policy record;
@@ -171,6 +178,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_default_partition(p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 -- @plpgsql_check_options: extra_warnings = false
 -- (plpgsql_check: p_t is unused on purpose; every health check takes the thresholds,
@@ -211,6 +219,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_retention(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_grace interval := qmaint.health_interval(p_t, 'retention_grace');
@@ -251,6 +260,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_invalid_indexes()
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH managed AS (
     SELECT c.oid FROM pg_class c WHERE c.relnamespace = 'qmaint'::regnamespace
@@ -278,6 +288,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_claim_index()
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH parts AS (
     SELECT p.partition FROM qmaint.partitions_of('qmaint.jobs') p
@@ -304,6 +315,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_dead_tuples(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH lim AS (
     SELECT qmaint.health_number(p_t, 'dead_tuples_min') AS min_dead,
@@ -335,6 +347,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_xmin_horizon(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH lim AS (
     SELECT qmaint.health_interval(p_t, 'xmin_horizon_warn') AS warn,
@@ -378,6 +391,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_idle_in_transaction(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH lim AS (
     SELECT qmaint.health_interval(p_t, 'idle_in_transaction_warn') AS warn,
@@ -406,6 +420,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_oldest_queued(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH lim AS (
     SELECT qmaint.health_interval(p_t, 'oldest_queued_warn') AS warn,
@@ -433,6 +448,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_failed_jobs(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH lim AS (
     SELECT qmaint.health_interval(p_t, 'failed_window') AS w,
@@ -461,6 +477,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_maintenance(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   WITH lim AS (
     SELECT qmaint.health_interval(p_t, 'maintenance_stale') AS stale,
@@ -506,6 +523,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.health_checks(p_now timestamptz DEFAULT now(), p_thresholds jsonb DEFAULT '{}')
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   t jsonb := qmaint.health_resolve_thresholds(p_thresholds);

@@ -9,12 +9,14 @@
 -- per-task lock number, so never reorder, only append.
 CREATE OR REPLACE FUNCTION qmaint.schedule_tasks() RETURNS text[]
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT ARRAY['rotate', 'vacuum', 'rescue', 'health'] $$;
 
 -- Advisory lock class of the per-task locks (two-int form: class, task position).
 -- Distinct from the maintenance lock (bigint form) and from 29037 (partition creation).
 CREATE OR REPLACE FUNCTION qmaint.task_lock_class() RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 29041 $$;
 
 -- Key of the session advisory lock the node-cron daemons elect their leader
@@ -22,11 +24,13 @@ CREATE OR REPLACE FUNCTION qmaint.task_lock_class() RETURNS integer
 -- (…201) and rescue (…202) keys, and distinct from both.
 CREATE OR REPLACE FUNCTION qmaint.daemon_leader_lock_key() RETURNS bigint
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 7170514283207::bigint $$;
 
 -- The SQL function behind each task, as a regprocedure signature.
 CREATE OR REPLACE FUNCTION qmaint.task_function(p_task text) RETURNS text
   LANGUAGE sql IMMUTABLE
+  SET search_path = pg_catalog, pg_temp
   AS $$
     SELECT CASE p_task
       WHEN 'rotate' THEN 'qmaint.rotate_all(timestamp with time zone)'
@@ -39,6 +43,7 @@ CREATE OR REPLACE FUNCTION qmaint.task_function(p_task text) RETURNS text
 -- Call one task's function. Raises whatever the task raises; run_task catches it.
 CREATE OR REPLACE FUNCTION qmaint.dispatch_task(p_task text, p_now timestamptz) RETURNS jsonb
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_checks jsonb;
@@ -61,6 +66,7 @@ $$;
 -- One line saying what a task's result means, for maintenance_runs.message.
 CREATE OR REPLACE FUNCTION qmaint.task_summary(p_task text, p_result jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE
     WHEN p_result IS NULL THEN NULL
@@ -91,6 +97,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.run_task(p_task text, p_runner text DEFAULT 'pg_cron', p_now timestamptz DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_now timestamptz := coalesce(p_now, now());
@@ -167,6 +174,7 @@ $$;
 -- p_now (NULL when no partition holds p_now): how far ahead enqueue is safe.
 CREATE OR REPLACE FUNCTION qmaint.runway_end(p_parent regclass, p_now timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_end timestamptz;
@@ -191,6 +199,7 @@ $$;
 CREATE OR REPLACE FUNCTION qmaint.metrics_samples(p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (metric text, labels jsonb, value double precision)
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_now timestamptz := coalesce(p_now, now());
