@@ -44,53 +44,40 @@ export interface Blocker {
   applicationName: string | null;
   mode: string;
   relation: string;
-  query: string | null;
+  /**
+   * The first keyword of the session's current or last statement (SELECT,
+   * UPDATE, ...). Never the statement's text: it can carry another
+   * application's data, and blocker reports are printed and stored.
+   */
+  command: string | null;
 }
 
 /**
  * Sessions other than ours that hold granted locks on the given relations (and,
  * for a partition, on its parent): whoever can make a DDL statement wait.
+ * Asks qmaint.lock_blockers(), the query server-side runs use too.
  */
 export async function findBlockers(db: Queryable, relations: string[]): Promise<Blocker[]> {
   if (relations.length === 0) return [];
-  const { rows } = await db.query<{
-    pid: number;
-    state: string | null;
-    since: Date | null;
-    application_name: string | null;
-    mode: string;
-    relation: string;
-    query: string | null;
-  }>(
-    `WITH rels AS (
-       SELECT to_regclass(r) AS oid FROM unnest($1::text[]) AS r
-       UNION
-       SELECT i.inhparent FROM unnest($1::text[]) AS r JOIN pg_inherits i ON i.inhrelid = to_regclass(r)
-     )
-     SELECT DISTINCT ON (a.pid) a.pid, a.state, coalesce(a.xact_start, a.state_change) AS since,
-            a.application_name, l.mode, l.relation::regclass::text AS relation, left(a.query, 200) AS query
-       FROM pg_locks l
-       JOIN rels ON rels.oid = l.relation
-       JOIN pg_stat_activity a ON a.pid = l.pid
-      WHERE l.granted AND l.pid <> pg_backend_pid()
-      ORDER BY a.pid, l.mode`,
+  const { rows } = await db.query<{ blockers: { pid: number; state: string | null; since: string | null; application_name: string | null; mode: string; relation: string; command: string | null }[] }>(
+    `SELECT qmaint.lock_blockers(ARRAY(SELECT to_regclass(r) FROM unnest($1::text[]) AS r)) AS blockers`,
     [relations],
   );
-  return rows.map((r) => ({
+  return (rows[0]?.blockers ?? []).map((r) => ({
     pid: r.pid,
     state: r.state,
-    since: r.since ? r.since.toISOString() : null,
+    since: r.since ? new Date(r.since).toISOString() : null,
     applicationName: r.application_name,
     mode: r.mode,
     relation: r.relation,
-    query: r.query,
+    command: r.command,
   }));
 }
 
 export function describeBlockers(blockers: Blocker[]): string {
   if (blockers.length === 0) return 'no blocking session is visible any more';
   return blockers
-    .map((b) => `pid ${b.pid} (${b.state ?? 'unknown state'} since ${b.since ?? '?'}, holds ${b.mode} on ${b.relation}: ${(b.query ?? '').replace(/\s+/g, ' ').slice(0, 80)})`)
+    .map((b) => `pid ${b.pid} (${b.state ?? 'unknown state'} since ${b.since ?? '?'}, holds ${b.mode} on ${b.relation}, last statement ${b.command ?? 'unknown'})`)
     .join('; ');
 }
 

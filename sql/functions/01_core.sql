@@ -11,29 +11,43 @@ CREATE OR REPLACE FUNCTION qmaint.maintenance_lock_key() RETURNS bigint
   SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 7170514283201::bigint $$;
 
+-- Is this interval exactly one calendar month? Compared field by field:
+-- PostgreSQL's interval equality treats '30 days' and '720 hours' as equal to
+-- '1 month', and those are fixed-length 30-day intervals here.
+CREATE OR REPLACE FUNCTION qmaint.is_month(p_interval interval) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT extract(year FROM p_interval) * 12 + extract(month FROM p_interval) = 1
+     AND extract(day FROM p_interval) = 0
+     AND extract(epoch FROM p_interval) = extract(epoch FROM interval '1 month')
+$$;
+
 -- Check that an interval is one qmaint can partition by (1 minute .. 1 month,
--- either whole months or a fixed length with no month part).
+-- either exactly one calendar month or a fixed length with no month part;
+-- '30 days' is a fixed length).
 CREATE OR REPLACE FUNCTION qmaint.check_partition_interval(p_interval interval) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE
     WHEN p_interval IS NULL THEN 'interval is missing'
-    WHEN extract(month FROM p_interval) + 12 * extract(year FROM p_interval) > 0
-         AND (p_interval <> interval '1 month') THEN 'interval must be at most 1 month, and a month interval must be exactly 1 month'
-    WHEN p_interval = interval '1 month' THEN NULL
+    WHEN qmaint.is_month(p_interval) THEN NULL
+    WHEN extract(month FROM p_interval) + 12 * extract(year FROM p_interval) <> 0
+      THEN 'interval must be at most 1 month, and a month interval must be exactly 1 month'
     WHEN p_interval < interval '1 minute' THEN 'interval must be at least 1 minute'
     WHEN p_interval > interval '31 days' THEN 'interval must be at most 1 month'
     ELSE NULL
   END
 $$;
 
--- Start of the interval-aligned slot holding ts (UTC, anchored at 2000-01-01).
+-- Start of the interval-aligned slot holding ts (UTC, anchored at 2000-01-01;
+-- calendar months for exactly '1 month').
 CREATE OR REPLACE FUNCTION qmaint.partition_floor(p_ts timestamptz, p_interval interval) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT CASE WHEN p_interval = interval '1 month'
+  SELECT CASE WHEN qmaint.is_month(p_interval)
               THEN date_trunc('month', p_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
               ELSE date_bin(p_interval, p_ts, timestamptz '2000-01-01 00:00:00+00') END
 $$;

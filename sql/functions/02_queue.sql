@@ -12,8 +12,11 @@ RETURNS interval
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT d / 2 + d / 2 * random()
-    FROM (SELECT least(p_cap, p_base * power(2, least(greatest(p_retry, 1) - 1, 40))) AS d) s
+  -- In seconds as double precision, capped before it becomes an interval:
+  -- p_base * 2^40 overflows an interval from a base of about 8 seconds.
+  SELECT make_interval(secs => d / 2 + d / 2 * random())
+    FROM (SELECT least(extract(epoch FROM p_cap)::float8,
+                       extract(epoch FROM p_base)::float8 * power(2::float8, least(greatest(p_retry, 1) - 1, 40))) AS d) s
 $$;
 
 -- Lower the low-water mark of qmaint.jobs to p_ts when a live job sits below
@@ -43,13 +46,18 @@ DECLARE
   v_created timestamptz := date_trunc('milliseconds', coalesce(p_created_at, now()));
   v_run_at timestamptz := coalesce(p_run_at, v_created);
   v_id bigint;
+  v_constraint text;
 BEGIN
   BEGIN
     INSERT INTO qmaint.jobs (queue, payload, run_at, priority, max_retries, created_at, updated_at)
     VALUES (p_queue, coalesce(p_payload, '{}'), v_run_at, coalesce(p_priority, 0), coalesce(p_max_retries, 5), v_created, now())
     RETURNING id INTO v_id;
   EXCEPTION WHEN check_violation THEN
-    IF SQLERRM NOT LIKE 'no partition of relation%' THEN
+    -- A row with no partition to go to raises check_violation naming no
+    -- constraint; a CHECK constraint that fails names itself. (Never the
+    -- message text: it follows lc_messages.)
+    GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+    IF v_constraint <> '' THEN
       RAISE;
     END IF;
     PERFORM qmaint.ensure_partition('qmaint.jobs', v_created);

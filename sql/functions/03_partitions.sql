@@ -279,7 +279,8 @@ AS $$
   )
   SELECT coalesce(jsonb_agg(b ORDER BY b.pid), '[]'::jsonb)
     FROM (SELECT DISTINCT ON (a.pid) a.pid, a.state, coalesce(a.xact_start, a.state_change) AS since,
-                 a.application_name, l.mode, l.relation::regclass::text AS relation, left(a.query, 200) AS query
+                 a.application_name, l.mode, l.relation::regclass::text AS relation,
+                 upper(substring(a.query FROM '^\s*([A-Za-z]+)')) AS command
             FROM pg_locks l
             JOIN rels ON rels.oid = l.relation
             JOIN pg_stat_activity a ON a.pid = l.pid
@@ -292,9 +293,8 @@ CREATE OR REPLACE FUNCTION qmaint.describe_blockers(p_blockers jsonb) RETURNS te
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT coalesce(string_agg(format('pid %s (%s since %s, holds %s on %s: %s)', b ->> 'pid', coalesce(b ->> 'state', 'unknown state'),
-                                    coalesce(b ->> 'since', '?'), b ->> 'mode', b ->> 'relation',
-                                    left(regexp_replace(coalesce(b ->> 'query', ''), '\s+', ' ', 'g'), 80)), '; '),
+  SELECT coalesce(string_agg(format('pid %s (%s since %s, holds %s on %s, last statement %s)', b ->> 'pid', coalesce(b ->> 'state', 'unknown state'),
+                                    coalesce(b ->> 'since', '?'), b ->> 'mode', b ->> 'relation', coalesce(b ->> 'command', 'unknown')), '; '),
                   'no blocking session is visible any more')
     FROM jsonb_array_elements(coalesce(p_blockers, '[]'::jsonb)) b
 $$;
@@ -650,16 +650,49 @@ $$;
 
 -- What happens to a detached table, per retention mode, as SQL.
 CREATE OR REPLACE FUNCTION qmaint.dispose_sql(p_table text, p_parent_text text, p_mode text, p_archive_schema text, p_now timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT CASE p_mode
-    WHEN 'drop' THEN format('DROP TABLE %s', p_table)
-    WHEN 'detach' THEN format('DROP TRIGGER IF EXISTS qmaint_retire ON %s; COMMENT ON TABLE %s IS %L',
-                              p_table, p_table, format('qmaint: detached from %s at %s', p_parent_text, p_now))
-    WHEN 'archive' THEN format('DROP TRIGGER IF EXISTS qmaint_retire ON %s; COMMENT ON TABLE %s IS %L; CREATE SCHEMA IF NOT EXISTS %I; ALTER TABLE %s SET SCHEMA %I',
-                               p_table, p_table, format('qmaint: detached from %s at %s', p_parent_text, p_now), p_archive_schema, p_table, p_archive_schema)
-  END
+DECLARE
+  v_note text := format('qmaint: detached from %s at %s', p_parent_text, p_now);
+  v_name text;
+  v_schema text;
+  v_suffix text;
+  v_renames text;
+  v_free text;
+BEGIN
+  CASE p_mode
+    WHEN 'drop' THEN
+      RETURN format('DROP TABLE %s', p_table);
+    WHEN 'detach' THEN
+      RETURN format('DROP TRIGGER IF EXISTS qmaint_retire ON %s; COMMENT ON TABLE %s IS %L', p_table, p_table, v_note);
+    WHEN 'archive' THEN
+      -- A slot can get a partition again after its first one was archived (a
+      -- late job): the archive then already holds the name (of the table or of
+      -- one of its indexes), so this table and its indexes move under their
+      -- names with the retirement time appended.
+      SELECT c.relname, n.nspname INTO v_name, v_schema
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(p_table);
+      IF v_name IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_class a JOIN pg_namespace an ON an.oid = a.relnamespace
+            WHERE an.nspname = p_archive_schema
+              AND a.relname IN (SELECT v_name UNION ALL SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                                                          WHERE x.indrelid = to_regclass(p_table))) THEN
+        v_suffix := to_char(p_now AT TIME ZONE 'UTC', '"_a"YYYYMMDDHH24MISS');
+        SELECT string_agg(format('ALTER INDEX %I.%I RENAME TO %I', v_schema, i.relname, left(i.relname, 63 - length(v_suffix)) || v_suffix), '; ' ORDER BY i.relname)
+          INTO v_renames
+          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = to_regclass(p_table);
+        v_free := left(v_name, 63 - length(v_suffix)) || v_suffix;
+        RETURN format('DROP TRIGGER IF EXISTS qmaint_retire ON %1$s; COMMENT ON TABLE %1$s IS %2$L; CREATE SCHEMA IF NOT EXISTS %3$I; '
+                      '%6$s; ALTER TABLE %1$s RENAME TO %4$I; ALTER TABLE %5$I.%4$I SET SCHEMA %3$I',
+                      p_table, v_note, p_archive_schema, v_free, v_schema, v_renames);
+      END IF;
+      RETURN format('DROP TRIGGER IF EXISTS qmaint_retire ON %1$s; COMMENT ON TABLE %1$s IS %2$L; CREATE SCHEMA IF NOT EXISTS %3$I; ALTER TABLE %1$s SET SCHEMA %3$I',
+                    p_table, v_note, p_archive_schema);
+    ELSE
+      RAISE EXCEPTION 'unknown retention mode %', p_mode USING ERRCODE = '22023', HINT = 'use drop, detach or archive';
+  END CASE;
+END;
 $$;
 
 -- The steps that retire one drained partition.
@@ -944,7 +977,7 @@ BEGIN
   v_parent := to_regclass(p_parent_table);
   v_parts := qmaint.bounds_of(v_parent);
   v_floor := qmaint.partition_floor(p_now, v_pol.partition_interval);
-  v_slots := CASE WHEN v_pol.partition_interval = interval '1 month'
+  v_slots := CASE WHEN qmaint.is_month(v_pol.partition_interval)
                   THEN (extract(year FROM age(qmaint.partition_floor(p_until, v_pol.partition_interval), v_floor)) * 12
                         + extract(month FROM age(qmaint.partition_floor(p_until, v_pol.partition_interval), v_floor)))::bigint
                   ELSE floor(extract(epoch FROM p_until - v_floor) / extract(epoch FROM v_pol.partition_interval))::bigint END + 1;

@@ -381,11 +381,7 @@ BEGIN
       EXCEPTION WHEN lock_not_available THEN
         v_attempt := v_attempt + 1;
         IF v_attempt > 3 THEN
-          SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('pid', a.pid, 'state', a.state,
-                   'since', coalesce(a.xact_start, a.state_change), 'mode', l.mode, 'query', left(a.query, 200))), '[]'::jsonb)
-            INTO v_blockers
-            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-           WHERE l.granted AND l.relation = to_regclass(v_step.target) AND l.pid <> pg_backend_pid();
+          v_blockers := qmaint.lock_blockers(ARRAY[to_regclass(v_step.target)]);
           v_gave_up := v_gave_up || jsonb_build_object('target', v_step.target, 'statement', v_step.statement, 'blockers', v_blockers);
           EXIT;
         END IF;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { freshDatabase } from '../helpers.js';
-import { at, cli, job, lowWater, name, partitions, rotateAt, setPolicy, T0 } from './support.js';
+import { at, cli, DAY, job, lowWater, name, partitions, rotateAt, setPolicy, T0 } from './support.js';
 
 const day = (d: Date) => new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
 
@@ -138,6 +138,57 @@ describe('qmaint partitions rotate', () => {
     expect(liveRefused.code).toBe(2);
     expect(liveRefused.stderr).toMatch(/holds 1 queued or running job/);
     expect((await partitions(t.db)).map((p) => p.name)).toContain(name(at(4)));
+  });
+
+  it('archive mode: a slot that gets a partition again after its first was archived retires under a free name', async () => {
+    const t = await freshDatabase();
+    await setPolicy(t.db, { premake: 0, retention: '1 day', retention_mode: 'archive' });
+    await rotateAt(t, T0);
+    await job(t.db, T0, 'completed');
+    await rotateAt(t, at(2));
+    const first = `qmaint_archive.jobs_p${T0.toISOString().slice(0, 10).replace(/-/g, '')}`;
+    expect((await t.db.query(`SELECT to_regclass($1) IS NOT NULL AS here`, [first])).rows).toEqual([{ here: true }]);
+    // A late job for the archived day: enqueue makes the slot's partition again.
+    await job(t.db, T0, 'completed');
+    expect((await partitions(t.db)).map((p) => p.name)).toContain(name(T0));
+    await rotateAt(t, at(3));
+    expect((await partitions(t.db)).map((p) => p.name)).not.toContain(name(T0));
+    const tables = await t.db.query<{ relname: string }>(
+      `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'qmaint_archive' AND c.relkind = 'r' AND c.relname LIKE $1 ORDER BY 1`,
+      [`jobs_p${T0.toISOString().slice(0, 10).replace(/-/g, '')}%`],
+    );
+    const archived = [];
+    for (const { relname } of tables.rows) {
+      const { rows } = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint_archive."${relname}"`);
+      archived.push({ relname, n: rows[0]!.n });
+    }
+    expect(archived).toEqual([
+      { relname: `jobs_p${T0.toISOString().slice(0, 10).replace(/-/g, '')}`, n: '1' },
+      { relname: expect.stringMatching(/^jobs_p20310310_a\d{14}$/), n: '1' },
+    ]);
+    // Rotation goes on working afterwards.
+    await rotateAt(t, at(4));
+  });
+
+  it('a 30-day (or 720-hour) interval means fixed 30-day partitions, not calendar months', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`DELETE FROM qmaint.jobs`);
+    for (const p of await partitions(t.db)) await t.db.query(`DROP TABLE ${p.name}`);
+    for (const interval of ['30 days', '720 hours']) {
+      await setPolicy(t.db, { partition_interval: interval, premake: 0 });
+      expect((await t.db.query(`SELECT qmaint.check_partition_interval($1::interval) AS problem`, [interval])).rows).toEqual([{ problem: null }]);
+    }
+    // The 31st of a month: with month arithmetic this slot had empty bounds.
+    await job(t.db, new Date('2031-01-31T10:00:00Z'));
+    await rotateAt(t, new Date('2031-01-31T10:00:00Z'));
+    const parts = await partitions(t.db);
+    expect(parts.length).toBeGreaterThanOrEqual(1);
+    for (const p of parts) expect(new Date(p.to).getTime() - new Date(p.from).getTime()).toBe(30 * DAY);
+    const holding = parts.find((p) => p.from <= '2031-01-31T10:00:00.000Z' && p.to > '2031-01-31T10:00:00.000Z');
+    expect(holding).toBeDefined();
+    // Exactly one calendar month still means calendar months.
+    expect((await t.db.query(`SELECT qmaint.is_month('1 month') AS m, qmaint.is_month('30 days') AS d, qmaint.is_month('1 month 1 second') AS s`)).rows).toEqual([{ m: true, d: false, s: false }]);
   });
 
   it('create --until makes the missing partitions, refuses a flood, and keeps the default partition empty', async () => {
