@@ -97,3 +97,18 @@ BEGIN
   RETURN array_to_string(parts, ', ');
 END;
 $$;
+
+-- pg_class.reloptions as a JSON object (numbers and booleans typed): the one
+-- parser of reloptions text, for status output and for profile comparisons.
+CREATE OR REPLACE FUNCTION qmaint.reloptions_json(p_reloptions text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(jsonb_object_agg(k, CASE
+           WHEN v ~ '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$' THEN to_jsonb(v::numeric)
+           WHEN lower(v) IN ('true', 'on', 'yes') THEN 'true'::jsonb
+           WHEN lower(v) IN ('false', 'off', 'no') THEN 'false'::jsonb
+           ELSE to_jsonb(v) END ORDER BY k), '{}'::jsonb)
+    FROM unnest(p_reloptions) o
+    CROSS JOIN LATERAL (SELECT split_part(o, '=', 1) AS k, substr(o, strpos(o, '=') + 1) AS v) kv
+$$;

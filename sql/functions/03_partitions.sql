@@ -588,6 +588,27 @@ BEGIN
 END;
 $$;
 
+-- A partition's lifecycle state at p_now (see partition_states below for the
+-- states), and the vacuum profile a state gets: the one definition that
+-- partition_states() and rotate_plan() both use.
+CREATE OR REPLACE FUNCTION qmaint.partition_state(p_is_default boolean, p_lower timestamptz, p_upper timestamptz, p_live_jobs bigint, p_now timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE
+    WHEN p_is_default THEN CASE WHEN p_live_jobs > 0 THEN 'warm' ELSE 'hot' END
+    WHEN p_lower > p_now THEN 'future'
+    WHEN p_upper > p_now THEN 'hot'
+    WHEN p_live_jobs > 0 THEN 'warm'
+    ELSE 'drained' END
+$$;
+
+CREATE OR REPLACE FUNCTION qmaint.state_profile(p_state text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE p_state WHEN 'warm' THEN 'warm' WHEN 'drained' THEN 'cold' ELSE 'hot' END $$;
+
 -- Every partition of a parent with its lifecycle state at p_now:
 --   future  - starts after p_now;            profile hot
 --   hot     - holds p_now;                   profile hot
@@ -605,28 +626,12 @@ DECLARE
   v_live jsonb := qmaint.live_jobs_by_partition(p_parent, coalesce((qmaint.policy_of(p_parent)).low_water, '-infinity'));
 BEGIN
   RETURN QUERY
-  SELECT p.partition, p.lower_bound, p.upper_bound, p.is_default,
-         s.state,
-         CASE s.state WHEN 'warm' THEN 'warm' WHEN 'drained' THEN 'cold' ELSE 'hot' END,
-         coalesce((v_live ->> p.partition::oid::text)::bigint, 0)
+  SELECT p.partition, p.lower_bound, p.upper_bound, p.is_default, s.state, qmaint.state_profile(s.state), s.live
     FROM qmaint.partitions_of(p_parent) p
-    CROSS JOIN LATERAL (SELECT CASE
-        WHEN p.is_default THEN CASE WHEN coalesce((v_live ->> p.partition::oid::text)::bigint, 0) > 0 THEN 'warm' ELSE 'hot' END
-        WHEN p.lower_bound > p_now THEN 'future'
-        WHEN p.upper_bound > p_now THEN 'hot'
-        WHEN coalesce((v_live ->> p.partition::oid::text)::bigint, 0) > 0 THEN 'warm'
-        ELSE 'drained' END AS state) s
+    CROSS JOIN LATERAL (SELECT coalesce((v_live ->> p.partition::oid::text)::bigint, 0) AS live) l
+    CROSS JOIN LATERAL (SELECT qmaint.partition_state(p.is_default, p.lower_bound, p.upper_bound, l.live, p_now) AS state, l.live) s
    ORDER BY p.lower_bound;
 END;
-$$;
-
--- reloptions as text -> text.
-CREATE OR REPLACE FUNCTION qmaint.reloptions_map(p_reloptions text[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT coalesce(jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), '{}'::jsonb)
-    FROM unnest(p_reloptions) o
 $$;
 
 -- The part of a wanted profile a relation does not carry yet (only the keys
@@ -637,7 +642,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(jsonb_object_agg(w.key, w.value), '{}'::jsonb)
     FROM jsonb_each(coalesce(p_wanted, '{}'::jsonb)) w
-    LEFT JOIN LATERAL (SELECT qmaint.reloptions_map(p_reloptions) ->> w.key AS cur) c ON true
+    LEFT JOIN LATERAL (SELECT qmaint.reloptions_json(p_reloptions) ->> w.key AS cur) c ON true
    WHERE jsonb_typeof(w.value) IN ('number', 'boolean')
      AND (c.cur IS NULL
           OR (jsonb_typeof(w.value) = 'number' AND (c.cur !~ '^-?[0-9.]+([eE][-+]?[0-9]+)?$' OR c.cur::numeric <> w.value::text::numeric))
@@ -910,10 +915,8 @@ BEGIN
         format('ACCESS EXCLUSIVE on %s', r.partition), 'no longer retiring (policy changed or jobs came back): lift the guard', true)::qmaint.plan_step;
     END IF;
     DECLARE
-      v_state text := CASE WHEN r.is_default THEN CASE WHEN r.live_jobs > 0 THEN 'warm' ELSE 'hot' END
-                           WHEN r.lower_bound > p_now THEN 'future' WHEN r.upper_bound > p_now THEN 'hot'
-                           WHEN r.live_jobs > 0 THEN 'warm' ELSE 'drained' END;
-      v_profile text := CASE v_state WHEN 'warm' THEN 'warm' WHEN 'drained' THEN 'cold' ELSE 'hot' END;
+      v_state text := qmaint.partition_state(r.is_default, r.lower_bound, r.upper_bound, r.live_jobs, p_now);
+      v_profile text := qmaint.state_profile(v_state);
     BEGIN
       v_wanted_now := CASE v_profile WHEN 'hot' THEN v_hot_text WHEN 'warm' THEN v_warm_text ELSE v_cold_text END;
       IF NOT coalesce(r.reloptions, '{}') @> v_wanted_now THEN

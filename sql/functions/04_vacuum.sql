@@ -11,9 +11,14 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE p_key WHEN 'autovacuum_vacuum_threshold' THEN 1000 WHEN 'autovacuum_analyze_threshold' THEN 5000 END $$;
 
--- The default profiles (the same as DEFAULT_VACUUM_PROFILES in
--- src/vacuum/profile.ts; a test keeps the two equal). A policy's profile is
--- laid over these key by key.
+-- The default profiles, defined here only (TypeScript reads them through
+-- defaultVacuumProfiles(); docs/vacuum.md documents them and a test holds
+-- this function to that). A policy's profile is laid over these key by key.
+-- hot: vacuum on an absolute number of dead tuples derived from the measured
+-- churn (scale factor 0), fast (raised cost limit, short delay), analyze
+-- likewise so the claim plan sees the real queued count. warm: moderate, it
+-- still holds live jobs. cold: nothing changes any more; every vacuum freezes
+-- all it sees, and autovacuum is otherwise relaxed.
 CREATE OR REPLACE FUNCTION qmaint.vacuum_default_profiles() RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -165,20 +170,6 @@ CREATE OR REPLACE FUNCTION qmaint.autovacuum_naptime_seconds() RETURNS integer
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT setting::integer FROM pg_settings WHERE name = 'autovacuum_naptime' $$;
-
--- pg_class.reloptions as a JSON object (numbers and booleans typed).
-CREATE OR REPLACE FUNCTION qmaint.reloptions_json(p_reloptions text[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT coalesce(jsonb_object_agg(k, CASE
-           WHEN v ~ '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$' THEN to_jsonb(v::numeric)
-           WHEN lower(v) IN ('true', 'on', 'yes') THEN 'true'::jsonb
-           WHEN lower(v) IN ('false', 'off', 'no') THEN 'false'::jsonb
-           ELSE to_jsonb(v) END ORDER BY k), '{}'::jsonb)
-    FROM unnest(p_reloptions) o
-    CROSS JOIN LATERAL (SELECT split_part(o, '=', 1) AS k, substr(o, strpos(o, '=') + 1) AS v) kv
-$$;
 
 -- What a cold partition needs until it is frozen, when the profile does not
 -- say otherwise: every vacuum freezes everything (min_age 0, table_age 0), and

@@ -1,4 +1,4 @@
-export { AUTO, DEFAULT_VACUUM_PROFILES, PROFILE_NAMES, STORAGE_PARAMETERS, checkParameter, resolveVacuumProfiles, validateVacuumProfiles } from './profile.js';
+export { AUTO, PROFILE_NAMES, STORAGE_PARAMETERS, checkParameter, defaultVacuumProfiles, validateVacuumProfiles } from './profile.js';
 export type { ProfileName, ProfileValue, VacuumProfile, VacuumProfiles } from './profile.js';
 export { checkStoredProfiles, needsBaseline, planTune, readCounters, tune, tuneServerSide } from './tune.js';
 export type { ChurnMeasurement, PlanTuneOptions, TuneOptions, TunePlan, TuneResult, TuneTarget } from './tune.js';

@@ -3,6 +3,7 @@
  * each age (hot, warm, cold), their defaults, and validation against
  * PostgreSQL's own limits, so a bad policy is refused before any DDL runs.
  */
+import type { Queryable } from '../db.js';
 
 export const PROFILE_NAMES = ['hot', 'warm', 'cold'] as const;
 export type ProfileName = (typeof PROFILE_NAMES)[number];
@@ -51,43 +52,14 @@ export const STORAGE_PARAMETERS: Readonly<Record<string, ParamSpec>> = {
 };
 
 /**
- * Defaults. hot: vacuum on an absolute number of dead tuples derived from the
- * measured churn (scale factor 0, so a partition that fills up during its
- * slot does not wait longer and longer), fast (raised cost limit, short
- * delay), and analyze likewise so the claim plan sees the real queued count.
- * warm: moderate, it still holds live jobs. cold: nothing changes any more;
- * every vacuum freezes all it sees (freeze_min_age 0, freeze_table_age 0) and
- * autovacuum is otherwise relaxed. The one freeze itself is brought about by
- * `vacuum tune` (see docs/vacuum.md).
+ * The default profiles, read from the one place they are defined:
+ * qmaint.vacuum_default_profiles() (sql/functions/04_vacuum.sql, documented in
+ * docs/vacuum.md). A policy's profile is laid over them key by key.
  */
-export const DEFAULT_VACUUM_PROFILES: Readonly<VacuumProfiles> = Object.freeze({
-  hot: {
-    autovacuum_vacuum_scale_factor: 0,
-    autovacuum_vacuum_threshold: AUTO,
-    autovacuum_vacuum_insert_scale_factor: 0,
-    autovacuum_vacuum_insert_threshold: 10_000,
-    autovacuum_analyze_scale_factor: 0,
-    autovacuum_analyze_threshold: AUTO,
-    autovacuum_vacuum_cost_limit: 2000,
-    autovacuum_vacuum_cost_delay: 1,
-  },
-  warm: {
-    autovacuum_vacuum_scale_factor: 0.02,
-    autovacuum_vacuum_threshold: 1000,
-    autovacuum_analyze_scale_factor: 0.05,
-    autovacuum_analyze_threshold: 1000,
-    autovacuum_vacuum_cost_limit: 1000,
-  },
-  cold: {
-    autovacuum_vacuum_scale_factor: 0.2,
-    autovacuum_vacuum_threshold: 10_000,
-    autovacuum_vacuum_insert_threshold: -1,
-    autovacuum_analyze_scale_factor: 0.2,
-    autovacuum_analyze_threshold: 10_000,
-    autovacuum_freeze_min_age: 0,
-    autovacuum_freeze_table_age: 0,
-  },
-});
+export async function defaultVacuumProfiles(db: Queryable): Promise<VacuumProfiles> {
+  const { rows } = await db.query<{ d: VacuumProfiles }>('SELECT qmaint.vacuum_default_profiles() AS d');
+  return rows[0]!.d;
+}
 
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
@@ -127,7 +99,7 @@ export function checkParameter(profile: string, key: string, value: unknown): st
  * Every problem with a `vacuum` policy section: not an object, unknown profile
  * names, unknown storage parameters, values of the wrong type or outside
  * PostgreSQL's limits. An empty list means it is valid. Profiles may be left
- * out (the defaults apply, see resolveVacuumProfiles).
+ * out (the defaults apply, see defaultVacuumProfiles).
  */
 export function validateVacuumProfiles(value: unknown): string[] {
   if (value === undefined) return [];
@@ -149,18 +121,4 @@ export function validateVacuumProfiles(value: unknown): string[] {
     }
   }
   return problems;
-}
-
-/**
- * The profiles a policy means: each given profile's parameters laid over that
- * profile's defaults (so `{"hot": {"autovacuum_vacuum_cost_limit": 3000}}`
- * changes only the cost limit). Call validateVacuumProfiles first.
- */
-export function resolveVacuumProfiles(value: unknown): VacuumProfiles {
-  const given = (value && typeof value === 'object' ? value : {}) as Partial<Record<ProfileName, VacuumProfile>>;
-  const out = {} as VacuumProfiles;
-  for (const name of PROFILE_NAMES) {
-    out[name] = { ...DEFAULT_VACUUM_PROFILES[name], ...(given[name] ?? {}) };
-  }
-  return out;
 }

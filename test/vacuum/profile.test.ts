@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_VACUUM_PROFILES, STORAGE_PARAMETERS, resolveVacuumProfiles, validateVacuumProfiles } from '../../src/vacuum/profile.js';
+import { defaultVacuumProfiles, STORAGE_PARAMETERS, validateVacuumProfiles } from '../../src/vacuum/profile.js';
 import { freshDatabase } from '../helpers.js';
+import { DOCUMENTED_DEFAULTS } from './support.js';
 
 describe('validateVacuumProfiles', () => {
-  it('accepts the defaults and a partial policy', () => {
-    expect(validateVacuumProfiles(DEFAULT_VACUUM_PROFILES)).toEqual([]);
+  it('accepts the defaults and a partial policy', async () => {
+    const t = await freshDatabase();
+    expect(validateVacuumProfiles(await defaultVacuumProfiles(t.db))).toEqual([]);
     expect(validateVacuumProfiles({ hot: { autovacuum_vacuum_cost_limit: 3000 } })).toEqual([]);
     expect(validateVacuumProfiles(undefined)).toEqual([]);
   });
@@ -33,11 +35,6 @@ describe('validateVacuumProfiles', () => {
     expect(validateVacuumProfiles({ hot: null })).toEqual(['vacuum.hot: must be an object of storage parameters, got null']);
   });
 
-  it('lays given parameters over the defaults', () => {
-    const resolved = resolveVacuumProfiles({ hot: { autovacuum_vacuum_cost_limit: 3000 } });
-    expect(resolved.hot).toEqual({ ...DEFAULT_VACUUM_PROFILES.hot, autovacuum_vacuum_cost_limit: 3000 });
-    expect(resolved.cold).toEqual(DEFAULT_VACUUM_PROFILES.cold);
-  });
 });
 
 describe('the limits match the server', () => {
@@ -71,14 +68,13 @@ describe('the limits match the server', () => {
 });
 
 describe('profiles in SQL', () => {
-  it('qmaint.vacuum_default_profiles() equals DEFAULT_VACUUM_PROFILES, and a partial policy is laid over it', async () => {
+  it('the defaults are the documented ones (defined once, in SQL), and a partial policy is laid over them', async () => {
     const t = await freshDatabase();
-    const { rows } = await t.db.query(`SELECT qmaint.vacuum_default_profiles() AS d`);
-    expect(rows[0].d).toEqual(DEFAULT_VACUUM_PROFILES);
+    expect(await defaultVacuumProfiles(t.db)).toEqual(DOCUMENTED_DEFAULTS);
     await t.db.query(`UPDATE qmaint.partition_policy SET vacuum = '{"warm": {"autovacuum_vacuum_cost_limit": 500}}' WHERE parent_table = 'qmaint.jobs'`);
     const warm = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'warm') AS p`);
-    expect(warm.rows[0].p).toEqual({ ...DEFAULT_VACUUM_PROFILES.warm, autovacuum_vacuum_cost_limit: 500 });
+    expect(warm.rows[0].p).toEqual({ ...DOCUMENTED_DEFAULTS.warm, autovacuum_vacuum_cost_limit: 500 });
     const cold = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'cold') AS p`);
-    expect(cold.rows[0].p).toEqual(DEFAULT_VACUUM_PROFILES.cold);
+    expect(cold.rows[0].p).toEqual(DOCUMENTED_DEFAULTS.cold);
   });
 });
