@@ -3,6 +3,7 @@ import { loadSettings, type LoadedSettings, type SettingKey } from '../config.js
 import { connect, type Db } from '../db.js';
 import { badInput, ExitCode, toQmaintError } from '../errors.js';
 import { requireMigrated } from '../migrate.js';
+import { invocation, type CommandIO, type CommandResult } from './invocation.js';
 import { Output } from './output.js';
 
 /** Flags every command accepts. */
@@ -69,6 +70,16 @@ export class Context {
     return db;
   }
 
+  /** Run another qmaint command line in this process (the demo does): output to io, or captured. */
+  run(argv: string[], io?: Partial<CommandIO>): Promise<CommandResult> {
+    return invocation().run(argv, io);
+  }
+
+  /** This invocation's standard input. */
+  get stdin(): NodeJS.ReadableStream {
+    return invocation().io.stdin;
+  }
+
   async close(): Promise<void> {
     if (this.dbPromise) {
       const db = await this.dbPromise.catch(() => undefined);
@@ -76,9 +87,6 @@ export class Context {
     }
   }
 }
-
-/** The exit code the current invocation will end with. */
-export const exitState = { code: ExitCode.ok as number };
 
 /**
  * Wrap a command body: build the context, run, map errors to exit codes, close
@@ -93,11 +101,11 @@ export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise
     try {
       ctx = new Context(argv);
       const code = await body(ctx, argv);
-      exitState.code = code ?? ExitCode.ok;
+      invocation().exitCode = code ?? ExitCode.ok;
     } catch (err) {
       const error = toQmaintError(err);
       reportError(error, argv, ctx);
-      exitState.code = error.exitCode;
+      invocation().exitCode = error.exitCode;
     } finally {
       await ctx?.close();
     }

@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
+import { invocation, type OutStream } from './invocation.js';
 
 /**
  * The one module that renders: tables (cli-table3), colour (chalk), progress.
@@ -9,8 +10,9 @@ export interface OutputOptions {
   json: boolean;
   color: boolean;
   verbose: boolean;
-  stdout?: NodeJS.WriteStream;
-  stderr?: NodeJS.WriteStream;
+  /** Default: the current invocation's streams. */
+  stdout?: OutStream;
+  stderr?: OutStream;
 }
 
 export interface Column<T> {
@@ -24,14 +26,14 @@ export class Output {
   readonly json: boolean;
   readonly verbose: boolean;
   readonly c: ChalkInstance;
-  private readonly stdout: NodeJS.WriteStream;
-  private readonly stderr: NodeJS.WriteStream;
+  private readonly stdout: OutStream;
+  private readonly stderr: OutStream;
 
   constructor(options: OutputOptions) {
     this.json = options.json;
     this.verbose = options.verbose;
-    this.stdout = options.stdout ?? process.stdout;
-    this.stderr = options.stderr ?? process.stderr;
+    this.stdout = options.stdout ?? invocation().io.stdout;
+    this.stderr = options.stderr ?? invocation().io.stderr;
     const colour = options.color && !process.env.NO_COLOR && this.stdout.isTTY === true;
     this.c = new Chalk({ level: colour ? 1 : 0 });
   }
@@ -102,6 +104,11 @@ export class Output {
     this.stdout.write(JSON.stringify(doc, jsonReplacer, 2) + '\n');
   }
 
+  /** One JSON document on one line (a stream of events under --json: `schedule run`). */
+  jsonLine(doc: unknown): void {
+    this.stdout.write(JSON.stringify(doc, jsonReplacer) + '\n');
+  }
+
   /** --json: print doc; otherwise call human(). */
   emit(doc: unknown, human: () => void): void {
     if (this.json) this.emitJson(doc);
@@ -139,7 +146,7 @@ export class Progress {
   constructor(
     private readonly total: number,
     private readonly label: string,
-    private readonly stream: NodeJS.WriteStream | null,
+    private readonly stream: OutStream | null,
     private readonly c: ChalkInstance,
   ) {}
 

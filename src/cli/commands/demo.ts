@@ -3,11 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { quoteIdent } from '../../db.js';
 import { QmaintError } from '../../errors.js';
-import { handler } from '../context.js';
+import { handler, type Context } from '../context.js';
 import { demoSteps } from '../demo/index.js';
 import type { DemoContext } from '../demo/types.js';
-import { main } from '../main.js';
-import type { Register } from './index.js';
+import { invocation } from '../invocation.js';
+import type { Register } from '../register.js';
 
 const DEMO_DB = 'qmaint_demo';
 
@@ -54,7 +54,8 @@ const register: Register = (y) => {
         qmaint: async (args, options = {}) => {
           if (!options.quiet) out.line(out.c.cyan(`$ qmaint ${args.join(' ')}`));
           const inner = [...args, '--database-url', url.toString(), ...(argv.color ? [] : ['--no-color'])];
-          const code = out.json ? await captureJson(inner, commands) : await main(inner);
+          const { stdout, stderr } = invocation().io;
+          const code = out.json ? await captureJson(ctx, inner, commands) : (await ctx.run(inner, { stdout, stderr })).exitCode;
           const expected = options.expectExit ?? 0;
           if (code !== expected) throw new QmaintError('unexpected', `demo step "qmaint ${args.join(' ')}" exited ${code}, expected ${expected}`);
           out.line();
@@ -87,28 +88,17 @@ interface CapturedCommand {
 }
 
 /** Under --json the demo runs each command with --json and folds its document into its own. */
-async function captureJson(args: string[], into: CapturedCommand[]): Promise<number> {
-  const chunks: string[] = [];
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    chunks.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-    return true;
-  }) as typeof process.stdout.write;
-  let exitCode: number;
-  try {
-    exitCode = await main([...args, '--json']);
-  } finally {
-    process.stdout.write = write;
-  }
-  const text = chunks.join('').trim();
+async function captureJson(ctx: Context, args: string[], into: CapturedCommand[]): Promise<number> {
+  const result = await ctx.run([...args, '--json'], { stderr: invocation().io.stderr });
+  const text = result.stdout.trim();
   let output: unknown = text;
   try {
     output = text ? JSON.parse(text) : null;
   } catch {
     /* keep the raw text */
   }
-  into.push({ args: args.slice(0, args.indexOf('--database-url')), exitCode, output });
-  return exitCode;
+  into.push({ args: args.slice(0, args.indexOf('--database-url')), exitCode: result.exitCode, output });
+  return result.exitCode;
 }
 
 export default register;

@@ -1,7 +1,7 @@
 import { embeddedStatus, ensureEmbedded, stopEmbedded } from '../../embedded.js';
 import { redactUrl } from '../../config.js';
 import { handler } from '../context.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 const register: Register = (y) => {
   y.command('embedded <action>', 'manage the embedded PostgreSQL used when no database is configured', (b) =>

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { badInput } from '../../errors.js';
 import { checkQueueName, enqueue, enqueueMany, type EnqueueOptions } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface Args {
   queue: string;
@@ -96,7 +96,7 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
   const stdin = file === '-';
   if (!stdin && (!existsSync(file) || !statSync(file).isFile())) throw badInput(`--file ${file} does not exist or is not a file; give an NDJSON file or - for stdin`);
   const name = stdin ? 'stdin' : file;
-  const source = () => (stdin ? process.stdin : createReadStream(file));
+  const source = () => (stdin ? ctx.stdin : createReadStream(file));
   if (argv.dryRun) {
     let count = 0;
     for await (const payload of ndjson(source(), name)) {

@@ -5,7 +5,7 @@ import { claimQuery, LOW_WATER_SQL } from '../../queue/claim.js';
 import { ExitCode } from '../../errors.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface ExplainArgs {
   target: 'dequeue';

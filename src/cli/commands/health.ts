@@ -3,7 +3,7 @@ import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '.
 import { ExitCode } from '../../errors.js';
 import { handler } from '../context.js';
 import type { Output } from '../output.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface HealthArgs {
   strict: boolean;

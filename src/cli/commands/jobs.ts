@@ -1,7 +1,7 @@
 import { cancelJobs, checkIds, checkStatus, listJobs, planJobAction, retryJobs } from '../../queue/admin.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface ActionArgs {
   ids?: (string | number)[];

@@ -1,6 +1,6 @@
 import { migrate, migrationStatus } from '../../migrate.js';
 import { handler } from '../context.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 const register: Register = (y) => {
   y.command(

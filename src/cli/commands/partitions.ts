@@ -7,7 +7,7 @@ import {
 } from '../../partitions/index.js';
 import { handler, parseNow, type Context } from '../context.js';
 import type { Progress } from '../output.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface CommonArgs {
   table?: string;

@@ -24,7 +24,7 @@ import {
 import { checkJobPrefix } from '../../schedule/pgcron.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface CronFlags {
   rotateCron?: string;
@@ -331,11 +331,11 @@ function daemonLogger(out: Output): (event: DaemonEvent) => void {
   return (event) => {
     if (event.level === 'debug' && !out.verbose) return;
     if (out.json) {
-      process.stdout.write(JSON.stringify(event) + '\n');
+      out.jsonLine(event);
       return;
     }
     const level = event.level === 'error' ? out.c.red(event.level) : event.level === 'warn' ? out.c.yellow(event.level) : out.dim(event.level);
-    process.stdout.write(`${out.dim(event.time)} ${level.padEnd(5)} ${event.message}\n`);
+    out.line(`${out.dim(event.time)} ${level.padEnd(5)} ${event.message}`);
   };
 }
 

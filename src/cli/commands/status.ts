@@ -1,6 +1,6 @@
 import { queueStatus } from '../../queue/admin.js';
 import { handler } from '../context.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 function age(seconds: number | null): string {
   if (seconds === null) return '';

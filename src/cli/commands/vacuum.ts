@@ -4,7 +4,7 @@ import { vacuumStatus, type PartitionVacuumStatus, type XminHolder } from '../..
 import { tune, tuneServerSide, type TunePlan } from '../../vacuum/tune.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface TuneArgs {
   dryRun: boolean;

@@ -5,7 +5,7 @@ import { badInput } from '../../errors.js';
 import { Consumer, type Handler } from '../../queue/consumer.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
-import type { Register } from './index.js';
+import type { Register } from '../register.js';
 
 interface Args {
   queue: string;
