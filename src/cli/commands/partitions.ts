@@ -5,6 +5,7 @@ import {
   applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
   type MaintainOptions, type PartitionInfo, type Preview, type RunResult, type StepEvent,
 } from '../../partitions/index.js';
+import { bytes } from '../format.js';
 import { handler, parseNow, type Context } from '../context.js';
 import type { Progress } from '../output.js';
 import type { Register } from '../register.js';
@@ -95,18 +96,6 @@ function stateLabel(p: PartitionInfo): string {
   const base = p.state === 'warm' ? 'past, live jobs' : p.state;
   const marks = [p.expired ? 'expired' : '', p.detachPending ? 'detach pending' : '', p.retiring ? 'retiring' : ''].filter(Boolean);
   return marks.length > 0 ? `${base} (${marks.join(', ')})` : base;
-}
-
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['kB', 'MB', 'GB', 'TB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v >= 10 ? 0 : 1)} ${units[i]}`;
 }
 
 async function db(ctx: Context): Promise<Db> {

@@ -1,14 +1,7 @@
 import { queueStatus } from '../../queue/admin.js';
+import { duration } from '../format.js';
 import { handler } from '../context.js';
 import type { Register } from '../register.js';
-
-function age(seconds: number | null): string {
-  if (seconds === null) return '';
-  if (seconds < 120) return `${seconds}s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
-  if (seconds < 172_800) return `${Math.round(seconds / 3600)}h`;
-  return `${Math.round(seconds / 86_400)}d`;
-}
 
 const register: Register = (y) => {
   y.command(
@@ -33,7 +26,7 @@ const register: Register = (y) => {
               { key: 'failed', header: 'failed', align: 'right', format: (v) => (Number(v) > 0 ? out.c.red(String(v)) : String(v)) },
               { key: 'oldest', header: 'oldest queued', align: 'right' },
             ],
-            report.queues.map((q) => ({ queue: q.queue, ready: q.ready, ...q.counts, oldest: age(q.oldestQueuedAgeSeconds) })),
+            report.queues.map((q) => ({ queue: q.queue, ready: q.ready, ...q.counts, oldest: duration(q.oldestQueuedAgeSeconds) })),
           );
         out.line();
         out.heading('Partitions of qmaint.jobs');

@@ -2,6 +2,7 @@ import { badInput } from '../../errors.js';
 import { runVacuum, planVacuumRun } from '../../vacuum/run.js';
 import { vacuumStatus, type PartitionVacuumStatus, type XminHolder } from '../../vacuum/status.js';
 import { tune, tuneServerSide, type TunePlan } from '../../vacuum/tune.js';
+import { bytes, duration } from '../format.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
@@ -25,25 +26,6 @@ interface RunArgs {
   dryRun: boolean;
   lockTimeout?: string;
   lockRetries?: number;
-}
-
-function bytes(n: number | null): string {
-  if (n === null) return '';
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
-
-function seconds(s: number | null): string {
-  if (s === null) return '';
-  if (s < 120) return `${Math.round(s)}s`;
-  if (s < 7200) return `${Math.round(s / 60)}min`;
-  return `${(s / 3600).toFixed(1)}h`;
 }
 
 const latest = (a: string | null, b: string | null) => (a === null ? b : b === null ? a : a > b ? a : b);
@@ -141,7 +123,7 @@ function holderRows(out: Output, holders: XminHolder[]): void {
       { key: 'state', header: 'state' },
       { key: 'query', header: 'query', format: (v) => String(v ?? '').replace(/\s+/g, ' ').slice(0, 50) },
     ],
-    holders.map((h) => ({ ...h, who: [h.pid === null ? null : `pid ${h.pid}`, h.name].filter(Boolean).join(' '), age: seconds(h.ageSeconds) })),
+    holders.map((h) => ({ ...h, who: [h.pid === null ? null : `pid ${h.pid}`, h.name].filter(Boolean).join(' '), age: duration(h.ageSeconds) })),
   );
 }
 

@@ -1,0 +1,26 @@
+/**
+ * Units for people, the same in every command: sizes in powers of 1024 with
+ * one decimal below 10 (`512 B`, `3.4 MB`, `120 MB`), durations as
+ * `45s`, `12min`, `3.5h`, `4d`.
+ */
+
+export function bytes(n: number | null): string {
+  if (n === null) return '';
+  if (n < 1024) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v >= 10 ? 0 : 1)} ${units[i]}`;
+}
+
+export function duration(seconds: number | null): string {
+  if (seconds === null) return '';
+  if (seconds < 120) return `${Math.round(seconds)}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}min`;
+  if (seconds < 172_800) return `${(seconds / 3600).toFixed(1)}h`;
+  return `${Math.round(seconds / 86_400)}d`;
+}
