@@ -45,26 +45,74 @@ export interface DequeueReport {
 
 const WORKER_ID = 'qmaint-explain';
 
+/** One statement explainDequeue runs: what for, the SQL, its parameters. */
+export interface ExplainStatement {
+  purpose: 'begin' | 'timeout' | 'low-water' | 'pick-queue' | 'partitions' | 'warm-up' | 'explain' | 'rollback';
+  sql: string;
+  values: unknown[];
+}
+
+/** The lock the explain takes: the claim really runs, then rolls back. */
+export const EXPLAIN_LOCK_LEVEL = 'ROW EXCLUSIVE on qmaint.jobs and row locks on the claimed jobs, released by the ROLLBACK';
+
+/** The queue whose oldest due job has waited longest ($1: the low-water mark). */
+const PICK_QUEUE_SQL = `SELECT queue FROM qmaint.jobs
+  WHERE status = 'queued' AND run_at <= now() AND created_at >= $1
+  ORDER BY run_at LIMIT 1`;
+
+/**
+ * Every statement explainDequeue runs, in order, for a queue and low-water
+ * mark (what `explain --dry-run` prints). Where they are not known yet (a dry
+ * run), the queue is the one the pick-queue statement finds and the mark the
+ * one the low-water statement reads.
+ */
+export function explainStatements(options: ExplainOptions, known: { queue?: string; lowWater?: Date | null } = {}): ExplainStatement[] {
+  const queue = options.queue ?? known.queue;
+  const lowWater = known.lowWater === undefined ? '<the low-water mark read above>' : known.lowWater;
+  const claim = claimQuery({ queue: queue ?? '<the queue picked above>', batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater: lowWater as Date | null });
+  return [
+    { purpose: 'begin', sql: 'BEGIN', values: [] },
+    { purpose: 'timeout', sql: `SELECT set_config('statement_timeout', $1, true)`, values: [options.statementTimeout] },
+    { purpose: 'low-water', sql: LOW_WATER_SQL, values: [] },
+    ...(options.queue === undefined ? [{ purpose: 'pick-queue' as const, sql: PICK_QUEUE_SQL, values: [lowWater ?? '-infinity'] }] : []),
+    { purpose: 'partitions', sql: PARTITION_CONTEXT_SQL, values: [] },
+    // Planned once without running so catalog caches are warm, as they are in a
+    // long-lived consumer; the judged planning time is the second one.
+    { purpose: 'warm-up', sql: `EXPLAIN (FORMAT JSON) ${claim.text}`, values: claim.values },
+    { purpose: 'explain', sql: `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim.text}`, values: claim.values },
+    { purpose: 'rollback', sql: 'ROLLBACK', values: [] },
+  ];
+}
+
+function statement(list: ExplainStatement[], purpose: ExplainStatement['purpose']): ExplainStatement {
+  return list.find((s) => s.purpose === purpose)!;
+}
+
 /**
  * EXPLAIN ANALYZE the consumer's claim statement (claimQuery, with the
  * low-water mark read the way the consumer reads it) inside BEGIN ... ROLLBACK
  * under statement_timeout: the claim really runs, so the plan and its numbers
- * are real, and then nothing it did survives. Judged by the plan rules.
+ * are real, and then nothing it did survives. Judged by the plan rules. It runs
+ * exactly explainStatements(), in that order.
  */
 export async function explainDequeue(db: Db, options: ExplainOptions): Promise<DequeueReport> {
   const thresholds = options.thresholds ?? DEFAULT_DEQUEUE_THRESHOLDS;
   return db.withClient(async (client) => {
-    await client.query('BEGIN');
+    const run = <R extends pg.QueryResultRow>(st: ExplainStatement) => client.query<R>(st.sql, st.values);
+    const first = explainStatements(options);
+    await run(statement(first, 'begin'));
     try {
-      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [options.statementTimeout]);
-      const lowWater = await readLowWater(client);
-      const picked = options.queue !== undefined ? { queue: options.queue, source: 'given' as const } : await pickQueue(client, lowWater);
-      const partitions = await partitionContext(client);
-      const { text, values } = claimQuery({ queue: picked.queue, batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater });
-      // Plan once without running it so catalog caches are warm, as they are
-      // in a long-lived consumer; the judged planning time is the second one.
-      await client.query(`EXPLAIN (FORMAT JSON) ${text}`, values);
-      const result = await client.query<{ 'QUERY PLAN': ExplainDocument[] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values);
+      await run(statement(first, 'timeout'));
+      const lowWater = lowWaterOf((await run<{ low_water: Date | number | null }>(statement(first, 'low-water'))).rows[0]?.low_water);
+      let picked: { queue: string; source: DequeueReport['queueSource'] } = { queue: options.queue ?? '', source: 'given' };
+      if (options.queue === undefined) {
+        const { rows } = await run<{ queue: string }>(statement(explainStatements(options, { lowWater }), 'pick-queue'));
+        picked = rows[0] ? { queue: rows[0].queue, source: 'oldest_due' } : { queue: 'default', source: 'default' };
+      }
+      const steps = explainStatements(options, { queue: picked.queue, lowWater });
+      const partitions = partitionInfo((await run<PartitionRow>(statement(steps, 'partitions'))).rows);
+      await run(statement(steps, 'warm-up'));
+      const result = await run<{ 'QUERY PLAN': ExplainDocument[] }>(statement(steps, 'explain'));
       const doc = result.rows[0]!['QUERY PLAN'][0]!;
       const rules = judgePlan(doc, { partitions }, thresholds);
       return {
@@ -86,59 +134,47 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
       }
       throw err;
     } finally {
-      await client.query('ROLLBACK').catch(() => undefined);
+      await client.query(statement(explainStatements(options), 'rollback').sql).catch(() => undefined);
     }
   });
 }
 
 /** The low-water mark as the consumer reads it; -infinity means no bound. */
-async function readLowWater(client: pg.PoolClient): Promise<Date | null> {
-  const { rows } = await client.query<{ low_water: Date | number | null }>(LOW_WATER_SQL);
-  const value = rows[0]?.low_water;
+function lowWaterOf(value: Date | number | null | undefined): Date | null {
   return value instanceof Date && Number.isFinite(value.getTime()) ? value : null;
 }
 
-/** The queue whose oldest due job has waited longest, else "default". */
-async function pickQueue(client: pg.PoolClient, lowWater: Date | null): Promise<{ queue: string; source: 'oldest_due' | 'default' }> {
-  const { rows } = await client.query<{ queue: string }>(
-    `SELECT queue FROM qmaint.jobs
-      WHERE status = 'queued' AND run_at <= now() AND created_at >= $1
-      ORDER BY run_at LIMIT 1`,
-    [lowWater ?? '-infinity'],
-  );
-  return rows[0] ? { queue: rows[0].queue, source: 'oldest_due' } : { queue: 'default', source: 'default' };
+/** Each partition of qmaint.jobs: state, size, its claim index, dead and live rows. */
+const PARTITION_CONTEXT_SQL = `SELECT c.relname AS name, n.nspname || '.' || c.relname AS qualified, s.state, s.is_default,
+       (pg_relation_size(s.partition) / current_setting('block_size')::int)::int AS pages,
+       ci.relname AS claim_index,
+       coalesce(st.n_dead_tup, 0)::float8 AS dead, coalesce(st.n_live_tup, 0)::float8 AS live
+  FROM qmaint.partition_states('qmaint.jobs', now()) s
+  JOIN pg_class c ON c.oid = s.partition
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_stat_user_tables st ON st.relid = s.partition
+  LEFT JOIN LATERAL (
+    SELECT ic.relname
+      FROM pg_inherits ih
+      JOIN pg_index x ON x.indexrelid = ih.inhrelid
+      JOIN pg_class ic ON ic.oid = x.indexrelid
+     WHERE ih.inhparent = to_regclass('qmaint.jobs_claim_idx') AND x.indrelid = s.partition
+       AND x.indisvalid AND x.indisready
+     LIMIT 1) ci ON true
+ ORDER BY s.lower_bound`;
+
+interface PartitionRow {
+  name: string;
+  qualified: string;
+  state: PartitionState;
+  is_default: boolean;
+  pages: number;
+  claim_index: string | null;
+  dead: number;
+  live: number;
 }
 
-/** Each partition of qmaint.jobs: state, size, its claim index, dead and live rows. */
-export async function partitionContext(client: pg.ClientBase): Promise<PartitionInfo[]> {
-  const { rows } = await client.query<{
-    name: string;
-    qualified: string;
-    state: PartitionState;
-    is_default: boolean;
-    pages: number;
-    claim_index: string | null;
-    dead: number;
-    live: number;
-  }>(
-    `SELECT c.relname AS name, n.nspname || '.' || c.relname AS qualified, s.state, s.is_default,
-            (pg_relation_size(s.partition) / current_setting('block_size')::int)::int AS pages,
-            ci.relname AS claim_index,
-            coalesce(st.n_dead_tup, 0)::float8 AS dead, coalesce(st.n_live_tup, 0)::float8 AS live
-       FROM qmaint.partition_states('qmaint.jobs', now()) s
-       JOIN pg_class c ON c.oid = s.partition
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-       LEFT JOIN pg_stat_user_tables st ON st.relid = s.partition
-       LEFT JOIN LATERAL (
-         SELECT ic.relname
-           FROM pg_inherits ih
-           JOIN pg_index x ON x.indexrelid = ih.inhrelid
-           JOIN pg_class ic ON ic.oid = x.indexrelid
-          WHERE ih.inhparent = to_regclass('qmaint.jobs_claim_idx') AND x.indrelid = s.partition
-            AND x.indisvalid AND x.indisready
-          LIMIT 1) ci ON true
-      ORDER BY s.lower_bound`,
-  );
+function partitionInfo(rows: PartitionRow[]): PartitionInfo[] {
   return rows.map((r) => ({
     name: r.name,
     qualified: r.qualified,

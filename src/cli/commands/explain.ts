@@ -1,7 +1,6 @@
-import { explainDequeue, type DequeueReport } from '../../health/explain.js';
+import { EXPLAIN_LOCK_LEVEL, explainDequeue, explainStatements, type DequeueReport, type ExplainOptions } from '../../health/explain.js';
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
-import { claimQuery, LOW_WATER_SQL } from '../../queue/claim.js';
 import { ExitCode } from '../../errors.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
@@ -33,15 +32,16 @@ const register: Register = (y) => {
     handler<ExplainArgs>(async (ctx, argv) => {
       const { values: settings } = ctx.settings({ batch: argv.batch, statementTimeout: argv.statementTimeout });
       const thresholds = resolveThresholds(parseThresholdSetting(settings.healthThresholds), parseThresholdFlags(argv.threshold));
-      if (argv.dryRun) return dryRun(ctx, argv.queue, settings.batch, settings.leaseSeconds, settings.statementTimeout);
-      const db = await ctx.migratedDb({ max: 2 });
-      const report = await explainDequeue(db, {
+      const options: ExplainOptions = {
         queue: argv.queue,
         batch: settings.batch,
         leaseSeconds: settings.leaseSeconds,
         statementTimeout: settings.statementTimeout,
         thresholds: thresholds.dequeue,
-      });
+      };
+      if (argv.dryRun) return dryRun(ctx, options);
+      const db = await ctx.migratedDb({ max: 2 });
+      const report = await explainDequeue(db, options);
       const code = report.verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
       ctx.out.emit({ ok: code === ExitCode.ok, ...report }, () => printReport(ctx.out, report, argv.plan));
       return code;
@@ -80,20 +80,15 @@ export function printRules(out: Output, rules: RuleResult[]): void {
   }
 }
 
-function dryRun(ctx: Context, queue: string | undefined, batch: number, leaseSeconds: number, statementTimeout: string): number {
-  const claim = claimQuery({ queue: queue ?? '<queue of the oldest due job>', batch, leaseSeconds, workerId: 'qmaint-explain', lowWater: null });
-  const statements = [
-    'BEGIN',
-    `SELECT set_config('statement_timeout', '${statementTimeout.replace(/'/g, "''")}', true)`,
-    LOW_WATER_SQL,
-    `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim.text}`,
-    'ROLLBACK',
-  ];
-  const params = claim.values.map((v, i) => ({ param: `$${i + 1}`, value: v === null ? null : String(v) }));
-  ctx.out.emit({ ok: true, dryRun: true, statements, params, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs and row locks on the claimed jobs, released by the ROLLBACK' }, () => {
-    ctx.out.line(ctx.out.dim('-- lock: ROW EXCLUSIVE on qmaint.jobs and row locks on the claimed jobs, released by the ROLLBACK'));
-    for (const s of statements) ctx.out.line(s.trim().replace(/;?\s*$/, ';'));
-    ctx.out.line(ctx.out.dim(`-- parameters: ${params.map((p) => `${p.param}=${p.value === null ? 'NULL' : p.value}`).join(' ')} ($2 is the low-water mark read above)`));
+/** The statements explainDequeue would run, as the library lists them. */
+function dryRun(ctx: Context, options: ExplainOptions): number {
+  const statements = explainStatements(options).map((st) => ({ purpose: st.purpose, sql: st.sql, params: st.values.map((v) => (v === null ? null : String(v))) }));
+  ctx.out.emit({ ok: true, dryRun: true, statements, lockLevel: EXPLAIN_LOCK_LEVEL }, () => {
+    ctx.out.line(ctx.out.dim(`-- lock: ${EXPLAIN_LOCK_LEVEL}`));
+    for (const st of statements) {
+      ctx.out.line(ctx.out.dim(`-- ${st.purpose}${st.params.length > 0 ? `: ${st.params.map((p, i) => `$${i + 1}=${p === null ? 'NULL' : p}`).join(' ')}` : ''}`));
+      ctx.out.line(st.sql.trim().replace(/;?\s*$/, ';'));
+    }
   });
   return ExitCode.ok;
 }
