@@ -374,7 +374,7 @@ BEGIN
     v_result := qmaint.run_steps(ARRAY[v_step], v_timeout);
     v_steps := v_steps || (v_result -> 'done') || (v_result -> 'skipped');
     IF v_result ->> 'status' = 'lock_timeout' THEN
-      v_steps := v_steps || jsonb_build_array(v_result -> 'failed');
+      v_steps := v_steps || jsonb_build_array((v_result -> 'failed') - 'statement' - 'lock_level');
       v_gave_up := v_gave_up || jsonb_build_array(v_result -> 'failed');
     END IF;
   END LOOP;
