@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { settingSpecs } from '../../src/config.js';
 import type { Queryable } from '../../src/db.js';
+import { QmaintError } from '../../src/errors.js';
+import { detach } from '../../src/partitions/index.js';
 import { executeSteps, type PlanStep, type StepEvent } from '../../src/plan.js';
 import { freshDatabase } from '../helpers.js';
 import { at, cli, job, name, partitions, rotateAt, setPolicy, T0 } from './support.js';
@@ -97,6 +99,24 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
     expect(r.blockers.map((b) => b.pid)).toEqual([pid]);
     expect((await partitions(t.db)).map((p) => p.name)).toContain(name(T0));
     await blocker.query('ROLLBACK');
+  });
+
+  it('the runner in pooled mode (one transaction, run_steps) gives up with the same details as on a direct connection', async () => {
+    const t = await freshDatabase();
+    await setPolicy(t.db, { premake: 1, retention: '1 day', lock_timeout: '100ms' });
+    await rotateAt(t, T0);
+    const id = await job(t.db, T0, 'completed');
+    const blocker = await t.client();
+    const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    await blocker.query('BEGIN');
+    await blocker.query(`UPDATE ${name(T0)} SET priority = priority WHERE id = ${id}`);
+    const error = await detach(t.db, name(T0), { now: at(3), mode: 'pooled', retries: 2 }).then(() => null, (e: unknown) => e);
+    await blocker.query('ROLLBACK');
+    expect(error).toBeInstanceOf(QmaintError);
+    const e = error as QmaintError;
+    expect(e.code).toBe('lock_timeout');
+    expect(e.details).toMatchObject({ step: { action: 'detach', target: name(T0), locks: ['qmaint.jobs', name(T0)] }, attempts: 3, completedSteps: 0 });
+    expect((e.details!.blockers as { pid: number; applicationName: string }[]).map((b) => [b.pid, b.applicationName])).toEqual([[pid, 'qmaint-test']]);
   });
 
   it('SQL (qmaint.run_steps): a blocker gone at the third attempt: done with attempts 3, in the TypeScript executor\'s shape', async () => {
