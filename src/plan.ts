@@ -184,10 +184,9 @@ export async function executeSteps(client: PgClient, steps: PlanStep[], options:
   const retries = options.retries ?? (await client.query<{ n: number }>('SELECT qmaint.lock_retries() AS n')).rows[0]!.n;
   const previous = (await client.query<{ lock_timeout: string }>('SHOW lock_timeout')).rows[0]?.lock_timeout ?? '0';
   await client.query(`SELECT set_config('lock_timeout', $1, false)`, [options.lockTimeout]);
-  const finish = (step: PlanStep, result: StepResult) => {
+  const finish = (step: PlanStep, result: StepResult): void => {
     if (result.outcome !== 'gave_up') results.push(result);
     options.onEvent?.({ step, ...result });
-    return result;
   };
   try {
     for (const step of steps) {
