@@ -78,7 +78,8 @@ interface SettingSpec {
 /** Every tunable setting. The environment name is QMAINT_ + the key in UPPER_SNAKE case. */
 export const settingSpecs = {
   lockTimeout: { type: 'string', default: '2s', description: 'lock_timeout for maintenance DDL' },
-  lockRetries: { type: 'integer', default: 5, min: 0, max: 100, description: 'how often maintenance retries a statement that hit lock_timeout' },
+  // The same default as qmaint.lock_retries(), which the executors read when the setting is left at its default.
+  lockRetries: { type: 'integer', default: 3, min: 0, max: 100, description: 'how often maintenance retries a statement that hit lock_timeout' },
   leaseSeconds: { type: 'integer', default: 60, min: 1, max: 86400, description: 'how long a claimed job is leased to its consumer' },
   concurrency: { type: 'integer', default: 10, min: 1, max: 1000, description: 'handlers a consumer runs at once' },
   batch: { type: 'integer', default: 100, min: 1, max: 10000, description: 'jobs claimed per statement' },

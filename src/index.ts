@@ -8,8 +8,8 @@ export { QmaintError, ExitCode } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { migrate, migrationStatus, requireMigrated, loadMigrations } from './migrate.js';
 export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';
-export { executePlan, findBlockers, toPlanStep } from './plan.js';
-export type { PlanStep, Blocker } from './plan.js';
+export { executeSteps, findBlockers, toPlanStep } from './plan.js';
+export type { PlanStep, Blocker, ExecuteOptions, StepEvent, StepResult } from './plan.js';
 export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
 export type { ClaimParams } from './queue/claim.js';
 export { enqueue, enqueueMany, NOTIFY_CHANNEL } from './queue/enqueue.js';
@@ -22,7 +22,7 @@ export {
   applyPolicies, checkPolicyShape, loadPolicies, policyPaths, listPartitions, planRotate, rotate, createUntil, detach, drop, compact,
   summarize as summarizeRun, runPlans, previewPlans, isPooled,
 } from './partitions/index.js';
-export type { PolicyDocument, PolicyFile, ApplyResult, PartitionInfo, TableSummary, MaintainOptions, CreateOptions, Preview, PlanRequest, RunOptions, RunResult, StepEvent, TableRun } from './partitions/index.js';
+export type { PolicyDocument, PolicyFile, ApplyResult, PartitionInfo, TableSummary, MaintainOptions, CreateOptions, Preview, PlanRequest, RunOptions, RunResult, TableRun } from './partitions/index.js';
 export * from './vacuum/index.js';
 export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
 export type { DequeueReport, ExplainOptions, HealthCheck, HealthOptions, HealthReport, DequeueThresholds, ExplainDocument, RuleResult, Verdict, Thresholds } from './health/index.js';

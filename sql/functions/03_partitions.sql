@@ -15,12 +15,20 @@ CREATE OR REPLACE FUNCTION qmaint.low_water_margin() RETURNS interval
   SET search_path = pg_catalog, pg_temp
   AS $$ SELECT interval '10 minutes' $$;
 
--- Server-side retries of a statement that hit lock_timeout (the CLI has its
--- own setting, lockRetries).
+-- The one retry policy of a plan step that hit lock_timeout, for both
+-- executors (qmaint.run_steps here, executeSteps in src/plan.ts, which reads
+-- these two functions): how many retries by default (the CLI's lockRetries
+-- setting defaults to the same number, a test holds them equal), and the
+-- delay before retry n: exponential from 200 ms, capped at 5 s, equal jitter.
 CREATE OR REPLACE FUNCTION qmaint.lock_retries() RETURNS integer
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   SET search_path = pg_catalog, pg_temp
   AS $$ SELECT 3 $$;
+
+CREATE OR REPLACE FUNCTION qmaint.lock_retry_delay(p_retry integer) RETURNS interval
+  LANGUAGE sql VOLATILE
+  SET search_path = pg_catalog, pg_temp
+  AS $$ SELECT qmaint.retry_delay(p_retry, interval '200 milliseconds', interval '5 seconds') $$;
 
 -- Straggler moves: rows per batch, and batches per server-side run (the rest
 -- moves on the next run, so one run never holds a long transaction).
@@ -329,6 +337,7 @@ DECLARE
   v_moving bigint := 0;
   v_sql text;
   v_lock text;
+  v_locks text[];
 BEGIN
   SELECT n.nspname, c.relname INTO v_schema, v_table
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_parent;
@@ -347,6 +356,7 @@ BEGIN
   END LOOP;
   v_default := qmaint.default_partition_of(p_parent);
   v_lock := format('SHARE UPDATE EXCLUSIVE on %I.%I', v_schema, v_table);
+  v_locks := ARRAY[format('%I.%I', v_schema, v_table)];
   v_sql := format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE)%s; ',
                   v_schema, v_name, v_schema, v_table, CASE WHEN v_opts IS NULL THEN '' ELSE format(' WITH (%s)', v_opts) END)
         || format('ALTER TABLE %I.%I ADD CONSTRAINT %I CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L); ',
@@ -363,6 +373,7 @@ BEGIN
         || format('UPDATE qmaint.partition_policy SET low_water = %L WHERE parent_table = %L AND low_water > %L; ',
                   p_from, format('%s.%s', v_schema, v_table), p_from);
     v_lock := v_lock || format(', ACCESS EXCLUSIVE on %s', v_default);
+    v_locks := v_locks || v_default::text;
   END IF;
   v_sql := v_sql
         || format('ALTER TABLE %I.%I ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L); ',
@@ -371,7 +382,7 @@ BEGIN
   RETURN NEXT ROW(1, 'create', format('%I.%I', v_schema, v_name), v_sql, v_lock,
                   format('partition for [%s, %s) with the %s profile%s', p_from, p_to, p_profile,
                          CASE WHEN v_moving > 0 THEN format('; moves %s rows out of the default partition %s', v_moving, v_default) ELSE '' END),
-                  true)::qmaint.plan_step;
+                  true, v_locks)::qmaint.plan_step;
 END;
 $$;
 
@@ -723,20 +734,21 @@ BEGIN
       format('CREATE OR REPLACE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs(%L); SELECT qmaint.assert_drained(%L)',
              p_partition, v_parent_text, p_partition::text),
       format('SHARE ROW EXCLUSIVE on %s', p_partition),
-      p_reason || '; no job may become live in it from here on', true)::qmaint.plan_step;
+      p_reason || '; no job may become live in it from here on', true, ARRAY[p_partition::text])::qmaint.plan_step;
     RETURN NEXT ROW(0, 'detach', p_partition::text,
       format('ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY', p_parent, p_partition),
       format('SHARE UPDATE EXCLUSIVE on %s, %s', p_parent, p_partition),
-      'detach without blocking queries on the parent', false)::qmaint.plan_step;
+      'detach without blocking queries on the parent', false, ARRAY[p_parent::text, p_partition::text])::qmaint.plan_step;
     RETURN NEXT ROW(0, p_mode, p_partition::text, v_dispose,
       format('ACCESS EXCLUSIVE on %s (detached)', p_partition),
-      format('retention mode %s: %s', p_mode, v_what), true)::qmaint.plan_step;
+      format('retention mode %s: %s', p_mode, v_what), true, ARRAY[p_partition::text])::qmaint.plan_step;
   ELSE
     RETURN NEXT ROW(0, 'detach', p_partition::text,
       format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; SELECT qmaint.assert_drained(%L); ALTER TABLE %s DETACH PARTITION %s; %s',
              p_partition, p_partition::text, p_parent, p_partition, v_dispose),
       format('ACCESS EXCLUSIVE on %s, %s', p_parent, p_partition),
-      format('%s; plain DETACH (no CONCURRENTLY here), then %s, in one transaction', p_reason, v_what), true)::qmaint.plan_step;
+      format('%s; plain DETACH (no CONCURRENTLY here), then %s, in one transaction', p_reason, v_what), true,
+      ARRAY[p_parent::text, p_partition::text])::qmaint.plan_step;
   END IF;
 END;
 $$;
@@ -766,8 +778,8 @@ CREATE OR REPLACE FUNCTION qmaint.numbered(p_steps qmaint.plan_step[]) RETURNS S
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT (ROW(o.n::integer, o.action, o.target, o.statement, o.lock_level, o.reason, o.transactional))::qmaint.plan_step
-    FROM unnest(p_steps) WITH ORDINALITY AS o(seq, action, target, statement, lock_level, reason, transactional, n)
+  SELECT (ROW(o.n::integer, o.action, o.target, o.statement, o.lock_level, o.reason, o.transactional, o.locks))::qmaint.plan_step
+    FROM unnest(p_steps) WITH ORDINALITY AS o(seq, action, target, statement, lock_level, reason, transactional, locks, n)
    ORDER BY o.n
 $$;
 
@@ -832,17 +844,20 @@ BEGIN
   -- 1. Interrupted retirements.
   FOR r IN SELECT x::regclass AS rel FROM unnest(v_pending) x ORDER BY 1 LOOP
     v_steps := v_steps || ROW(0, 'finalize', r.rel::text, format('ALTER TABLE %s DETACH PARTITION %s FINALIZE', v_parent, r.rel),
-      format('SHARE UPDATE EXCLUSIVE on %s, %s', v_parent, r.rel), 'an interrupted DETACH ... CONCURRENTLY is pending: finish it', true)::qmaint.plan_step;
+      format('SHARE UPDATE EXCLUSIVE on %s, %s', v_parent, r.rel), 'an interrupted DETACH ... CONCURRENTLY is pending: finish it', true,
+      ARRAY[v_parent::text, r.rel::text])::qmaint.plan_step;
     IF r.rel::oid = ANY (v_guarded) THEN
       v_steps := v_steps || ROW(0, v_pol.retention_mode, r.rel::text,
         qmaint.dispose_sql(r.rel::text, p_parent_table, v_pol.retention_mode, v_pol.archive_schema, p_now),
-        format('ACCESS EXCLUSIVE on %s (detached)', r.rel), format('retention mode %s for the partition just finalized', v_pol.retention_mode), true)::qmaint.plan_step;
+        format('ACCESS EXCLUSIVE on %s (detached)', r.rel), format('retention mode %s for the partition just finalized', v_pol.retention_mode), true,
+        ARRAY[r.rel::text])::qmaint.plan_step;
     END IF;
   END LOOP;
   FOR r IN SELECT rel FROM qmaint.retired_leftovers(v_parent) LOOP
     v_steps := v_steps || ROW(0, v_pol.retention_mode, r.rel::text,
       qmaint.dispose_sql(r.rel::text, p_parent_table, v_pol.retention_mode, v_pol.archive_schema, p_now),
-      format('ACCESS EXCLUSIVE on %s (detached)', r.rel), format('detached by an interrupted run; retention mode %s', v_pol.retention_mode), true)::qmaint.plan_step;
+      format('ACCESS EXCLUSIVE on %s (detached)', r.rel), format('detached by an interrupted run; retention mode %s', v_pol.retention_mode), true,
+      ARRAY[r.rel::text])::qmaint.plan_step;
   END LOOP;
 
   -- The default partition, when the policy asks for one (built standalone,
@@ -853,7 +868,7 @@ BEGIN
     v_steps := v_steps || ROW(0, 'create', v_default_name,
       format('CREATE TABLE %1$s (LIKE %2$s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE); ALTER TABLE %2$s ATTACH PARTITION %1$s DEFAULT',
              v_default_name, v_parent),
-      format('SHARE UPDATE EXCLUSIVE on %s', v_parent), 'the policy asks for a default partition', true)::qmaint.plan_step;
+      format('SHARE UPDATE EXCLUSIVE on %s', v_parent), 'the policy asks for a default partition', true, ARRAY[v_parent::text])::qmaint.plan_step;
   END IF;
 
   -- 2. The runway, from the slot holding p_now.
@@ -900,7 +915,7 @@ BEGIN
             format('ROW EXCLUSIVE on %s (row locks, batches of %s)', v_parent, qmaint.move_batch_size()),
             format('expired (before %s) but holds %s queued job(s): move them into the partition holding now, a batch at a time until none is left%s',
                    v_cutoff, v_queued, CASE WHEN v_running > 0 THEN format('; %s running job(s) stay until done', v_running) ELSE '' END),
-            true)::qmaint.plan_step;
+            true, ARRAY[v_parent::text, r.partition::text])::qmaint.plan_step;
           -- Once moved it is drained: retire it in this run too (the guard
           -- re-checks, and skips it if a job was claimed meanwhile).
           IF v_running = 0 THEN
@@ -912,7 +927,8 @@ BEGIN
     END IF;
     IF r.partition::oid = ANY (v_guarded) THEN
       v_steps := v_steps || ROW(0, 'unguard', r.partition::text, format('DROP TRIGGER qmaint_retire ON %s', r.partition),
-        format('ACCESS EXCLUSIVE on %s', r.partition), 'no longer retiring (policy changed or jobs came back): lift the guard', true)::qmaint.plan_step;
+        format('ACCESS EXCLUSIVE on %s', r.partition), 'no longer retiring (policy changed or jobs came back): lift the guard', true,
+        ARRAY[r.partition::text])::qmaint.plan_step;
     END IF;
     DECLARE
       v_state text := qmaint.partition_state(r.is_default, r.lower_bound, r.upper_bound, r.live_jobs, p_now);
@@ -923,7 +939,8 @@ BEGIN
         v_diff := qmaint.profile_diff(v_wanted -> v_profile, r.reloptions);
         IF v_diff <> '{}'::jsonb THEN
           v_steps := v_steps || ROW(0, 'profile', r.partition::text, format('ALTER TABLE %s SET (%s)', r.partition, qmaint.reloptions_sql(v_diff)),
-            format('SHARE UPDATE EXCLUSIVE on %s', r.partition), format('%s partition: %s profile', v_state, v_profile), true)::qmaint.plan_step;
+            format('SHARE UPDATE EXCLUSIVE on %s', r.partition), format('%s partition: %s profile', v_state, v_profile), true,
+            ARRAY[r.partition::text])::qmaint.plan_step;
         END IF;
       END IF;
     END;
@@ -934,7 +951,8 @@ BEGIN
   IF v_mark_target IS DISTINCT FROM v_pol.low_water OR cardinality(v_steps) > 0 OR cardinality(v_retiring) > 0 THEN
     v_steps := v_steps || ROW(0, 'advance', p_parent_table, format('SELECT qmaint.advance_low_water(%L, %L)', p_parent_table, p_now),
       'ROW SHARE on qmaint.partition_policy (its row locked)',
-      format('claims skip partitions wholly before the oldest live job (mark now %s, wants %s)', v_pol.low_water, v_mark_target), true)::qmaint.plan_step;
+      format('claims skip partitions wholly before the oldest live job (mark now %s, wants %s)', v_pol.low_water, v_mark_target), true,
+      ARRAY['qmaint.partition_policy'])::qmaint.plan_step;
   END IF;
 
   -- 6. Retire, oldest first.
@@ -944,7 +962,8 @@ BEGIN
     v_steps := v_steps || ROW(0, 'lock', v_retiring[1]::text,
       format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', (SELECT string_agg(x::text, ', ') FROM unnest(v_retiring) x)),
       format('ACCESS EXCLUSIVE on %s', (SELECT string_agg(x::text, ', ') FROM unnest(v_retiring) x)),
-      'when the plan runs as one transaction: lock the expired partitions (drained, pruned from claims) before the first DETACH locks the parent', true)::qmaint.plan_step;
+      'when the plan runs as one transaction: lock the expired partitions (drained, pruned from claims) before the first DETACH locks the parent', true,
+      v_retiring::text[])::qmaint.plan_step;
   END IF;
   FOR i IN 1 .. coalesce(cardinality(v_retiring), 0) LOOP
     v_steps := v_steps || ARRAY(SELECT qmaint.retire_steps(v_parent, v_retiring[i], v_pol.retention_mode, v_concurrent, p_now,
@@ -1033,7 +1052,7 @@ BEGIN
     IF p_drop AND (v_comment LIKE 'qmaint: detached from %' OR EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = v_rel AND tgname = 'qmaint_retire'))
        AND NOT (SELECT relispartition FROM pg_class WHERE oid = v_rel) THEN
       RETURN NEXT ROW(1, 'drop', v_rel::text, format('DROP TABLE %s', v_rel), format('ACCESS EXCLUSIVE on %s (detached)', v_rel),
-                      coalesce(v_comment, 'detached by qmaint') || '; drop it', true)::qmaint.plan_step;
+                      coalesce(v_comment, 'detached by qmaint') || '; drop it', true, ARRAY[v_rel::text])::qmaint.plan_step;
       RETURN;
     END IF;
     RAISE EXCEPTION '% is not a partition of a table with a partition policy%', v_rel,
@@ -1043,9 +1062,11 @@ BEGIN
   SELECT inhdetachpending INTO v_pending FROM pg_inherits WHERE inhrelid = v_rel;
   IF v_pending THEN
     v_steps := v_steps || ROW(0, 'finalize', v_rel::text, format('ALTER TABLE %s DETACH PARTITION %s FINALIZE', v_parent, v_rel),
-      format('SHARE UPDATE EXCLUSIVE on %s, %s', v_parent, v_rel), 'an interrupted DETACH ... CONCURRENTLY is pending: finish it', true)::qmaint.plan_step;
+      format('SHARE UPDATE EXCLUSIVE on %s, %s', v_parent, v_rel), 'an interrupted DETACH ... CONCURRENTLY is pending: finish it', true,
+      ARRAY[v_parent::text, v_rel::text])::qmaint.plan_step;
     v_steps := v_steps || ROW(0, v_mode, v_rel::text, qmaint.dispose_sql(v_rel::text, qmaint.relation_text(v_parent), v_mode, 'qmaint_archive', p_now),
-      format('ACCESS EXCLUSIVE on %s (detached)', v_rel), CASE WHEN p_drop THEN 'drop it' ELSE 'keep it as a table' END, true)::qmaint.plan_step;
+      format('ACCESS EXCLUSIVE on %s (detached)', v_rel), CASE WHEN p_drop THEN 'drop it' ELSE 'keep it as a table' END, true,
+      ARRAY[v_rel::text])::qmaint.plan_step;
     RETURN QUERY SELECT * FROM qmaint.numbered(v_steps);
     RETURN;
   END IF;
@@ -1090,7 +1111,7 @@ BEGIN
         format('SELECT qmaint.move_stragglers(%L, %L, %s)', r.partition::text, p_now, qmaint.move_batch_size()),
         format('ROW EXCLUSIVE on %s (row locks, batches of %s)', v_parent, qmaint.move_batch_size()),
         format('expired, holds %s queued job(s): move them into the partition holding now, a batch at a time until none is left', v_queued),
-        true)::qmaint.plan_step;
+        true, ARRAY[v_parent::text, r.partition::text])::qmaint.plan_step;
     END IF;
   END LOOP;
   RETURN QUERY SELECT * FROM qmaint.numbered(v_steps);
@@ -1100,24 +1121,43 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Server-side execution.
 
--- Relations named in a lock level ("ACCESS EXCLUSIVE on a.b, a.c").
+-- The relations a step locks, from its own data (qmaint.plan_step.locks):
+-- what qmaint.lock_blockers() is asked about when the step gives up.
 CREATE OR REPLACE FUNCTION qmaint.step_relations(p_step qmaint.plan_step) RETURNS regclass[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT array_agg(DISTINCT r) FILTER (WHERE r IS NOT NULL)
-    FROM (SELECT to_regclass(p_step.target) AS r
-          UNION ALL
-          SELECT to_regclass(m[1]) FROM regexp_matches(p_step.lock_level, '([A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*)', 'g') AS m) s
+  SELECT coalesce(array_agg(DISTINCT to_regclass(l)) FILTER (WHERE to_regclass(l) IS NOT NULL), '{}'::regclass[])
+    FROM unnest(p_step.locks) l
 $$;
 
--- Run plan steps in the current transaction, each in its own subtransaction
--- under p_lock_timeout, retrying one that hit the timeout with jittered
--- backoff. A 'move' step is repeated until it moves nothing (at most
--- p_move_batches batches). A retire step that finds live jobs again
--- (QM001) is skipped with the rest of its partition's steps. On giving up,
--- the failed step leaves no trace, the steps before it stay done, and the
--- result says {"status": "lock_timeout"} with the blocking sessions.
+-- What running one step came to, the same shape the TypeScript executor
+-- reports (StepResult in src/plan.ts): seq, action, target, attempts (1 + the
+-- retries it took), outcome (done | skipped | gave_up), blockers (the sessions
+-- that made it give up, else []), ms.
+CREATE OR REPLACE FUNCTION qmaint.step_result(p_step qmaint.plan_step, p_attempts integer, p_outcome text, p_blockers jsonb, p_started timestamptz)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT jsonb_build_object('seq', p_step.seq, 'action', p_step.action, 'target', p_step.target, 'attempts', p_attempts,
+                            'outcome', p_outcome, 'blockers', coalesce(p_blockers, '[]'::jsonb),
+                            'ms', round(extract(epoch FROM clock_timestamp() - p_started) * 1000))
+$$;
+
+-- The one SQL executor of plan steps (rotate_all, vacuum_tune_all, and so
+-- pg_cron, the daemon and the CLI through a transaction pooler): run them in
+-- the current transaction, each in its own subtransaction under
+-- p_lock_timeout, retrying one that hit the timeout after
+-- qmaint.lock_retry_delay(n), at most p_retries times. A 'move' step is
+-- repeated until it moves nothing (at most p_move_batches batches). A retire
+-- step that finds live jobs again (QM001) is skipped with the rest of its
+-- partition's steps. On giving up, the failed step leaves no trace, the steps
+-- before it stay done, and the result says {"status": "lock_timeout"} with
+-- the sessions holding locks on the step's relations (plan_step.locks).
+-- Result: {"status", "done": [step_result], "skipped": [step_result + reason],
+-- and on a give-up "failed" (step_result + statement, lock_level), "blockers",
+-- "message"}.
 CREATE OR REPLACE FUNCTION qmaint.run_steps(p_steps qmaint.plan_step[], p_lock_timeout interval, p_retries integer DEFAULT qmaint.lock_retries(),
                                  p_move_batches integer DEFAULT qmaint.move_batches_per_run())
 RETURNS jsonb
@@ -1166,9 +1206,7 @@ BEGIN
         ELSE
           EXECUTE v_step.statement;
         END IF;
-        v_done := v_done || jsonb_build_array(
-                    jsonb_build_object('seq', v_step.seq, 'action', v_step.action, 'target', v_step.target, 'attempts', v_attempt,
-                                       'ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000))
+        v_done := v_done || jsonb_build_array(qmaint.step_result(v_step, v_attempt, 'done', NULL, v_started)
                     || CASE WHEN v_step.action = 'move' THEN jsonb_build_object('moved', v_total) ELSE '{}'::jsonb END);
         EXIT;
       EXCEPTION
@@ -1177,15 +1215,17 @@ BEGIN
             v_blockers := qmaint.lock_blockers(qmaint.step_relations(v_step));
             PERFORM set_config('lock_timeout', v_prev, true);
             RETURN jsonb_build_object('status', 'lock_timeout', 'done', v_done, 'skipped', v_skipped,
-              'failed', jsonb_build_object('seq', v_step.seq, 'action', v_step.action, 'target', v_step.target, 'statement', v_step.statement, 'lock_level', v_step.lock_level),
+              'failed', qmaint.step_result(v_step, v_attempt, 'gave_up', v_blockers, v_started)
+                        || jsonb_build_object('statement', v_step.statement, 'lock_level', v_step.lock_level),
               'blockers', v_blockers,
               'message', format('gave up on "%s %s" after %s tries of lock_timeout %s: blocked by %s; end or wait for those sessions, then run it again',
                                 v_step.action, v_step.target, v_attempt, p_lock_timeout, qmaint.describe_blockers(v_blockers)));
           END IF;
-          PERFORM pg_sleep(0.2 * power(2, v_attempt - 1) * (0.5 + random()));
+          PERFORM pg_sleep(extract(epoch FROM qmaint.lock_retry_delay(v_attempt)));
         WHEN SQLSTATE 'QM001' THEN
           v_skip := v_skip || v_step.target;
-          v_skipped := v_skipped || jsonb_build_array(jsonb_build_object('seq', v_step.seq, 'action', v_step.action, 'target', v_step.target, 'reason', SQLERRM));
+          v_skipped := v_skipped || jsonb_build_array(qmaint.step_result(v_step, v_attempt, 'skipped', NULL, v_started)
+                                                      || jsonb_build_object('reason', SQLERRM));
           EXIT;
       END;
     END LOOP;

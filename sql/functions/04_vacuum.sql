@@ -272,7 +272,7 @@ BEGIN
   RETURN NEXT ROW(v_seq, 'sample', 'qmaint.vacuum_samples',
                   format('SELECT qmaint.vacuum_record_sample(%L)', p_now),
                   'ROW EXCLUSIVE on qmaint.vacuum_samples',
-                  'keep the churn history the hot thresholds are derived from', true)::qmaint.plan_step;
+                  'keep the churn history the hot thresholds are derived from', true, ARRAY['qmaint.vacuum_samples'])::qmaint.plan_step;
   FOR m IN SELECT * FROM qmaint.vacuum_measure(p_now, p_baseline) WHERE measured LOOP
     v_seq := v_seq + 1;
     RETURN NEXT ROW(v_seq, 'tune', m.parent_table,
@@ -286,7 +286,7 @@ BEGIN
       'ROW EXCLUSIVE on qmaint.vacuum_tuning',
       format('%s dead tuples/s over %s samples; autovacuum_naptime %ss => vacuum threshold %s, analyze threshold %s',
              round(m.dead_per_sec::numeric, 1), m.samples, m.naptime_seconds, m.vacuum_threshold, m.analyze_threshold),
-      true)::qmaint.plan_step;
+      true, ARRAY['qmaint.vacuum_tuning'])::qmaint.plan_step;
   END LOOP;
 
   FOR t IN SELECT * FROM qmaint.vacuum_targets(p_now, p_baseline, p_client_vacuum) LOOP
@@ -298,17 +298,19 @@ BEGIN
           format('INSERT INTO qmaint.vacuum_cold (relid, partition, cold_since, cold_xid, modifications) VALUES (%s, %L, %L, pg_current_xact_id(), %s) '
                  'ON CONFLICT (relid) DO UPDATE SET partition = EXCLUDED.partition, cold_since = EXCLUDED.cold_since, cold_xid = EXCLUDED.cold_xid, modifications = EXCLUDED.modifications',
                  t.relid, t.partition, p_now, t.modifications),
-          'ROW EXCLUSIVE on qmaint.vacuum_cold', 'drained: remember the transaction before which all its rows were written', true)::qmaint.plan_step;
+          'ROW EXCLUSIVE on qmaint.vacuum_cold', 'drained: remember the transaction before which all its rows were written', true,
+          ARRAY['qmaint.vacuum_cold'])::qmaint.plan_step;
       END IF;
       IF p_client_vacuum THEN
         v_seq := v_seq + 1;
         RETURN NEXT ROW(v_seq, 'freeze', t.partition, format('VACUUM (FREEZE) %s', t.partition),
-          format('SHARE UPDATE EXCLUSIVE on %s', t.partition), 'drained and not frozen yet: freeze it once', false)::qmaint.plan_step;
+          format('SHARE UPDATE EXCLUSIVE on %s', t.partition), 'drained and not frozen yet: freeze it once', false,
+          ARRAY[t.partition])::qmaint.plan_step;
       END IF;
     ELSIF t.tracked AND t.profile <> 'cold' THEN
       v_seq := v_seq + 1;
       RETURN NEXT ROW(v_seq, 'untrack', t.partition, format('DELETE FROM qmaint.vacuum_cold WHERE relid = %s', t.relid),
-        'ROW EXCLUSIVE on qmaint.vacuum_cold', format('holds live jobs again (%s)', t.state), true)::qmaint.plan_step;
+        'ROW EXCLUSIVE on qmaint.vacuum_cold', format('holds live jobs again (%s)', t.state), true, ARRAY['qmaint.vacuum_cold'])::qmaint.plan_step;
     END IF;
 
     v_set := qmaint.reloptions_sql((SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb)
@@ -325,68 +327,55 @@ BEGIN
       RETURN NEXT ROW(v_seq, 'profile', t.partition, v_sql, format('SHARE UPDATE EXCLUSIVE on %s', t.partition),
         CASE WHEN t.profile = 'cold' AND NOT t.frozen AND NOT p_client_vacuum
              THEN 'cold, not frozen yet: relaxed profile plus the freeze override'
-             ELSE format('%s partition: %s profile', t.state, t.profile) END, true)::qmaint.plan_step;
+             ELSE format('%s partition: %s profile', t.state, t.profile) END, true, ARRAY[t.partition])::qmaint.plan_step;
     END IF;
   END LOOP;
 END;
 $$;
 
 -- Server-side tune (pg_cron, the daemon): the same plan minus the client-only
--- freeze, each statement under the policy's lock_timeout with jittered
--- retries. A partition whose ALTER keeps timing out is left as it was and
--- reported with the sessions that blocked it. Takes the maintenance lock.
+-- freeze, run by qmaint.run_steps (the one SQL executor), one step per call so
+-- that a partition whose ALTER gives up after the retries is left as it was,
+-- reported in "gave_up" with the sessions that blocked it, and the other
+-- steps still run. Each step waits at most the lock_timeout of the policy of
+-- the table it is for (the shortest of all policies for qmaint's own tables).
+-- "steps" lists every step's result as run_steps reports it (seq, action,
+-- target, attempts, outcome, blockers, ms). Takes the maintenance lock.
 CREATE OR REPLACE FUNCTION qmaint.vacuum_tune_all(p_now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
--- @plpgsql_check_options: security_warnings = false
--- (plpgsql_check: the EXECUTEd text is a plan step's statement, built by qmaint's
--- planning functions with every identifier through %I/%s of a regclass and every
--- value through %L; no caller text reaches it unquoted)
 DECLARE
   v_step qmaint.plan_step;
-  v_timeout text;
-  v_previous text := current_setting('lock_timeout');
-  v_attempt integer;
-  v_applied integer := 0;
-  v_tracked integer := 0;
+  v_shortest interval;
+  v_timeout interval;
+  v_result jsonb;
+  v_steps jsonb := '[]'::jsonb;
   v_gave_up jsonb := '[]'::jsonb;
-  v_blockers jsonb;
 BEGIN
   IF NOT pg_try_advisory_xact_lock(qmaint.maintenance_lock_key()) THEN
     RETURN jsonb_build_object('skipped', true, 'reason', 'another maintenance run holds the maintenance lock');
   END IF;
+  SELECT coalesce(min(lock_timeout), interval '2 seconds') INTO v_shortest FROM qmaint.partition_policy;
   FOR v_step IN SELECT * FROM qmaint.vacuum_tune_steps(p_now, NULL, false) LOOP
-    SELECT (extract(epoch FROM coalesce(min(pp.lock_timeout), interval '2 seconds')) * 1000)::bigint || 'ms' INTO v_timeout
-      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent JOIN pg_namespace n ON n.oid = c.relnamespace
-      JOIN qmaint.partition_policy pp ON pp.parent_table = format('%s.%s', n.nspname, c.relname)
-     WHERE v_step.action = 'profile' AND i.inhrelid = to_regclass(v_step.target);
-    PERFORM set_config('lock_timeout', CASE WHEN v_step.action = 'profile' THEN v_timeout ELSE v_previous END, true);
-    v_attempt := 0;
-    LOOP
-      BEGIN
-        EXECUTE v_step.statement;
-        IF v_step.action = 'profile' THEN v_applied := v_applied + 1; END IF;
-        IF v_step.action = 'track' THEN v_tracked := v_tracked + 1; END IF;
-        EXIT;
-      EXCEPTION WHEN lock_not_available THEN
-        v_attempt := v_attempt + 1;
-        IF v_attempt > 3 THEN
-          v_blockers := qmaint.lock_blockers(ARRAY[to_regclass(v_step.target)]);
-          v_gave_up := v_gave_up || jsonb_build_object('target', v_step.target, 'statement', v_step.statement, 'blockers', v_blockers);
-          EXIT;
-        END IF;
-        PERFORM pg_sleep(0.1 * 2 ^ (v_attempt - 1) * (0.5 + random()));
-      END;
-    END LOOP;
+    SELECT coalesce(min(pp.lock_timeout), v_shortest) INTO v_timeout
+      FROM qmaint.partition_policy pp
+     WHERE pp.parent_table = v_step.target
+        OR to_regclass(pp.parent_table) = (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = to_regclass(v_step.target));
+    v_result := qmaint.run_steps(ARRAY[v_step], v_timeout);
+    v_steps := v_steps || (v_result -> 'done') || (v_result -> 'skipped');
+    IF v_result ->> 'status' = 'lock_timeout' THEN
+      v_steps := v_steps || jsonb_build_array((v_result -> 'failed') - 'statement' - 'lock_level');
+      v_gave_up := v_gave_up || jsonb_build_array(v_result -> 'failed');
+    END IF;
   END LOOP;
-  PERFORM set_config('lock_timeout', v_previous, true);
   RETURN jsonb_build_object(
     'skipped', false,
     'now', p_now,
-    'applied', v_applied,
-    'tracked', v_tracked,
+    'applied', (SELECT count(*) FROM jsonb_array_elements(v_steps) e WHERE e ->> 'action' = 'profile' AND e ->> 'outcome' = 'done'),
+    'tracked', (SELECT count(*) FROM jsonb_array_elements(v_steps) e WHERE e ->> 'action' = 'track' AND e ->> 'outcome' = 'done'),
     'gave_up', v_gave_up,
+    'steps', v_steps,
     'tuning', (SELECT coalesce(jsonb_agg(jsonb_build_object('parent_table', t.parent_table, 'dead_per_sec', t.dead_per_sec,
                  'vacuum_threshold', t.vacuum_threshold, 'analyze_threshold', t.analyze_threshold, 'tuned_at', t.tuned_at)
                  ORDER BY t.parent_table), '[]'::jsonb) FROM qmaint.vacuum_tuning t));

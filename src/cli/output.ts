@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
+import type { PlanStep, StepEvent } from '../plan.js';
 import { invocation, type OutStream } from './invocation.js';
 
 /**
@@ -116,7 +117,7 @@ export class Output {
   }
 
   /** Plan steps as --dry-run shows them: the exact SQL with its lock level. */
-  plan(steps: { seq: number; action: string; statement: string; lockLevel: string; reason: string }[]): void {
+  plan(steps: Pick<PlanStep, 'seq' | 'action' | 'statement' | 'lockLevel' | 'reason'>[]): void {
     if (this.json) return;
     if (steps.length === 0) {
       this.line('nothing to do');
@@ -128,6 +129,48 @@ export class Output {
       this.line(step.statement.trim().replace(/;?\s*$/, ';'));
       this.line();
     }
+  }
+
+  /**
+   * The one printer of executed steps (partitions and vacuum, run here or by
+   * qmaint.run_steps): a line per step result with its attempts, retries and
+   * long statements on stderr, a progress bar for straggler moves.
+   */
+  stepPrinter(): (event: StepEvent) => void {
+    let bar: Progress | undefined;
+    const name = (step: PlanStep) => `${step.action} ${step.target ?? ''}`.trim();
+    const tries = (n: number) => (n > 1 ? `, ${n} attempts` : '');
+    return (event) => {
+      switch (event.outcome) {
+        case 'start':
+          if (event.step.action === 'move') {
+            const total = Number(/holds (\d+) queued/.exec(event.step.reason)?.[1] ?? 0);
+            bar = this.progress(total, `moving jobs out of ${event.step.target}`);
+          } else if (!event.step.transactional) {
+            this.note(this.c.dim(`${event.step.statement} ...`));
+          }
+          break;
+        case 'moved':
+          bar?.tick(event.moved);
+          break;
+        case 'retry':
+          this.note(`${this.c.yellow('lock busy:')} ${name(event.step)}, attempt ${event.attempts + 1} in ${event.delayMs} ms`);
+          break;
+        case 'skipped':
+          this.warn(`skipped ${name(event.step)}: ${event.reason ?? ''}`);
+          break;
+        case 'gave_up':
+          bar?.finish();
+          bar = undefined;
+          this.bad(`${name(event.step)}: gave up after ${event.attempts} attempts`);
+          break;
+        case 'done':
+          bar?.finish();
+          bar = undefined;
+          this.ok(`${name(event.step)}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${this.dim(`${event.ms} ms${tries(event.attempts)}`)}`);
+          break;
+      }
+    };
   }
 
   /**

@@ -8,7 +8,8 @@ export { applyPolicies, checkPolicyShape, loadPolicies, policyPaths, PACKAGED_PO
 export type { ApplyResult, PolicyDocument, PolicyFile } from './policy.js';
 export { runPlans, previewPlans } from './runner.js';
 export { isPooled } from '../db.js';
-export type { PlanRequest, RunOptions, RunResult, StepEvent, TableRun } from './runner.js';
+export type { PlanRequest, RunOptions, RunResult, TableRun } from './runner.js';
+export type { StepEvent, StepResult } from '../plan.js';
 
 /**
  * The partition lifecycle as a library: what `qmaint partitions ...` and the

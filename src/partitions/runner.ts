@@ -1,7 +1,6 @@
-import type pg from 'pg';
 import { advisoryLockHolder, isPooled, MAINTENANCE_LOCK_KEY, withMaintenanceLock, type Db, type LockHolder, type PgClient } from '../db.js';
 import { badInput, QmaintError, sqlState, toQmaintError } from '../errors.js';
-import { describeBlockers, findBlockers, toPlanStep, type PlanStep, type PlanStepRow } from '../plan.js';
+import { executeSteps, toPlanStep, toStepResult, type PlanStep, type PlanStepRow, type StepEvent, type StepResult, type StepResultRow } from '../plan.js';
 
 /**
  * Runs partition plans. Plans come from SQL functions (qmaint.rotate_plan and
@@ -13,6 +12,9 @@ import { describeBlockers, findBlockers, toPlanStep, type PlanStep, type PlanSte
  *   whichever server connection took it): one transaction under the
  *   transaction-level lock, with plain DETACH, executed by qmaint.run_steps,
  *   the same code pg_cron runs.
+ *
+ * Either way one executor runs the steps (executeSteps in src/plan.ts, or its
+ * SQL twin qmaint.run_steps) and reports each as a StepResult.
  */
 
 /** One plan to make and run: a call of a qmaint.*_plan function. */
@@ -26,20 +28,11 @@ export interface PlanRequest {
   concurrentArg: boolean;
 }
 
-export type StepEvent =
-  | { kind: 'start'; step: PlanStep; table: string | null }
-  | { kind: 'done'; step: PlanStep; table: string | null; ms: number; moved?: number }
-  | { kind: 'retry'; step: PlanStep; attempt: number; delayMs: number }
-  | { kind: 'skipped'; step: PlanStep; reason: string }
-  | { kind: 'moved'; step: PlanStep; moved: number };
-
 export interface RunOptions {
   /** lock_timeout for every statement; default: the policy's lockTimeout. */
   lockTimeout?: string;
-  /** Retries of a statement that hit lock_timeout (default 5). */
+  /** Retries of a statement that hit lock_timeout (default: qmaint.lock_retries()). */
   retries?: number;
-  /** First retry delay in ms, doubled each time, ±50% jitter (default 200). */
-  retryBaseMs?: number;
   /** Batches a straggler move may take through a pooler (default: all). */
   moveBatches?: number;
   /** Force how to run; default: detect PgBouncer-style pooling. */
@@ -50,15 +43,14 @@ export interface RunOptions {
 export interface TableRun {
   table: string | null;
   steps: PlanStep[];
-  done: { seq: number; action: string; target: string | null; ms?: number; moved?: number }[];
-  skipped: { seq: number; action: string; target: string | null; reason: string }[];
+  /** Steps done, then steps skipped (outcome 'done' / 'skipped'). */
+  done: StepResult[];
+  skipped: StepResult[];
 }
 
 export type RunResult =
   | { ran: true; pooled: boolean; tables: TableRun[] }
   | { ran: false; pooled: boolean; holder: LockHolder | null; message: string };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 /** The plan a request produces, as it would run now on this kind of connection. */
@@ -77,102 +69,22 @@ async function lockTimeoutFor(client: PgClient, table: string | null, override: 
   return rows[0]!.ms;
 }
 
-function relationsOf(step: PlanStep): string[] {
-  const rels = new Set<string>();
-  if (step.target) rels.add(step.target);
-  for (const m of step.lockLevel.matchAll(/([A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*)/g)) rels.add(m[1]!);
-  return [...rels];
-}
-
-async function detachPending(client: PgClient, target: string | null): Promise<boolean> {
-  const { rows } = await client.query<{ p: boolean }>('SELECT coalesce(bool_or(inhdetachpending), false) AS p FROM pg_inherits WHERE inhrelid = to_regclass($1)', [target]);
-  return rows[0]?.p ?? false;
-}
-
-/** Run one statement under lock_timeout with jittered retries; give up naming the blockers. */
-async function runStatement(client: PgClient, step: PlanStep, options: RunOptions, done: number): Promise<pg.QueryResult> {
-  const retries = options.retries ?? 5;
-  const base = options.retryBaseMs ?? 200;
-  let statement = step.statement;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await client.query(statement);
-    } catch (err) {
-      if (sqlState(err) !== '55P03') throw err;
-      if (attempt > retries) {
-        const blockers = await findBlockers(client, relationsOf(step));
-        throw new QmaintError(
-          'lock_timeout',
-          `gave up on "${step.action} ${step.target ?? ''}" after ${attempt} tries of lock_timeout: blocked by ${describeBlockers(blockers)}; end or wait for those sessions, then run it again`,
-          { cause: err, details: { step, blockers, completedSteps: done } },
-        );
-      }
-      // A DETACH ... CONCURRENTLY that timed out waiting for older snapshots
-      // has already committed its first half: finish it instead of starting over.
-      if (step.action === 'detach' && !step.transactional && (await detachPending(client, step.target))) {
-        statement = statement.replace(/ CONCURRENTLY$/, ' FINALIZE');
-      }
-      const delayMs = Math.round(base * 2 ** (attempt - 1) * (0.5 + Math.random()));
-      options.onEvent?.({ kind: 'retry', step, attempt, delayMs });
-      await sleep(delayMs);
-    }
-  }
-}
-
 /** Direct connection: each step on its own (one transaction, or none for CONCURRENTLY). */
 async function runDirect(client: PgClient, table: string | null, steps: PlanStep[], options: RunOptions): Promise<TableRun> {
-  const run: TableRun = { table, steps, done: [], skipped: [] };
-  const skip = new Set<string>();
   const lockTimeout = await lockTimeoutFor(client, table, options.lockTimeout);
-  const previous = (await client.query<{ lock_timeout: string }>('SHOW lock_timeout')).rows[0]?.lock_timeout ?? '0';
-  await client.query(`SELECT set_config('lock_timeout', $1, false)`, [lockTimeout]);
-  try {
-    for (const step of steps) {
-      if (step.target && skip.has(step.target)) continue;
-      // Taking all partition locks up front only pays inside one transaction;
-      // here every step is its own transaction and locks its partition itself.
-      if (step.action === 'lock') continue;
-      const started = Date.now();
-      options.onEvent?.({ kind: 'start', step, table });
-      try {
-        let moved: number | undefined;
-        if (step.action === 'move') {
-          moved = 0;
-          for (;;) {
-            const result = await runStatement(client, step, options, run.done.length);
-            const n = Number(Object.values(result.rows[0] ?? {})[0] ?? 0);
-            if (n === 0) break;
-            moved += n;
-            options.onEvent?.({ kind: 'moved', step, moved: n });
-          }
-        } else {
-          await runStatement(client, step, options, run.done.length);
-        }
-        const ms = Date.now() - started;
-        run.done.push({ seq: step.seq, action: step.action, target: step.target, ms, ...(moved === undefined ? {} : { moved }) });
-        options.onEvent?.({ kind: 'done', step, table, ms, moved });
-      } catch (err) {
-        if (sqlState(err) !== 'QM001') throw err;
-        // It holds live jobs again: leave the rest of this partition's retirement for a later run.
-        const reason = (err as Error).message;
-        if (step.target) skip.add(step.target);
-        run.skipped.push({ seq: step.seq, action: step.action, target: step.target, reason });
-        options.onEvent?.({ kind: 'skipped', step, reason });
-      }
-    }
-  } finally {
-    await client.query(`SELECT set_config('lock_timeout', $1, false)`, [previous]).catch(() => undefined);
-  }
-  return run;
+  // Taking all partition locks up front only pays inside one transaction;
+  // here every step is its own transaction and locks its partition itself.
+  const results = await executeSteps(client, steps.filter((s) => s.action !== 'lock'), { lockTimeout, retries: options.retries, onEvent: options.onEvent });
+  return { table, steps, done: results.filter((r) => r.outcome === 'done'), skipped: results.filter((r) => r.outcome === 'skipped') };
 }
 
+/** What qmaint.run_steps returns. */
 interface ServerRun {
   status: 'ok' | 'lock_timeout';
-  done: TableRun['done'];
-  skipped: TableRun['skipped'];
-  blockers?: unknown[];
+  done: StepResultRow[];
+  skipped: StepResultRow[];
   message?: string;
-  failed?: unknown;
+  failed?: StepResultRow & { statement: string; lock_level: string };
 }
 
 /** Through a pooler: the whole plan in this transaction, run by qmaint.run_steps. */
@@ -182,17 +94,21 @@ async function runPooledRequest(client: PgClient, request: PlanRequest, options:
   const n = request.values.length + (request.concurrentArg ? 1 : 0);
   const values = request.concurrentArg ? [...request.values, false] : [...request.values];
   const { rows } = await client.query<{ r: ServerRun }>(
-    `SELECT qmaint.run_steps(ARRAY(SELECT s FROM ${request.call} s), $${n + 1}::interval, $${n + 2}, $${n + 3}) AS r`,
-    [...values, lockTimeout, options.retries ?? 5, options.moveBatches ?? 2_147_483_647],
+    `SELECT qmaint.run_steps(ARRAY(SELECT s FROM ${request.call} s), $${n + 1}::interval, coalesce($${n + 2}::integer, qmaint.lock_retries()), $${n + 3}) AS r`,
+    [...values, lockTimeout, options.retries ?? null, options.moveBatches ?? 2_147_483_647],
   );
   const result = rows[0]!.r;
-  for (const d of result.done) options.onEvent?.({ kind: 'done', step: steps.find((s) => s.seq === d.seq)!, table: request.table, ms: d.ms ?? 0, moved: d.moved });
-  if (result.status === 'lock_timeout') {
+  const done = result.done.map(toStepResult);
+  const skipped = result.skipped.map(toStepResult);
+  const failed = result.failed ? toStepResult(result.failed) : null;
+  const stepOf = (r: StepResult) => steps.find((s) => s.seq === r.seq)!;
+  for (const r of [...done, ...skipped, ...(failed ? [failed] : [])].sort((a, b) => a.seq - b.seq)) options.onEvent?.({ step: stepOf(r), ...r });
+  if (failed) {
     throw new QmaintError('lock_timeout', result.message ?? 'gave up waiting for a lock', {
-      details: { failed: result.failed, blockers: result.blockers, completedSteps: result.done.length },
+      details: { step: stepOf(failed), attempts: failed.attempts, blockers: failed.blockers, results: [...done, ...skipped], completedSteps: done.length },
     });
   }
-  return { table: request.table, steps, done: result.done, skipped: result.skipped };
+  return { table: request.table, steps, done, skipped };
 }
 
 /**

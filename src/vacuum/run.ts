@@ -1,7 +1,7 @@
 import type { Db, Queryable } from '../db.js';
 import { parseQualifiedName, withMaintenanceLock, type LockHolder } from '../db.js';
 import { badInput } from '../errors.js';
-import { executePlan, type PlanStep } from '../plan.js';
+import { executeSteps, type PlanStep, type StepEvent } from '../plan.js';
 
 export interface VacuumRunOptions {
   now: Date;
@@ -24,6 +24,7 @@ export interface VacuumProgress {
 export interface VacuumedPartition {
   partition: string;
   statement: string;
+  attempts: number;
   ms: number;
   deadTuplesBefore: number;
   deadTuplesAfter: number;
@@ -57,6 +58,7 @@ export async function planVacuumRun(db: Queryable, options: VacuumRunOptions): P
     lockLevel: `SHARE UPDATE EXCLUSIVE on ${r.partition}`,
     reason: `${r.state} partition${options.freeze ? ': freeze every row' : ''}`,
     transactional: false,
+    locks: [r.partition],
   }));
 }
 
@@ -67,10 +69,11 @@ async function deadTuples(db: Queryable, partition: string): Promise<number> {
 
 export interface RunVacuumOptions extends VacuumRunOptions {
   lockTimeout: string;
-  retries: number;
+  /** Default: qmaint.lock_retries(). */
+  retries?: number;
   /** Called with progress rows while a VACUUM runs. */
   onProgress?: (progress: VacuumProgress) => void;
-  onStart?: (step: PlanStep) => void;
+  onEvent?: (event: StepEvent) => void;
   pollMs?: number;
 }
 
@@ -90,11 +93,10 @@ export async function runVacuum(
       const vacuumed: VacuumedPartition[] = [];
       for (const step of steps) {
         const before = await deadTuples(db, step.target!);
-        options.onStart?.(step);
         const poller = pollProgress(db, pid, step.target!, options.onProgress, options.pollMs ?? 250);
         try {
-          const [done] = await executePlan(client, [step], { lockTimeout: options.lockTimeout, retries: options.retries });
-          vacuumed.push({ partition: step.target!, statement: step.statement, ms: done!.ms, deadTuplesBefore: before, deadTuplesAfter: await deadTuples(db, step.target!) });
+          const [done] = await executeSteps(client, [step], { lockTimeout: options.lockTimeout, retries: options.retries, onEvent: options.onEvent });
+          vacuumed.push({ partition: step.target!, statement: step.statement, attempts: done!.attempts, ms: done!.ms, deadTuplesBefore: before, deadTuplesAfter: await deadTuples(db, step.target!) });
         } finally {
           await poller.stop();
         }

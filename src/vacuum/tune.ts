@@ -1,7 +1,7 @@
 import type { Db, PgClient, Queryable } from '../db.js';
 import { withMaintenanceLock } from '../db.js';
 import { badInput } from '../errors.js';
-import { executePlan, toPlanStep, type ExecutedStep, type PlanStep, type PlanStepRow } from '../plan.js';
+import { executeSteps, toPlanStep, type PlanStep, type PlanStepRow, type StepEvent, type StepResult } from '../plan.js';
 import { validateVacuumProfiles } from './profile.js';
 
 /** Churn measured for one managed parent and the hot thresholds derived from it. */
@@ -167,13 +167,14 @@ export interface TuneOptions {
    */
   sampleSeconds?: number;
   lockTimeout: string;
-  retries: number;
-  onStep?: Parameters<typeof executePlan>[2]['onStep'];
+  /** Default: qmaint.lock_retries(). */
+  retries?: number;
+  onEvent?: (event: StepEvent) => void;
   onWait?: (seconds: number) => void;
 }
 
 export type TuneResult =
-  | { ran: true; plan: TunePlan; executed: ExecutedStep[] }
+  | { ran: true; plan: TunePlan; executed: StepResult[] }
   | { ran: false; plan: null; holder: { pid: number; applicationName: string | null; since: string | null } | null };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -201,7 +202,7 @@ export async function tune(db: Db, options: TuneOptions): Promise<TuneResult> {
   return db.withClient(async (client) => {
     const locked = await withMaintenanceLock(client, async () => {
       const plan = await planTune(client, { now, baseline, clientVacuum: true });
-      const executed = await executePlan(client, plan.steps, { lockTimeout: options.lockTimeout, retries: options.retries, onStep: options.onStep });
+      const executed = await executeSteps(client, plan.steps, { lockTimeout: options.lockTimeout, retries: options.retries, onEvent: options.onEvent });
       return { plan, executed };
     });
     if (!locked.ran) return { ran: false, plan: null, holder: locked.holder };

@@ -3,11 +3,10 @@ import type { Db } from '../../db.js';
 import { badInput } from '../../errors.js';
 import {
   applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
-  type MaintainOptions, type PartitionInfo, type Preview, type RunResult, type StepEvent,
+  type MaintainOptions, type PartitionInfo, type Preview, type RunResult,
 } from '../../partitions/index.js';
 import { bytes } from '../format.js';
 import { handler, parseNow, type Context } from '../context.js';
-import type { Progress } from '../output.js';
 import type { Register } from '../register.js';
 
 interface CommonArgs {
@@ -22,7 +21,7 @@ const maintenanceOptions = <T>(b: Argv<T>) =>
     .option('table', { type: 'string', description: 'only this managed table (schema.table); default: every table with a policy' })
     .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL with its lock level; change nothing' })
     .option('lock-timeout', { type: 'string', description: "lock_timeout of every statement (default: the policy's lockTimeout)" })
-    .option('lock-retries', { type: 'number', description: 'retries of a statement that hit lock_timeout (default 5)' });
+    .option('lock-retries', { type: 'number', description: 'retries of a statement that hit lock_timeout (default: the lockRetries setting)' });
 
 function options(ctx: Context, argv: CommonArgs): MaintainOptions & { dryRun: boolean } {
   const loaded = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
@@ -32,38 +31,9 @@ function options(ctx: Context, argv: CommonArgs): MaintainOptions & { dryRun: bo
     dryRun: !!argv.dryRun,
     // The policy's lockTimeout applies unless a flag, env or config file says otherwise.
     lockTimeout: loaded.origin.lockTimeout === 'default' ? undefined : loaded.values.lockTimeout,
-    retries: loaded.values.lockRetries,
-    onEvent: stepPrinter(ctx),
-  };
-}
-
-/** Human progress: one line per finished step, a progress bar for straggler moves. */
-function stepPrinter(ctx: Context): (event: StepEvent) => void {
-  const out = ctx.out;
-  let bar: Progress | undefined;
-  return (event) => {
-    switch (event.kind) {
-      case 'start':
-        if (event.step.action === 'move') {
-          const total = Number(/holds (\d+) queued/.exec(event.step.reason)?.[1] ?? 0);
-          bar = out.progress(total, `moving jobs out of ${event.step.target}`);
-        }
-        break;
-      case 'moved':
-        bar?.tick(event.moved);
-        break;
-      case 'retry':
-        out.note(`${out.c.yellow('lock busy:')} ${event.step.action} ${event.step.target ?? ''}, try ${event.attempt + 1} in ${event.delayMs} ms`);
-        break;
-      case 'skipped':
-        out.warn(`skipped ${event.step.action} ${event.step.target ?? ''}: ${event.reason}`);
-        break;
-      case 'done':
-        bar?.finish();
-        bar = undefined;
-        out.ok(`${event.step.action} ${event.step.target ?? ''}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${out.dim(`${event.ms} ms`)}`);
-        break;
-    }
+    // Left at its default, the retries are qmaint.lock_retries(), the server-side executor's number.
+    retries: loaded.origin.lockRetries === 'default' ? undefined : loaded.values.lockRetries,
+    onEvent: ctx.out.stepPrinter(),
   };
 }
 

@@ -32,8 +32,9 @@ const latest = (a: string | null, b: string | null) => (a === null ? b : b === n
 const shortTime = (iso: string | null) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '-');
 
 function lockSettings(ctx: Context, argv: { lockTimeout?: string; lockRetries?: number }) {
-  const { values } = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
-  return { lockTimeout: String(values.lockTimeout), retries: Number(values.lockRetries) };
+  const { values, origin } = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
+  // Left at its default, the retries are qmaint.lock_retries(), the server-side executor's number.
+  return { lockTimeout: String(values.lockTimeout), retries: origin.lockRetries === 'default' ? undefined : Number(values.lockRetries) };
 }
 
 function showTunePlan(out: Output, plan: TunePlan): void {
@@ -84,10 +85,7 @@ async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
     lockTimeout,
     retries,
     onWait: (s) => out.note(`no churn history yet: sampling pg_stat_user_tables for ${s}s`),
-    onStep: (step, event, info) => {
-      if (event === 'retry') out.note(`lock_timeout on ${step.target ?? step.action}; retry ${info?.attempt} in ${info?.delayMs} ms`);
-      else if (event === 'start' && step.action === 'freeze') out.note(`${step.statement} ...`);
-    },
+    onEvent: out.stepPrinter(),
   });
   if (!result.ran) {
     const h = result.holder;
@@ -95,15 +93,15 @@ async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
     return;
   }
   const { plan, executed } = result;
-  const doc = { ok: true, dryRun: argv.dryRun, now: plan.now, measurements: plan.measurements, partitions: plan.targets, steps: plan.steps, executed: executed.length };
+  const doc = { ok: true, dryRun: argv.dryRun, now: plan.now, measurements: plan.measurements, partitions: plan.targets, steps: plan.steps, executed };
   out.emit(doc, () => {
     showTunePlan(out, plan);
     if (argv.dryRun) {
       out.line();
       out.plan(plan.steps);
     } else {
-      const changed = executed.filter((e) => e.step.action === 'profile').length;
-      const frozen = executed.filter((e) => e.step.action === 'freeze').length;
+      const changed = executed.filter((e) => e.action === 'profile').length;
+      const frozen = executed.filter((e) => e.action === 'freeze').length;
       out.ok(`${changed} partition(s) re-profiled, ${frozen} frozen, ${executed.length} step(s) run`);
     }
   });
@@ -185,16 +183,19 @@ async function runCommand(ctx: Context, argv: RunArgs): Promise<void> {
   let bar: ReturnType<Output['progress']> | null = null;
   let shown = 0;
   let phase = '';
+  const printStep = out.stepPrinter();
   const result = await runVacuum(db, {
     ...options,
     lockTimeout,
     retries,
-    onStart: (step) => {
-      bar?.finish();
-      bar = null;
-      shown = 0;
-      phase = '';
-      out.note(`${step.statement}`);
+    onEvent: (event) => {
+      if (event.outcome === 'start') {
+        bar?.finish();
+        bar = null;
+        shown = 0;
+        phase = '';
+      }
+      printStep(event);
     },
     onProgress: (p) => {
       if (p.phase !== phase) {
