@@ -21,7 +21,16 @@ export interface EnqueueOptions {
   maxRetries?: number;
   /** Partition key; default the server's now(). For tests and time travel (--now). */
   createdAt?: Date;
+  /**
+   * Seconds one attempt's handler may run (0.001 to 2147483, millisecond
+   * precision; default: the consumer's timeout). At the deadline the
+   * handler's signal aborts and the attempt fails.
+   */
+  timeout?: number;
 }
+
+/** Largest job timeout, in seconds (timeout_ms is an integer column). */
+export const MAX_TIMEOUT_SECONDS = 2_147_483;
 
 /** Where jobs go: a Db, a pg.Pool, or the caller's own client (its transaction is respected). */
 export type EnqueueTarget = Db | pg.Pool | pg.Client | pg.PoolClient;
@@ -43,9 +52,17 @@ function checkOptions(opts: EnqueueOptions): void {
   };
   int(opts.priority, 'priority', -INT4_MAX);
   int(opts.maxRetries, 'maxRetries', 0);
+  if (opts.timeout !== undefined && !(typeof opts.timeout === 'number' && Number.isFinite(opts.timeout) && timeoutMs(opts.timeout) >= 1 && opts.timeout <= MAX_TIMEOUT_SECONDS)) {
+    throw badInput(`timeout must be a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(opts.timeout)}`);
+  }
   for (const [what, d] of [['runAt', opts.runAt], ['createdAt', opts.createdAt]] as const) {
     if (d !== undefined && !(d instanceof Date && !Number.isNaN(d.getTime()))) throw badInput(`${what} must be a valid Date`);
   }
+}
+
+/** The stored form of a timeout: whole milliseconds. */
+function timeoutMs(seconds: number): number {
+  return Math.round(seconds * 1000);
 }
 
 function payloadJson(payload: unknown): string {
@@ -61,18 +78,32 @@ function payloadJson(payload: unknown): string {
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
   checkQueueName(queue);
   checkOptions(opts);
-  const { rows } = await run(target, (q) =>
-    q.query<{ id: string }>('SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6) AS id', [
-      queue,
-      payloadJson(payload),
-      opts.runAt ?? null,
-      opts.priority ?? 0,
-      opts.maxRetries ?? 5,
-      opts.createdAt ?? null,
-    ]),
-  );
-  return rows[0]!.id;
+  const values = [queue, payloadJson(payload), opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null];
+  if (opts.timeout === undefined) {
+    const { rows } = await run(target, (q) => q.query<{ id: string }>(ENQUEUE_SQL, values));
+    return rows[0]!.id;
+  }
+  // qmaint.enqueue() takes no timeout: set it in the same transaction, so no
+  // consumer can see the job (or hear its NOTIFY) before it carries it.
+  return withClient(target, async (client) => {
+    const own = client.getTransactionStatus() !== 'T';
+    if (own) await client.query('BEGIN');
+    try {
+      const { rows } = await client.query<{ id: string }>(ENQUEUE_SQL, values);
+      const id = rows[0]!.id;
+      await client.query(SET_TIMEOUT_SQL, [id, timeoutMs(opts.timeout!)]);
+      if (own) await client.query('COMMIT');
+      return id;
+    } catch (err) {
+      if (own) await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  });
 }
+
+export const ENQUEUE_SQL = 'SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6) AS id';
+/** $1 id, $2 timeout in ms: the job just enqueued in this transaction. */
+export const SET_TIMEOUT_SQL = 'UPDATE qmaint.jobs SET timeout_ms = $2 WHERE id = $1';
 
 export interface EnqueueManyOptions extends EnqueueOptions {
   /** Called after every chunk sent, with the number of jobs sent so far. */
@@ -122,6 +153,7 @@ async function copyJobs(client: pg.ClientBase, queue: string, payloads: Iterable
   if (opts.priority !== undefined) extra.push(['priority', String(opts.priority)]);
   if (opts.maxRetries !== undefined) extra.push(['max_retries', String(opts.maxRetries)]);
   if (opts.createdAt) extra.push(['created_at', opts.createdAt.toISOString()]);
+  if (opts.timeout !== undefined) extra.push(['timeout_ms', String(timeoutMs(opts.timeout))]);
   const columns = ['queue', 'payload', ...extra.map(([c]) => c)].join(', ');
   const tail = extra.map(([, v]) => '\t' + v).join('');
   const prefix = copyText(queue) + '\t';
@@ -170,7 +202,12 @@ async function run<T>(target: EnqueueTarget, fn: (q: pg.ClientBase | pg.Pool) =>
   return fn(target);
 }
 
-/** Run fn on one client: the caller's, or one borrowed from a pool for the call. */
+/**
+ * Run fn on one client: the caller's, or one borrowed from a pool for the
+ * call. A borrowed client carries an 'error' listener while it is out, so a
+ * connection lost mid-call fails the call (a QmaintError, exit 3) instead of
+ * the process ("Unhandled 'error' event").
+ */
 async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
   if (target instanceof Db) {
     try {
@@ -180,15 +217,26 @@ async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) 
     }
   }
   if (isPool(target)) {
-    const client = await target.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await target.connect();
+    } catch (err) {
+      throw toQmaintError(err);
+    }
+    let lost: Error | null = null;
+    const onError = (err: Error) => {
+      lost ??= err;
+    };
+    client.on('error', onError);
     let broken = false;
     try {
       return await fn(client as never);
     } catch (err) {
       broken = true;
-      throw err;
+      throw toQmaintError(lost ?? err);
     } finally {
-      client.release(broken);
+      client.off('error', onError);
+      client.release(lost ?? broken);
     }
   }
   return fn(target as never);

@@ -13,6 +13,7 @@ interface Args {
   runAt?: string;
   priority?: number;
   maxRetries?: number;
+  timeout?: number;
   dryRun: boolean;
 }
 
@@ -28,6 +29,7 @@ const register: Register = (y) => {
         .option('run-at', { type: 'string', description: 'not before this ISO timestamp (default now)' })
         .option('priority', { type: 'number', description: 'higher runs first (default 0)' })
         .option('max-retries', { type: 'number', description: 'retries after the first attempt (default 5)' })
+        .option('timeout', { type: 'number', description: 'seconds one attempt may run before its signal aborts and it fails (default: the consumer\'s, 900)' })
         .option('dry-run', { type: 'boolean', default: false, description: 'check the input and print the SQL; enqueue nothing' })
         .conflicts('payload', 'file'),
     handler<Args>(async (ctx, argv) => {
@@ -39,8 +41,11 @@ const register: Register = (y) => {
       if (argv.dryRun) {
         const lit = pg.escapeLiteral;
         const sql = `SELECT qmaint.enqueue(${lit(argv.queue)}, ${lit(JSON.stringify(payload))}::jsonb, ${opts.runAt ? lit(opts.runAt.toISOString()) : 'NULL'}, ${opts.priority ?? 0}, ${opts.maxRetries ?? 5}, ${opts.createdAt ? lit(opts.createdAt.toISOString()) : 'NULL'})`;
-        const step = { seq: 1, action: 'enqueue', statement: sql, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `one job on queue ${argv.queue}` };
-        ctx.out.emit({ ok: true, dryRun: true, steps: [step] }, () => ctx.out.plan([step]));
+        const steps = [{ seq: 1, action: 'enqueue', statement: sql, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `one job on queue ${argv.queue}` }];
+        if (opts.timeout !== undefined) {
+          steps.push({ seq: 2, action: 'set timeout', statement: `UPDATE qmaint.jobs SET timeout_ms = ${Math.round(opts.timeout * 1000)} WHERE id = <the id above>`, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: 'same transaction as the enqueue' });
+        }
+        ctx.out.emit({ ok: true, dryRun: true, steps }, () => ctx.out.plan(steps));
         return;
       }
       const db = await ctx.migratedDb({ max: 2 });
@@ -59,6 +64,7 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
   }
   if (argv.priority !== undefined) opts.priority = argv.priority;
   if (argv.maxRetries !== undefined) opts.maxRetries = argv.maxRetries;
+  if (argv.timeout !== undefined) opts.timeout = argv.timeout;
   // --now: the job is created "then" (it lands in that time's partition).
   if (ctx.nowGiven) opts.createdAt = ctx.now;
   return opts;
@@ -103,7 +109,7 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
       void payload;
       count++;
     }
-    const step = { seq: 1, action: 'enqueue', statement: 'COPY qmaint.jobs (queue, payload) FROM STDIN', lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `${count} jobs on queue ${argv.queue}, in one transaction` };
+    const step = { seq: 1, action: 'enqueue', statement: `COPY qmaint.jobs (queue, payload${opts.timeout !== undefined ? ', timeout_ms' : ''}) FROM STDIN`, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `${count} jobs on queue ${argv.queue}, in one transaction` };
     ctx.out.emit({ ok: true, dryRun: true, valid: count, steps: [step] }, () => ctx.out.plan([step]));
     return;
   }
