@@ -154,6 +154,31 @@ describe('a dropped connection fails the call, not the process', () => {
   }
 });
 
+describe('a connection dropped while a checked-out client is idle', () => {
+  it('Db.withClient (as maintenance runs use it) rejects with a connection QmaintError; the pool lives on', async () => {
+    const db = await connect({ databaseUrl: t.url, max: 2, applicationName: 'qmaint-idle-drop' });
+    try {
+      const call = db.withClient(async (client) => {
+        const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        // Killed between two statements: node-pg emits 'error' on the idle client.
+        await t.db.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+        await eventually(async () => (await t.db.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [rows[0]!.pid])).rowCount === 0);
+        await new Promise((r) => setTimeout(r, 100));
+        await client.query('SELECT 1');
+      });
+      const err = await call.then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(QmaintError);
+      expect((err as QmaintError).code).toBe('connection');
+      expect((await db.query<{ one: number }>('SELECT 1 AS one')).rows[0]!.one).toBe(1);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
 describe('attempts are fenced', () => {
   it('a stale attempt cannot complete or fail the job after it was rescued and claimed again by the same worker id', async () => {
     const ok = await enqueue(t.db, 'fence', { fail: false });
