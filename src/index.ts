@@ -13,7 +13,7 @@ export type { PlanStep, Blocker } from './plan.js';
 export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
 export type { ClaimParams } from './queue/claim.js';
 export { enqueue, enqueueMany, NOTIFY_CHANNEL, MAX_TIMEOUT_SECONDS } from './queue/enqueue.js';
-export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget } from './queue/enqueue.js';
+export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
 export { Consumer, JobTimeoutError, sanitizeErrorText, ERROR_TEXT_MAX, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
 export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';

@@ -52,11 +52,15 @@ function checkOptions(opts: EnqueueOptions): void {
   };
   int(opts.priority, 'priority', -INT4_MAX);
   int(opts.maxRetries, 'maxRetries', 0);
-  if (opts.timeout !== undefined && !(typeof opts.timeout === 'number' && Number.isFinite(opts.timeout) && timeoutMs(opts.timeout) >= 1 && opts.timeout <= MAX_TIMEOUT_SECONDS)) {
-    throw badInput(`timeout must be a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(opts.timeout)}`);
-  }
+  checkTimeout(opts.timeout);
   for (const [what, d] of [['runAt', opts.runAt], ['createdAt', opts.createdAt]] as const) {
     if (d !== undefined && !(d instanceof Date && !Number.isNaN(d.getTime()))) throw badInput(`${what} must be a valid Date`);
+  }
+}
+
+function checkTimeout(timeout: unknown, where = 'timeout'): void {
+  if (timeout !== undefined && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeoutMs(timeout) >= 1 && timeout <= MAX_TIMEOUT_SECONDS)) {
+    throw badInput(`${where} must be a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(timeout)}`);
   }
 }
 
@@ -108,6 +112,18 @@ export const SET_TIMEOUT_SQL = 'UPDATE qmaint.jobs SET timeout_ms = $2 WHERE id 
 export interface EnqueueManyOptions extends EnqueueOptions {
   /** Called after every chunk sent, with the number of jobs sent so far. */
   onProgress?: (sent: number) => void;
+  /**
+   * Each item is a JobSpec ({ payload, timeout? }) instead of a bare payload,
+   * so jobs can carry their own timeout (overriding `timeout`).
+   */
+  specs?: boolean;
+}
+
+/** One job of enqueueMany with `specs: true`. */
+export interface JobSpec {
+  payload: unknown;
+  /** Seconds one attempt may run (overrides the call's `timeout`). */
+  timeout?: number;
 }
 
 /**
@@ -153,16 +169,25 @@ async function copyJobs(client: pg.ClientBase, queue: string, payloads: Iterable
   if (opts.priority !== undefined) extra.push(['priority', String(opts.priority)]);
   if (opts.maxRetries !== undefined) extra.push(['max_retries', String(opts.maxRetries)]);
   if (opts.createdAt) extra.push(['created_at', opts.createdAt.toISOString()]);
-  if (opts.timeout !== undefined) extra.push(['timeout_ms', String(timeoutMs(opts.timeout))]);
-  const columns = ['queue', 'payload', ...extra.map(([c]) => c)].join(', ');
+  // With specs the timeout is a column of its own, per row; else a constant like the others.
+  if (opts.timeout !== undefined && !opts.specs) extra.push(['timeout_ms', String(timeoutMs(opts.timeout))]);
+  const columns = ['queue', 'payload', ...(opts.specs ? ['timeout_ms'] : []), ...extra.map(([c]) => c)].join(', ');
   const tail = extra.map(([, v]) => '\t' + v).join('');
   const prefix = copyText(queue) + '\t';
   let count = 0;
   async function* chunks(): AsyncGenerator<string> {
     let buf = '';
     let inChunk = 0;
-    for await (const payload of payloads as AsyncIterable<unknown>) {
-      buf += prefix + copyText(payloadJson(payload)) + tail + '\n';
+    for await (const item of payloads as AsyncIterable<unknown>) {
+      if (opts.specs) {
+        const spec = item as JobSpec;
+        if (!spec || typeof spec !== 'object' || !('payload' in spec)) throw badInput(`job ${count + 1} is not a { payload, timeout? } object`);
+        checkTimeout(spec.timeout, `job ${count + 1}: timeout`);
+        const timeout = spec.timeout ?? opts.timeout;
+        buf += prefix + copyText(payloadJson(spec.payload)) + '\t' + (timeout === undefined ? '\\N' : String(timeoutMs(timeout))) + tail + '\n';
+      } else {
+        buf += prefix + copyText(payloadJson(item)) + tail + '\n';
+      }
       count++;
       if (++inChunk === 2000) {
         yield buf;

@@ -100,6 +100,27 @@ describe('qmaint enqueue', () => {
     expect(await count('cli-timeout-bad')).toBe(0);
   });
 
+  it('--envelope: each NDJSON line may carry its own timeout; a bad line exits 2 and enqueues nothing', async () => {
+    const input = '{"payload": {"a": 1}, "timeout": 2}\n\n{"payload": {"a": 2}}\n';
+    const r = await runCli(['enqueue', '--queue', 'envelope', '--file', '-', '--envelope', '--timeout', '7'], { env, input });
+    expect(r.code, r.stderr).toBe(0);
+    const { rows } = await t.db.query(`SELECT payload, timeout_ms FROM qmaint.jobs WHERE queue = 'envelope' ORDER BY id`);
+    expect(rows).toEqual([
+      { payload: { a: 1 }, timeout_ms: 2000 },
+      { payload: { a: 2 }, timeout_ms: 7000 },
+    ]);
+    for (const [line, message] of [
+      ['{"payload": 1, "priority": 2}', /stdin line 2 is not \{"payload": \.\.\., "timeout": seconds\}/],
+      ['{"payload": 1, "timeout": -1}', /job 2: timeout must be a number of seconds/],
+      ['[1]', /stdin line 2 is not/],
+    ] as const) {
+      const bad = await runCli(['enqueue', '--queue', 'envelope-bad', '--file', '-', '--envelope'], { env, input: `{"payload": 0}\n${line}\n` });
+      expect(bad.code, bad.stderr).toBe(2);
+      expect(bad.stderr).toMatch(message);
+    }
+    expect(await count('envelope-bad')).toBe(0);
+  });
+
   it('enqueues an NDJSON file and stdin through COPY', async () => {
     const file = path.join(dir, 'jobs.ndjson');
     writeFileSync(file, Array.from({ length: 300 }, (_, i) => JSON.stringify({ i })).join('\n') + '\n\n');

@@ -325,10 +325,16 @@ describe('every attempt counts; jobs time out', () => {
     expect((await job(id)).last_error).toMatch(/timed out after 0\.3 s/);
   });
 
-  it('enqueueMany stores the timeout of every job', async () => {
+  it('enqueueMany stores the timeout of every job, or of each job with specs', async () => {
     await enqueueMany(t.db, 'timeouts', [1, 2, 3], { timeout: 1.5 });
     const { rows } = await t.db.query(`SELECT DISTINCT timeout_ms FROM qmaint.jobs WHERE queue = 'timeouts'`);
     expect(rows).toEqual([{ timeout_ms: 1500 }]);
+    await enqueueMany(t.db, 'timeouts-specs', [{ payload: { n: 1 }, timeout: 0.25 }, { payload: { n: 2 } }], { specs: true });
+    const specs = await t.db.query(`SELECT payload, timeout_ms FROM qmaint.jobs WHERE queue = 'timeouts-specs' ORDER BY id`);
+    expect(specs.rows).toEqual([
+      { payload: { n: 1 }, timeout_ms: 250 },
+      { payload: { n: 2 }, timeout_ms: null },
+    ]);
     await expect(enqueue(t.db, 'timeouts', {}, { timeout: 0 })).rejects.toThrow(/timeout must be a number of seconds/);
   });
 });
