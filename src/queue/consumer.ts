@@ -530,9 +530,13 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     }
   }
 
-  /** Mark completed; what the statement did not change (the attempt lost the job) is dropped and counted. */
-  private async complete(done: Held[], q: Queryable = this.db): Promise<number> {
-    if (done.length === 0) return 0;
+  /**
+   * Mark completed; what the statement did not change (the attempt lost the
+   * job) is dropped and counted. `finish` (transaction mode: COMMIT, or
+   * ROLLBACK when nothing changed) runs before anything is counted.
+   */
+  private async complete(done: Held[], q: Queryable = this.db, finish?: (changed: number) => Promise<void>): Promise<void> {
+    if (done.length === 0) return;
     const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [
       done.map((h) => h.row.id),
       done.map((h) => h.row.created_at),
@@ -540,6 +544,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       this.workerId,
     ]);
     const changed = new Set(rows.map((r) => r.id));
+    await finish?.(changed.size);
     for (const h of done) {
       if (!changed.has(h.row.id)) this.lose(h);
       else {
@@ -547,7 +552,6 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         this.emit('completed', h.job);
       }
     }
-    return changed.size;
   }
 
   /**
@@ -595,7 +599,8 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     }
   }
 
-  private async fail(failed: Failure[], q: Queryable = this.db): Promise<void> {
+  /** Record failures in one statement; `finish` (transaction mode: COMMIT) runs before anything is counted. */
+  private async fail(failed: Failure[], q: Queryable = this.db, finish?: () => Promise<void>): Promise<void> {
     if (failed.length === 0) return;
     const { rows } = await q.query<{ id: string; status: 'queued' | 'failed'; retry_count: number; run_at: Date }>(FAIL_SQL, [
       failed.map((f) => f.held.row.id),
@@ -606,6 +611,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       this.o.backoffBaseMs / 1000,
       this.o.backoffCapMs / 1000,
     ]);
+    await finish?.();
     const byId = new Map(rows.map((r) => [r.id, r]));
     for (const f of failed) {
       const r = byId.get(f.held.row.id);
@@ -755,7 +761,6 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async oneInTransaction(slot: CheckedOut, held: Held): Promise<boolean> {
     const client = slot.client;
     this.running.add(held);
-    let usable = true;
     try {
       await client.query('BEGIN');
       // A savepoint only when the handler touches the client, so a failed
@@ -775,21 +780,18 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       if (held.job.signal.aborted && held.job.signal.reason instanceof JobTimeoutError) {
         // The handler may still be inside a statement on this connection: end
         // the session (its transaction rolls back) and record through the pool.
-        usable = false;
         await this.db.query('SELECT pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => undefined);
         await this.recordFailures([{ held, error: error ?? errorText(held.job.signal.reason) }]).catch((e: unknown) => this.retryLater(e));
         return false;
       }
       if (error === null) {
-        const changed = await this.complete([held], client);
         // Lost the job meanwhile: its writes must not commit with someone else's attempt.
-        await client.query(changed > 0 ? 'COMMIT' : 'ROLLBACK');
+        await this.complete([held], client, async (changed) => void (await client.query(changed > 0 ? 'COMMIT' : 'ROLLBACK')));
         return true;
       }
       const sp = await (savepoint as Promise<boolean> | null);
       if (sp === null || (sp && (await client.query('ROLLBACK TO SAVEPOINT qmaint_job').then(() => true, () => false)))) {
-        await this.fail([{ held, error }], client);
-        await client.query('COMMIT');
+        await this.fail([{ held, error }], client, async () => void (await client.query('COMMIT')));
         return true;
       }
       // The savepoint is gone: undo everything, then record the failure on its own.
@@ -798,7 +800,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       return true;
     } catch (err) {
       this.emit('db-error', asError(err), 'job transaction');
-      usable = slot.lost === null && !isConnectionError(err);
+      let usable = slot.lost === null && !isConnectionError(err);
       if (usable) await client.query('ROLLBACK').catch(() => (usable = false));
       // The handler's outcome is unknown to the database: record it as a failure
       // through the pool (fenced: if a COMMIT did land, this changes nothing).
