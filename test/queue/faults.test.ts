@@ -400,4 +400,20 @@ describe('wake-ups and rescue', () => {
     await d.done;
     expect(await job(drained)).toMatchObject({ status: 'queued', retry_count: 1, locked_by: null });
   });
+
+  it('--drain rescues a lease that ran out after the consumer started, before it decides nothing is left', async () => {
+    // A crashed worker's job, its lease still good when the drain starts (so the start-up rescue leaves it).
+    const orphan = await enqueue(t.db, 'late-expiry', { orphan: true });
+    const q = claimQuery({ queue: 'late-expiry', batch: 1, leaseSeconds: 60, workerId: 'crashed-worker', lowWater: null });
+    expect((await t.db.query(q.text, q.values)).rows.map((r) => r.id)).toEqual([orphan]);
+    await enqueue(t.db, 'late-expiry', { orphan: false });
+    // The drain's one job makes the orphan's lease run out while it is handled.
+    const d = consumer('late-expiry', async () => {
+      await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [orphan]);
+    }, { drain: true, rescueEveryMs: 600_000 });
+    await d.start();
+    await d.done;
+    expect(d.stats.completed).toBe(1);
+    expect(await job(orphan)).toMatchObject({ status: 'queued', retry_count: 1, locked_by: null });
+  });
 });
