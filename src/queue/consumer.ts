@@ -12,7 +12,7 @@ import type { CheckedOut, Db, Queryable } from '../db.js';
 import { badInput, isConnectionError, sqlState } from '../errors.js';
 import { claimQuery, LOW_WATER_SQL, type ClaimCursor } from './claim.js';
 import { checkQueueName, NOTIFY_CHANNEL } from './enqueue.js';
-import { COMPLETE_SQL, FAIL_SQL, HEARTBEAT_SQL, READY_SQL, RELEASE_SQL, RESCUE_SQL } from './statements.js';
+import { COMPLETE_SQL, FAIL_SQL, fenceKey, HEARTBEAT_SQL, READY_SQL, RELEASE_SQL, RESCUE_SQL } from './statements.js';
 
 /** What a handler receives. */
 export interface Job {
@@ -537,12 +537,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
    */
   private async complete(done: Held[], q: Queryable = this.db, finish?: (changed: number) => Promise<void>): Promise<void> {
     if (done.length === 0) return;
-    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [
-      done.map((h) => h.row.id),
-      done.map((h) => h.row.created_at),
-      done.map((h) => h.row.attempt),
-      this.workerId,
-    ]);
+    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [done.map((h) => h.row.id), keys(done), fences(done), this.workerId]);
     const changed = new Set(rows.map((r) => r.id));
     await finish?.(changed.size);
     for (const h of done) {
@@ -605,7 +600,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     const { rows } = await q.query<{ id: string; status: 'queued' | 'failed'; retry_count: number; run_at: Date }>(FAIL_SQL, [
       failed.map((f) => f.held.row.id),
       failed.map((f) => f.held.row.created_at),
-      failed.map((f) => f.held.row.attempt),
+      fences(failed.map((f) => f.held)),
       failed.map((f) => f.error),
       this.workerId,
       this.o.backoffBaseMs / 1000,
@@ -642,12 +637,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async release(held: Held[]): Promise<number> {
     if (held.length === 0) return 0;
     try {
-      const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [
-        held.map((h) => h.row.id),
-        held.map((h) => h.row.created_at),
-        held.map((h) => h.row.attempt),
-        this.workerId,
-      ]);
+      const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [held.map((h) => h.row.id), keys(held), fences(held), this.workerId]);
       this.stats.returned += rows.length;
       if (rows.length > 0) await this.guarded('release', () => this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, this.o.queue]));
       return rows.length;
@@ -662,13 +652,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async heartbeat(): Promise<void> {
     const held = [...this.buffer, ...this.running].filter((h) => !h.lost);
     if (held.length === 0) return;
-    const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [
-      held.map((h) => h.row.id),
-      held.map((h) => h.row.created_at),
-      held.map((h) => h.row.attempt),
-      this.workerId,
-      this.o.leaseSeconds,
-    ]);
+    const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [held.map((h) => h.row.id), keys(held), fences(held), this.workerId, this.o.leaseSeconds]);
     const kept = new Set(rows.map((r) => r.id));
     for (const h of held) {
       if (kept.has(h.row.id)) continue;
@@ -950,6 +934,11 @@ function keys(held: Held[]): Date[] {
   const seen = new Map<number, Date>();
   for (const h of held) seen.set(h.row.created_at.getTime(), h.row.created_at);
   return [...seen.values()];
+}
+
+/** The fence keys of the attempts held: what the statements may change. */
+function fences(held: Held[]): string[] {
+  return held.map((h) => fenceKey(h.row.id, h.row.attempt));
 }
 
 function positiveSeconds(n: number, what: string): number {
