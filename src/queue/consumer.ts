@@ -881,7 +881,10 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async startListener(attempt = 0): Promise<void> {
     if (this.o.listen === false || this.closed) return;
     const client =
-      typeof this.o.listen === 'string' ? new pg.Client({ connectionString: this.o.listen, application_name: 'qmaint-listen' }) : this.db.newClient();
+      typeof this.o.listen === 'string'
+        ? // Same connect timeout as the pool: a listen URL that never answers must not hold start() up.
+          new pg.Client({ connectionString: this.o.listen, application_name: 'qmaint-listen', connectionTimeoutMillis: this.db.clientConfig().connectionTimeoutMillis })
+        : this.db.newClient();
     client.on('error', () => undefined);
     try {
       await client.connect();

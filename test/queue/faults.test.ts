@@ -1,5 +1,6 @@
 // Production hardening of the consumer: transient faults, fencing, timeouts,
 // failure recording, wake-ups, rescue at start. Real SQL on a real server.
+import net from 'node:net';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/db.js';
@@ -109,6 +110,31 @@ describe('consumer loops survive transient faults', () => {
       expect(await job(id)).toMatchObject({ status: 'completed', attempt: 1 });
     } finally {
       await t.db.query('DROP TRIGGER serial_fail ON qmaint.jobs');
+    }
+  });
+});
+
+describe('a LISTEN URL that never answers', () => {
+  it('fails within the connect timeout: start() resolves, the consumer polls and keeps retrying LISTEN', async () => {
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((sock) => void sockets.push(sock));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const port = (silent.address() as net.AddressInfo).port;
+    const db = await connect({ databaseUrl: t.url, max: 3, connectTimeoutMs: 300 });
+    try {
+      const listenErrors: string[] = [];
+      const handled: string[] = [];
+      const c = new Consumer(db, { queue: 'silent-listen', handler: (j) => void handled.push(j.id), listen: `postgres://me@127.0.0.1:${port}/db`, pollMinMs: 10, pollMaxMs: 50 });
+      c.on('db-error', (_err, during) => void (during === 'listen' && listenErrors.push(during)));
+      await c.start();
+      expect(listenErrors).toEqual(['listen']);
+      const id = await enqueue(t.db, 'silent-listen', {});
+      await eventually(async () => handled.includes(id));
+      await c.stop();
+    } finally {
+      await db.close();
+      for (const sock of sockets) sock.destroy();
+      silent.close();
     }
   });
 });
