@@ -84,6 +84,8 @@ export const settingSpecs = {
   concurrency: { type: 'integer', default: 10, min: 1, max: 1000, description: 'handlers a consumer runs at once' },
   batch: { type: 'integer', default: 100, min: 1, max: 10000, description: 'jobs claimed per statement' },
   pollMaxMs: { type: 'integer', default: 5000, min: 10, max: 600000, description: 'longest idle poll interval of a consumer' },
+  jobTimeoutSeconds: { type: 'number', default: 900, min: 0.001, max: 2147483, description: 'how long a handler may run when its job carries no timeout of its own; then its signal aborts and the job fails' },
+  connectTimeoutMs: { type: 'integer', default: 10000, min: 100, max: 600000, description: 'how long making a connection (TCP and login) may take before it fails with exit 3' },
   statementTimeout: { type: 'string', default: '30s', description: 'statement_timeout for explain and checks' },
   healthThresholds: { type: 'string', default: '{}', description: 'JSON object of health and dequeue thresholds overriding the defaults (docs/health.md)' },
   rotateCron: { type: 'string', default: '*/15 * * * *', description: 'cron schedule of the rotate task (UTC; "off" disables it)' },

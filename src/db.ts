@@ -21,6 +21,23 @@ export interface ConnectOptions {
   embeddedHome?: string;
   /** Called with progress lines while the embedded server starts for the first time. */
   onEmbeddedLog?: (line: string) => void;
+  /**
+   * How long making one connection may take, TCP and login together, before
+   * it fails as a connection error (exit 3). Default 10000 ms (setting connectTimeoutMs).
+   */
+  connectTimeoutMs?: number;
+}
+
+/** Default of ConnectOptions.connectTimeoutMs and of the connectTimeoutMs setting. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** A client checked out of a Db's pool (see Db.checkout). */
+export interface CheckedOut {
+  client: pg.PoolClient;
+  /** The connection's error, once it dropped (the client is then unusable). */
+  readonly lost: Error | null;
+  /** Back to the pool; destroyed instead when it broke or destroy is true. Idempotent. */
+  release(destroy?: boolean): void;
 }
 
 /** A pool plus what we know about where it points. */
@@ -48,22 +65,53 @@ export class Db {
     }
   }
 
-  /** Run fn with a dedicated client; the client is released (or destroyed after an error) afterwards. */
-  async withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * Check a client out of the pool, with an 'error' listener for as long as
+   * it is out: node-pg emits 'error' on a checked-out client whose connection
+   * drops, and an EventEmitter with no listener for 'error' kills the process.
+   * The pending (or next) query rejects instead; give the client back with
+   * `release()`, which destroys it when it broke or when asked to.
+   */
+  async checkout(): Promise<CheckedOut> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
       throw toQmaintError(err, this.target);
     }
+    let lost: Error | null = null;
+    const onError = (err: Error) => {
+      lost ??= err;
+    };
+    client.on('error', onError);
+    let released = false;
+    return {
+      client,
+      get lost() {
+        return lost;
+      },
+      release(destroy = false) {
+        if (released) return;
+        released = true;
+        client.off('error', onError);
+        client.release(lost ?? (destroy ? true : undefined));
+      },
+    };
+  }
+
+  /** Run fn with a dedicated client; the client is released (or destroyed after an error) afterwards. */
+  async withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const out = await this.checkout();
     let broken = false;
     try {
-      return await fn(client);
+      return await fn(out.client);
     } catch (err) {
       broken = true;
+      // A connection that dropped under fn is a connection error (exit 3), whatever fn made of it.
+      if (out.lost && !(err instanceof QmaintError && err.code === 'connection')) throw toQmaintError(out.lost, this.target);
       throw err;
     } finally {
-      client.release(broken);
+      out.release(broken);
     }
   }
 
@@ -122,7 +170,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Db> {
     connectionString: url,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'qmaint',
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
   });
   pool.on('error', () => undefined);
   const db = new Db(pool, resolved.source, url, env);

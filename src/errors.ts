@@ -52,13 +52,37 @@ export function badInput(message: string, details?: Record<string, unknown>): Qm
   return new QmaintError('bad_input', message, { details });
 }
 
-/** SQLSTATE of a node-pg error, if it is one. */
+/**
+ * SQLSTATE of a node-pg error, if it is one; looks through the `cause` of a
+ * QmaintError (Db.query wraps what node-pg throws), so callers can branch on
+ * the server's code whichever layer threw.
+ */
 export function sqlState(err: unknown): string | undefined {
-  if (err && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'string') {
-    const code = (err as { code: string }).code;
-    return /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
   }
   return undefined;
+}
+
+/**
+ * What node-pg says, without a code, when a connection cannot be made or
+ * was lost: the connect timeout of a client or of the pool, a socket the
+ * server (or something in between) closed.
+ */
+const LOST_OR_UNREACHABLE = [
+  /^timeout expired$/,
+  /^timeout exceeded when trying to connect$/,
+  /^Connection terminated due to connection timeout$/,
+  /^Connection terminated unexpectedly$/,
+  /^Connection terminated$/,
+  /^Client has encountered a connection error and is not queryable$/,
+  /^Client was closed and is not queryable$/,
+];
+
+/** True for a failure to reach the server or a lost connection (exit 3). */
+export function isConnectionError(err: unknown): boolean {
+  return toQmaintError(err).code === 'connection';
 }
 
 /**
@@ -70,8 +94,11 @@ export function toQmaintError(err: unknown, where?: { host?: string; port?: numb
   const message = err instanceof Error ? err.message : String(err);
   const netCode = err && typeof err === 'object' && 'code' in err ? String((err as { code: unknown }).code) : '';
   const target = where?.host ? ` at ${where.host}:${where.port ?? 5432}` : '';
-  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN'].includes(netCode)) {
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN'].includes(netCode)) {
     return new QmaintError('connection', `cannot connect to PostgreSQL${target} (${netCode}); check that the server runs and --database-url is right`, { cause: err });
+  }
+  if (LOST_OR_UNREACHABLE.some((re) => re.test(message))) {
+    return new QmaintError('connection', `cannot reach PostgreSQL${target} (${message}); check that the server runs and answers, and that --database-url is right`, { cause: err });
   }
   const state = sqlState(err);
   if (state) {
@@ -87,7 +114,8 @@ export function toQmaintError(err: unknown, where?: { host?: string; port?: numb
     if (state === '55P03') {
       return new QmaintError('lock_timeout', `gave up waiting for a lock: ${message}`, { cause: err });
     }
-    if (state.startsWith('08') || state === '57P03') {
+    // 08: connection exceptions; 57P01-57P03: the server ended the session (pg_terminate_backend, shutdown) or cannot take it yet.
+    if (state.startsWith('08') || state === '57P01' || state === '57P02' || state === '57P03') {
       return new QmaintError('connection', `lost or refused connection${target}: ${message}`, { cause: err });
     }
   }

@@ -1,7 +1,7 @@
 // The public API of qmaint. No CLI code (yargs, chalk, cli-table3) and no
 // process.exit here or in anything it imports.
 export { connect, Db, inTransaction, quoteIdent, validateIdentifier, parseQualifiedName, withMaintenanceLock, MAINTENANCE_LOCK_KEY } from './db.js';
-export type { ConnectOptions, PgClient, Queryable } from './db.js';
+export type { CheckedOut, ConnectOptions, PgClient, Queryable } from './db.js';
 export { resolveConnection, loadSettings, redactUrl, settingSpecs } from './config.js';
 export type { Settings, SettingKey, LoadedSettings } from './config.js';
 export { QmaintError, ExitCode } from './errors.js';
@@ -12,9 +12,9 @@ export { executeSteps, findBlockers, toPlanStep } from './plan.js';
 export type { PlanStep, Blocker, ExecuteOptions, StepEvent, StepResult } from './plan.js';
 export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
 export type { ClaimParams } from './queue/claim.js';
-export { enqueue, enqueueMany, NOTIFY_CHANNEL } from './queue/enqueue.js';
-export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget } from './queue/enqueue.js';
-export { Consumer } from './queue/consumer.js';
+export { enqueue, enqueueMany, NOTIFY_CHANNEL, MAX_TIMEOUT_SECONDS } from './queue/enqueue.js';
+export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
+export { Consumer, JobTimeoutError, sanitizeErrorText, ERROR_TEXT_MAX, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
 export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';

@@ -4,7 +4,7 @@
 import pg from 'pg';
 import type { Db } from '../../src/db.js';
 import { claimQuery } from '../../src/queue/claim.js';
-import { COMPLETE_SQL } from '../../src/queue/statements.js';
+import { COMPLETE_SQL, fenceKey } from '../../src/queue/statements.js';
 import { tune } from '../../src/vacuum/tune.js';
 import { fmt, svgLineChart, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
@@ -67,12 +67,12 @@ async function churn(arm: Arm, deadline: number): Promise<void> {
   const consumer = async (worker: string) => {
     const claim = claimQuery({ queue: 'bench', batch: BATCH, leaseSeconds: 60, workerId: worker, lowWater: null });
     while (Date.now() < deadline) {
-      const claimed = await arm.db.query<{ id: string; created_at: Date }>(claim.text, claim.values);
+      const claimed = await arm.db.query<{ id: string; created_at: Date; attempt: number }>(claim.text, claim.values);
       if (claimed.rows.length === 0) {
         await sleep(20);
         continue;
       }
-      await arm.db.query(COMPLETE_SQL, [claimed.rows.map((r) => r.id), claimed.rows.map((r) => r.created_at), worker]);
+      await arm.db.query(COMPLETE_SQL, [claimed.rows.map((r) => r.id), claimed.rows.map((r) => r.created_at), claimed.rows.map((r) => fenceKey(r.id, r.attempt)), worker]);
       arm.processed += claimed.rows.length;
     }
   };

@@ -58,6 +58,7 @@ export class Context {
       databaseUrl: this.args.databaseUrl,
       max: options.max,
       applicationName: options.applicationName ?? 'qmaint',
+      connectTimeoutMs: loadSettings().values.connectTimeoutMs,
       onEmbeddedLog: (line) => this.out.note(line),
     });
     return this.dbPromise;

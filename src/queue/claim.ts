@@ -4,7 +4,9 @@
  *
  * One statement picks a batch of ready jobs of one queue with
  * FOR UPDATE SKIP LOCKED over the partial claim index, marks them running under
- * a lease, and returns them; the caller commits at once. `created_at >= $2`
+ * a lease, and returns them; the caller commits at once. Each claim is a new
+ * attempt (attempt + 1): the number fences every statement that follows
+ * (statements.ts), so a stale attempt can never change a newer one. `created_at >= $2`
  * (the low-water mark, see lowWaterQuery) lets the planner prune partitions
  * that hold no live jobs, in the SELECT and in the UPDATE.
  *
@@ -53,12 +55,13 @@ UPDATE qmaint.jobs AS j
    SET status = 'running',
        locked_by = $4,
        locked_until = now() + make_interval(secs => $5),
+       attempt = j.attempt + 1,
        updated_at = now()
   FROM next
  WHERE j.id = next.id
    AND j.created_at = next.created_at
    AND j.created_at >= $2
-RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until`;
+RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until, j.attempt, j.timeout_ms`;
 
 export function claimQuery(params: ClaimParams): { text: string; values: unknown[] } {
   return {

@@ -21,7 +21,16 @@ export interface EnqueueOptions {
   maxRetries?: number;
   /** Partition key; default the server's now(). For tests and time travel (--now). */
   createdAt?: Date;
+  /**
+   * Seconds one attempt's handler may run (0.001 to 2147483, millisecond
+   * precision; default: the consumer's timeout). At the deadline the
+   * handler's signal aborts and the attempt fails.
+   */
+  timeout?: number;
 }
+
+/** Largest job timeout, in seconds (timeout_ms is an integer column). */
+export const MAX_TIMEOUT_SECONDS = 2_147_483;
 
 /** Where jobs go: a Db, a pg.Pool, or the caller's own client (its transaction is respected). */
 export type EnqueueTarget = Db | pg.Pool | pg.Client | pg.PoolClient;
@@ -43,9 +52,21 @@ function checkOptions(opts: EnqueueOptions): void {
   };
   int(opts.priority, 'priority', -INT4_MAX);
   int(opts.maxRetries, 'maxRetries', 0);
+  checkTimeout(opts.timeout);
   for (const [what, d] of [['runAt', opts.runAt], ['createdAt', opts.createdAt]] as const) {
     if (d !== undefined && !(d instanceof Date && !Number.isNaN(d.getTime()))) throw badInput(`${what} must be a valid Date`);
   }
+}
+
+function checkTimeout(timeout: unknown, where = 'timeout'): void {
+  if (timeout !== undefined && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeoutMs(timeout) >= 1 && timeout <= MAX_TIMEOUT_SECONDS)) {
+    throw badInput(`${where} must be a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(timeout)}`);
+  }
+}
+
+/** The stored form of a timeout: whole milliseconds. */
+function timeoutMs(seconds: number): number {
+  return Math.round(seconds * 1000);
 }
 
 function payloadJson(payload: unknown): string {
@@ -61,22 +82,48 @@ function payloadJson(payload: unknown): string {
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
   checkQueueName(queue);
   checkOptions(opts);
-  const { rows } = await run(target, (q) =>
-    q.query<{ id: string }>('SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6) AS id', [
-      queue,
-      payloadJson(payload),
-      opts.runAt ?? null,
-      opts.priority ?? 0,
-      opts.maxRetries ?? 5,
-      opts.createdAt ?? null,
-    ]),
-  );
-  return rows[0]!.id;
+  const values = [queue, payloadJson(payload), opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null];
+  if (opts.timeout === undefined) {
+    const { rows } = await run(target, (q) => q.query<{ id: string }>(ENQUEUE_SQL, values));
+    return rows[0]!.id;
+  }
+  // qmaint.enqueue() takes no timeout: set it in the same transaction, so no
+  // consumer can see the job (or hear its NOTIFY) before it carries it.
+  return withClient(target, async (client) => {
+    const own = client.getTransactionStatus() !== 'T';
+    if (own) await client.query('BEGIN');
+    try {
+      const { rows } = await client.query<{ id: string }>(ENQUEUE_SQL, values);
+      const id = rows[0]!.id;
+      await client.query(SET_TIMEOUT_SQL, [id, timeoutMs(opts.timeout!)]);
+      if (own) await client.query('COMMIT');
+      return id;
+    } catch (err) {
+      if (own) await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  });
 }
+
+export const ENQUEUE_SQL = 'SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6) AS id';
+/** $1 id, $2 timeout in ms: the job just enqueued in this transaction. */
+export const SET_TIMEOUT_SQL = 'UPDATE qmaint.jobs SET timeout_ms = $2 WHERE id = $1';
 
 export interface EnqueueManyOptions extends EnqueueOptions {
   /** Called after every chunk sent, with the number of jobs sent so far. */
   onProgress?: (sent: number) => void;
+  /**
+   * Each item is a JobSpec ({ payload, timeout? }) instead of a bare payload,
+   * so jobs can carry their own timeout (overriding `timeout`).
+   */
+  specs?: boolean;
+}
+
+/** One job of enqueueMany with `specs: true`. */
+export interface JobSpec {
+  payload: unknown;
+  /** Seconds one attempt may run (overrides the call's `timeout`). */
+  timeout?: number;
 }
 
 /**
@@ -122,15 +169,25 @@ async function copyJobs(client: pg.ClientBase, queue: string, payloads: Iterable
   if (opts.priority !== undefined) extra.push(['priority', String(opts.priority)]);
   if (opts.maxRetries !== undefined) extra.push(['max_retries', String(opts.maxRetries)]);
   if (opts.createdAt) extra.push(['created_at', opts.createdAt.toISOString()]);
-  const columns = ['queue', 'payload', ...extra.map(([c]) => c)].join(', ');
+  // With specs the timeout is a column of its own, per row; else a constant like the others.
+  if (opts.timeout !== undefined && !opts.specs) extra.push(['timeout_ms', String(timeoutMs(opts.timeout))]);
+  const columns = ['queue', 'payload', ...(opts.specs ? ['timeout_ms'] : []), ...extra.map(([c]) => c)].join(', ');
   const tail = extra.map(([, v]) => '\t' + v).join('');
   const prefix = copyText(queue) + '\t';
   let count = 0;
   async function* chunks(): AsyncGenerator<string> {
     let buf = '';
     let inChunk = 0;
-    for await (const payload of payloads as AsyncIterable<unknown>) {
-      buf += prefix + copyText(payloadJson(payload)) + tail + '\n';
+    for await (const item of payloads as AsyncIterable<unknown>) {
+      if (opts.specs) {
+        const spec = item as JobSpec;
+        if (!spec || typeof spec !== 'object' || !('payload' in spec)) throw badInput(`job ${count + 1} is not a { payload, timeout? } object`);
+        checkTimeout(spec.timeout, `job ${count + 1}: timeout`);
+        const timeout = spec.timeout ?? opts.timeout;
+        buf += prefix + copyText(payloadJson(spec.payload)) + '\t' + (timeout === undefined ? '\\N' : String(timeoutMs(timeout))) + tail + '\n';
+      } else {
+        buf += prefix + copyText(payloadJson(item)) + tail + '\n';
+      }
       count++;
       if (++inChunk === 2000) {
         yield buf;
@@ -170,7 +227,12 @@ async function run<T>(target: EnqueueTarget, fn: (q: pg.ClientBase | pg.Pool) =>
   return fn(target);
 }
 
-/** Run fn on one client: the caller's, or one borrowed from a pool for the call. */
+/**
+ * Run fn on one client: the caller's, or one borrowed from a pool for the
+ * call. A borrowed client carries an 'error' listener while it is out, so a
+ * connection lost mid-call fails the call (a QmaintError, exit 3) instead of
+ * the process ("Unhandled 'error' event").
+ */
 async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
   if (target instanceof Db) {
     try {
@@ -180,15 +242,26 @@ async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) 
     }
   }
   if (isPool(target)) {
-    const client = await target.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await target.connect();
+    } catch (err) {
+      throw toQmaintError(err);
+    }
+    let lost: Error | null = null;
+    const onError = (err: Error) => {
+      lost ??= err;
+    };
+    client.on('error', onError);
     let broken = false;
     try {
       return await fn(client as never);
     } catch (err) {
       broken = true;
-      throw err;
+      throw toQmaintError(lost ?? err);
     } finally {
-      client.release(broken);
+      client.off('error', onError);
+      client.release(lost ?? broken);
     }
   }
   return fn(target as never);

@@ -1,8 +1,18 @@
 /**
- * The statements a consumer runs after the claim. Every one of them matches a
- * job by (id, created_at) arrays, so the planner prunes to the partitions that
- * hold the batch, and by (status, locked_by), so a consumer that lost its
- * lease can never touch a job someone else now holds.
+ * The statements a consumer runs after the claim. Every one of them finds its
+ * jobs through the primary key, `id = ANY ($1) AND created_at = ANY ($2)` (so
+ * the planner prunes to the partitions that hold the batch and probes the
+ * key), matches (status, locked_by), and is fenced by attempt: the claim bumps
+ * `attempt`, and each statement only changes a job whose fence key
+ * (`id.attempt`, see fenceKey) is one it holds. The result of an attempt whose
+ * lease ran out can never touch the job again, whether someone else or this
+ * very consumer (same worker id) holds it now. Each returns the ids it
+ * changed, so the caller knows which results landed.
+ *
+ * The fence is one text array compared with `= ANY`: PostgreSQL hashes a
+ * constant array, so the check costs the same per row whatever the batch
+ * size (a join against unnest() of (id, attempt) pairs measured 13x slower
+ * at 100 jobs: the planner expects one row and loops).
  *
  * `status::text = 'running'` rather than `status = 'running'`: the plain form
  * lets the planner pick the partial rescue index (status = 'running'), whose
@@ -11,44 +21,63 @@
  * (id, created_at) serves these statements: one probe per job.
  */
 
-/** $1 ids, $2 created_at, $3 worker. */
-export const COMPLETE_SQL = `UPDATE qmaint.jobs
+/** The fence key of one attempt of a job, as the statements below compare it. */
+export function fenceKey(id: string, attempt: number): string {
+  return `${id}.${attempt}`;
+}
+
+const FENCE = `(j.id::text || '.' || j.attempt::text)`;
+
+/** $1 ids, $2 created_at keys, $3 fence keys, $4 worker. Returns the ids completed. */
+export const COMPLETE_SQL = `UPDATE qmaint.jobs j
    SET status = 'completed', locked_until = NULL, updated_at = now()
- WHERE id = ANY ($1::bigint[]) AND created_at = ANY ($2::timestamptz[])
-   AND status::text = 'running' AND locked_by = $3`;
+ WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
+   AND ${FENCE} = ANY ($3::text[])
+   AND j.status::text = 'running' AND j.locked_by = $4
+RETURNING j.id`;
 
 /**
- * $1 ids, $2 created_at, $3 errors, $4 worker, $5 backoff base seconds, $6 cap seconds.
- * Retry with backoff while retries remain, else failed; last_error kept either way.
+ * $1 ids, $2 created_at (one per job), $3 fence keys, $4 errors (one per
+ * job), $5 worker, $6 backoff base seconds, $7 cap seconds. Retry with
+ * backoff while retries remain, else failed; last_error kept either way.
+ * Returns the rows it changed.
  */
 export const FAIL_SQL = `UPDATE qmaint.jobs j
    SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END::qmaint.job_status,
        retry_count = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1 ELSE j.retry_count END,
        run_at = CASE WHEN j.retry_count < j.max_retries
-                     THEN now() + qmaint.retry_delay(j.retry_count + 1, make_interval(secs => $5), make_interval(secs => $6))
+                     THEN now() + qmaint.retry_delay(j.retry_count + 1, make_interval(secs => $6), make_interval(secs => $7))
                      ELSE j.run_at END,
        last_error = f.error,
        locked_by = NULL,
        locked_until = NULL,
        updated_at = now()
-  FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS f(id, created_at, error)
- WHERE j.id = f.id AND j.created_at = f.created_at
-   AND j.created_at = ANY ($2::timestamptz[])
-   AND j.status::text = 'running' AND j.locked_by = $4
+  FROM unnest($1::bigint[], $2::timestamptz[], $4::text[]) AS f(id, created_at, error)
+ WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
+   AND j.id = f.id AND j.created_at = f.created_at
+   AND ${FENCE} = ANY ($3::text[])
+   AND j.status::text = 'running' AND j.locked_by = $5
 RETURNING j.id, j.status, j.retry_count, j.run_at`;
 
-/** $1 ids, $2 created_at, $3 worker, $4 lease seconds. Returns the ids still held. */
-export const HEARTBEAT_SQL = `UPDATE qmaint.jobs
-   SET locked_until = now() + make_interval(secs => $4)
- WHERE id = ANY ($1::bigint[]) AND created_at = ANY ($2::timestamptz[])
-   AND status::text = 'running' AND locked_by = $3
-RETURNING id`;
+/** $1 ids, $2 created_at keys, $3 fence keys, $4 worker, $5 lease seconds. Returns the ids still held. */
+export const HEARTBEAT_SQL = `UPDATE qmaint.jobs j
+   SET locked_until = now() + make_interval(secs => $5)
+ WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
+   AND ${FENCE} = ANY ($3::text[])
+   AND j.status::text = 'running' AND j.locked_by = $4
+RETURNING j.id`;
 
-/** $1 ids, $2 created_at, $3 worker. Claimed but never started: back to the queue as they were. */
-export const RELEASE_SQL = `UPDATE qmaint.jobs
+/**
+ * $1 ids, $2 created_at keys, $3 fence keys, $4 worker. Claimed but never
+ * started: back to the queue as they were (retry_count unchanged). Returns
+ * the ids put back.
+ */
+export const RELEASE_SQL = `UPDATE qmaint.jobs j
    SET status = 'queued', locked_by = NULL, locked_until = NULL, updated_at = now()
- WHERE id = ANY ($1::bigint[]) AND created_at = ANY ($2::timestamptz[])
-   AND status::text = 'running' AND locked_by = $3`;
+ WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
+   AND ${FENCE} = ANY ($3::text[])
+   AND j.status::text = 'running' AND j.locked_by = $4
+RETURNING j.id`;
 
 /** $1 queue. Is any job of the queue ready to run now (whatever the low-water mark says)? */
 export const READY_SQL = `SELECT EXISTS (

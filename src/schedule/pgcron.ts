@@ -97,7 +97,7 @@ async function connectCron(queue: Db, cronDatabase: string, cronUrl?: string): P
     // libpq variables: node-pg reads PGHOST etc. itself; only the database differs.
     config = { database: cronDatabase };
   }
-  const client = new pg.Client({ ...config, application_name: 'qmaint', connectionTimeoutMillis: 10_000 });
+  const client = new pg.Client({ ...config, application_name: 'qmaint', connectionTimeoutMillis: queue.clientConfig().connectionTimeoutMillis });
   client.on('error', () => undefined);
   try {
     await client.connect();

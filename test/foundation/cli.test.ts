@@ -1,3 +1,7 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../../src/embedded.js';
 import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
@@ -39,6 +43,33 @@ describe('CLI conventions', () => {
     expect(r.stderr).toContain(`127.0.0.1:${port}`);
     expect(r.stderr).not.toContain('s3cret');
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('exit 3 for every failure to reach a server: unknown host, and a server that never answers (bounded by connectTimeoutMs)', async () => {
+    const host = await runCli(['status', '--database-url', 'postgres://me@no-such-host.invalid:5432/db']);
+    expect(host.code, host.stderr).toBe(3);
+    expect(host.stderr).toContain('no-such-host.invalid');
+    // Accepts TCP, never says a word.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => void sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const url = `postgres://me@127.0.0.1:${port}/db`;
+      const viaEnv = await runCli(['status', '--database-url', url], { env: cleanEnv({ QMAINT_CONNECT_TIMEOUT_MS: '300' }) });
+      expect(viaEnv.code, viaEnv.stderr).toBe(3);
+      expect(viaEnv.stderr).toContain(`127.0.0.1:${port}`);
+      expect(viaEnv.stderr.trim().split('\n')).toHaveLength(1);
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-connect-'));
+      writeFileSync(path.join(dir, 'qmaint.config.json'), JSON.stringify({ connectTimeoutMs: 300 }));
+      const viaFile = await runCli(['migrate', '--database-url', url, '--json'], { cwd: dir });
+      expect(viaFile.code, viaFile.stderr).toBe(3);
+      expect(viaFile.json()).toMatchObject({ ok: false, error: { code: 'connection', exitCode: 3 } });
+      expect(sockets.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
   });
 
   it('--verbose adds the stack', async () => {

@@ -85,6 +85,42 @@ describe('qmaint enqueue', () => {
     expect(rows[0]).toEqual({ payload: { a: 1 }, priority: 3 });
   });
 
+  it('--timeout sets the job timeout (one job, or every job of a file); a bad one exits 2 and enqueues nothing', async () => {
+    const one = await runCli(['enqueue', '--queue', 'cli-timeout', '--payload', '{}', '--timeout', '2.5', '--json'], { env });
+    expect(one.code, one.stderr).toBe(0);
+    const { rows } = await t.db.query('SELECT timeout_ms FROM qmaint.jobs WHERE id = $1', [one.json<{ id: string }>().id]);
+    expect(rows[0]).toEqual({ timeout_ms: 2500 });
+    const many = await runCli(['enqueue', '--queue', 'cli-timeout-file', '--file', '-', '--timeout', '30'], { env, input: '{"a":1}\n{"a":2}\n' });
+    expect(many.code, many.stderr).toBe(0);
+    const all = await t.db.query(`SELECT DISTINCT timeout_ms FROM qmaint.jobs WHERE queue = 'cli-timeout-file'`);
+    expect(all.rows).toEqual([{ timeout_ms: 30000 }]);
+    const bad = await runCli(['enqueue', '--queue', 'cli-timeout-bad', '--payload', '{}', '--timeout', '-1'], { env });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/timeout must be a number of seconds/);
+    expect(await count('cli-timeout-bad')).toBe(0);
+  });
+
+  it('--envelope: each NDJSON line may carry its own timeout; a bad line exits 2 and enqueues nothing', async () => {
+    const input = '{"payload": {"a": 1}, "timeout": 2}\n\n{"payload": {"a": 2}}\n';
+    const r = await runCli(['enqueue', '--queue', 'envelope', '--file', '-', '--envelope', '--timeout', '7'], { env, input });
+    expect(r.code, r.stderr).toBe(0);
+    const { rows } = await t.db.query(`SELECT payload, timeout_ms FROM qmaint.jobs WHERE queue = 'envelope' ORDER BY id`);
+    expect(rows).toEqual([
+      { payload: { a: 1 }, timeout_ms: 2000 },
+      { payload: { a: 2 }, timeout_ms: 7000 },
+    ]);
+    for (const [line, message] of [
+      ['{"payload": 1, "priority": 2}', /stdin line 2 is not \{"payload": \.\.\., "timeout": seconds\}/],
+      ['{"payload": 1, "timeout": -1}', /job 2: timeout must be a number of seconds/],
+      ['[1]', /stdin line 2 is not/],
+    ] as const) {
+      const bad = await runCli(['enqueue', '--queue', 'envelope-bad', '--file', '-', '--envelope'], { env, input: `{"payload": 0}\n${line}\n` });
+      expect(bad.code, bad.stderr).toBe(2);
+      expect(bad.stderr).toMatch(message);
+    }
+    expect(await count('envelope-bad')).toBe(0);
+  });
+
   it('enqueues an NDJSON file and stdin through COPY', async () => {
     const file = path.join(dir, 'jobs.ndjson');
     writeFileSync(file, Array.from({ length: 300 }, (_, i) => JSON.stringify({ i })).join('\n') + '\n\n');

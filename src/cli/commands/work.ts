@@ -14,6 +14,7 @@ interface Args {
   batch?: number;
   leaseSeconds?: number;
   pollMaxMs?: number;
+  timeout?: number;
   drain: boolean;
   mode: 'lease' | 'transaction';
   listen: boolean;
@@ -53,6 +54,7 @@ const register: Register = (y) => {
         .option('batch', { type: 'number', description: 'jobs claimed per statement (setting batch, default 100)' })
         .option('lease-seconds', { type: 'number', description: 'lease of a claimed job (setting leaseSeconds, default 60)' })
         .option('poll-max-ms', { type: 'number', description: 'longest idle poll interval (setting pollMaxMs, default 5000)' })
+        .option('timeout', { type: 'number', description: 'seconds a handler may run when its job has no timeout of its own (setting jobTimeoutSeconds, default 900)' })
         .option('drain', { type: 'boolean', default: false, description: 'exit 0 once no job of the queue is ready to run now' })
         .option('mode', { choices: ['lease', 'transaction'] as const, default: 'lease' as const, description: 'lease: claim in batches under a lease; transaction: one job per transaction (job.client)' })
         .option('listen', { type: 'boolean', default: true, description: 'wake on NOTIFY (--no-listen: poll only, e.g. behind PgBouncer)' })
@@ -61,7 +63,7 @@ const register: Register = (y) => {
     handler<Args>(async (ctx, argv) => {
       checkQueueName(argv.queue);
       if (!(argv.shutdownSeconds >= 0)) throw badInput(`--shutdown-seconds must be 0 or more, got ${argv.shutdownSeconds}`);
-      const settings = ctx.settings({ concurrency: argv.concurrency, batch: argv.batch, leaseSeconds: argv.leaseSeconds, pollMaxMs: argv.pollMaxMs }).values;
+      const settings = ctx.settings({ concurrency: argv.concurrency, batch: argv.batch, leaseSeconds: argv.leaseSeconds, pollMaxMs: argv.pollMaxMs, jobTimeoutSeconds: argv.timeout }).values;
       const mod = await loadHandler(argv.handler);
       const out = ctx.out;
       const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
@@ -72,17 +74,19 @@ const register: Register = (y) => {
         batch: settings.batch,
         leaseSeconds: settings.leaseSeconds,
         pollMaxMs: settings.pollMaxMs,
+        timeout: settings.jobTimeoutSeconds,
         drain: argv.drain,
         mode: argv.mode,
         listen: argv.listen ? (argv.listenUrl ?? true) : false,
       });
       consumer.on('failed', (job, error, outcome) => {
-        const what = !outcome ? 'failed after its lease was lost' : outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
+        const what = outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
         // The first line of the stored error; a plain Error's name adds nothing.
         out.note(`job ${job.id} ${what}: ${error.split('\n')[0]!.replace(/^Error: /, '')}`);
       });
       consumer.on('db-error', (err, during) => out.note(`database error during ${during}: ${err.message} (retrying)`));
-      consumer.on('lease-lost', (job) => out.note(`lost the lease of job ${job.id}; another consumer may run it`));
+      consumer.on('lease-lost', (job) => out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`));
+      consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${job.timeout} s; its signal was aborted`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
       consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
       let stoppedBy: NodeJS.Signals | null = null;
