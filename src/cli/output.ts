@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
+import { stringifyJson } from '../json.js';
 
 /**
  * The one module that renders: tables (cli-table3), colour (chalk), progress.
@@ -99,7 +100,7 @@ export class Output {
 
   /** Print the one JSON document of a --json run. */
   emitJson(doc: unknown): void {
-    this.stdout.write(JSON.stringify(doc, jsonReplacer, 2) + '\n');
+    this.stdout.write(stringifyJson(doc, 2) + '\n');
   }
 
   /** --json: print doc; otherwise call human(). */
@@ -166,9 +167,4 @@ export class Progress {
   finish(): void {
     if (this.stream?.isTTY) this.stream.write('\n');
   }
-}
-
-function jsonReplacer(_key: string, value: unknown): unknown {
-  if (typeof value === 'bigint') return value.toString();
-  return value;
 }

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { Db } from '../db.js';
 import { badInput, toQmaintError } from '../errors.js';
+import { JsonText, unstorable } from '../json.js';
 
 /** Channel every ready job is announced on; the payload is the queue name. */
 export const NOTIFY_CHANNEL = 'qmaint_jobs';
@@ -48,15 +49,20 @@ function checkOptions(opts: EnqueueOptions): void {
   }
 }
 
+/** The payload as JSON text: a JsonText as given, anything else through JSON.stringify. */
 function payloadJson(payload: unknown): string {
+  if (payload instanceof JsonText) return payload.text;
   const text = JSON.stringify(payload === undefined ? {} : payload);
   if (text === undefined) throw badInput('payload must be JSON-serialisable');
+  const problem = unstorable(text);
+  if (problem) throw badInput(`payload ${problem}`);
   return text;
 }
 
 /**
  * Enqueue one job; returns its id (bigint as a string). Pass your own client
- * to make the job commit or roll back with your transaction.
+ * to make the job commit or roll back with your transaction. The payload is
+ * any JSON value; a JsonText is stored exactly as its text says.
  */
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
   checkQueueName(queue);

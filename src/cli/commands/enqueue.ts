@@ -1,9 +1,9 @@
-import { createReadStream, existsSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
 import { badInput } from '../../errors.js';
+import { JsonText } from '../../json.js';
 import { checkQueueName, enqueue, enqueueMany, type EnqueueOptions } from '../../queue/enqueue.js';
-import { handler, type Context } from '../context.js';
+import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from './index.js';
 
 interface Args {
@@ -35,10 +35,10 @@ const register: Register = (y) => {
       const opts = options(ctx, argv);
       if (argv.file !== undefined) return enqueueFile(ctx, argv, opts);
       if (argv.payload === undefined) throw badInput('give the job with --payload JSON, or many jobs with --file F (NDJSON, - for stdin)');
-      const payload = parseJson(argv.payload, '--payload');
+      const payload = payloadArgument(argv.payload);
       if (argv.dryRun) {
         const lit = pg.escapeLiteral;
-        const sql = `SELECT qmaint.enqueue(${lit(argv.queue)}, ${lit(JSON.stringify(payload))}::jsonb, ${opts.runAt ? lit(opts.runAt.toISOString()) : 'NULL'}, ${opts.priority ?? 0}, ${opts.maxRetries ?? 5}, ${opts.createdAt ? lit(opts.createdAt.toISOString()) : 'NULL'})`;
+        const sql = `SELECT qmaint.enqueue(${lit(argv.queue)}, ${lit(payload.text)}::jsonb, ${opts.runAt ? lit(opts.runAt.toISOString()) : 'NULL'}, ${opts.priority ?? 0}, ${opts.maxRetries ?? 5}, ${opts.createdAt ? lit(opts.createdAt.toISOString()) : 'NULL'})`;
         const step = { seq: 1, action: 'enqueue', statement: sql, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `one job on queue ${argv.queue}` };
         ctx.out.emit({ ok: true, dryRun: true, steps: [step] }, () => ctx.out.plan([step]));
         return;
@@ -52,11 +52,7 @@ const register: Register = (y) => {
 
 function options(ctx: Context, argv: Args): EnqueueOptions {
   const opts: EnqueueOptions = {};
-  if (argv.runAt !== undefined) {
-    const d = /^\d{4}-\d{2}-\d{2}/.test(argv.runAt) ? new Date(argv.runAt) : new Date(NaN);
-    if (Number.isNaN(d.getTime())) throw badInput(`--run-at ${JSON.stringify(argv.runAt)} is not an ISO timestamp; use e.g. 2026-01-31T12:00:00Z`);
-    opts.runAt = d;
-  }
+  if (argv.runAt !== undefined) opts.runAt = parseTimestamp(argv.runAt, '--run-at');
   if (argv.priority !== undefined) opts.priority = argv.priority;
   if (argv.maxRetries !== undefined) opts.maxRetries = argv.maxRetries;
   // --now: the job is created "then" (it lands in that time's partition).
@@ -64,22 +60,68 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
   return opts;
 }
 
-function parseJson(text: string, where: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw badInput(`${where} is not valid JSON (${(err as Error).message}); nothing was enqueued`);
+/**
+ * --payload as given. Node decodes the command line with U+FFFD in place of
+ * bytes that are not UTF-8; when the payload holds U+FFFD, the raw command
+ * line (Linux: /proc/self/cmdline) tells a real U+FFFD from a replaced byte.
+ */
+function payloadArgument(text: string): JsonText {
+  if (text.includes('\uFFFD') && existsSync('/proc/self/cmdline')) {
+    const decoder = new TextDecoder('utf-8', { fatal: true });
+    for (const arg of splitBytes(readFileSync('/proc/self/cmdline'), 0)) {
+      try {
+        decoder.decode(arg);
+      } catch {
+        throw badInput('--payload is not valid UTF-8; give the payload in UTF-8, nothing was enqueued');
+      }
+    }
   }
+  return JsonText.parse(text, '--payload');
 }
 
-/** Payloads of an NDJSON source; a malformed line throws (which aborts the COPY). Blank lines are skipped. */
-async function* ndjson(input: NodeJS.ReadableStream, name: string): AsyncGenerator<unknown> {
-  const lines = createInterface({ input, crlfDelay: Infinity });
+function* splitBytes(buf: Buffer, separator: number): Generator<Buffer> {
+  let start = 0;
+  for (let i = buf.indexOf(separator); i !== -1; i = buf.indexOf(separator, start)) {
+    yield buf.subarray(start, i);
+    start = i + 1;
+  }
+  if (start < buf.length) yield buf.subarray(start);
+}
+
+/** Lines of a byte stream, without their "\n", as bytes (decoding is the caller's). */
+async function* byteLines(input: NodeJS.ReadableStream): AsyncGenerator<Buffer> {
+  let rest: Buffer = Buffer.alloc(0);
+  for await (const chunk of input) {
+    const buf = rest.length > 0 ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer);
+    let start = 0;
+    for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, start)) {
+      yield buf.subarray(start, i);
+      start = i + 1;
+    }
+    rest = buf.subarray(start);
+  }
+  if (rest.length > 0) yield rest;
+}
+
+/**
+ * Payloads of an NDJSON source, each the text of its line; a line that is not
+ * UTF-8, not JSON, or not storable throws with its number (which aborts the
+ * COPY). Blank lines are skipped; a "\r" before the "\n" is not part of the line.
+ */
+async function* ndjson(input: NodeJS.ReadableStream, name: string): AsyncGenerator<JsonText> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
   let n = 0;
-  for await (const line of lines) {
+  for await (const bytes of byteLines(input)) {
     n++;
+    let line: string;
+    try {
+      line = decoder.decode(bytes);
+    } catch {
+      throw badInput(`${name} line ${n} is not valid UTF-8; save the file as UTF-8, nothing was enqueued`);
+    }
+    if (line.endsWith('\r')) line = line.slice(0, -1);
     if (line.trim() === '') continue;
-    yield parseJson(line, `${name} line ${n}`);
+    yield JsonText.parse(line, `${name} line ${n}`);
   }
 }
 

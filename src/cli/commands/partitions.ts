@@ -5,7 +5,7 @@ import {
   applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
   type MaintainOptions, type PartitionInfo, type Preview, type RunResult, type StepEvent,
 } from '../../partitions/index.js';
-import { handler, parseNow, type Context } from '../context.js';
+import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Progress } from '../output.js';
 import type { Register } from './index.js';
 
@@ -184,7 +184,7 @@ const register: Register = (y) => {
             .option('until', { type: 'string', demandOption: true, description: 'ISO timestamp the partitions must reach' })
             .option('max', { type: 'number', default: 1000, description: 'refuse to create more partitions than this' }),
         handler<CommonArgs & { until: string; max: number }>(async (ctx, argv) => {
-          const until = parseUntil(argv.until);
+          const until = parseTimestamp(argv.until, '--until');
           if (!Number.isInteger(argv.max) || argv.max < 1) throw badInput(`--max must be a whole number of at least 1, got ${argv.max}`);
           return printResult(ctx, await createUntil(await db(ctx), { ...options(ctx, argv), until, max: argv.max }), 'create');
         }),
@@ -210,13 +210,5 @@ const register: Register = (y) => {
       .demandCommand(1, 'name a partitions command: apply, list, plan, rotate, create, detach, drop or compact'),
   );
 };
-
-function parseUntil(value: string): Date {
-  try {
-    return parseNow(value);
-  } catch {
-    throw badInput(`--until ${JSON.stringify(value)} is not an ISO timestamp; use e.g. 2026-02-01T00:00:00Z`);
-  }
-}
 
 export default register;

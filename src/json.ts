@@ -1,0 +1,79 @@
+/**
+ * JSON kept as text. A payload given as JSON text is validated here and then
+ * sent to PostgreSQL as that text (jsonb keeps numeric precision when it
+ * parses the text itself), and a payload read back is spliced into --json
+ * output as the text PostgreSQL returned: no JSON.parse/JSON.stringify round
+ * trip rounds a number, turns 1e400 into null, or recurses through a deeply
+ * nested value.
+ */
+import { randomBytes } from 'node:crypto';
+import { badInput } from './errors.js';
+
+/** JSON text that travels as given (to PostgreSQL, and into JSON output). */
+export class JsonText {
+  private constructor(readonly text: string) {}
+
+  /**
+   * Validate text (as the input named by `where`, e.g. "--payload" or "jobs.ndjson
+   * line 3") and wrap it. Throws bad_input when it is not JSON or holds what
+   * PostgreSQL's jsonb cannot store.
+   */
+  static parse(text: string, where: string): JsonText {
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      throw badInput(`${where} is not valid JSON (${(err as Error).message}); fix it, nothing was enqueued`);
+    }
+    const problem = unstorable(text);
+    if (problem) throw badInput(`${where} ${problem}; nothing was enqueued`);
+    return new JsonText(text);
+  }
+
+  /** Text that is known to be valid JSON already (read back from PostgreSQL). */
+  static trusted(text: string): JsonText {
+    return new JsonText(text);
+  }
+}
+
+const LONE_SURROGATE = /\p{Cs}/u;
+
+// In a JSON string: a surrogate pair written as two escapes, any other \u escape, or another escape.
+const ESCAPE = /\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|\\[^u]/g;
+
+/**
+ * What in valid JSON text PostgreSQL's jsonb refuses (null when nothing):
+ * the \u0000 escape, and half of a surrogate pair, escaped or not.
+ */
+export function unstorable(text: string): string | null {
+  if (LONE_SURROGATE.test(text)) return 'holds a lone surrogate (half of a UTF-16 pair), which PostgreSQL cannot store; remove it or complete the pair';
+  if (!text.includes('\\u')) return null;
+  for (const m of text.matchAll(ESCAPE)) {
+    const single = m[3];
+    if (single === undefined) continue;
+    const code = parseInt(single, 16);
+    if (code === 0) return 'holds the escape \\u0000, which PostgreSQL cannot store in jsonb; remove it';
+    if (code >= 0xd800 && code <= 0xdfff) return `holds the escape \\u${single}, half of a surrogate pair, which PostgreSQL cannot store; remove it or complete the pair`;
+  }
+  return null;
+}
+
+/** JSON.stringify that writes JsonText values as their text and bigints as strings. */
+export function stringifyJson(doc: unknown, indent?: number): string {
+  const raw: string[] = [];
+  const tag = `\u0000${randomBytes(6).toString('hex')}:`;
+  const text = JSON.stringify(
+    doc,
+    (_key, value: unknown) => {
+      if (typeof value === 'bigint') return value.toString();
+      if (value instanceof JsonText) {
+        raw.push(value.text);
+        return tag + (raw.length - 1);
+      }
+      return value;
+    },
+    indent,
+  );
+  if (raw.length === 0) return text;
+  const placeholder = new RegExp(`"${JSON.stringify(tag).slice(1, -1).replace(/\\/g, '\\\\')}(\\d+)"`, 'g');
+  return text.replace(placeholder, (_m, i: string) => raw[Number(i)]!);
+}
