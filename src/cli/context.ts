@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { loadSettings, type LoadedSettings, type SettingKey } from '../config.js';
+import { loadSettings, redactDeep, redactSecrets, type LoadedSettings, type SettingKey } from '../config.js';
 import { connect, type Db } from '../db.js';
 import { badInput, ExitCode, toQmaintError } from '../errors.js';
 import { requireMigrated } from '../migrate.js';
@@ -137,14 +137,16 @@ export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise
   };
 }
 
+/** Print an error: one line (the stack with --verbose), passwords redacted whatever their form. */
 export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Context): void {
   const error = toQmaintError(err);
   const out = ctx?.out ?? new Output({ json: !!argv.json, color: argv.color !== false, verbose: !!argv.verbose });
   const prefix = error.exitCode === ExitCode.unexpected ? 'unexpected error: ' : '';
-  out.note(`${out.c.red('error:')} ${prefix}${error.message}`);
+  const message = redactSecrets(error.message);
+  out.note(`${out.c.red('error:')} ${prefix}${message}`);
   if (argv.verbose) {
     const cause = error.cause instanceof Error ? error.cause : error;
-    out.note(cause.stack ?? String(cause));
+    out.note(redactSecrets(cause.stack ?? String(cause)));
   }
-  if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message: error.message, ...(error.details ? { details: error.details } : {}) } });
+  if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) } });
 }

@@ -186,26 +186,36 @@ const register: Register = (y) => {
         handler<CommonArgs & { until: string; max: number }>(async (ctx, argv) => {
           const until = parseTimestamp(argv.until, '--until');
           if (!Number.isInteger(argv.max) || argv.max < 1) throw badInput(`--max must be a whole number of at least 1, got ${argv.max}`);
-          return printResult(ctx, await createUntil(await db(ctx), { ...options(ctx, argv), until, max: argv.max }), 'create');
+          const opts = { ...options(ctx, argv), until, max: argv.max };
+          return printResult(ctx, await createUntil(await db(ctx), opts), 'create');
         }),
       )
       .command(
         'detach <name>',
         'detach one past partition with no queued or running job and keep it as a table',
         (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
-        handler<CommonArgs & { name: string }>(async (ctx, argv) => printResult(ctx, await detach(await db(ctx), argv.name, options(ctx, argv)), 'detach')),
+        handler<CommonArgs & { name: string }>(async (ctx, argv) => {
+          const opts = options(ctx, argv);
+          return printResult(ctx, await detach(await db(ctx), argv.name, opts), 'detach');
+        }),
       )
       .command(
         'drop <name>',
         'detach and drop one past partition with no queued or running job (or drop a table qmaint detached)',
         (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
-        handler<CommonArgs & { name: string }>(async (ctx, argv) => printResult(ctx, await drop(await db(ctx), argv.name, options(ctx, argv)), 'drop')),
+        handler<CommonArgs & { name: string }>(async (ctx, argv) => {
+          const opts = options(ctx, argv);
+          return printResult(ctx, await drop(await db(ctx), argv.name, opts), 'drop');
+        }),
       )
       .command(
         'compact',
         'move queued jobs out of expired partitions, so retention can retire them',
         (b) => maintenanceOptions(b),
-        handler<CommonArgs>(async (ctx, argv) => printResult(ctx, await compact(await db(ctx), options(ctx, argv)), 'compact')),
+        handler<CommonArgs>(async (ctx, argv) => {
+          const opts = options(ctx, argv);
+          return printResult(ctx, await compact(await db(ctx), opts), 'compact');
+        }),
       )
       .demandCommand(1, 'name a partitions command: apply, list, plan, rotate, create, detach, drop or compact'),
   );
