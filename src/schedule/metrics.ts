@@ -85,8 +85,11 @@ export interface MetricsSource {
   health(): Promise<{ ok: boolean } & Record<string, unknown>>;
 }
 
-/** An HTTP server with /metrics (Prometheus text) and /healthz (JSON). Port 0 picks a free port. */
-export async function startMetricsServer(source: MetricsSource, port: number, host: string): Promise<{ port: number; close(): Promise<void> }> {
+/**
+ * An HTTP server with /metrics (Prometheus text) and /healthz (JSON) on host
+ * (default 127.0.0.1: this machine only). Port 0 picks a free port.
+ */
+export async function startMetricsServer(source: MetricsSource, port: number, host = '127.0.0.1'): Promise<{ host: string; port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -103,8 +106,10 @@ export async function startMetricsServer(source: MetricsSource, port: number, ho
     server.once('error', reject);
     server.listen(port, host, () => resolve());
   });
+  const address = server.address() as AddressInfo;
   return {
-    port: (server.address() as AddressInfo).port,
+    host: address.address,
+    port: address.port,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -88,7 +88,7 @@ const register: Register = (y) => {
         (c) =>
           cronOptions(c, 'node-cron')
             .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
-            .option('metrics-host', { type: 'string', default: '0.0.0.0', description: 'address the metrics server listens on' })
+            .option('metrics-host', { type: 'string', default: '127.0.0.1', description: 'address the metrics server listens on (0.0.0.0: every interface)' })
             .option('leader-interval-ms', { type: 'number', default: 2000, description: 'how often a standby tries to take over (bounds takeover time)' })
             .option('retries', { type: 'number', default: 3, description: 'retries of a failed run, with backoff, before the next tick' })
             .option('retry-base-ms', { type: 'number', default: 1000, description: 'first retry delay; doubles each retry, ±50% jitter' })

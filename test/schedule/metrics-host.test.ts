@@ -1,0 +1,46 @@
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import os from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { CLI, cleanEnv, eventually, freshDatabase, ROOT } from '../helpers.js';
+
+/** Resolves true when a TCP connection to host:port is accepted, false when it is refused. */
+function accepts(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('the daemon /metrics server', () => {
+  it('listens on 127.0.0.1 unless told otherwise', async () => {
+    const t = await freshDatabase();
+    const child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json', '--database-url', t.url, '--metrics-port', '0', '--exit-after', '60',
+      '--rescue-cron', '0 0 1 1 *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off'], { env: cleanEnv(), cwd: ROOT });
+    const exited = new Promise((resolve) => child.on('close', resolve));
+    const events: { event: string; host?: string; port?: number }[] = [];
+    let buffer = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+        events.push(JSON.parse(buffer.slice(0, nl)));
+        buffer = buffer.slice(nl + 1);
+      }
+    });
+    try {
+      const metrics = await eventually(async () => events.find((e) => e.event === 'metrics'), 20_000);
+      expect(metrics.host).toBe('127.0.0.1');
+      expect(await accepts('127.0.0.1', metrics.port!)).toBe(true);
+      // Another address of this machine is refused (when it has one).
+      const external = Object.values(os.networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal);
+      if (external) expect(await accepts(external.address, metrics.port!)).toBe(false);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+});
