@@ -36,10 +36,11 @@ export function checkQueueName(queue: unknown): string {
   return queue;
 }
 
-function checkOptions(opts: EnqueueOptions): void {
+/** Refuse options PostgreSQL would refuse (or misread), before anything is sent. */
+export function checkOptions(opts: EnqueueOptions): void {
   const int = (v: unknown, what: string, min: number) => {
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > INT4_MAX)) {
-      throw badInput(`${what} must be a whole number from ${min} to ${INT4_MAX}, got ${JSON.stringify(v)}`);
+      throw badInput(`${what} must be a whole number from ${min} to ${INT4_MAX}, got ${typeof v === 'number' ? v : JSON.stringify(v)}`);
     }
   };
   int(opts.priority, 'priority', -INT4_MAX);

@@ -83,6 +83,22 @@ describe('--lock-timeout and --statement-timeout', () => {
   });
 });
 
+describe('other flags', () => {
+  it('enqueue options and partition names are checked before the database, --dry-run included', async () => {
+    const before = await snapshot();
+    for (const [args, pattern] of [
+      [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', 'banana', '--dry-run'], /priority must be a whole number .*, got NaN/],
+      [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', '1.5'], /priority must be a whole number/],
+      [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /maxRetries must be a whole number from 0/],
+      [['partitions', 'detach', 'no.such.thing.x'], /partition "no\.such\.thing\.x" must be "table" or "schema\.table"/],
+      [['partitions', 'rotate', '--table', 'a b', '--dry-run'], /--table "a b" is not a valid name/],
+    ] as [string[], RegExp][]) {
+      refused(await runCli(args, { env, input: '{}\n' }), args.join(' '), pattern);
+    }
+    expect(await snapshot()).toEqual(before);
+  });
+});
+
 describe('connection settings', () => {
   // A directory with nothing in it: a command that fell back to the embedded server would create .qmaint here.
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'qmaint-flags-'));

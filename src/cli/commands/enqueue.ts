@@ -2,7 +2,7 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
 import { badInput } from '../../errors.js';
 import { JsonText } from '../../json.js';
-import { checkQueueName, enqueue, enqueueMany, type EnqueueOptions } from '../../queue/enqueue.js';
+import { checkOptions, checkQueueName, enqueue, enqueueMany, type EnqueueOptions } from '../../queue/enqueue.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from './index.js';
 
@@ -57,6 +57,7 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
   if (argv.maxRetries !== undefined) opts.maxRetries = argv.maxRetries;
   // --now: the job is created "then" (it lands in that time's partition).
   if (ctx.nowGiven) opts.createdAt = ctx.now;
+  checkOptions(opts);
   return opts;
 }
 

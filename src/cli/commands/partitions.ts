@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import type { Db } from '../../db.js';
+import { parseQualifiedName, type Db } from '../../db.js';
 import { badInput } from '../../errors.js';
 import {
   applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
@@ -24,6 +24,7 @@ const maintenanceOptions = <T>(b: Argv<T>) =>
     .option('lock-retries', { type: 'number', description: 'retries of a statement that hit lock_timeout (default 5)' });
 
 function options(ctx: Context, argv: CommonArgs): MaintainOptions & { dryRun: boolean } {
+  if (argv.table !== undefined) parseQualifiedName(argv.table, '--table');
   const loaded = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
   return {
     now: ctx.now,
@@ -195,6 +196,7 @@ const register: Register = (y) => {
         'detach one past partition with no queued or running job and keep it as a table',
         (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
         handler<CommonArgs & { name: string }>(async (ctx, argv) => {
+          parseQualifiedName(argv.name, 'partition');
           const opts = options(ctx, argv);
           return printResult(ctx, await detach(await db(ctx), argv.name, opts), 'detach');
         }),
@@ -204,6 +206,7 @@ const register: Register = (y) => {
         'detach and drop one past partition with no queued or running job (or drop a table qmaint detached)',
         (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
         handler<CommonArgs & { name: string }>(async (ctx, argv) => {
+          parseQualifiedName(argv.name, 'partition');
           const opts = options(ctx, argv);
           return printResult(ctx, await drop(await db(ctx), argv.name, opts), 'drop');
         }),
