@@ -40,19 +40,46 @@ const LONE_SURROGATE = /\p{Cs}/u;
 // In a JSON string: a surrogate pair written as two escapes, any other \u escape, or another escape.
 const ESCAPE = /\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|\\[^u]/g;
 
+// A JSON string (skipped) or a number: integer digits, fraction digits, exponent.
+const STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?/g;
+// PostgreSQL's numeric: at most 131072 digits before the decimal point and 16383 after.
+const NUMERIC_INTEGER_DIGITS = 131_072;
+const NUMERIC_SCALE = 16_383;
+// ... and an exponent below INT_MAX / 2 in magnitude, even for zero.
+const NUMERIC_EXPONENT = 1_073_741_823;
+
 /**
  * What in valid JSON text PostgreSQL's jsonb refuses (null when nothing):
- * the \u0000 escape, and half of a surrogate pair, escaped or not.
+ * the \u0000 escape, half of a surrogate pair (escaped or not), and a number
+ * beyond the range of numeric.
  */
 export function unstorable(text: string): string | null {
   if (LONE_SURROGATE.test(text)) return 'holds a lone surrogate (half of a UTF-16 pair), which PostgreSQL cannot store; remove it or complete the pair';
-  if (!text.includes('\\u')) return null;
-  for (const m of text.matchAll(ESCAPE)) {
-    const single = m[3];
-    if (single === undefined) continue;
-    const code = parseInt(single, 16);
-    if (code === 0) return 'holds the escape \\u0000, which PostgreSQL cannot store in jsonb; remove it';
-    if (code >= 0xd800 && code <= 0xdfff) return `holds the escape \\u${single}, half of a surrogate pair, which PostgreSQL cannot store; remove it or complete the pair`;
+  if (text.includes('\\u')) {
+    for (const m of text.matchAll(ESCAPE)) {
+      const single = m[3];
+      if (single === undefined) continue;
+      const code = parseInt(single, 16);
+      if (code === 0) return 'holds the escape \\u0000, which PostgreSQL cannot store in jsonb; remove it';
+      if (code >= 0xd800 && code <= 0xdfff) return `holds the escape \\u${single}, half of a surrogate pair, which PostgreSQL cannot store; remove it or complete the pair`;
+    }
+  }
+  // Only an exponent or a very long number can leave numeric's range.
+  if (text.length > NUMERIC_SCALE || /[eE][+-]?\d/.test(text)) {
+    for (const m of text.matchAll(STRING_OR_NUMBER)) {
+      if (m[1] === undefined) continue;
+      const int = m[1];
+      const frac = m[2] ?? '';
+      const exp = Number(m[3] ?? 0);
+      const digits = int + frac;
+      const leadingZeros = digits.length - digits.replace(/^0+/, '').length;
+      const integerDigits = digits.length === leadingZeros ? 0 : int.length + exp - leadingZeros;
+      const scale = frac.length - exp;
+      if (integerDigits > NUMERIC_INTEGER_DIGITS || scale > NUMERIC_SCALE || Math.abs(exp) >= NUMERIC_EXPONENT) {
+        const shown = m[0].length > 40 ? `${m[0].slice(0, 20)}…${m[0].slice(-10)}` : m[0];
+        return `holds the number ${shown}, beyond PostgreSQL's numeric (at most ${NUMERIC_INTEGER_DIGITS} digits before the decimal point and ${NUMERIC_SCALE} after); store it as a string`;
+      }
+    }
   }
   return null;
 }

@@ -72,6 +72,16 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
     expect(r.stderr).not.toMatch(/\n\s+at /);
   };
 
+  it('numbers beyond numeric, which jsonb cannot hold', async () => {
+    for (const payload of ['1e131072', '[1e-16384]', '{"a": 0e2147483648}', '0.' + '1'.repeat(16384)]) {
+      refused(await runCli(['enqueue', '--queue', 'huge', '--payload', payload], { env }), /--payload holds the number .*, beyond PostgreSQL's numeric .*; store it as a string; nothing was enqueued/);
+    }
+    // At the limits, and in a string, they are stored as given.
+    expect((await runCli(['enqueue', '--queue', 'edge', '--payload', '[1e131071, 1e-16383, "1e999999"]'], { env })).code).toBe(0);
+    expect(await count('huge')).toBe(0);
+    expect(await count('edge')).toBe(1);
+  });
+
   it('\\u0000 and lone surrogates in --payload', async () => {
     refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '{"a": "x\\u0000y"}'], { env }), /--payload holds the escape \\u0000.*nothing was enqueued/);
     refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '["\\ud800"]'], { env }), /--payload holds the escape \\ud800, half of a surrogate pair/);
