@@ -40,6 +40,11 @@ export function checkConnectionUrl(url: string, where: string): string {
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
     throw new QmaintError('config', `${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; ${USE_URL}`);
   }
+  try {
+    for (const part of [parsed.username, parsed.password, parsed.pathname]) decodeURIComponent(part);
+  } catch {
+    throw new QmaintError('config', `${where} holds a malformed %-escape in its user, password or database; write a literal % as %25`);
+  }
   return url;
 }
 

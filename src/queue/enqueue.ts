@@ -53,8 +53,19 @@ export function checkOptions(opts: EnqueueOptions): void {
 /** The payload as JSON text: a JsonText as given, anything else through JSON.stringify. */
 function payloadJson(payload: unknown): string {
   if (payload instanceof JsonText) return payload.text;
-  const text = JSON.stringify(payload === undefined ? {} : payload);
+  let text: string | undefined;
+  let lost: unknown;
+  try {
+    // JSON.stringify would write NaN and ±Infinity as null: refuse rather than rewrite.
+    text = JSON.stringify(payload === undefined ? {} : payload, (_key, value: unknown) => {
+      if (typeof value === 'number' && !Number.isFinite(value)) lost ??= value;
+      return value;
+    });
+  } catch (err) {
+    throw badInput(`payload is not JSON-serialisable (${(err as Error).message})`);
+  }
   if (text === undefined) throw badInput('payload must be JSON-serialisable');
+  if (lost !== undefined) throw badInput(`payload holds ${String(lost)}, which JSON cannot represent (JSON.stringify would store null); use a string or a JsonText`);
   const problem = unstorable(text);
   if (problem) throw badInput(`payload ${problem}`);
   return text;

@@ -43,6 +43,10 @@ describe('no command prints a password', () => {
         leaks(env);
       }
     }
+    const escape = await runCli(['migrate', '--status', '--database-url', `postgres://me:${SECRET}%zz@127.0.0.1:1/db`]);
+    expect(escape.code).toBe(2);
+    expect(escape.stderr).toMatch(/malformed %-escape/);
+    leaks(escape);
     const kw = await runCli(['migrate', '--database-url', `host=h password=${SECRET}`]);
     expect(kw.stderr).toMatch(/--database-url is not a valid URL \(keyword=value strings are not supported; the PG\* variables are\); use postgres:\/\//);
   });

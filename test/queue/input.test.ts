@@ -123,6 +123,9 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
     await expect(enqueue(t.db, 'lib', { a: 'x\u0000y' })).rejects.toThrow(/\\u0000/);
     await expect(enqueue(t.db, 'lib', ['\ud800'])).rejects.toThrow(/surrogate/);
     await expect(enqueueMany(t.db, 'lib', [{ ok: 1 }, { bad: '\udfff' }])).rejects.toThrow(/surrogate/);
+    await expect(enqueue(t.db, 'lib', { n: Infinity })).rejects.toThrow(/payload holds Infinity, which JSON cannot represent/);
+    await expect(enqueueMany(t.db, 'lib', [[NaN]])).rejects.toThrow(/payload holds NaN/);
+    await expect(enqueue(t.db, 'lib', { n: 1n })).rejects.toMatchObject({ code: 'bad_input', message: expect.stringMatching(/not JSON-serialisable/) });
     expect(await count('lib')).toBe(0);
   });
 });
