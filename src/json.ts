@@ -49,9 +49,29 @@ const NUMERIC_SCALE = 16_383;
 const NUMERIC_EXPONENT = 1_073_741_823;
 
 /**
+ * Deepest nesting qmaint stores. PostgreSQL parses jsonb recursively and gives
+ * up at a depth that depends on max_stack_depth (about 16,000 with the default
+ * 2MB on PostgreSQL 18); a fixed limit below it means an accepted payload never
+ * depends on server settings.
+ */
+export const MAX_JSON_DEPTH = 5000;
+// A JSON string (skipped) or a bracket.
+const STRING_OR_BRACKET = /"(?:[^"\\]|\\.)*"|[[\]{}]/g;
+
+function depthOf(text: string): number {
+  let depth = 0;
+  let max = 0;
+  for (const [token] of text.matchAll(STRING_OR_BRACKET)) {
+    if (token === '[' || token === '{') max = Math.max(max, ++depth);
+    else if (token === ']' || token === '}') depth--;
+  }
+  return max;
+}
+
+/**
  * What in valid JSON text PostgreSQL's jsonb refuses (null when nothing):
- * the \u0000 escape, half of a surrogate pair (escaped or not), and a number
- * beyond the range of numeric.
+ * the \u0000 escape, half of a surrogate pair (escaped or not), a number
+ * beyond the range of numeric, and nesting deeper than MAX_JSON_DEPTH.
  */
 export function unstorable(text: string): string | null {
   if (LONE_SURROGATE.test(text)) return 'holds a lone surrogate (half of a UTF-16 pair), which PostgreSQL cannot store; remove it or complete the pair';
@@ -80,6 +100,10 @@ export function unstorable(text: string): string | null {
         return `holds the number ${shown}, beyond PostgreSQL's numeric (at most ${NUMERIC_INTEGER_DIGITS} digits before the decimal point and ${NUMERIC_SCALE} after); store it as a string`;
       }
     }
+  }
+  // Nesting deeper than the limit takes at least twice as many characters.
+  if (text.length > 2 * MAX_JSON_DEPTH && depthOf(text) > MAX_JSON_DEPTH) {
+    return `nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep, more than qmaint stores; flatten it`;
   }
   return null;
 }

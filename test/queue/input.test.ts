@@ -82,6 +82,33 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
     expect(await count('edge')).toBe(1);
   });
 
+  it('nesting deeper than 5000 levels', async () => {
+    const nest = (n: number) => '['.repeat(n) + ']'.repeat(n);
+    refused(await runCli(['enqueue', '--queue', 'nest', '--payload', nest(5001)], { env }), /--payload nests arrays and objects more than 5000 levels deep/);
+    writeFileSync(path.join(dir, 'nest.ndjson'), `{}\n{"a": ${nest(20000)}}\n`);
+    refused(await runCli(['enqueue', '--queue', 'nest', '--file', path.join(dir, 'nest.ndjson')], { env }), /nest\.ndjson line 2 nests/);
+    expect((await runCli(['enqueue', '--queue', 'nest-ok', '--payload', nest(5000)], { env })).code).toBe(0);
+    expect(await count('nest')).toBe(0);
+  });
+
+  it('what the database encoding cannot hold: PostgreSQL refuses it, exit 2', async () => {
+    const name = `${t.name}_ascii`;
+    await t.db.query(`CREATE DATABASE "${name}" TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'`);
+    const url = new URL(t.url);
+    url.pathname = '/' + name;
+    const ascii = cleanEnv({ DATABASE_URL: url.toString() });
+    try {
+      expect((await runCli(['migrate'], { env: ascii })).code).toBe(0);
+      // jsonb takes no \u escape above 007F in a database that is not UTF8.
+      refused(await runCli(['enqueue', '--queue', 'e', '--payload', '["\\u00e9"]'], { env: ascii }), /PostgreSQL refused a payload \(.*\); fix the payload, nothing was enqueued/);
+      refused(await runCli(['enqueue', '--queue', 'e', '--file', '-'], { env: ascii, input: '["e"]\n["\\u00e9"]\n' }), /PostgreSQL refused a payload/);
+      const list = await runCli(['jobs', 'list', '--json'], { env: ascii });
+      expect(list.json<{ jobs: unknown[] }>().jobs).toEqual([]);
+    } finally {
+      await t.db.query(`DROP DATABASE "${name}" WITH (FORCE)`);
+    }
+  });
+
   it('\\u0000 and lone surrogates in --payload', async () => {
     refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '{"a": "x\\u0000y"}'], { env }), /--payload holds the escape \\u0000.*nothing was enqueued/);
     refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '["\\ud800"]'], { env }), /--payload holds the escape \\ud800, half of a surrogate pair/);

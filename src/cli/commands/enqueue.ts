@@ -1,6 +1,6 @@
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
-import { badInput } from '../../errors.js';
+import { badInput, QmaintError, sqlState } from '../../errors.js';
 import { JsonText } from '../../json.js';
 import { checkOptions, checkQueueName, enqueue, enqueueMany, type EnqueueOptions } from '../../queue/enqueue.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
@@ -44,7 +44,7 @@ const register: Register = (y) => {
         return;
       }
       const db = await ctx.migratedDb({ max: 2 });
-      const id = await enqueue(db, argv.queue, payload, opts);
+      const id = await enqueue(db, argv.queue, payload, opts).catch(refusedPayload);
       ctx.out.emit({ ok: true, queue: argv.queue, enqueued: 1, id }, () => ctx.out.ok(`enqueued job ${id} on queue ${argv.queue}`));
     }),
   );
@@ -59,6 +59,21 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
   if (ctx.nowGiven) opts.createdAt = ctx.now;
   checkOptions(opts);
   return opts;
+}
+
+/**
+ * PostgreSQL refusing what qmaint checked as storable (a data exception, e.g. a
+ * \u escape the database's encoding cannot hold, or a stack depth limit set
+ * lower than qmaint's nesting limit) is bad input: the transaction rolled back,
+ * nothing was enqueued.
+ */
+function refusedPayload(err: unknown): never {
+  const cause = err instanceof QmaintError ? err.cause : err;
+  const state = sqlState(cause);
+  if (state !== undefined && (state.startsWith('22') || state === '54001')) {
+    throw badInput(`PostgreSQL refused a payload (${(cause as Error).message}); fix the payload, nothing was enqueued`);
+  }
+  throw err;
 }
 
 /**
@@ -160,7 +175,7 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
       bar?.tick(sent - shown);
       shown = sent;
     },
-  });
+  }).catch(refusedPayload);
   bar?.finish();
   ctx.out.emit({ ok: true, queue: argv.queue, enqueued: count }, () => ctx.out.ok(`enqueued ${count} jobs on queue ${argv.queue}`));
 }
