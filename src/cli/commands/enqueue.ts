@@ -62,15 +62,22 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
 }
 
 /**
- * PostgreSQL refusing what qmaint checked as storable (a data exception, e.g. a
- * \u escape the database's encoding cannot hold, or a stack depth limit set
- * lower than qmaint's nesting limit) is bad input: the transaction rolled back,
- * nothing was enqueued.
+ * SQLSTATEs of jsonb input PostgreSQL refuses: invalid text, a character the
+ * database's encoding cannot hold (two codes), a number out of range, and
+ * nesting beyond the stack depth limit.
+ */
+const PAYLOAD_REFUSED = new Set(['22P02', '22P05', '22021', '22003', '54001']);
+
+/**
+ * PostgreSQL refusing what qmaint checked as storable (e.g. a \u escape the
+ * database's encoding cannot hold, or a stack depth limit set lower than
+ * qmaint's nesting limit) is bad input: the transaction rolled back, nothing
+ * was enqueued.
  */
 function refusedPayload(err: unknown): never {
   const cause = err instanceof QmaintError ? err.cause : err;
   const state = sqlState(cause);
-  if (state !== undefined && (state.startsWith('22') || state === '54001')) {
+  if (state !== undefined && PAYLOAD_REFUSED.has(state)) {
     throw badInput(`PostgreSQL refused a payload (${(cause as Error).message}); fix the payload, nothing was enqueued`);
   }
   throw err;
