@@ -161,8 +161,10 @@ const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, min: 60_000, h: 3_600_
 export function durationMs(text: string): number | undefined {
   const m = DURATION.exec(text.trim());
   if (!m || (m[2] === undefined && m[1]!.includes('.'))) return undefined;
-  const ms = Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!;
-  return Number.isSafeInteger(ms) ? ms : undefined;
+  const exact = Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!;
+  // 1.1 * 1000 is 1100.0000000000002 in floating point.
+  const ms = Math.round(exact);
+  return Number.isSafeInteger(ms) && Math.abs(exact - ms) < 1e-6 ? ms : undefined;
 }
 
 function formatMs(ms: number): string {
