@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { redactUrl } from './config.js';
 import { QmaintError } from './errors.js';
 
 const execFileAsync = promisify(execFile);
@@ -274,7 +275,7 @@ export async function embeddedStatus(options: EmbeddedOptions = {}): Promise<Emb
     initialised,
     running,
     port: state?.port ?? null,
-    url: state ? urlFor({ ...state, password: '***' }) : null,
+    url: state ? redactUrl(urlFor(state)) : null,
     version: initialised ? await serverVersion() : null,
   };
 }
