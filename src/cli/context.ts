@@ -146,7 +146,7 @@ export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Conte
   out.note(`${out.c.red('error:')} ${prefix}${message}`);
   if (argv.verbose) {
     const cause = error.cause instanceof Error ? error.cause : error;
-    out.note(redactSecrets(cause.stack ?? String(cause)));
+    out.note(cause.stack ?? String(cause));
   }
   if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) } });
 }

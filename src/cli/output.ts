@@ -1,5 +1,6 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
+import { redactSecrets } from '../config.js';
 import { stringifyJson } from '../json.js';
 
 /**
@@ -70,13 +71,13 @@ export class Output {
     return level;
   }
 
-  /** Diagnostics on stderr (shown under --json too, never on stdout). */
+  /** Diagnostics on stderr (shown under --json too, never on stdout); passwords redacted, as in every error. */
   note(text: string): void {
-    this.stderr.write(text + '\n');
+    this.stderr.write(redactSecrets(text) + '\n');
   }
 
   debug(text: string): void {
-    if (this.verbose) this.stderr.write(this.c.dim(text) + '\n');
+    if (this.verbose) this.stderr.write(this.c.dim(redactSecrets(text)) + '\n');
   }
 
   table<T extends object>(columns: Column<T>[], rows: T[]): void {
