@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Db } from '../db.js';
+import { QmaintError } from '../errors.js';
 
 /** One Prometheus sample. */
 export interface Sample {
@@ -103,7 +104,9 @@ export async function startMetricsServer(source: MetricsSource, port: number, ho
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new QmaintError('config', `cannot serve /metrics on ${host}:${port} (${err.code ?? err.message}); give --metrics-host an address of this machine (127.0.0.1, 0.0.0.0) and --metrics-port a free port`, { cause: err }));
+    });
     server.listen(port, host, () => resolve());
   });
   const address = server.address() as AddressInfo;
