@@ -92,6 +92,8 @@ describe('other flags', () => {
       [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /maxRetries must be a whole number from 0/],
       [['partitions', 'detach', 'no.such.thing.x'], /partition "no\.such\.thing\.x" must be "table" or "schema\.table"/],
       [['partitions', 'rotate', '--table', 'a b', '--dry-run'], /--table "a b" is not a valid name/],
+      [['explain', 'dequeue', '--queue', '', '--dry-run'], /queue name "" is not valid/],
+      [['health', '--queue', 'tab\there'], /queue name "tab\\there" is not valid/],
     ] as [string[], RegExp][]) {
       refused(await runCli(args, { env, input: '{}\n' }), args.join(' '), pattern);
     }

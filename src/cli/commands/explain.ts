@@ -3,6 +3,7 @@ import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
 import { claimQuery, LOW_WATER_SQL } from '../../queue/claim.js';
 import { ExitCode } from '../../errors.js';
+import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
 import type { Register } from './index.js';
@@ -31,6 +32,7 @@ const register: Register = (y) => {
         .option('statement-timeout', { type: 'string', description: 'statement_timeout of the explain (default: the statementTimeout setting, 30s)' })
         .option('dry-run', { type: 'boolean', default: false, description: 'print the statements explain would run, run nothing' }),
     handler<ExplainArgs>(async (ctx, argv) => {
+      if (argv.queue !== undefined) checkQueueName(argv.queue);
       const { values: settings } = ctx.settings({ batch: argv.batch, statementTimeout: argv.statementTimeout });
       const thresholds = resolveThresholds(parseThresholdSetting(settings.healthThresholds), parseThresholdFlags(argv.threshold));
       if (argv.dryRun) return dryRun(ctx, argv.queue, settings.batch, settings.leaseSeconds, settings.statementTimeout);
