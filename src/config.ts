@@ -15,33 +15,82 @@ const LIBPQ_VARS = ['PGHOST', 'PGHOSTADDR', 'PGPORT', 'PGDATABASE', 'PGUSER', 'P
 
 /** --database-url, then DATABASE_URL, then libpq PG* variables, then the embedded default. */
 export function resolveConnection(flagUrl: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConnection {
-  if (flagUrl !== undefined && flagUrl !== '') return { source: 'flag', url: checkUrl(flagUrl, '--database-url') };
-  if (env.DATABASE_URL) return { source: 'DATABASE_URL', url: checkUrl(env.DATABASE_URL, 'DATABASE_URL') };
+  checkPgPort(env);
+  if (flagUrl !== undefined) return { source: 'flag', url: checkConnectionUrl(flagUrl, '--database-url') };
+  if (env.DATABASE_URL) return { source: 'DATABASE_URL', url: checkConnectionUrl(env.DATABASE_URL, 'DATABASE_URL') };
   if (LIBPQ_VARS.some((name) => env[name])) return { source: 'libpq' };
   return { source: 'embedded' };
 }
 
-function checkUrl(url: string, where: string): string {
+const USE_URL = 'use postgres://user:password@host:port/database';
+
+/**
+ * A connection URL qmaint can use (postgres:// or postgresql://), or a config
+ * error (exit 2) that never repeats the text: it may hold a password.
+ */
+export function checkConnectionUrl(url: string, where: string): string {
+  if (url.trim() === '') throw new QmaintError('config', `${where} is empty; ${USE_URL}, or leave it out`);
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new QmaintError('config', `${where} is not a valid URL (${redactUrl(url)}); use postgres://user:password@host:port/database`);
+    const keywords = /^\s*[a-z_]+\s*=/i.test(url) ? ' (keyword=value strings are not supported; the PG* variables are)' : '';
+    throw new QmaintError('config', `${where} is not a valid URL${keywords}; ${USE_URL}`);
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new QmaintError('config', `${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; use postgres://user:password@host:port/database`);
+    throw new QmaintError('config', `${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; ${USE_URL}`);
+  }
+  try {
+    for (const part of [parsed.username, parsed.password, parsed.pathname]) decodeURIComponent(part);
+  } catch {
+    throw new QmaintError('config', `${where} holds a malformed %-escape in its user, password or database; write a literal % as %25`);
   }
   return url;
 }
 
-/** The URL with its password replaced, for output and logs. */
+/** PGPORT, when set, must be a port number: node-pg would otherwise connect to NaN. */
+function checkPgPort(env: NodeJS.ProcessEnv): void {
+  const port = env.PGPORT;
+  if (port === undefined || port === '') return;
+  if (!/^\d{1,5}$/.test(port.trim()) || Number(port) < 1 || Number(port) > 65535) {
+    throw new QmaintError('config', `PGPORT ${JSON.stringify(port)} is not a port number; set it to a number from 1 to 65535, or unset it`);
+  }
+}
+
+// Secrets in connection strings, in any text: the password of a URL
+// (scheme://user:PASSWORD@), a password query parameter, a keyword=value password.
+const URL_PASSWORD = /(\/\/[^\s:/?#@]*):\S*@/g;
+const QUERY_PASSWORD = /([?&][a-z_]*pass(?:word)?=)[^&#\s]*/gi;
+const KEYWORD_PASSWORD = /(^|[\s;,(])([a-z_]*pass(?:word)?\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s'";,)]+)/gi;
+
+/**
+ * The one redaction for output and logs: every password a connection string
+ * can carry, in whatever form (URL, ?password=, libpq keyword=value, a string
+ * too malformed to parse), becomes ***.
+ */
+export function redactSecrets(text: string): string {
+  return text.replace(URL_PASSWORD, '$1:***@').replace(QUERY_PASSWORD, '$1***').replace(KEYWORD_PASSWORD, '$1$2***');
+}
+
+/** redactSecrets applied to every string inside a JSON-like value (error details, run details). */
+export function redactDeep<T>(value: T): T {
+  if (typeof value === 'string') return redactSecrets(value) as T;
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v)) as T;
+  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v)])) as T;
+  }
+  return value;
+}
+
+/** A connection URL for output and logs: its password (in the authority or the query) replaced by ***. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
-    return parsed.toString();
+    for (const key of [...parsed.searchParams.keys()]) if (/pass/i.test(key)) parsed.searchParams.set(key, '***');
+    return redactSecrets(parsed.toString());
   } catch {
-    return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+    return redactSecrets(url);
   }
 }
 
@@ -65,19 +114,20 @@ export function connectionTarget(url: string | undefined, env: NodeJS.ProcessEnv
 // ---------------------------------------------------------------------------
 // Settings: flags > QMAINT_* environment > qmaint.config.json > defaults.
 
-type SettingType = 'string' | 'integer' | 'number' | 'boolean';
+type SettingType = 'string' | 'integer' | 'number' | 'boolean' | 'duration';
 
 interface SettingSpec {
   type: SettingType;
   default: string | number | boolean;
   description: string;
+  /** Integers and numbers: the range. Durations: the range in milliseconds. */
   min?: number;
   max?: number;
 }
 
 /** Every tunable setting. The environment name is QMAINT_ + the key in UPPER_SNAKE case. */
 export const settingSpecs = {
-  lockTimeout: { type: 'string', default: '2s', description: 'lock_timeout for maintenance DDL' },
+  lockTimeout: { type: 'duration', default: '2s', min: 1, max: 600_000, description: 'lock_timeout for maintenance DDL (more than 0 and at most 10min, as in a policy)' },
   // The same default as qmaint.lock_retries(), which the executors read when the setting is left at its default.
   lockRetries: { type: 'integer', default: 3, min: 0, max: 100, description: 'how often maintenance retries a statement that hit lock_timeout' },
   leaseSeconds: { type: 'integer', default: 60, min: 1, max: 86400, description: 'how long a claimed job is leased to its consumer' },
@@ -86,7 +136,7 @@ export const settingSpecs = {
   pollMaxMs: { type: 'integer', default: 5000, min: 10, max: 600000, description: 'longest idle poll interval of a consumer' },
   jobTimeoutSeconds: { type: 'number', default: 900, min: 0.001, max: 2147483, description: 'how long a handler may run when its job carries no timeout of its own; then its signal aborts and the job fails' },
   connectTimeoutMs: { type: 'integer', default: 10000, min: 100, max: 600000, description: 'how long making a connection (TCP and login) may take before it fails with exit 3' },
-  statementTimeout: { type: 'string', default: '30s', description: 'statement_timeout for explain and checks' },
+  statementTimeout: { type: 'duration', default: '30s', min: 1, max: 86_400_000, description: 'statement_timeout for explain and checks (more than 0 and at most 1d)' },
   healthThresholds: { type: 'string', default: '{}', description: 'JSON object of health and dequeue thresholds overriding the defaults (docs/health.md)' },
   rotateCron: { type: 'string', default: '*/15 * * * *', description: 'cron schedule of the rotate task (UTC; "off" disables it)' },
   vacuumCron: { type: 'string', default: '20 * * * *', description: 'cron schedule of the vacuum task (UTC; "off" disables it)' },
@@ -102,9 +152,40 @@ export function envName(key: string): string {
   return 'QMAINT_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 }
 
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Milliseconds of a duration as PostgreSQL's lock_timeout and statement_timeout
+ * read it ("500ms", "2s", "1.5min", "1h", "1d"; a bare whole number is
+ * milliseconds), or undefined when it is not one or is not a whole number of
+ * milliseconds.
+ */
+export function durationMs(text: string): number | undefined {
+  const m = DURATION.exec(text.trim());
+  if (!m || (m[2] === undefined && m[1]!.includes('.'))) return undefined;
+  const exact = Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!;
+  // 1.1 * 1000 is 1100.0000000000002 in floating point.
+  const ms = Math.round(exact);
+  return Number.isSafeInteger(ms) && Math.abs(exact - ms) < 1e-6 ? ms : undefined;
+}
+
+function formatMs(ms: number): string {
+  const unit = (['d', 'h', 'min', 's'] as const).find((u) => ms % UNIT_MS[u]! === 0);
+  return unit ? `${ms / UNIT_MS[unit]!}${unit}` : `${ms}ms`;
+}
+
 function coerce(key: string, spec: SettingSpec, raw: unknown, where: string): string | number | boolean {
   const fail = (what: string) => badInput(`${where}: ${key} ${what}`);
   switch (spec.type) {
+    case 'duration': {
+      const ms = typeof raw === 'string' ? durationMs(raw) : undefined;
+      const range = `more than 0 and at most ${formatMs(spec.max!)}`;
+      if (ms === undefined) throw fail(`must be a duration such as 500ms, 2s or 1min (${range}), got ${JSON.stringify(raw)}`);
+      if (ms < spec.min! || ms > spec.max!) throw fail(`must be ${range}, got ${JSON.stringify(raw)}`);
+      // With a unit, PostgreSQL reads the text the same way as a setting and as an interval.
+      return /[a-z]$/.test(raw as string) ? (raw as string).trim() : `${ms}ms`;
+    }
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw fail('must be a non-empty string');
       return raw;

@@ -1,10 +1,11 @@
 import { spawn, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { redactUrl } from './config.js';
 import { QmaintError } from './errors.js';
 
 const execFileAsync = promisify(execFile);
@@ -46,6 +47,37 @@ const USER = 'postgres';
 
 export function embeddedHome(home?: string, env: NodeJS.ProcessEnv = process.env): string {
   return path.resolve(home ?? env.QMAINT_HOME ?? path.join(process.cwd(), '.qmaint'));
+}
+
+/**
+ * Create home (and its missing parents) one level at a time, or refuse it with
+ * exit 2: mkdir -p through a pseudo file system such as /proc never returns.
+ */
+function makeHome(home: string, what: string): void {
+  const refuse = (why: string) => new QmaintError('config', `${what} ${home} cannot be used: ${why}; point QMAINT_HOME at a directory you can write, or leave it unset for ./.qmaint`);
+  const missing: string[] = [];
+  let dir = home;
+  while (!existsSync(dir)) {
+    missing.unshift(dir);
+    const parent = path.dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  for (const existing of missing.length > 0 ? [path.dirname(missing[0]!)] : [home]) {
+    if (!statSync(existing).isDirectory()) throw refuse(`${existing} is not a directory`);
+    try {
+      accessSync(existing, constants.W_OK | constants.X_OK);
+    } catch {
+      throw refuse(`${existing} is not writable`);
+    }
+  }
+  for (const d of missing) {
+    try {
+      mkdirSync(d, { mode: 0o755 });
+    } catch (err) {
+      throw refuse(`cannot create ${d} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
 }
 
 async function binaries(): Promise<{ pg_ctl: string; initdb: string; postgres: string }> {
@@ -156,7 +188,7 @@ export async function ensureEmbedded(options: EmbeddedOptions = {}): Promise<Emb
   const home = embeddedHome(options.home, options.env);
   const dataDir = path.join(home, 'data');
   const log = options.onLog ?? (() => undefined);
-  mkdirSync(home, { recursive: true, mode: 0o755 });
+  makeHome(home, options.home === undefined && (options.env ?? process.env).QMAINT_HOME !== undefined ? 'QMAINT_HOME' : 'the embedded home');
   // As root the server runs as the postgres user, who must be able to enter home.
   if (os.userInfo().uid === 0) chmodSync(home, 0o755);
   return withLockFile(path.join(home, 'embedded.lock'), async () => {
@@ -243,7 +275,7 @@ export async function embeddedStatus(options: EmbeddedOptions = {}): Promise<Emb
     initialised,
     running,
     port: state?.port ?? null,
-    url: state ? urlFor({ ...state, password: '***' }) : null,
+    url: state ? redactUrl(urlFor(state)) : null,
     version: initialised ? await serverVersion() : null,
   };
 }

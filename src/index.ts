@@ -2,9 +2,10 @@
 // process.exit here or in anything it imports.
 export { connect, Db, inTransaction, quoteIdent, validateIdentifier, parseQualifiedName, withMaintenanceLock, MAINTENANCE_LOCK_KEY } from './db.js';
 export type { CheckedOut, ConnectOptions, PgClient, Queryable } from './db.js';
-export { resolveConnection, loadSettings, redactUrl, settingSpecs } from './config.js';
+export { resolveConnection, loadSettings, redactUrl, redactSecrets, settingSpecs } from './config.js';
 export type { Settings, SettingKey, LoadedSettings } from './config.js';
 export { QmaintError, ExitCode } from './errors.js';
+export { JsonText } from './json.js';
 export type { ErrorCode } from './errors.js';
 export { migrate, migrationStatus, requireMigrated, loadMigrations } from './migrate.js';
 export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';

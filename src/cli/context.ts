@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { loadSettings, type LoadedSettings, type SettingKey } from '../config.js';
+import { loadSettings, redactDeep, redactSecrets, type LoadedSettings, type SettingKey } from '../config.js';
 import { connect, type Db } from '../db.js';
 import { badInput, ExitCode, toQmaintError } from '../errors.js';
 import { requireMigrated } from '../migrate.js';
@@ -26,10 +26,43 @@ export function globalOptions<T>(y: Argv<T>) {
 
 /** Parse --now (or the real clock). Bad input exits 2. */
 export function parseNow(value: string | undefined): Date {
-  if (value === undefined) return new Date();
-  const date = /^\d{4}-\d{2}-\d{2}/.test(value) ? new Date(value) : new Date(NaN);
-  if (Number.isNaN(date.getTime())) throw badInput(`--now ${JSON.stringify(value)} is not an ISO timestamp; use e.g. 2026-01-31T12:00:00Z`);
+  return value === undefined ? new Date() : parseTimestamp(value, '--now');
+}
+
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * A strict ISO 8601 timestamp: YYYY-MM-DD, optionally THH:MM[:SS[.mmm]] and an
+ * offset (Z or +HH:MM). A time without an offset is UTC; a date alone is its
+ * midnight UTC. A date or time that does not exist (2026-02-30, 24:00) is
+ * refused rather than rolled over. Bad input exits 2, naming `flag`.
+ */
+export function parseTimestamp(value: string, flag: string): Date {
+  const fail = (why: string) => badInput(`${flag} ${JSON.stringify(value)} ${why}; use e.g. 2026-01-31T12:00:00Z (a time without an offset is UTC)`);
+  const m = TIMESTAMP.exec(value.trim());
+  if (!m) throw fail('is not an ISO timestamp');
+  const [year, month, day, hour = 0, minute = 0, second = 0] = m.slice(1, 7).map((v) => (v === undefined ? undefined : Number(v))) as number[];
+  const ms = m[7] === undefined ? 0 : Number(m[7].padEnd(3, '0'));
+  if (year! < 1) throw fail('is before year 1');
+  if (month! < 1 || month! > 12) throw fail(`has no month ${month}`);
+  const monthDays = new Date(Date.UTC(2000, month!, 0)).getUTCDate() - (month === 2 && !isLeap(year!) ? 1 : 0);
+  if (day! < 1 || day! > monthDays) throw fail(`is not a date: ${String(month).padStart(2, '0')}/${year} has ${monthDays} days`);
+  if (hour > 23 || minute > 59 || second > 59) throw fail('is not a time of day (hours 00-23, minutes and seconds 00-59)');
+  let offsetMinutes = 0;
+  const zone = m[8];
+  if (zone !== undefined && zone.toUpperCase() !== 'Z') {
+    const [, sign, hh, mm] = /^([+-])(\d{2}):?(\d{2})$/.exec(zone)!;
+    if (Number(hh) > 23 || Number(mm) > 59) throw fail(`has no offset ${zone}`);
+    offsetMinutes = (sign === '-' ? -1 : 1) * (Number(hh) * 60 + Number(mm));
+  }
+  const date = new Date(0);
+  date.setUTCFullYear(year!, month! - 1, day!);
+  date.setUTCHours(hour, minute - offsetMinutes, second, ms);
   return date;
+}
+
+function isLeap(year: number): boolean {
+  return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
 }
 
 /** What a command handler gets: parsed globals, output, lazy database, settings. */
@@ -113,14 +146,16 @@ export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise
   };
 }
 
+/** Print an error: one line (the stack with --verbose), passwords redacted whatever their form. */
 export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Context): void {
   const error = toQmaintError(err);
   const out = ctx?.out ?? new Output({ json: !!argv.json, color: argv.color !== false, verbose: !!argv.verbose });
   const prefix = error.exitCode === ExitCode.unexpected ? 'unexpected error: ' : '';
-  out.note(`${out.c.red('error:')} ${prefix}${error.message}`);
+  const message = redactSecrets(error.message);
+  out.note(`${out.c.red('error:')} ${prefix}${message}`);
   if (argv.verbose) {
     const cause = error.cause instanceof Error ? error.cause : error;
     out.note(cause.stack ?? String(cause));
   }
-  if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message: error.message, ...(error.details ? { details: error.details } : {}) } });
+  if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) } });
 }

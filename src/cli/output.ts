@@ -1,5 +1,7 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
+import { redactSecrets } from '../config.js';
+import { stringifyJson } from '../json.js';
 import type { PlanStep, StepEvent } from '../plan.js';
 import { invocation, type OutStream } from './invocation.js';
 
@@ -72,13 +74,13 @@ export class Output {
     return level;
   }
 
-  /** Diagnostics on stderr (shown under --json too, never on stdout). */
+  /** Diagnostics on stderr (shown under --json too, never on stdout); passwords redacted, as in every error. */
   note(text: string): void {
-    this.stderr.write(text + '\n');
+    this.stderr.write(redactSecrets(text) + '\n');
   }
 
   debug(text: string): void {
-    if (this.verbose) this.stderr.write(this.c.dim(text) + '\n');
+    if (this.verbose) this.stderr.write(this.c.dim(redactSecrets(text)) + '\n');
   }
 
   table<T extends object>(columns: Column<T>[], rows: T[]): void {
@@ -102,12 +104,12 @@ export class Output {
 
   /** Print the one JSON document of a --json run. */
   emitJson(doc: unknown): void {
-    this.stdout.write(JSON.stringify(doc, jsonReplacer, 2) + '\n');
+    this.stdout.write(stringifyJson(doc, 2) + '\n');
   }
 
   /** One JSON document on one line (a stream of events under --json: `schedule run`). */
   jsonLine(doc: unknown): void {
-    this.stdout.write(JSON.stringify(doc, jsonReplacer) + '\n');
+    this.stdout.write(stringifyJson(doc) + '\n');
   }
 
   /** --json: print doc; otherwise call human(). */
@@ -216,9 +218,4 @@ export class Progress {
   finish(): void {
     if (this.stream?.isTTY) this.stream.write('\n');
   }
-}
-
-function jsonReplacer(_key: string, value: unknown): unknown {
-  if (typeof value === 'bigint') return value.toString();
-  return value;
 }

@@ -1,3 +1,4 @@
+import { redactDeep, redactSecrets } from '../config.js';
 import type { Db, Queryable } from '../db.js';
 import { badInput, QmaintError } from '../errors.js';
 import type { PlanStep } from '../plan.js';
@@ -146,7 +147,7 @@ export async function rotate(db: Db, options: MaintainOptions): Promise<RunResul
   const id = rows[0]!.id;
   const finish = (status: string, message: string, details: unknown) =>
     db.query(`UPDATE qmaint.maintenance_runs SET finished_at = clock_timestamp(), status = $2, message = $3, details = $4 WHERE id = $1`,
-      [id, status, message.slice(0, 1000), JSON.stringify(details)]).catch(() => undefined);
+      [id, status, redactSecrets(message).slice(0, 1000), JSON.stringify(redactDeep(details))]).catch(() => undefined);
   try {
     const result = await runPlans(db, requests, options);
     if (!result.ran) await finish('skipped', result.message, { holder: result.holder });

@@ -5,6 +5,7 @@
 import pg from 'pg';
 import type { Queryable } from '../db.js';
 import { badInput } from '../errors.js';
+import { JsonText } from '../json.js';
 
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
 const STATUSES: JobStatus[] = ['queued', 'running', 'completed', 'failed'];
@@ -116,22 +117,34 @@ export function checkStatus(status: string | undefined): JobStatus | undefined {
   return status as JobStatus;
 }
 
+const BIGINT_MAX = 9_223_372_036_854_775_807n;
+
+export function checkLimit(limit: number | undefined): number {
+  const n = limit ?? 50;
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw badInput(`--limit must be a whole number from 1 to 100000, got ${limit}`);
+  return n;
+}
+
 export function checkIds(ids: (string | number)[] | undefined): string[] | undefined {
   if (ids === undefined || ids.length === 0) return undefined;
   return ids.map((id) => {
     const text = String(id);
-    if (!/^[1-9][0-9]{0,18}$/.test(text)) throw badInput(`job id ${JSON.stringify(text)} is not a positive whole number`);
+    if (!/^[1-9][0-9]{0,18}$/.test(text) || BigInt(text) > BIGINT_MAX) throw badInput(`job id ${JSON.stringify(text)} is not a job id; ids are whole numbers from 1 to ${BIGINT_MAX}`);
     return text;
   });
 }
 
-/** Jobs matching the filter, newest first. */
-export async function listJobs(db: Queryable, filter: JobFilter = {}): Promise<JobRow[]> {
-  const limit = filter.limit ?? 50;
-  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw badInput(`--limit must be a whole number from 1 to 100000, got ${limit}`);
+/**
+ * Jobs matching the filter, newest first. Payloads are parsed values, or with
+ * `payloadAs: 'text'` JsonText holding exactly what PostgreSQL returns (no
+ * number rounded, no recursion however deep the value).
+ */
+export async function listJobs(db: Queryable, filter: JobFilter = {}, options: { payloadAs?: 'value' | 'text' } = {}): Promise<JobRow[]> {
+  const text = options.payloadAs === 'text';
+  const limit = checkLimit(filter.limit);
   const { rows } = await db.query(
     `SELECT id, queue, status::text AS status, priority, retry_count, max_retries, run_at, created_at, updated_at,
-            locked_by, locked_until, last_error, payload
+            locked_by, locked_until, last_error, ${text ? 'payload::text' : 'payload'} AS payload
        FROM qmaint.jobs
       WHERE ($1::text IS NULL OR queue = $1)
         AND ($2::qmaint.job_status IS NULL OR status = $2)
@@ -153,7 +166,7 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}): Promise<J
     lockedBy: r.locked_by,
     lockedUntil: r.locked_until ? r.locked_until.toISOString() : null,
     lastError: r.last_error,
-    payload: r.payload,
+    payload: text ? JsonText.trusted(r.payload) : r.payload,
   }));
 }
 

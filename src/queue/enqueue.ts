@@ -8,6 +8,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { Db } from '../db.js';
 import { badInput, toQmaintError } from '../errors.js';
+import { JsonText, unstorable } from '../json.js';
 
 /** Channel every ready job is announced on; the payload is the queue name. */
 export const NOTIFY_CHANNEL = 'qmaint_jobs';
@@ -44,10 +45,11 @@ export function checkQueueName(queue: unknown): string {
   return queue;
 }
 
-function checkOptions(opts: EnqueueOptions): void {
+/** Refuse options PostgreSQL would refuse (or misread), before anything is sent. */
+export function checkOptions(opts: EnqueueOptions): void {
   const int = (v: unknown, what: string, min: number) => {
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > INT4_MAX)) {
-      throw badInput(`${what} must be a whole number from ${min} to ${INT4_MAX}, got ${JSON.stringify(v)}`);
+      throw badInput(`${what} must be a whole number from ${min} to ${INT4_MAX}, got ${typeof v === 'number' ? v : JSON.stringify(v)}`);
     }
   };
   int(opts.priority, 'priority', -INT4_MAX);
@@ -69,15 +71,31 @@ function timeoutMs(seconds: number): number {
   return Math.round(seconds * 1000);
 }
 
+/** The payload as JSON text: a JsonText as given, anything else through JSON.stringify. */
 function payloadJson(payload: unknown): string {
-  const text = JSON.stringify(payload === undefined ? {} : payload);
+  if (payload instanceof JsonText) return payload.text;
+  let text: string | undefined;
+  let lost: unknown;
+  try {
+    // JSON.stringify would write NaN and ±Infinity as null: refuse rather than rewrite.
+    text = JSON.stringify(payload === undefined ? {} : payload, (_key, value: unknown) => {
+      if (typeof value === 'number' && !Number.isFinite(value)) lost ??= value;
+      return value;
+    });
+  } catch (err) {
+    throw badInput(`payload is not JSON-serialisable (${(err as Error).message})`);
+  }
   if (text === undefined) throw badInput('payload must be JSON-serialisable');
+  if (lost !== undefined) throw badInput(`payload holds ${String(lost)}, which JSON cannot represent (JSON.stringify would store null); use a string or a JsonText`);
+  const problem = unstorable(text);
+  if (problem) throw badInput(`payload ${problem}`);
   return text;
 }
 
 /**
  * Enqueue one job; returns its id (bigint as a string). Pass your own client
- * to make the job commit or roll back with your transaction.
+ * to make the job commit or roll back with your transaction. The payload is
+ * any JSON value; a JsonText is stored exactly as its text says.
  */
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
   checkQueueName(queue);

@@ -30,6 +30,7 @@ export interface DaemonOptions {
   retryBaseMs?: number;
   /** Serve /metrics and /healthz on this port (0: any free port). */
   metricsPort?: number;
+  /** Address /metrics listens on (default 127.0.0.1; 0.0.0.0 for every interface). */
   metricsHost?: string;
   /** How long stop() waits for running tasks (default 30000). */
   stopTimeoutMs?: number;
@@ -52,7 +53,7 @@ export class Daemon {
   private readonly wakers = new Set<() => void>();
   private readonly counts = new Map<string, number>();
   private readonly last = new Map<TaskName, { status: Outcome; at: string; message: string | null }>();
-  private metrics: { port: number; close(): Promise<void> } | null = null;
+  private metrics: { host: string; port: number; close(): Promise<void> } | null = null;
   private stopping = false;
 
   constructor(private readonly options: DaemonOptions) {
@@ -76,8 +77,8 @@ export class Daemon {
 
   async start(): Promise<void> {
     if (this.options.metricsPort !== undefined) {
-      this.metrics = await startMetricsServer(this.metricsSource(), this.options.metricsPort, this.options.metricsHost ?? '0.0.0.0');
-      this.emit('info', 'metrics', `serving /metrics and /healthz on port ${this.metrics.port}`, { port: this.metrics.port });
+      this.metrics = await startMetricsServer(this.metricsSource(), this.options.metricsPort, this.options.metricsHost);
+      this.emit('info', 'metrics', `serving /metrics and /healthz on ${this.metrics.host}:${this.metrics.port}`, { host: this.metrics.host, port: this.metrics.port });
     }
     const active = TASKS.filter((t) => this.options.schedules[t] !== null);
     for (const task of active) {

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Db } from '../db.js';
+import { QmaintError } from '../errors.js';
 
 /** One Prometheus sample. */
 export interface Sample {
@@ -85,8 +86,11 @@ export interface MetricsSource {
   health(): Promise<{ ok: boolean } & Record<string, unknown>>;
 }
 
-/** An HTTP server with /metrics (Prometheus text) and /healthz (JSON). Port 0 picks a free port. */
-export async function startMetricsServer(source: MetricsSource, port: number, host: string): Promise<{ port: number; close(): Promise<void> }> {
+/**
+ * An HTTP server with /metrics (Prometheus text) and /healthz (JSON) on host
+ * (default 127.0.0.1: this machine only). Port 0 picks a free port.
+ */
+export async function startMetricsServer(source: MetricsSource, port: number, host = '127.0.0.1'): Promise<{ host: string; port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -100,11 +104,15 @@ export async function startMetricsServer(source: MetricsSource, port: number, ho
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new QmaintError('config', `cannot serve /metrics on ${host}:${port} (${err.code ?? err.message}); give --metrics-host an address of this machine (127.0.0.1, 0.0.0.0) and --metrics-port a free port`, { cause: err }));
+    });
     server.listen(port, host, () => resolve());
   });
+  const address = server.address() as AddressInfo;
   return {
-    port: (server.address() as AddressInfo).port,
+    host: address.address,
+    port: address.port,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

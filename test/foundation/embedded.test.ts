@@ -33,6 +33,20 @@ describe('the embedded default', () => {
     expect((await runCli(['embedded', 'status', '--json'], { env })).json()).toMatchObject({ initialised: true, running: false });
   });
 
+  it('the run that creates the server keeps its exit code', async () => {
+    const fresh = mkdtempSync(path.join(os.tmpdir(), 'qmaint-home-'));
+    const freshEnv = cleanEnv({ QMAINT_HOME: fresh });
+    try {
+      const r = await runCli(['status'], { env: freshEnv, timeoutMs: 120_000 });
+      expect(r.stderr).toMatch(/creating an embedded PostgreSQL/);
+      expect(r.stderr).toMatch(/the qmaint schema is not installed in postgres; run qmaint migrate/);
+      expect(r.code).toBe(2);
+    } finally {
+      await runCli(['embedded', 'stop'], { env: freshEnv });
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('runs the demo with no configuration at all', async () => {
     const r = await runCli(['demo'], { env, timeoutMs: 300_000 });
     expect(r.stderr).not.toMatch(/error/i);

@@ -1,9 +1,9 @@
-import { createReadStream, existsSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
-import { badInput } from '../../errors.js';
-import { checkQueueName, enqueue, enqueueMany, type EnqueueOptions, type JobSpec } from '../../queue/enqueue.js';
-import { handler, type Context } from '../context.js';
+import { badInput, QmaintError, sqlState } from '../../errors.js';
+import { JsonText, objectMembers } from '../../json.js';
+import { checkOptions, checkQueueName, enqueue, enqueueMany, type EnqueueOptions, type JobSpec } from '../../queue/enqueue.js';
+import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
 interface Args {
@@ -40,10 +40,10 @@ const register: Register = (y) => {
       if (argv.file !== undefined) return enqueueFile(ctx, argv, opts);
       if (argv.envelope) throw badInput('--envelope describes the lines of --file; give --file F');
       if (argv.payload === undefined) throw badInput('give the job with --payload JSON, or many jobs with --file F (NDJSON, - for stdin)');
-      const payload = parseJson(argv.payload, '--payload');
+      const payload = payloadArgument(argv.payload);
       if (argv.dryRun) {
         const lit = pg.escapeLiteral;
-        const sql = `SELECT qmaint.enqueue(${lit(argv.queue)}, ${lit(JSON.stringify(payload))}::jsonb, ${opts.runAt ? lit(opts.runAt.toISOString()) : 'NULL'}, ${opts.priority ?? 0}, ${opts.maxRetries ?? 5}, ${opts.createdAt ? lit(opts.createdAt.toISOString()) : 'NULL'})`;
+        const sql = `SELECT qmaint.enqueue(${lit(argv.queue)}, ${lit(payload.text)}::jsonb, ${opts.runAt ? lit(opts.runAt.toISOString()) : 'NULL'}, ${opts.priority ?? 0}, ${opts.maxRetries ?? 5}, ${opts.createdAt ? lit(opts.createdAt.toISOString()) : 'NULL'})`;
         const steps = [{ seq: 1, action: 'enqueue', statement: sql, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `one job on queue ${argv.queue}` }];
         if (opts.timeout !== undefined) {
           steps.push({ seq: 2, action: 'set timeout', statement: `UPDATE qmaint.jobs SET timeout_ms = ${Math.round(opts.timeout * 1000)} WHERE id = <the id above>`, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: 'same transaction as the enqueue' });
@@ -52,7 +52,7 @@ const register: Register = (y) => {
         return;
       }
       const db = await ctx.migratedDb({ max: 2 });
-      const id = await enqueue(db, argv.queue, payload, opts);
+      const id = await enqueue(db, argv.queue, payload, opts).catch(refusedPayload);
       ctx.out.emit({ ok: true, queue: argv.queue, enqueued: 1, id }, () => ctx.out.ok(`enqueued job ${id} on queue ${argv.queue}`));
     }),
   );
@@ -60,48 +60,114 @@ const register: Register = (y) => {
 
 function options(ctx: Context, argv: Args): EnqueueOptions {
   const opts: EnqueueOptions = {};
-  if (argv.runAt !== undefined) {
-    const d = /^\d{4}-\d{2}-\d{2}/.test(argv.runAt) ? new Date(argv.runAt) : new Date(NaN);
-    if (Number.isNaN(d.getTime())) throw badInput(`--run-at ${JSON.stringify(argv.runAt)} is not an ISO timestamp; use e.g. 2026-01-31T12:00:00Z`);
-    opts.runAt = d;
-  }
+  if (argv.runAt !== undefined) opts.runAt = parseTimestamp(argv.runAt, '--run-at');
   if (argv.priority !== undefined) opts.priority = argv.priority;
   if (argv.maxRetries !== undefined) opts.maxRetries = argv.maxRetries;
   if (argv.timeout !== undefined) opts.timeout = argv.timeout;
   // --now: the job is created "then" (it lands in that time's partition).
   if (ctx.nowGiven) opts.createdAt = ctx.now;
+  checkOptions(opts);
   return opts;
 }
 
-function parseJson(text: string, where: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw badInput(`${where} is not valid JSON (${(err as Error).message}); nothing was enqueued`);
+/**
+ * SQLSTATEs of jsonb input PostgreSQL refuses: invalid text, a character the
+ * database's encoding cannot hold (two codes), a number out of range, and
+ * nesting beyond the stack depth limit.
+ */
+const PAYLOAD_REFUSED = new Set(['22P02', '22P05', '22021', '22003', '54001']);
+
+/**
+ * PostgreSQL refusing what qmaint checked as storable (e.g. a \u escape the
+ * database's encoding cannot hold, or a stack depth limit set lower than
+ * qmaint's nesting limit) is bad input: the transaction rolled back, nothing
+ * was enqueued.
+ */
+function refusedPayload(err: unknown): never {
+  const cause = err instanceof QmaintError ? err.cause : err;
+  const state = sqlState(cause);
+  if (state !== undefined && PAYLOAD_REFUSED.has(state)) {
+    throw badInput(`PostgreSQL refused a payload (${(cause as Error).message}); fix the payload, nothing was enqueued`);
   }
+  throw err;
 }
 
 /**
- * Payloads of an NDJSON source (with `envelope`, JobSpecs: {"payload", "timeout"?}
- * per line); a malformed line throws (which aborts the COPY). Blank lines are skipped.
+ * --payload as given. Node decodes the command line with U+FFFD in place of
+ * bytes that are not UTF-8; when the payload holds U+FFFD, the raw command
+ * line (Linux: /proc/self/cmdline) tells a real U+FFFD from a replaced byte.
  */
-async function* ndjson(input: NodeJS.ReadableStream, name: string, envelope = false): AsyncGenerator<unknown> {
-  const lines = createInterface({ input, crlfDelay: Infinity });
+function payloadArgument(text: string): JsonText {
+  if (text.includes('\uFFFD') && existsSync('/proc/self/cmdline')) {
+    const decoder = new TextDecoder('utf-8', { fatal: true });
+    for (const arg of splitBytes(readFileSync('/proc/self/cmdline'), 0)) {
+      try {
+        decoder.decode(arg);
+      } catch {
+        throw badInput('--payload is not valid UTF-8; give the payload in UTF-8, nothing was enqueued');
+      }
+    }
+  }
+  return JsonText.parse(text, '--payload');
+}
+
+function* splitBytes(buf: Buffer, separator: number): Generator<Buffer> {
+  let start = 0;
+  for (let i = buf.indexOf(separator); i !== -1; i = buf.indexOf(separator, start)) {
+    yield buf.subarray(start, i);
+    start = i + 1;
+  }
+  if (start < buf.length) yield buf.subarray(start);
+}
+
+/** Lines of a byte stream, without their "\n", as bytes (decoding is the caller's). */
+async function* byteLines(input: NodeJS.ReadableStream): AsyncGenerator<Buffer> {
+  let rest: Buffer = Buffer.alloc(0);
+  for await (const chunk of input) {
+    const buf = rest.length > 0 ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer);
+    let start = 0;
+    for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, start)) {
+      yield buf.subarray(start, i);
+      start = i + 1;
+    }
+    rest = buf.subarray(start);
+  }
+  if (rest.length > 0) yield rest;
+}
+
+/**
+ * Payloads of an NDJSON source, each the text of its line (with `envelope`,
+ * JobSpecs: {"payload", "timeout"?} per line, the payload the text of its
+ * member); a line that is not UTF-8, not JSON, or not storable throws with its
+ * number (which aborts the COPY). Blank lines are skipped; a "\r" before the
+ * "\n" is not part of the line.
+ */
+async function* ndjson(input: NodeJS.ReadableStream, name: string, envelope = false): AsyncGenerator<JsonText | JobSpec> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
   let n = 0;
-  for await (const line of lines) {
+  for await (const bytes of byteLines(input)) {
     n++;
+    let line: string;
+    try {
+      line = decoder.decode(bytes);
+    } catch {
+      throw badInput(`${name} line ${n} is not valid UTF-8; save the file as UTF-8, nothing was enqueued`);
+    }
+    if (line.endsWith('\r')) line = line.slice(0, -1);
     if (line.trim() === '') continue;
-    const value = parseJson(line, `${name} line ${n}`);
+    const text = JsonText.parse(line, `${name} line ${n}`);
     if (!envelope) {
-      yield value;
+      yield text;
       continue;
     }
+    const value: unknown = JSON.parse(text.text);
     const keys = value && typeof value === 'object' && !Array.isArray(value) ? Object.keys(value) : null;
     if (!keys || !keys.includes('payload') || keys.some((k) => k !== 'payload' && k !== 'timeout')) {
       throw badInput(`${name} line ${n} is not {"payload": ..., "timeout": seconds} (--envelope); nothing was enqueued`);
     }
-    const spec = value as JobSpec;
-    yield spec.timeout === undefined ? { payload: spec.payload } : { payload: spec.payload, timeout: spec.timeout };
+    const payload = JsonText.trusted(objectMembers(text.text).get('payload')!);
+    const timeout = (value as { timeout?: unknown }).timeout;
+    yield timeout === undefined ? { payload } : { payload, timeout: timeout as number };
   }
 }
 
@@ -140,7 +206,7 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
       bar?.tick(sent - shown);
       shown = sent;
     },
-  });
+  }).catch(refusedPayload);
   bar?.finish();
   ctx.out.emit({ ok: true, queue: argv.queue, enqueued: count }, () => ctx.out.ok(`enqueued ${count} jobs on queue ${argv.queue}`));
 }

@@ -2,6 +2,7 @@ import { EXPLAIN_LOCK_LEVEL, explainDequeue, explainStatements, type DequeueRepo
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
 import { ExitCode } from '../../errors.js';
+import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
@@ -30,6 +31,7 @@ const register: Register = (y) => {
         .option('statement-timeout', { type: 'string', description: 'statement_timeout of the explain (default: the statementTimeout setting, 30s)' })
         .option('dry-run', { type: 'boolean', default: false, description: 'print the statements explain would run, run nothing' }),
     handler<ExplainArgs>(async (ctx, argv) => {
+      if (argv.queue !== undefined) checkQueueName(argv.queue);
       const { values: settings } = ctx.settings({ batch: argv.batch, statementTimeout: argv.statementTimeout });
       const thresholds = resolveThresholds(parseThresholdSetting(settings.healthThresholds), parseThresholdFlags(argv.threshold));
       const options: ExplainOptions = {

@@ -1,6 +1,7 @@
 import { runHealth, type HealthReport } from '../../health/checks.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
 import { ExitCode } from '../../errors.js';
+import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
@@ -25,6 +26,7 @@ const register: Register = (y) => {
         .option('threshold', { type: 'string', array: true, default: [], description: 'override a threshold: name=value (repeatable; see docs/health.md)' })
         .option('statement-timeout', { type: 'string', description: 'statement_timeout of the checks (default: the statementTimeout setting, 30s)' }),
     handler<HealthArgs>(async (ctx, argv) => {
+      if (argv.queue !== undefined) checkQueueName(argv.queue);
       const { values: settings } = ctx.settings({ batch: argv.batch, statementTimeout: argv.statementTimeout });
       const thresholds = resolveThresholds(parseThresholdSetting(settings.healthThresholds), parseThresholdFlags(argv.threshold));
       const db = await ctx.migratedDb({ max: 2 });

@@ -1,4 +1,4 @@
-import { cancelJobs, checkIds, checkStatus, listJobs, planJobAction, retryJobs } from '../../queue/admin.js';
+import { cancelJobs, checkIds, checkLimit, checkStatus, listJobs, planJobAction, retryJobs } from '../../queue/admin.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
 import type { Register } from '../register.js';
@@ -39,9 +39,9 @@ const register: Register = (y) => {
             .option('id', { type: 'array', string: true, description: 'only these job ids' })
             .option('limit', { type: 'number', default: 50, description: 'at most this many' }),
         handler<{ queue?: string; status?: string; id?: string[]; limit: number }>(async (ctx, argv) => {
-          const filter = { queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue), status: checkStatus(argv.status), ids: checkIds(argv.id), limit: argv.limit };
+          const filter = { queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue), status: checkStatus(argv.status), ids: checkIds(argv.id), limit: checkLimit(argv.limit) };
           const db = await ctx.migratedDb({ max: 2 });
-          const jobs = await listJobs(db, filter);
+          const jobs = await listJobs(db, filter, { payloadAs: 'text' });
           const out = ctx.out;
           out.emit({ ok: true, jobs }, () => {
             if (jobs.length === 0) return out.line('no jobs match');

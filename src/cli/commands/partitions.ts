@@ -1,12 +1,12 @@
 import type { Argv } from 'yargs';
-import type { Db } from '../../db.js';
+import { parseQualifiedName, type Db } from '../../db.js';
 import { badInput } from '../../errors.js';
 import {
   applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
   type MaintainOptions, type PartitionInfo, type Preview, type RunResult,
 } from '../../partitions/index.js';
 import { bytes } from '../format.js';
-import { handler, parseNow, type Context } from '../context.js';
+import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
 interface CommonArgs {
@@ -24,6 +24,7 @@ const maintenanceOptions = <T>(b: Argv<T>) =>
     .option('lock-retries', { type: 'number', description: 'retries of a statement that hit lock_timeout (default: the lockRetries setting)' });
 
 function options(ctx: Context, argv: CommonArgs): MaintainOptions & { dryRun: boolean } {
+  if (argv.table !== undefined) parseQualifiedName(argv.table, '--table');
   const loaded = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
   return {
     now: ctx.now,
@@ -143,39 +144,43 @@ const register: Register = (y) => {
             .option('until', { type: 'string', demandOption: true, description: 'ISO timestamp the partitions must reach' })
             .option('max', { type: 'number', default: 1000, description: 'refuse to create more partitions than this' }),
         handler<CommonArgs & { until: string; max: number }>(async (ctx, argv) => {
-          const until = parseUntil(argv.until);
+          const until = parseTimestamp(argv.until, '--until');
           if (!Number.isInteger(argv.max) || argv.max < 1) throw badInput(`--max must be a whole number of at least 1, got ${argv.max}`);
-          return printResult(ctx, await createUntil(await db(ctx), { ...options(ctx, argv), until, max: argv.max }), 'create');
+          const opts = { ...options(ctx, argv), until, max: argv.max };
+          return printResult(ctx, await createUntil(await db(ctx), opts), 'create');
         }),
       )
       .command(
         'detach <name>',
         'detach one past partition with no queued or running job and keep it as a table',
         (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
-        handler<CommonArgs & { name: string }>(async (ctx, argv) => printResult(ctx, await detach(await db(ctx), argv.name, options(ctx, argv)), 'detach')),
+        handler<CommonArgs & { name: string }>(async (ctx, argv) => {
+          parseQualifiedName(argv.name, 'partition');
+          const opts = options(ctx, argv);
+          return printResult(ctx, await detach(await db(ctx), argv.name, opts), 'detach');
+        }),
       )
       .command(
         'drop <name>',
         'detach and drop one past partition with no queued or running job (or drop a table qmaint detached)',
         (b) => maintenanceOptions(b).positional('name', { type: 'string', demandOption: true, description: 'schema.partition' }),
-        handler<CommonArgs & { name: string }>(async (ctx, argv) => printResult(ctx, await drop(await db(ctx), argv.name, options(ctx, argv)), 'drop')),
+        handler<CommonArgs & { name: string }>(async (ctx, argv) => {
+          parseQualifiedName(argv.name, 'partition');
+          const opts = options(ctx, argv);
+          return printResult(ctx, await drop(await db(ctx), argv.name, opts), 'drop');
+        }),
       )
       .command(
         'compact',
         'move queued jobs out of expired partitions, so retention can retire them',
         (b) => maintenanceOptions(b),
-        handler<CommonArgs>(async (ctx, argv) => printResult(ctx, await compact(await db(ctx), options(ctx, argv)), 'compact')),
+        handler<CommonArgs>(async (ctx, argv) => {
+          const opts = options(ctx, argv);
+          return printResult(ctx, await compact(await db(ctx), opts), 'compact');
+        }),
       )
       .demandCommand(1, 'name a partitions command: apply, list, plan, rotate, create, detach, drop or compact'),
   );
 };
-
-function parseUntil(value: string): Date {
-  try {
-    return parseNow(value);
-  } catch {
-    throw badInput(`--until ${JSON.stringify(value)} is not an ISO timestamp; use e.g. 2026-02-01T00:00:00Z`);
-  }
-}
 
 export default register;

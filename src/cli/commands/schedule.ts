@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { checkConnectionUrl, redactDeep, redactSecrets } from '../../config.js';
 import type { Db } from '../../db.js';
 import { badInput, QmaintError } from '../../errors.js';
 import {
@@ -64,6 +65,7 @@ function schedules(ctx: Context, argv: CronFlags, dialect: CronDialect): Schedul
 
 function requirePgCron(argv: PgCronFlags, verb: string): void {
   if (!argv.pgCron) throw badInput(`say what to ${verb}: qmaint schedule ${verb} --pg-cron (the node-cron daemon needs no install: run qmaint schedule run)`);
+  if (argv.cronDatabaseUrl !== undefined) checkConnectionUrl(argv.cronDatabaseUrl, '--cron-database-url');
 }
 
 const register: Register = (y) => {
@@ -86,7 +88,7 @@ const register: Register = (y) => {
         (c) =>
           cronOptions(c, 'node-cron')
             .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
-            .option('metrics-host', { type: 'string', default: '0.0.0.0', description: 'address the metrics server listens on' })
+            .option('metrics-host', { type: 'string', default: '127.0.0.1', description: 'address the metrics server listens on (0.0.0.0: every interface)' })
             .option('leader-interval-ms', { type: 'number', default: 2000, description: 'how often a standby tries to take over (bounds takeover time)' })
             .option('retries', { type: 'number', default: 3, description: 'retries of a failed run, with backoff, before the next tick' })
             .option('retry-base-ms', { type: 'number', default: 1000, description: 'first retry delay; doubles each retry, ±50% jitter' })
@@ -193,6 +195,7 @@ function reportChanges(out: Output, changes: JobChange[], info: { dryRun: boolea
 
 async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: number }): Promise<void> {
   if (!Number.isInteger(argv.limit) || argv.limit < 1 || argv.limit > 1000) throw badInput(`--limit ${argv.limit} must be a whole number from 1 to 1000`);
+  if (argv.cronDatabaseUrl !== undefined) checkConnectionUrl(argv.cronDatabaseUrl, '--cron-database-url');
   const db = await ctx.migratedDb();
   const out = ctx.out;
   const pgCron = await pgCronListing(db, argv);
@@ -331,11 +334,11 @@ function daemonLogger(out: Output): (event: DaemonEvent) => void {
   return (event) => {
     if (event.level === 'debug' && !out.verbose) return;
     if (out.json) {
-      out.jsonLine(event);
+      out.jsonLine(redactDeep(event));
       return;
     }
     const level = event.level === 'error' ? out.c.red(event.level) : event.level === 'warn' ? out.c.yellow(event.level) : out.dim(event.level);
-    out.line(`${out.dim(event.time)} ${level.padEnd(5)} ${event.message}`);
+    out.line(`${out.dim(event.time)} ${level.padEnd(5)} ${redactSecrets(event.message)}`);
   };
 }
 

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { checkConnectionUrl } from '../../config.js';
 import { badInput } from '../../errors.js';
 import { Consumer, type Handler } from '../../queue/consumer.js';
 import { checkQueueName } from '../../queue/enqueue.js';
@@ -62,6 +63,7 @@ const register: Register = (y) => {
         .option('shutdown-seconds', { type: 'number', default: 30, description: 'on SIGINT/SIGTERM, how long running handlers may finish' }),
     handler<Args>(async (ctx, argv) => {
       checkQueueName(argv.queue);
+      if (argv.listenUrl !== undefined) checkConnectionUrl(argv.listenUrl, '--listen-url');
       if (!(argv.shutdownSeconds >= 0)) throw badInput(`--shutdown-seconds must be 0 or more, got ${argv.shutdownSeconds}`);
       const settings = ctx.settings({ concurrency: argv.concurrency, batch: argv.batch, leaseSeconds: argv.leaseSeconds, pollMaxMs: argv.pollMaxMs, jobTimeoutSeconds: argv.timeout }).values;
       const mod = await loadHandler(argv.handler);
