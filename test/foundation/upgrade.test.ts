@@ -61,7 +61,9 @@ async function populate010(t: TestDatabase): Promise<void> {
 }
 
 async function state(t: TestDatabase): Promise<Record<string, unknown>> {
-  const jobs = await t.db.query(`SELECT * FROM qmaint.jobs ORDER BY id`);
+  // The columns 0.1.0 had; later migrations add columns with defaults (checked in the test).
+  const jobs = await t.db.query(`SELECT id, queue, payload, status, priority, run_at, retry_count, max_retries, created_at, updated_at,
+                                        locked_by, locked_until, last_error FROM qmaint.jobs ORDER BY id`);
   const policy = await t.db.query(`SELECT * FROM qmaint.partition_policy ORDER BY parent_table`);
   const partitions = await t.db.query(`SELECT c.oid::regclass::text AS name, pg_get_expr(c.relpartbound, c.oid) AS bound, c.reloptions
                                          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -93,6 +95,8 @@ describe('upgrade from release 0.1.0', () => {
 
     // Jobs, policy, partitions with their reloptions, run history and tuning all survive as they were.
     expect(await state(t)).toEqual(before);
+    const added = await t.db.query(`SELECT DISTINCT attempt, timeout_ms FROM qmaint.jobs`);
+    expect(added.rows).toEqual([{ attempt: 0, timeout_ms: null }]);
     const recorded = await t.db.query<{ version: number; checksum: string }>('SELECT version, checksum FROM qmaint.schema_migrations WHERE version <= 7 ORDER BY version');
     expect(recorded.rows).toEqual(release.migrations.map((m) => ({ version: m.version, checksum: m.checksum })));
 

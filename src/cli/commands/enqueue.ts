@@ -75,7 +75,8 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
  * database's encoding cannot hold (two codes), a number out of range, and
  * nesting beyond the stack depth limit.
  */
-const PAYLOAD_REFUSED = new Set(['22P02', '22P05', '22021', '22003', '54001']);
+// 0A000: PostgreSQL 15 and older refuse a \u escape a non-UTF8 database cannot hold as an unsupported conversion.
+const PAYLOAD_REFUSED = new Set(['22P02', '22P05', '22021', '22003', '54001', '0A000']);
 
 /**
  * PostgreSQL refusing what qmaint checked as storable (e.g. a \u escape the
@@ -124,7 +125,8 @@ function* splitBytes(buf: Buffer, separator: number): Generator<Buffer> {
 async function* byteLines(input: NodeJS.ReadableStream): AsyncGenerator<Buffer> {
   let rest: Buffer = Buffer.alloc(0);
   for await (const chunk of input) {
-    const buf = rest.length > 0 ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer);
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
+    const buf = rest.length > 0 ? Buffer.concat([rest, bytes]) : bytes;
     let start = 0;
     for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, start)) {
       yield buf.subarray(start, i);
