@@ -101,7 +101,7 @@ export async function enqueueMany(
       // created_at is now() for every row (one transaction): one partition to make sure of.
       // Truncated like the column's default, so the partition made is the one the rows land in.
       await client.query(
-        `SELECT qmaint.ensure_partition('qmaint.jobs', ts), qmaint.lower_low_water(ts) FROM (SELECT date_trunc('milliseconds', coalesce($1::timestamptz, now())) AS ts) s`,
+        `SELECT qmaint.ensure_jobs_partition(ts), qmaint.lower_low_water(ts) FROM (SELECT date_trunc('milliseconds', coalesce($1::timestamptz, now())) AS ts) s`,
         [created],
       );
       const count = await copyJobs(client, queue, payloads, opts);
