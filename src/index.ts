@@ -7,6 +7,8 @@ export type { Settings, SettingKey, LoadedSettings } from './config.js';
 export { QmaintError, ExitCode } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { migrate, migrationStatus, requireMigrated, loadMigrations } from './migrate.js';
+export { installRoles, planRoles, rolesInstalled, parseMember, ROLE_NAMES, ROLE_KINDS } from './roles.js';
+export type { RoleKind, RoleStep, RolesPlan, RolesResult, MemberRequest } from './roles.js';
 export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';
 export { executePlan, findBlockers, toPlanStep } from './plan.js';
 export type { PlanStep, Blocker } from './plan.js';

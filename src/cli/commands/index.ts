@@ -7,6 +7,7 @@ import health from './health.js';
 import jobs from './jobs.js';
 import migrate from './migrate.js';
 import partitions from './partitions.js';
+import roles from './roles.js';
 import schedule from './schedule.js';
 import status from './status.js';
 import vacuum from './vacuum.js';
@@ -17,4 +18,4 @@ import work from './work.js';
 export type Register = (y: Argv<any>) => void;
 
 /** Every command group, in the order --help lists them. */
-export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, demo, embedded];
+export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded];
