@@ -14,8 +14,9 @@
  *   rescue changes, the low-water mark (two columns of the policy), and the
  *   functions rescue and retries call.
  * - qmaint_readonly: SELECT on every table of the schema (not on partitions:
- *   reads go through the parent) and EXECUTE on every function that cannot
- *   write (STABLE or IMMUTABLE, not SECURITY DEFINER).
+ *   reads go through the parent), EXECUTE on every function that cannot
+ *   write (STABLE or IMMUTABLE, not SECURITY DEFINER) and on explain_claim,
+ *   which plans the claim for it (planning an UPDATE needs UPDATE privilege).
  *
  * PUBLIC keeps nothing in the schema. The grants are re-applied by
  * `qmaint migrate` whenever it applied something to a database whose schema
@@ -41,7 +42,7 @@ export const ROLE_PURPOSE: Record<RoleKind, string> = {
   admin: 'owns the qmaint schema: migrate, rotate, vacuum, compact, detach/drop, schedule, jobs retry/cancel',
   producer: 'enqueue only: qmaint.enqueue() and COPY into qmaint.jobs',
   worker: 'claim, complete, fail, heartbeat, release, rescue; LISTEN; the low-water mark',
-  readonly: 'status, health, jobs list, partitions list: reads, never writes',
+  readonly: 'status, health, explain dequeue (plan only), jobs list, partitions list: reads, never writes',
 };
 
 /** Columns a producer may set on a new job; the rest take their defaults (status queued, no lease). */
@@ -50,6 +51,8 @@ export const PRODUCER_INSERT_COLUMNS = ['id', 'queue', 'payload', 'run_at', 'pri
 export const WORKER_UPDATE_COLUMNS = ['status', 'retry_count', 'run_at', 'last_error', 'locked_by', 'locked_until', 'updated_at'] as const;
 export const PRODUCER_FUNCTIONS = ['enqueue', 'ensure_jobs_partition', 'lower_low_water'] as const;
 export const WORKER_FUNCTIONS = ['retry_delay', 'rescue_expired', 'rescue_lock_key', 'lower_low_water'] as const;
+/** Beside every function that cannot write: the SECURITY DEFINER plan of the claim (explain dequeue without ANALYZE). */
+export const READONLY_FUNCTIONS = ['explain_claim'] as const;
 /** The migration ledgers: every command checks them before it runs. */
 const LEDGERS = ['schema_migrations', 'schema_functions'] as const;
 
@@ -197,7 +200,7 @@ function grantSteps(all: RoutineRow[], tbls: TableRow[]): Omit<RoleStep, 'seq'>[
   const cols = (list: readonly string[]) => list.map((c) => quoteIdent(c)).join(', ');
   const ledgers = LEDGERS.map((t) => `qmaint.${t}`).join(', ');
   const readable = tbls.filter((t) => !t.partition).map((t) => t.name);
-  const readFunctions = all.filter((r) => !r.volatile && !r.secdef).map((r) => r.signature);
+  const readFunctions = [...all.filter((r) => !r.volatile && !r.secdef).map((r) => r.signature), ...signaturesOf(all, READONLY_FUNCTIONS)];
   const steps: Omit<RoleStep, 'seq'>[] = [
     { action: 'revoke', statement: `REVOKE ALL ON SCHEMA qmaint FROM ${grantees}`, lockLevel: CATALOG_ONLY, reason: 'start from nothing: only what follows is granted' },
     { action: 'revoke', statement: `REVOKE ALL ON ALL TABLES IN SCHEMA qmaint FROM ${grantees}`, lockLevel: CATALOG_ONLY, reason: 'tables, partitions and their columns' },
@@ -217,7 +220,7 @@ function grantSteps(all: RoutineRow[], tbls: TableRow[]): Omit<RoleStep, 'seq'>[
     steps.push({ action: 'grant', statement: `GRANT SELECT ON ${readable.join(', ')} TO ${readonly}`, lockLevel: CATALOG_ONLY, reason: 'readonly: every table (partitions are read through their parent)' });
   }
   if (readFunctions.length > 0) {
-    steps.push({ action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${readFunctions.join(', ')} TO ${readonly}`, lockLevel: CATALOG_ONLY, reason: 'readonly: the functions that cannot write (STABLE or IMMUTABLE, not SECURITY DEFINER)' });
+    steps.push({ action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${readFunctions.join(', ')} TO ${readonly}`, lockLevel: CATALOG_ONLY, reason: 'readonly: the functions that cannot write (STABLE or IMMUTABLE, not SECURITY DEFINER), and explain_claim (the plan of the claim, not run)' });
   }
   return steps;
 }

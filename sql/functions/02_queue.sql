@@ -79,6 +79,38 @@ BEGIN
 END;
 $$;
 
+-- EXPLAIN (no ANALYZE) of the consumer's claim statement, for roles that may
+-- read but not update jobs (qmaint_readonly): PostgreSQL checks the UPDATE
+-- privilege even to plan an UPDATE or FOR UPDATE. SECURITY DEFINER, so it
+-- explains exactly one text: the claim statement, whose SHA-256 is checked
+-- first (the text itself lives only in src/queue/claim.ts; the readonly test
+-- fails when the two drift apart). The values travel as parameters, and
+-- nothing runs: the statement is only planned. Not executable by PUBLIC.
+CREATE OR REPLACE FUNCTION qmaint.explain_claim(p_statement text, p_queue text, p_low_water timestamptz, p_batch integer,
+                                                p_worker text, p_lease_seconds double precision)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the EXECUTEd text is compared with the claim statement's
+-- SHA-256 before it runs; no other text is ever executed)
+DECLARE
+  v_plan json;
+BEGIN
+  IF p_statement IS NULL
+     OR sha256(convert_to(p_statement, 'UTF8')) <> '\xdf3432d387ffb3821dd1191d78eff2289c4b7d55f16f18a80ea713dd25d498ee'::bytea THEN
+    RAISE EXCEPTION 'qmaint.explain_claim explains only the claim statement of this qmaint version'
+      USING ERRCODE = '42501', HINT = 'run qmaint migrate with the qmaint version the caller runs';
+  END IF;
+  EXECUTE 'EXPLAIN (FORMAT JSON, SUMMARY) ' || p_statement INTO v_plan
+    USING p_queue, coalesce(p_low_water, '-infinity'), p_batch, p_worker, p_lease_seconds, NULL::integer, NULL::timestamptz, NULL::bigint;
+  RETURN v_plan;
+END;
+$$;
+REVOKE ALL ON FUNCTION qmaint.explain_claim(text, text, timestamptz, integer, text, double precision) FROM PUBLIC;
+
 -- Key of the transaction advisory lock that lets one rescuer run at a time.
 CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint
   LANGUAGE sql IMMUTABLE PARALLEL SAFE

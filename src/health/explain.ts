@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Db } from '../db.js';
 import { QmaintError, sqlState } from '../errors.js';
-import { claimQuery, LOW_WATER_SQL } from '../queue/claim.js';
+import { CLAIM_SQL, claimQuery, LOW_WATER_SQL, type ClaimParams } from '../queue/claim.js';
 import {
   DEFAULT_DEQUEUE_THRESHOLDS,
   judgePlan,
@@ -23,6 +23,12 @@ export interface ExplainOptions {
   /** statement_timeout for the whole explain (PostgreSQL interval text). */
   statementTimeout: string;
   thresholds?: DequeueThresholds;
+  /**
+   * true: EXPLAIN ANALYZE the claim (it runs, then rolls back); false: plan it
+   * only, through qmaint.explain_claim() (what a role without UPDATE on
+   * qmaint.jobs can do); default: ANALYZE when this role may update jobs.
+   */
+  analyze?: boolean;
 }
 
 export interface DequeueReport {
@@ -32,14 +38,16 @@ export interface DequeueReport {
   batch: number;
   /** The low-water mark the claim carried (null: none, i.e. -infinity). */
   lowWater: string | null;
-  /** Jobs the claim would have taken (rolled back). */
+  /** false: planned only (no ANALYZE), so only the plan-time rules were judged and nothing was claimed. */
+  analyzed: boolean;
+  /** Jobs the claim would have taken (rolled back); 0 when not analyzed. */
   claimed: number;
   planningMs: number;
   executionMs: number;
   verdict: Verdict;
   rules: RuleResult[];
   partitions: PartitionInfo[];
-  /** The EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) document. */
+  /** The EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) document, or EXPLAIN (FORMAT JSON, SUMMARY) when not analyzed. */
   explain: ExplainDocument;
 }
 
@@ -50,6 +58,8 @@ const WORKER_ID = 'qmaint-explain';
  * low-water mark read the way the consumer reads it) inside BEGIN ... ROLLBACK
  * under statement_timeout: the claim really runs, so the plan and its numbers
  * are real, and then nothing it did survives. Judged by the plan rules.
+ * Without ANALYZE the same statement is only planned, by
+ * qmaint.explain_claim(), and judged by the rules a plan alone can answer.
  */
 export async function explainDequeue(db: Db, options: ExplainOptions): Promise<DequeueReport> {
   const thresholds = options.thresholds ?? DEFAULT_DEQUEUE_THRESHOLDS;
@@ -60,18 +70,16 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
       const lowWater = await readLowWater(client);
       const picked = options.queue !== undefined ? { queue: options.queue, source: 'given' as const } : await pickQueue(client, lowWater);
       const partitions = await partitionContext(client);
-      const { text, values } = claimQuery({ queue: picked.queue, batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater });
-      // Plan once without running it so catalog caches are warm, as they are
-      // in a long-lived consumer; the judged planning time is the second one.
-      await client.query(`EXPLAIN (FORMAT JSON) ${text}`, values);
-      const result = await client.query<{ 'QUERY PLAN': ExplainDocument[] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values);
-      const doc = result.rows[0]!['QUERY PLAN'][0]!;
+      const params = { queue: picked.queue, batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater };
+      const analyzed = options.analyze ?? (await mayUpdateJobs(client));
+      const doc = analyzed ? await explainAnalyze(client, params) : await explainPlanOnly(client, params);
       const rules = judgePlan(doc, { partitions }, thresholds);
       return {
         queue: picked.queue,
         queueSource: picked.source,
         batch: options.batch,
         lowWater: lowWater ? lowWater.toISOString() : null,
+        analyzed,
         claimed: rowsClaimed(doc),
         planningMs: doc['Planning Time'] ?? 0,
         executionMs: doc['Execution Time'] ?? 0,
@@ -89,6 +97,32 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
       await client.query('ROLLBACK').catch(() => undefined);
     }
   });
+}
+
+/** May this role run the claim (UPDATE on some column of qmaint.jobs)? */
+async function mayUpdateJobs(client: pg.PoolClient): Promise<boolean> {
+  const { rows } = await client.query<{ ok: boolean }>(`SELECT has_any_column_privilege('qmaint.jobs', 'UPDATE') AS ok`);
+  return rows[0]?.ok === true;
+}
+
+async function explainAnalyze(client: pg.PoolClient, params: ClaimParams): Promise<ExplainDocument> {
+  const { text, values } = claimQuery(params);
+  // Plan once without running it so catalog caches are warm, as they are
+  // in a long-lived consumer; the judged planning time is the second one.
+  await client.query(`EXPLAIN (FORMAT JSON) ${text}`, values);
+  const result = await client.query<{ 'QUERY PLAN': ExplainDocument[] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values);
+  return result.rows[0]!['QUERY PLAN'][0]!;
+}
+
+/** The statement explain_claim() runs for a plan without ANALYZE (also what --dry-run prints). */
+export const EXPLAIN_CLAIM_SQL = 'SELECT qmaint.explain_claim($1, $2, $3, $4, $5, $6) AS plan';
+
+async function explainPlanOnly(client: pg.PoolClient, params: ClaimParams): Promise<ExplainDocument> {
+  const values = [CLAIM_SQL, params.queue, params.lowWater ?? null, params.batch, params.workerId, params.leaseSeconds];
+  // Warm the caches first here too; the second plan is the one judged.
+  await client.query(EXPLAIN_CLAIM_SQL, values);
+  const { rows } = await client.query<{ plan: ExplainDocument[] }>(EXPLAIN_CLAIM_SQL, values);
+  return rows[0]!.plan[0]!;
 }
 
 /** The low-water mark as the consumer reads it; -infinity means no bound. */

@@ -275,7 +275,7 @@ describe('each role can do its job and nothing else', async () => {
     expect(rotate.stderr).toMatch(/permission denied/);
   });
 
-  it('readonly: status, jobs list, partitions list, health checks; no writes', async () => {
+  it('readonly: status, jobs list, partitions list, health, explain dequeue without ANALYZE; no writes', async () => {
     const ro = await login(t, 'readonly');
     const status = await runCli(['status', '--json', '--database-url', ro.url]);
     expect(status.code, status.stderr).toBe(0);
@@ -287,8 +287,24 @@ describe('each role can do its job and nothing else', async () => {
     expect(list.json<{ jobs: unknown[] }>().jobs).toHaveLength(total);
     const parts = await runCli(['partitions', 'list', '--json', '--database-url', ro.url]);
     expect(parts.code, parts.stderr).toBe(0);
-    const checks = await ro.client.query<{ check_name: string }>(`SELECT check_name FROM qmaint.health_checks(now(), '{}')`);
-    expect(checks.rows.length).toBeGreaterThan(5);
+    // health and explain dequeue: the claim is planned (qmaint.explain_claim), not run.
+    const health = await runCli(['health', '--json', '--queue', 'work', '--database-url', ro.url]);
+    expect([0, 4], health.stderr).toContain(health.code);
+    const report = health.json<{ checks: { check: string; observed: string }[]; dequeue: { analyzed: boolean; rules: { rule: string }[] } }>();
+    expect(report.checks.length).toBeGreaterThan(5);
+    expect(report.dequeue.analyzed).toBe(false);
+    expect(report.dequeue.rules.map((x) => x.rule)).toEqual(['claim_index', 'pruning', 'dead_rows', 'planning_time']);
+    const explain = await runCli(['explain', 'dequeue', '--json', '--queue', 'work', '--database-url', ro.url]);
+    expect(explain.code, explain.stderr).toBe(0);
+    const plan = explain.json<{ analyzed: boolean; claimed: number; explain: { Plan: { 'Node Type': string } } }>();
+    expect(plan).toMatchObject({ analyzed: false, claimed: 0 });
+    expect(plan.explain.Plan['Node Type']).toBe('ModifyTable');
+    const queued = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.jobs WHERE queue = 'work' AND status = 'queued'`)).rows[0]!.n;
+    expect(queued).toBeGreaterThan(0);
+    const forced = await runCli(['explain', 'dequeue', '--analyze', '--queue', 'work', '--database-url', ro.url]);
+    expect(forced.code).toBe(3);
+    // explain_claim plans the claim statement and nothing else.
+    expect(await denied(ro.client, `SELECT qmaint.explain_claim('SELECT * FROM public.secrets', 'q', NULL, 1, 'w', 1)`)).toBe('42501');
     for (const sql of [
       `INSERT INTO qmaint.jobs (queue) VALUES ('x')`,
       `UPDATE qmaint.jobs SET status = 'failed'`,
@@ -299,9 +315,11 @@ describe('each role can do its job and nothing else', async () => {
       `SELECT qmaint.rescue_expired()`,
       `SELECT qmaint.rotate_all()`,
       `SELECT * FROM qmaint.cancel_jobs(NULL, 'work')`,
+      'SELECT * FROM public.secrets',
     ]) {
       expect(await denied(ro.client, sql), sql).toBe('42501');
     }
+    expect((await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.jobs WHERE queue = 'work' AND status = 'queued'`)).rows[0]!.n).toBe(queued);
     const cancel = await runCli(['jobs', 'cancel', '--queue', 'work', '--database-url', ro.url]);
     expect(cancel.code).toBe(3);
   });
