@@ -3,7 +3,7 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/db.js';
 import { FUNCTIONS_DIR, migrate } from '../../src/migrate.js';
 import { claimQuery, LOW_WATER_SQL } from '../../src/queue/claim.js';
@@ -76,8 +76,9 @@ async function catalogState(t: TestDatabase): Promise<unknown> {
                 WHERE c.relnamespace = 'qmaint'::regnamespace AND a.attacl IS NOT NULL
      UNION ALL SELECT 'fn', p.oid::regprocedure::text, pg_get_userbyid(p.proowner), p.proacl::text FROM pg_proc p WHERE p.pronamespace = 'qmaint'::regnamespace
      UNION ALL SELECT 'type', t.oid::regtype::text, pg_get_userbyid(t.typowner), t.typacl::text FROM pg_type t WHERE t.typnamespace = 'qmaint'::regnamespace
-     UNION ALL SELECT 'role', rolname::text, rolcanlogin::text, rolsuper::text FROM pg_roles WHERE rolname LIKE 'qmaint\\_%'
+     UNION ALL SELECT 'role', rolname::text, rolcanlogin::text, rolsuper::text FROM pg_roles WHERE rolname = ANY ($1::text[])
      ORDER BY 1, 2`,
+    [Object.values(ROLE_NAMES)],
   );
   return rows;
 }
@@ -96,6 +97,19 @@ async function install(t: TestDatabase, ...extra: string[]) {
 }
 
 describe('qmaint roles install', () => {
+  // First to install, so that on a fresh server (the embedded one) both race to create the roles.
+  it('two installs in two databases at the same moment both succeed; each role is created once', async () => {
+    const [a, b] = await Promise.all([freshDatabase(), freshDatabase()]);
+    const { rows } = await a.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY ($1::text[])`, [Object.values(ROLE_NAMES)]);
+    const [ra, rb] = await Promise.all([install(a), install(b)]);
+    expect([ra.code, rb.code], ra.stderr + rb.stderr).toEqual([0, 0]);
+    expect(await publicFunctions(a)).toEqual([]);
+    expect(await publicFunctions(b)).toEqual([]);
+    const created = [ra, rb].flatMap((r) => r.json<{ roles: { role: string; created: boolean }[] }>().roles.filter((x) => x.created).map((x) => x.role));
+    // Roles are cluster-wide: on a server that had them already, nobody creates them.
+    expect(created.sort()).toEqual(rows[0]!.n === 0 ? Object.values(ROLE_NAMES).sort() : []);
+  });
+
   it('--dry-run prints the SQL with its locks and changes nothing', async () => {
     const t = await freshDatabase();
     const before = await catalogState(t);
@@ -136,14 +150,6 @@ describe('qmaint roles install', () => {
     expect(await catalogState(t)).toEqual(state);
   });
 
-  it('two installs in two databases at the same moment both succeed', async () => {
-    const [a, b] = await Promise.all([freshDatabase(), freshDatabase()]);
-    const [ra, rb] = await Promise.all([install(a), install(b)]);
-    expect([ra.code, rb.code], ra.stderr + rb.stderr).toEqual([0, 0]);
-    expect(await publicFunctions(a)).toEqual([]);
-    expect(await publicFunctions(b)).toEqual([]);
-  });
-
   it('bad input exits 2 with one line; a role that may not create roles exits 3', async () => {
     const t = await freshDatabase();
     const before = await catalogState(t);
@@ -178,11 +184,14 @@ describe('qmaint roles install', () => {
   });
 });
 
-describe('each role can do its job and nothing else', async () => {
-  const t = await freshDatabase();
-  const r = await install(t);
-  if (r.code !== 0) throw new Error(`roles install failed: ${r.stderr}`);
-  await t.db.query(`CREATE TABLE public.secrets (s text); INSERT INTO public.secrets VALUES ('x')`);
+describe('each role can do its job and nothing else', () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await freshDatabase();
+    const r = await install(t);
+    if (r.code !== 0) throw new Error(`roles install failed: ${r.stderr}`);
+    await t.db.query(`CREATE TABLE public.secrets (s text); INSERT INTO public.secrets VALUES ('x')`);
+  });
 
   it('producer: enqueue (one, COPY, into a missing partition); no claim, no reads, no updates', async () => {
     const p = await login(t, 'producer');
