@@ -25,7 +25,7 @@
  */
 import type pg from 'pg';
 import type { Db, Queryable } from './db.js';
-import { inTransaction, quoteIdent, SCHEMA_LOCK, validateIdentifier } from './db.js';
+import { quoteIdent, SCHEMA_LOCK, validateIdentifier } from './db.js';
 import { badInput, QmaintError, sqlState } from './errors.js';
 
 export const ROLE_KINDS = ['admin', 'producer', 'worker', 'readonly'] as const;
@@ -279,42 +279,61 @@ export interface RolesResult extends RolesPlan {
 /** Duplicate role or membership: another install (maybe in another database of this server) got there first. */
 const ALREADY = new Set(['42710', '23505']);
 
-async function runStep(client: pg.ClientBase, step: RoleStep): Promise<void> {
-  if (step.action !== 'create role' && step.action !== 'grant membership') {
-    await client.query(step.statement);
-    return;
-  }
-  // Roles and memberships are cluster-wide: an install in another database
-  // can create the same one at the same moment. That is the state we want.
+/** Steps on cluster-wide objects: roles and memberships. */
+const clusterWide = (step: RoleStep) => step.action === 'create role' || step.action === 'grant membership';
+
+/**
+ * Run a role or membership step; false when an install in another database
+ * of the server made the same role or membership first (the state we want).
+ */
+async function runClusterStep(client: pg.ClientBase, step: RoleStep): Promise<boolean> {
   await client.query('SAVEPOINT qmaint_role');
   try {
     await client.query(step.statement);
     await client.query('RELEASE SAVEPOINT qmaint_role');
+    return true;
   } catch (err) {
     if (!ALREADY.has(sqlState(err) ?? '')) throw err;
     await client.query('ROLLBACK TO SAVEPOINT qmaint_role');
+    return false;
   }
 }
 
 /**
  * Create the four roles (idempotent, safe against concurrent installs in
  * other databases of the server), hand every qmaint object to qmaint_admin
- * and grant each role its share, in one transaction under the schema lock
- * that `qmaint migrate` takes. A non-superuser without CREATEROLE is refused
- * (exit 3) before anything runs.
+ * and grant each role its share. Roles and memberships are committed first,
+ * in a short transaction of their own (so that a concurrent install in another
+ * database waits for that, not for all of this one); then, in one transaction
+ * under the lock `qmaint migrate` takes and under lock_timeout, the ownership
+ * and the grants, planned again under that lock. A non-superuser without
+ * CREATEROLE is refused (exit 3) before anything runs.
  */
 export async function installRoles(db: Db, options: { dryRun?: boolean; members?: MemberRequest[]; lockTimeout?: string } = {}): Promise<RolesResult> {
   if (options.dryRun) return { ...(await planRoles(db, options)), dryRun: true };
   await assertMayInstallRoles(db);
-  return db.withClient((client) =>
-    inTransaction(client, async () => {
-      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [...SCHEMA_LOCK]);
-      await client.query(`SELECT set_config('lock_timeout', $1, true)`, [options.lockTimeout ?? '2s']);
-      const plan = await planRoles(client, options);
-      for (const step of plan.steps) await runStep(client, step);
-      return { ...plan, dryRun: false };
-    }),
-  );
+  const first = await planRoles(db, options);
+  const ran = await db.transaction(async (client) => {
+    const done: RoleStep[] = [];
+    for (const step of first.steps.filter(clusterWide)) if (await runClusterStep(client, step)) done.push(step);
+    return done;
+  });
+  const rest = await db.transaction(async (client) => {
+    await client.query('SELECT pg_advisory_xact_lock($1, $2)', [...SCHEMA_LOCK]);
+    await client.query(`SELECT set_config('lock_timeout', $1, true)`, [options.lockTimeout ?? '2s']);
+    const plan = await planRoles(client, options);
+    const steps = plan.steps.filter((s) => !clusterWide(s));
+    for (const step of steps) await client.query(step.statement);
+    return { ownerChanges: plan.ownerChanges, steps };
+  });
+  const created = new Set(ran.map((s) => s.statement));
+  return {
+    createRoles: first.createRoles.filter((r) => created.has(`CREATE ROLE ${quoteIdent(r)} NOLOGIN`)),
+    ownerChanges: rest.ownerChanges,
+    members: first.members,
+    steps: numbered([...ran, ...rest.steps].map(({ seq: _seq, ...step }) => step)),
+    dryRun: false,
+  };
 }
 
 /** Refuse (exit 3) a role that is neither superuser nor CREATEROLE: it could not create or grant the roles. */

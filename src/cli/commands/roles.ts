@@ -49,7 +49,7 @@ function report(out: Output, result: RolesResult, database: string): void {
   };
   out.emit(doc, () => {
     if (result.dryRun) {
-      out.line(out.dim(`-- qmaint roles install in database ${database}: all statements run in one transaction, under the lock qmaint migrate takes`));
+      out.line(out.dim(`-- qmaint roles install in database ${database}: roles and memberships commit first; the rest runs in one transaction, under the lock qmaint migrate takes`));
       out.plan(result.steps);
       return;
     }
