@@ -286,13 +286,22 @@ const clusterWide = (step: RoleStep) => step.action === 'create role' || step.ac
  * Run a role or membership step; false when an install in another database
  * of the server made the same role or membership first (the state we want).
  */
-async function runClusterStep(client: pg.ClientBase, step: RoleStep): Promise<boolean> {
+async function runClusterStep(client: pg.ClientBase, step: RoleStep, installer: string): Promise<boolean> {
   await client.query('SAVEPOINT qmaint_role');
   try {
     await client.query(step.statement);
     await client.query('RELEASE SAVEPOINT qmaint_role');
     return true;
   } catch (err) {
+    if (step.action === 'grant membership' && sqlState(err) === '42501') {
+      // PostgreSQL 16+: CREATEROLE grants only roles held WITH ADMIN OPTION (a role's creator has it).
+      const group = /^GRANT (\S+) TO /.exec(step.statement)![1]!;
+      throw new QmaintError(
+        'permission',
+        `${(err as Error).message}: on PostgreSQL 16 and later a CREATEROLE role may grant only roles it created or holds WITH ADMIN OPTION; run qmaint roles install as a superuser, or have one run GRANT ${group} TO ${quoteIdent(installer)} WITH ADMIN OPTION first`,
+        { cause: err },
+      );
+    }
     if (!ALREADY.has(sqlState(err) ?? '')) throw err;
     await client.query('ROLLBACK TO SAVEPOINT qmaint_role');
     return false;
@@ -311,11 +320,11 @@ async function runClusterStep(client: pg.ClientBase, step: RoleStep): Promise<bo
  */
 export async function installRoles(db: Db, options: { dryRun?: boolean; members?: MemberRequest[]; lockTimeout?: string } = {}): Promise<RolesResult> {
   if (options.dryRun) return { ...(await planRoles(db, options)), dryRun: true };
-  await assertMayInstallRoles(db);
+  const installer = await assertMayInstallRoles(db);
   const first = await planRoles(db, options);
   const ran = await db.transaction(async (client) => {
     const done: RoleStep[] = [];
-    for (const step of first.steps.filter(clusterWide)) if (await runClusterStep(client, step)) done.push(step);
+    for (const step of first.steps.filter(clusterWide)) if (await runClusterStep(client, step, installer)) done.push(step);
     return done;
   });
   const rest = await db.transaction(async (client) => {
@@ -336,11 +345,29 @@ export async function installRoles(db: Db, options: { dryRun?: boolean; members?
   };
 }
 
-/** Refuse (exit 3) a role that is neither superuser nor CREATEROLE: it could not create or grant the roles. */
-export async function assertMayInstallRoles(q: Queryable): Promise<void> {
+/**
+ * Refuse (exit 3) a role that is neither superuser nor CREATEROLE (it could not
+ * create or grant the roles), or that could not hand the qmaint objects over.
+ * Reads the catalog only, so it answers before anything else is tried.
+ * Returns the installer's name.
+ */
+export async function assertMayInstallRoles(q: Queryable): Promise<string> {
   const f = await facts(q);
   if (!f.superuser && !f.createrole) {
     throw new QmaintError('permission', `role ${f.user} may not create roles: run qmaint roles install as a superuser, or as the owner of the qmaint schema with CREATEROLE`);
+  }
+  if (!f.superuser) await assertMayHandOver(q, f.user);
+  return f.user;
+}
+
+/** A non-superuser installer must own every qmaint object not yet qmaint_admin's (directly or through a role it belongs to). */
+async function assertMayHandOver(q: Queryable, installer: string): Promise<void> {
+  const foreign = (await ownedObjects(q)).filter((o) => o.owner !== ROLE_NAMES.admin && o.owner !== installer);
+  for (const o of foreign) {
+    const { rows } = await q.query<{ ok: boolean }>(`SELECT pg_has_role(current_user, (SELECT oid FROM pg_roles WHERE rolname = $1), 'USAGE') AS ok`, [o.owner]);
+    if (!rows[0]?.ok) {
+      throw new QmaintError('permission', `role ${installer} may not hand ${o.kind} ${o.name} (owned by ${o.owner}) to qmaint_admin: run qmaint roles install as a superuser or as the owner of the qmaint schema`);
+    }
   }
 }
 

@@ -113,7 +113,11 @@ describe('qmaint roles install', () => {
   it('--dry-run prints the SQL with its locks and changes nothing', async () => {
     const t = await freshDatabase();
     const before = await catalogState(t);
-    expect((await publicFunctions(t)).length).toBeGreaterThan(50);
+    const open = await publicFunctions(t);
+    expect(open.length).toBeGreaterThan(50);
+    // The SECURITY DEFINER functions are closed to PUBLIC even before roles are installed.
+    expect(open.filter((fn) => /^qmaint\.(ensure_jobs_partition|lower_low_water|explain_claim)\(/.test(fn))).toEqual([]);
+    expect(open).toContain('qmaint.enqueue(text,jsonb,timestamp with time zone,integer,integer,timestamp with time zone)');
     const r = await install(t, '--dry-run');
     expect(r.code, r.stderr).toBe(0);
     const doc = r.json<{ dryRun: boolean; steps: { statement: string; lockLevel: string }[] }>();
@@ -169,6 +173,15 @@ describe('qmaint roles install', () => {
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(new RegExp(`error: role ${nobody.name} may not create roles: run qmaint roles install as a superuser`));
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    // CREATEROLE without owning the schema: refused before any role or membership is made.
+    const creator = await login(t, null);
+    await t.db.query(`ALTER ROLE "${creator.name}" CREATEROLE`);
+    const notOwner = await runCli(['roles', 'install', '--database-url', creator.url]);
+    expect(notOwner.code).toBe(3);
+    expect(notOwner.stderr).toMatch(new RegExp(`error: role ${creator.name} may not hand schema qmaint \\(owned by \\w+\\) to qmaint_admin`));
+    expect(notOwner.stderr.trim().split('\n')).toHaveLength(1);
+    const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_auth_members WHERE member = $1::regrole`, [creator.name]);
+    expect(rows[0]!.n).toBe(0);
     expect(await catalogState(t)).toEqual(before);
   });
 
