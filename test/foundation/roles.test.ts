@@ -10,7 +10,7 @@ import { claimQuery, LOW_WATER_SQL } from '../../src/queue/claim.js';
 import { enqueueMany } from '../../src/queue/enqueue.js';
 import { COMPLETE_SQL, FAIL_SQL, HEARTBEAT_SQL, READY_SQL, RELEASE_SQL, RESCUE_SQL } from '../../src/queue/statements.js';
 import { ROLE_NAMES, type RoleKind } from '../../src/roles.js';
-import { cleanEnv, freshDatabase, ROOT, runCli, type TestDatabase } from '../helpers.js';
+import { cleanEnv, eventually, freshDatabase, pgcronUrl, ROOT, runCli, type TestDatabase } from '../helpers.js';
 
 // Roles are cluster-wide and other test runs may share the server: every
 // login made here has a random name and is dropped after the file; the four
@@ -407,3 +407,52 @@ describe('each role can do its job and nothing else', () => {
     ]);
   });
 });
+
+// Needs pg_cron (CI's PostgreSQL 15 pass, or scripts/pg15.sh): pg_cron keeps its
+// jobs in another database there, as docs/scheduling.md describes.
+describe.skipIf(pgcronUrl === undefined)('pg_cron jobs run as a member of qmaint_admin', () => {
+  it('a member installs the jobs with the documented grants; a real tick rotates as that member', { timeout: 150_000 }, async () => {
+    const t = await freshDatabase();
+    const r = await install(t);
+    expect(r.code, r.stderr).toBe(0);
+    const ops = await login(t, 'admin');
+    const cron = new pg.Client({ connectionString: pgcronUrl });
+    await cron.connect();
+    try {
+      await cron.query(`GRANT USAGE ON SCHEMA cron TO "${ops.name}"`);
+      await cron.query(
+        `GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean), cron.alter_job(bigint, text, text, text, text, boolean) TO "${ops.name}"`,
+      );
+      await cron.query(`GRANT pg_read_all_settings TO "${ops.name}"`);
+      // Take the runway away, so rotate has partitions to create.
+      const future = await t.db.query<{ partition: string }>(`SELECT partition::text FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND lower_bound > now()`);
+      for (const p of future.rows) await t.db.query(`DROP TABLE ${p.partition}`);
+      const schedule = await runCli(
+        ['schedule', 'install', '--pg-cron', '--rotate-cron', '* * * * *', '--vacuum-cron', 'off', '--rescue-cron', 'off', '--health-cron', 'off'],
+        { env: cleanEnv({ DATABASE_URL: ops.url }) },
+      );
+      expect(schedule.code, schedule.stderr).toBe(0);
+      const jobs = await cron.query<{ username: string }>(`SELECT username FROM cron.job WHERE database = $1`, [t.name]);
+      expect(jobs.rows).toEqual([{ username: ops.name }]);
+      const run = await eventually(async () => {
+        const { rows } = await t.db.query<{ status: string; message: string | null }>(
+          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
+        );
+        return rows[0];
+      }, 90_000, 1000);
+      expect(run.status, run.message ?? '').toBe('ok');
+      const { rows } = await t.db.query<{ n: number; foreign: number }>(
+        `SELECT count(*)::int AS n, count(*) FILTER (WHERE c.relowner <> 'qmaint_admin'::regrole)::int AS foreign
+           FROM qmaint.partitions_of('qmaint.jobs') p JOIN pg_class c ON c.oid = p.partition WHERE p.lower_bound > now()`,
+      );
+      expect(rows[0]!.n).toBeGreaterThan(0);
+      expect(rows[0]!.foreign).toBe(0);
+    } finally {
+      await cron.query(`SELECT cron.unschedule(jobid) FROM cron.job WHERE database = $1`, [t.name]);
+      await cron.query(`DROP OWNED BY "${ops.name}"`);
+      await cron.query(`REVOKE pg_read_all_settings FROM "${ops.name}"`);
+      await cron.end();
+    }
+  });
+});
+
