@@ -235,7 +235,8 @@ async function existingMembers(q: Queryable, wanted: MemberRequest[]): Promise<{
     const role = ROLE_NAMES[m.kind];
     const { rows } = await q.query<{ login: boolean | null; present: boolean }>(
       `SELECT (SELECT rolcanlogin FROM pg_roles WHERE rolname = $1) AS login,
-              EXISTS (SELECT 1 FROM pg_auth_members a WHERE a.roleid = to_regrole($2) AND a.member = to_regrole($1)) AS present`,
+              EXISTS (SELECT 1 FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+                       WHERE g.rolname = $2 AND m.rolname = $1) AS present`,
       [m.login, role],
     );
     if (rows[0]?.login === null || rows[0]?.login === undefined) throw badInput(`--member ${m.kind}=${m.login}: there is no role ${m.login}; create it first (CREATE ROLE ${m.login} LOGIN ...)`);
