@@ -106,6 +106,9 @@ interface TableRow {
   partition: boolean;
 }
 
+/** Quote a name read from the catalog (the connected role): it is what it is, so it is quoted, not validated. */
+const quoteCatalogName = (name: string) => '"' + name.replace(/"/g, '""') + '"';
+
 const CATALOG_ONLY = 'no table lock (catalog rows only)';
 const CLUSTER_CATALOG = 'no table lock (cluster-wide role catalog)';
 
@@ -260,7 +263,7 @@ export async function planRoles(q: Queryable, options: { members?: MemberRequest
   if (!f.superuser && !f.userInAdmin) {
     steps.push({
       action: 'grant membership',
-      statement: `GRANT ${quoteIdent(ROLE_NAMES.admin)} TO ${quoteIdent(f.user)}`,
+      statement: `GRANT ${quoteIdent(ROLE_NAMES.admin)} TO ${quoteCatalogName(f.user)}`,
       lockLevel: CLUSTER_CATALOG,
       reason: `${f.user} hands its qmaint objects to qmaint_admin and must still migrate them: it becomes a member`,
     });
@@ -299,7 +302,7 @@ async function runClusterStep(client: pg.ClientBase, step: RoleStep, installer: 
       const group = /^GRANT (\S+) TO /.exec(step.statement)![1]!;
       throw new QmaintError(
         'permission',
-        `${(err as Error).message}: on PostgreSQL 16 and later a CREATEROLE role may grant only roles it created or holds WITH ADMIN OPTION; run qmaint roles install as a superuser, or have one run GRANT ${group} TO ${quoteIdent(installer)} WITH ADMIN OPTION first`,
+        `${(err as Error).message}: on PostgreSQL 16 and later a CREATEROLE role may grant only roles it created or holds WITH ADMIN OPTION; run qmaint roles install as a superuser, or have one run GRANT ${group} TO ${quoteCatalogName(installer)} WITH ADMIN OPTION first`,
         { cause: err },
       );
     }
