@@ -213,6 +213,13 @@ export function parseQualifiedName(name: string, what = 'table'): { schema: stri
 
 export const MAINTENANCE_LOCK_KEY = 7_170_514_283_201n;
 
+/**
+ * Transaction-scoped advisory lock (two int4 halves: 'qm' and 'mi') taken by
+ * `qmaint migrate` and `qmaint roles install`: schema changes and the grants
+ * on them never interleave.
+ */
+export const SCHEMA_LOCK = [29037, 28009] as const;
+
 export interface LockHolder {
   pid: number;
   applicationName: string | null;

@@ -8,6 +8,8 @@ export { QmaintError, ExitCode } from './errors.js';
 export { JsonText } from './json.js';
 export type { ErrorCode } from './errors.js';
 export { migrate, migrationStatus, requireMigrated, loadMigrations } from './migrate.js';
+export { installRoles, planRoles, rolesInstalled, parseMember, ROLE_NAMES, ROLE_KINDS } from './roles.js';
+export type { RoleKind, RoleStep, RolesPlan, RolesResult, MemberRequest } from './roles.js';
 export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';
 export { executeSteps, findBlockers, toPlanStep } from './plan.js';
 export type { PlanStep, Blocker, ExecuteOptions, StepEvent, StepResult } from './plan.js';

@@ -3,8 +3,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Db, Queryable } from './db.js';
-import { inTransaction } from './db.js';
+import { inTransaction, SCHEMA_LOCK } from './db.js';
 import { QmaintError } from './errors.js';
+import { reapplyRoleGrants } from './roles.js';
 
 const SQL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'sql');
 
@@ -13,10 +14,6 @@ export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');
 
 /** Folder of the function files shipped with the package: re-applied whenever they change. */
 export const FUNCTIONS_DIR = path.join(SQL_DIR, 'functions');
-
-// Transaction-scoped advisory lock that serialises concurrent `qmaint migrate`
-// runs (two int4 halves: 'qm' and 'mi').
-const MIGRATE_LOCK = [29037, 28009] as const;
 
 export interface MigrationFile {
   version: number;
@@ -208,9 +205,11 @@ export async function migrate(db: Db, options: Dirs & { dryRun?: boolean } = {})
   }
   return db.withClient((client) =>
     inTransaction(client, async () => {
-      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [...MIGRATE_LOCK]);
+      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [...SCHEMA_LOCK]);
       await client.query(`SET LOCAL client_min_messages = warning`);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS qmaint`);
+      // Only when missing: CREATE SCHEMA needs CREATE on the database even
+      // with IF NOT EXISTS, which a member of qmaint_admin need not have.
+      if (!(await client.query<{ ok: boolean }>(`SELECT to_regnamespace('qmaint') IS NOT NULL AS ok`)).rows[0]!.ok) await client.query(`CREATE SCHEMA qmaint`);
       await client.query(`CREATE TABLE IF NOT EXISTS qmaint.schema_migrations (
         version integer PRIMARY KEY,
         name text NOT NULL,
@@ -233,6 +232,9 @@ export async function migrate(db: Db, options: Dirs & { dryRun?: boolean } = {})
       }
       const retired = after.status.retiredFunctionFiles;
       if (retired.length > 0) await client.query('DELETE FROM qmaint.schema_functions WHERE file = ANY ($1::text[])', [retired]);
+      // After `qmaint roles install`: whatever was just created goes to
+      // qmaint_admin and gets its grants before anyone can see it.
+      if (before.pending.length > 0 || after.functions.length > 0) await reapplyRoleGrants(client);
       return { applied: before.pending, functions: after.functions, retiredFunctionFiles: retired, alreadyApplied: before.alreadyApplied, dryRun: false };
     }),
   );

@@ -21,22 +21,30 @@ $$;
 
 -- Lower the low-water mark of qmaint.jobs to p_ts when a live job sits below
 -- it (a retried old job, a late commit). Cheap no-op otherwise.
+-- SECURITY DEFINER: producers and workers (qmaint roles install) lower the
+-- mark without any privilege on qmaint.partition_policy. All it can do is
+-- lower one column of one row, which only widens what a claim searches.
+-- Not executable by PUBLIC; `qmaint roles install` grants it.
 CREATE OR REPLACE FUNCTION qmaint.lower_low_water(p_ts timestamptz) RETURNS void
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
   UPDATE qmaint.partition_policy SET low_water = p_ts, updated_at = now()
    WHERE parent_table = 'qmaint.jobs' AND low_water > p_ts
 $$;
+REVOKE ALL ON FUNCTION qmaint.lower_low_water(timestamptz) FROM PUBLIC;
 
 -- Enqueue one job and return its id. A row whose partition is missing gets
--- the partition made (ensure_partition) and is inserted again; the exception
--- block keeps a caller's open transaction usable. Ready jobs NOTIFY on
+-- the partition made (ensure_jobs_partition) and is inserted again; the
+-- exception block keeps a caller's open transaction usable. The id is taken
+-- from the sequence first (no RETURNING), so a producer needs INSERT and the
+-- sequence, never SELECT on qmaint.jobs. Ready jobs NOTIFY on
 -- qmaint_jobs with the queue as payload; PostgreSQL folds identical
 -- notifications, so a transaction sends one per queue however many rows.
 CREATE OR REPLACE FUNCTION qmaint.enqueue(p_queue text, p_payload jsonb DEFAULT '{}', p_run_at timestamptz DEFAULT NULL,
                                p_priority integer DEFAULT 0, p_max_retries integer DEFAULT 5,
-                               p_created_at timestamptz DEFAULT NULL)
+                               p_created_at timestamptz DEFAULT NULL, p_timeout_ms integer DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -45,13 +53,12 @@ DECLARE
   -- Truncated to the column's millisecond precision (rounding could land in the future).
   v_created timestamptz := date_trunc('milliseconds', coalesce(p_created_at, now()));
   v_run_at timestamptz := coalesce(p_run_at, v_created);
-  v_id bigint;
+  v_id bigint := nextval('qmaint.jobs_id_seq');
   v_constraint text;
 BEGIN
   BEGIN
-    INSERT INTO qmaint.jobs (queue, payload, run_at, priority, max_retries, created_at, updated_at)
-    VALUES (p_queue, coalesce(p_payload, '{}'), v_run_at, coalesce(p_priority, 0), coalesce(p_max_retries, 5), v_created, now())
-    RETURNING id INTO v_id;
+    INSERT INTO qmaint.jobs (id, queue, payload, run_at, priority, max_retries, created_at, updated_at, timeout_ms)
+    VALUES (v_id, p_queue, coalesce(p_payload, '{}'), v_run_at, coalesce(p_priority, 0), coalesce(p_max_retries, 5), v_created, now(), p_timeout_ms);
   EXCEPTION WHEN check_violation THEN
     -- A row with no partition to go to raises check_violation naming no
     -- constraint; a CHECK constraint that fails names itself. (Never the
@@ -60,10 +67,9 @@ BEGIN
     IF v_constraint <> '' THEN
       RAISE;
     END IF;
-    PERFORM qmaint.ensure_partition('qmaint.jobs', v_created);
-    INSERT INTO qmaint.jobs (queue, payload, run_at, priority, max_retries, created_at, updated_at)
-    VALUES (p_queue, coalesce(p_payload, '{}'), v_run_at, coalesce(p_priority, 0), coalesce(p_max_retries, 5), v_created, now())
-    RETURNING id INTO v_id;
+    PERFORM qmaint.ensure_jobs_partition(v_created);
+    INSERT INTO qmaint.jobs (id, queue, payload, run_at, priority, max_retries, created_at, updated_at, timeout_ms)
+    VALUES (v_id, p_queue, coalesce(p_payload, '{}'), v_run_at, coalesce(p_priority, 0), coalesce(p_max_retries, 5), v_created, now(), p_timeout_ms);
   END;
   PERFORM qmaint.lower_low_water(v_created);
   IF v_run_at <= now() THEN
@@ -72,6 +78,38 @@ BEGIN
   RETURN v_id;
 END;
 $$;
+
+-- EXPLAIN (no ANALYZE) of the consumer's claim statement, for roles that may
+-- read but not update jobs (qmaint_readonly): PostgreSQL checks the UPDATE
+-- privilege even to plan an UPDATE or FOR UPDATE. SECURITY DEFINER, so it
+-- explains exactly one text: the claim statement, whose SHA-256 is checked
+-- first (the text itself lives only in src/queue/claim.ts; the readonly test
+-- fails when the two drift apart). The values travel as parameters, and
+-- nothing runs: the statement is only planned. Not executable by PUBLIC.
+CREATE OR REPLACE FUNCTION qmaint.explain_claim(p_statement text, p_queue text, p_low_water timestamptz, p_batch integer,
+                                                p_worker text, p_lease_seconds double precision)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the EXECUTEd text is compared with the claim statement's
+-- SHA-256 before it runs; no other text is ever executed)
+DECLARE
+  v_plan json;
+BEGIN
+  IF p_statement IS NULL
+     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x7fad702c724d414977d02d542bd5de0a0ce8959e93984107699823f130e579a8'::bytea THEN
+    RAISE EXCEPTION 'qmaint.explain_claim explains only the claim statement of this qmaint version'
+      USING ERRCODE = '42501', HINT = 'run qmaint migrate with the qmaint version the caller runs';
+  END IF;
+  EXECUTE 'EXPLAIN (FORMAT JSON, SUMMARY) ' || p_statement INTO v_plan
+    USING p_queue, coalesce(p_low_water, '-infinity'), p_batch, p_worker, p_lease_seconds, NULL::integer, NULL::timestamptz, NULL::bigint;
+  RETURN v_plan;
+END;
+$$;
+REVOKE ALL ON FUNCTION qmaint.explain_claim(text, text, timestamptz, integer, text, double precision) FROM PUBLIC;
 
 -- Key of the transaction advisory lock that lets one rescuer run at a time.
 CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint

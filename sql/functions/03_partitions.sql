@@ -338,8 +338,9 @@ DECLARE
   v_sql text;
   v_lock text;
   v_locks text[];
+  v_owner text;
 BEGIN
-  SELECT n.nspname, c.relname INTO v_schema, v_table
+  SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) INTO v_schema, v_table, v_owner
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_parent;
   IF v_key IS NULL THEN
     RAISE EXCEPTION '% is not a range-partitioned table', p_parent USING ERRCODE = '22023';
@@ -360,7 +361,11 @@ BEGIN
   v_sql := format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE)%s; ',
                   v_schema, v_name, v_schema, v_table, CASE WHEN v_opts IS NULL THEN '' ELSE format(' WITH (%s)', v_opts) END)
         || format('ALTER TABLE %I.%I ADD CONSTRAINT %I CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L); ',
-                  v_schema, v_name, left(v_name, 56) || '_bounds', v_key, v_key, p_from, v_key, p_to);
+                  v_schema, v_name, left(v_name, 56) || '_bounds', v_key, v_key, p_from, v_key, p_to)
+        -- The parent's owner owns every partition, whoever creates it (a
+        -- member of qmaint_admin, a superuser's pg_cron job): any other member
+        -- can then tune, detach and drop it. A no-op when they are the same.
+        || format('ALTER TABLE %I.%I OWNER TO %I; ', v_schema, v_name, v_owner);
   IF v_default IS NOT NULL THEN
     -- Rows of this range in the default partition would make ATTACH fail: move them in first.
     v_cols := qmaint.column_list(p_parent);
@@ -438,6 +443,20 @@ BEGIN
            WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound);
 END;
 $$;
+
+-- The self-healing path of producers: make sure a partition of qmaint.jobs
+-- covers p_ts. SECURITY DEFINER so that a producer (qmaint roles install)
+-- needs no CREATE on the schema and no ownership of qmaint.jobs; it is fixed
+-- to qmaint.jobs and to ensure_partition's rules (the policy's interval,
+-- trimmed to the neighbours, hot profile), so all a caller chooses is the
+-- timestamp, as it already does through created_at. The partition is made
+-- by, and handed to, the owner of qmaint.jobs. Not executable by PUBLIC.
+CREATE OR REPLACE FUNCTION qmaint.ensure_jobs_partition(p_ts timestamptz) RETURNS regclass
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT qmaint.ensure_partition('qmaint.jobs', p_ts) $$;
+REVOKE ALL ON FUNCTION qmaint.ensure_jobs_partition(timestamptz) FROM PUBLIC;
 
 -- Create steps for the parts of [p_from, p_to) no partition covers yet (a
 -- slot can be partly covered after a change of interval or a self-made

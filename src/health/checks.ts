@@ -59,7 +59,9 @@ export function dequeueCheck(report: DequeueReport): HealthCheck {
     status: report.verdict,
     observed: failing.length
       ? `queue '${report.queue}': ${failing.map((r) => `${r.rule} ${r.verdict} (${r.observed})`).join('; ')}`
-      : `queue '${report.queue}': all ${report.rules.length} plan rules pass (${report.claimed} claimed in ${report.executionMs.toFixed(2)} ms, rolled back)`,
+      : report.analyzed
+        ? `queue '${report.queue}': all ${report.rules.length} plan rules pass (${report.claimed} claimed in ${report.executionMs.toFixed(2)} ms, rolled back)`
+        : `queue '${report.queue}': all ${report.rules.length} plan-only rules pass (planned, not run: this role may not update jobs)`,
     threshold: 'every plan rule of qmaint explain dequeue',
     message: failing[0]?.recommendation ?? 'the claim uses its index and skips drained partitions',
   };

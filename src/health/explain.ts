@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Db } from '../db.js';
 import { QmaintError, sqlState } from '../errors.js';
-import { claimQuery, LOW_WATER_SQL } from '../queue/claim.js';
+import { CLAIM_SQL, claimQuery, LOW_WATER_SQL } from '../queue/claim.js';
 import {
   DEFAULT_DEQUEUE_THRESHOLDS,
   judgePlan,
@@ -23,6 +23,12 @@ export interface ExplainOptions {
   /** statement_timeout for the whole explain (PostgreSQL interval text). */
   statementTimeout: string;
   thresholds?: DequeueThresholds;
+  /**
+   * true: EXPLAIN ANALYZE the claim (it runs, then rolls back); false: plan it
+   * only, through qmaint.explain_claim() (what a role without UPDATE on
+   * qmaint.jobs can do); default: ANALYZE when this role may update jobs.
+   */
+  analyze?: boolean;
 }
 
 export interface DequeueReport {
@@ -32,14 +38,16 @@ export interface DequeueReport {
   batch: number;
   /** The low-water mark the claim carried (null: none, i.e. -infinity). */
   lowWater: string | null;
-  /** Jobs the claim would have taken (rolled back). */
+  /** false: planned only (no ANALYZE), so only the plan-time rules were judged and nothing was claimed. */
+  analyzed: boolean;
+  /** Jobs the claim would have taken (rolled back); 0 when not analyzed. */
   claimed: number;
   planningMs: number;
   executionMs: number;
   verdict: Verdict;
   rules: RuleResult[];
   partitions: PartitionInfo[];
-  /** The EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) document. */
+  /** The EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) document, or EXPLAIN (FORMAT JSON, SUMMARY) when not analyzed. */
   explain: ExplainDocument;
 }
 
@@ -47,13 +55,23 @@ const WORKER_ID = 'qmaint-explain';
 
 /** One statement explainDequeue runs: what for, the SQL, its parameters. */
 export interface ExplainStatement {
-  purpose: 'begin' | 'timeout' | 'low-water' | 'pick-queue' | 'partitions' | 'warm-up' | 'explain' | 'rollback';
+  purpose: 'begin' | 'timeout' | 'low-water' | 'pick-queue' | 'partitions' | 'privilege' | 'warm-up' | 'explain' | 'rollback';
   sql: string;
   values: unknown[];
 }
 
-/** The lock the explain takes: the claim really runs, then rolls back. */
-export const EXPLAIN_LOCK_LEVEL = 'ROW EXCLUSIVE on qmaint.jobs and row locks on the claimed jobs, released by the ROLLBACK';
+/** The lock the explain takes: with ANALYZE the claim really runs, then rolls back; without, it is only planned. */
+export function explainLockLevel(analyze: boolean): string {
+  return analyze
+    ? 'ROW EXCLUSIVE on qmaint.jobs and row locks on the claimed jobs, released by the ROLLBACK'
+    : 'ROW EXCLUSIVE on qmaint.jobs while it is planned (no row is locked), released by the ROLLBACK';
+}
+
+/** How explain_claim() plans the claim for a role without UPDATE: $1 the claim statement (checked by its hash), then its values. */
+const EXPLAIN_CLAIM_SQL = 'SELECT qmaint.explain_claim($1, $2, $3, $4, $5, $6) AS plan';
+
+/** May this role run the claim (UPDATE on some column of qmaint.jobs)? */
+const PRIVILEGE_SQL = `SELECT has_any_column_privilege('qmaint.jobs', 'UPDATE') AS ok`;
 
 /** The queue whose oldest due job has waited longest ($1: the low-water mark). */
 const PICK_QUEUE_SQL = `SELECT queue FROM qmaint.jobs
@@ -64,22 +82,29 @@ const PICK_QUEUE_SQL = `SELECT queue FROM qmaint.jobs
  * Every statement explainDequeue runs, in order, for a queue and low-water
  * mark (what `explain --dry-run` prints). Where they are not known yet (a dry
  * run), the queue is the one the pick-queue statement finds and the mark the
- * one the low-water statement reads.
+ * one the low-water statement reads; without options.analyze the privilege
+ * statement decides, and the list shows the EXPLAIN ANALYZE form unless known.
  */
-export function explainStatements(options: ExplainOptions, known: { queue?: string; lowWater?: Date | null } = {}): ExplainStatement[] {
+export function explainStatements(options: ExplainOptions, known: { queue?: string; lowWater?: Date | null; analyze?: boolean } = {}): ExplainStatement[] {
   const queue = options.queue ?? known.queue;
   const lowWater = known.lowWater === undefined ? '<the low-water mark read above>' : known.lowWater;
-  const claim = claimQuery({ queue: queue ?? '<the queue picked above>', batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater: lowWater as Date | null });
+  const params = { queue: queue ?? '<the queue picked above>', batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater: lowWater as Date | null };
+  const claim = claimQuery(params);
+  const analyze = options.analyze ?? known.analyze ?? true;
+  const planned = analyze
+    ? { warm: `EXPLAIN (FORMAT JSON) ${claim.text}`, explain: `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim.text}`, values: claim.values }
+    : { warm: EXPLAIN_CLAIM_SQL, explain: EXPLAIN_CLAIM_SQL, values: [CLAIM_SQL, params.queue, params.lowWater, params.batch, params.workerId, params.leaseSeconds] };
   return [
     { purpose: 'begin', sql: 'BEGIN', values: [] },
     { purpose: 'timeout', sql: `SELECT set_config('statement_timeout', $1, true)`, values: [options.statementTimeout] },
     { purpose: 'low-water', sql: LOW_WATER_SQL, values: [] },
     ...(options.queue === undefined ? [{ purpose: 'pick-queue' as const, sql: PICK_QUEUE_SQL, values: [lowWater ?? '-infinity'] }] : []),
     { purpose: 'partitions', sql: PARTITION_CONTEXT_SQL, values: [] },
+    ...(options.analyze === undefined ? [{ purpose: 'privilege' as const, sql: PRIVILEGE_SQL, values: [] }] : []),
     // Planned once without running so catalog caches are warm, as they are in a
     // long-lived consumer; the judged planning time is the second one.
-    { purpose: 'warm-up', sql: `EXPLAIN (FORMAT JSON) ${claim.text}`, values: claim.values },
-    { purpose: 'explain', sql: `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim.text}`, values: claim.values },
+    { purpose: 'warm-up', sql: planned.warm, values: planned.values },
+    { purpose: 'explain', sql: planned.explain, values: planned.values },
     { purpose: 'rollback', sql: 'ROLLBACK', values: [] },
   ];
 }
@@ -92,8 +117,10 @@ function statement(list: ExplainStatement[], purpose: ExplainStatement['purpose'
  * EXPLAIN ANALYZE the consumer's claim statement (claimQuery, with the
  * low-water mark read the way the consumer reads it) inside BEGIN ... ROLLBACK
  * under statement_timeout: the claim really runs, so the plan and its numbers
- * are real, and then nothing it did survives. Judged by the plan rules. It runs
- * exactly explainStatements(), in that order.
+ * are real, and then nothing it did survives. Judged by the plan rules.
+ * Without ANALYZE the same statement is only planned, by
+ * qmaint.explain_claim(), and judged by the rules a plan alone can answer.
+ * It runs exactly explainStatements(), in that order.
  */
 export async function explainDequeue(db: Db, options: ExplainOptions): Promise<DequeueReport> {
   const thresholds = options.thresholds ?? DEFAULT_DEQUEUE_THRESHOLDS;
@@ -109,17 +136,20 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
         const { rows } = await run<{ queue: string }>(statement(explainStatements(options, { lowWater }), 'pick-queue'));
         picked = rows[0] ? { queue: rows[0].queue, source: 'oldest_due' } : { queue: 'default', source: 'default' };
       }
-      const steps = explainStatements(options, { queue: picked.queue, lowWater });
-      const partitions = partitionInfo((await run<PartitionRow>(statement(steps, 'partitions'))).rows);
+      const known = explainStatements(options, { queue: picked.queue, lowWater });
+      const partitions = partitionInfo((await run<PartitionRow>(statement(known, 'partitions'))).rows);
+      const analyzed = options.analyze ?? (await run<{ ok: boolean }>(statement(known, 'privilege'))).rows[0]?.ok === true;
+      const steps = explainStatements(options, { queue: picked.queue, lowWater, analyze: analyzed });
       await run(statement(steps, 'warm-up'));
-      const result = await run<{ 'QUERY PLAN': ExplainDocument[] }>(statement(steps, 'explain'));
-      const doc = result.rows[0]!['QUERY PLAN'][0]!;
+      const result = await run<{ 'QUERY PLAN'?: ExplainDocument[]; plan?: ExplainDocument[] }>(statement(steps, 'explain'));
+      const doc = (analyzed ? result.rows[0]!['QUERY PLAN'] : result.rows[0]!.plan)![0]!;
       const rules = judgePlan(doc, { partitions }, thresholds);
       return {
         queue: picked.queue,
         queueSource: picked.source,
         batch: options.batch,
         lowWater: lowWater ? lowWater.toISOString() : null,
+        analyzed,
         claimed: rowsClaimed(doc),
         planningMs: doc['Planning Time'] ?? 0,
         executionMs: doc['Execution Time'] ?? 0,

@@ -1,4 +1,4 @@
-export { explainDequeue, explainStatements, EXPLAIN_LOCK_LEVEL } from './explain.js';
+export { explainDequeue, explainLockLevel, explainStatements } from './explain.js';
 export type { DequeueReport, ExplainOptions } from './explain.js';
 export { runHealth, serverChecks, dequeueCheck, summarize } from './checks.js';
 export type { HealthCheck, HealthOptions, HealthReport } from './checks.js';

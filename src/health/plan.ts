@@ -14,6 +14,7 @@ export interface PlanNode {
   'Index Name'?: string;
   'Parent Relationship'?: string;
   'Subplan Name'?: string;
+  'Plan Rows'?: number;
   'Actual Rows'?: number;
   'Actual Loops'?: number;
   'Rows Removed by Filter'?: number;
@@ -237,10 +238,11 @@ export function pruningRule(doc: ExplainDocument, ctx: PlanContext, t: DequeueTh
   const prunedAtPlanTime = ctx.partitions.length - touched.size;
   const verdict = grade(drained.length, t.dequeue_drained_partitions_warn, t.dequeue_drained_partitions_critical);
   const defaults = [...touched.values()].filter((p) => p.isDefault).length;
+  const runTime = analyzed(doc) ? `, subplans removed at run time ${removedAtRunTime}, never executed ${touched.size - executed.size}` : ' (not run: run-time pruning not measured)';
   const observed =
     `touches ${touched.size} of ${ctx.partitions.length} partitions (hot ${byState('hot').length}, warm ${byState('warm').length}, ` +
     `future ${byState('future').length}, drained ${drained.length}${defaults ? `, default ${defaults}` : ''}); ` +
-    `pruned at plan time ${prunedAtPlanTime}, subplans removed at run time ${removedAtRunTime}, never executed ${touched.size - executed.size}` +
+    `pruned at plan time ${prunedAtPlanTime}${runTime}` +
     (drained.length ? `; drained: ${drained.slice(0, 5).map((p) => p.qualified).join(', ')}${drained.length > 5 ? ', ...' : ''}` : '');
   return {
     rule: 'pruning',
@@ -377,8 +379,16 @@ export function executionTimeRule(doc: ExplainDocument, _ctx: PlanContext, t: De
 /** Every plan rule, in the order they are reported. */
 export const PLAN_RULES = [claimIndexRule, pruningRule, rowsRemovedRule, heapFetchesRule, deadRowsRule, buffersRule, planningTimeRule, executionTimeRule];
 
+/** The rules a plan that was not run (no ANALYZE) can answer: which partitions and indexes it reads, what they hold, planning time. */
+export const PLAN_ONLY_RULES = [claimIndexRule, pruningRule, deadRowsRule, planningTimeRule];
+
+/** Was the statement run (EXPLAIN ANALYZE)? Only then are row counts, buffers and times real. */
+export function analyzed(doc: ExplainDocument): boolean {
+  return doc['Execution Time'] !== undefined;
+}
+
 export function judgePlan(doc: ExplainDocument, ctx: PlanContext, thresholds: DequeueThresholds = DEFAULT_DEQUEUE_THRESHOLDS): RuleResult[] {
-  return PLAN_RULES.map((rule) => rule(doc, ctx, thresholds));
+  return (analyzed(doc) ? PLAN_RULES : PLAN_ONLY_RULES).map((rule) => rule(doc, ctx, thresholds));
 }
 
 /** The plan as an indented text tree (what `--plan` prints). */
@@ -388,7 +398,7 @@ export function planTree(doc: ExplainDocument): string[] {
     const on = node['Relation Name'] ? ` on ${node.Schema ? node.Schema + '.' : ''}${node['Relation Name']}` : '';
     const using = node['Index Name'] ? ` using ${node['Index Name']}` : '';
     const role = node['Subplan Name'] ? ` [${node['Subplan Name']}]` : '';
-    const executed = loops(node) > 0 ? `rows=${node['Actual Rows'] ?? 0} loops=${loops(node)}` : 'never executed';
+    const executed = !analyzed(doc) ? `estimated rows=${node['Plan Rows'] ?? '?'}` : loops(node) > 0 ? `rows=${node['Actual Rows'] ?? 0} loops=${loops(node)}` : 'never executed';
     const extras = [
       node['Rows Removed by Filter'] ? `removed by filter=${node['Rows Removed by Filter']}` : '',
       node['Heap Fetches'] ? `heap fetches=${node['Heap Fetches']}` : '',
@@ -401,6 +411,6 @@ export function planTree(doc: ExplainDocument): string[] {
   };
   walk(doc.Plan, 0);
   lines.push(`Planning Time: ${fmt(doc['Planning Time'] ?? 0)} ms`);
-  lines.push(`Execution Time: ${fmt(doc['Execution Time'] ?? 0)} ms`);
+  lines.push(analyzed(doc) ? `Execution Time: ${fmt(doc['Execution Time'] ?? 0)} ms` : 'Not executed (plan only, no ANALYZE)');
   return lines;
 }

@@ -100,32 +100,21 @@ function payloadJson(payload: unknown): string {
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
   checkQueueName(queue);
   checkOptions(opts);
-  const values = [queue, payloadJson(payload), opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null];
-  if (opts.timeout === undefined) {
-    const { rows } = await run(target, (q) => q.query<{ id: string }>(ENQUEUE_SQL, values));
-    return rows[0]!.id;
-  }
-  // qmaint.enqueue() takes no timeout: set it in the same transaction, so no
-  // consumer can see the job (or hear its NOTIFY) before it carries it.
-  return withClient(target, async (client) => {
-    const own = client.getTransactionStatus() !== 'T';
-    if (own) await client.query('BEGIN');
-    try {
-      const { rows } = await client.query<{ id: string }>(ENQUEUE_SQL, values);
-      const id = rows[0]!.id;
-      await client.query(SET_TIMEOUT_SQL, [id, timeoutMs(opts.timeout!)]);
-      if (own) await client.query('COMMIT');
-      return id;
-    } catch (err) {
-      if (own) await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    }
-  });
+  const { text, values } = enqueueStatement(queue, payload, opts);
+  const { rows } = await run(target, (q) => q.query<{ id: string }>(text, values));
+  return rows[0]!.id;
 }
 
-export const ENQUEUE_SQL = 'SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6) AS id';
-/** $1 id, $2 timeout in ms: the job just enqueued in this transaction. */
-export const SET_TIMEOUT_SQL = 'UPDATE qmaint.jobs SET timeout_ms = $2 WHERE id = $1';
+/** $1 queue, $2 payload, $3 run_at, $4 priority, $5 max_retries, $6 created_at, $7 timeout in ms. */
+export const ENQUEUE_SQL = 'SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6, $7) AS id';
+
+/** The statement enqueue() runs for these arguments, with its values (what a dry run prints). */
+export function enqueueStatement(queue: string, payload: unknown, opts: EnqueueOptions = {}): { text: string; values: unknown[] } {
+  return {
+    text: ENQUEUE_SQL,
+    values: [queue, payloadJson(payload), opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null, opts.timeout === undefined ? null : timeoutMs(opts.timeout)],
+  };
+}
 
 export interface EnqueueManyOptions extends EnqueueOptions {
   /** Called after every chunk sent, with the number of jobs sent so far. */
@@ -166,7 +155,7 @@ export async function enqueueMany(
       // created_at is now() for every row (one transaction): one partition to make sure of.
       // Truncated like the column's default, so the partition made is the one the rows land in.
       await client.query(
-        `SELECT qmaint.ensure_partition('qmaint.jobs', ts), qmaint.lower_low_water(ts) FROM (SELECT date_trunc('milliseconds', coalesce($1::timestamptz, now())) AS ts) s`,
+        `SELECT qmaint.ensure_jobs_partition(ts), qmaint.lower_low_water(ts) FROM (SELECT date_trunc('milliseconds', coalesce($1::timestamptz, now())) AS ts) s`,
         [created],
       );
       const count = await copyJobs(client, queue, payloads, opts);

@@ -119,7 +119,7 @@ describe('qmaint explain dequeue', () => {
     // The list is the library's own: the warm-up plan and the partition read included, in the order they run.
     const json = await runCli(['explain', 'dequeue', '--dry-run', '--json', '--database-url', 'postgres://127.0.0.1:1/none'], { env });
     expect(json.json<{ statements: { purpose: string }[] }>().statements.map((st) => st.purpose)).toEqual([
-      'begin', 'timeout', 'low-water', 'pick-queue', 'partitions', 'warm-up', 'explain', 'rollback',
+      'begin', 'timeout', 'low-water', 'pick-queue', 'partitions', 'privilege', 'warm-up', 'explain', 'rollback',
     ]);
     const t = await freshDatabase();
     for (const args of [['--batch', '0'], ['--threshold', 'dequeue_nope=1'], ['--threshold', 'dequeue_buffers_warn=lots']]) {

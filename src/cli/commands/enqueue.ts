@@ -2,9 +2,19 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
 import { badInput, QmaintError, sqlState } from '../../errors.js';
 import { JsonText, objectMembers } from '../../json.js';
-import { checkOptions, checkQueueName, enqueue, enqueueMany, type EnqueueOptions, type JobSpec } from '../../queue/enqueue.js';
+import { checkOptions, checkQueueName, enqueue, enqueueMany, enqueueStatement, type EnqueueOptions, type JobSpec } from '../../queue/enqueue.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from '../register.js';
+
+/** A statement with its $n parameters written in as literals (what --dry-run prints). */
+function inlineValues(text: string, values: unknown[]): string {
+  return text.replace(/\$(\d+)/g, (_m, n: string) => {
+    const v = values[Number(n) - 1];
+    if (v === null || v === undefined) return 'NULL';
+    if (typeof v === 'number') return String(v);
+    return pg.escapeLiteral(v instanceof Date ? v.toISOString() : String(v));
+  });
+}
 
 interface Args {
   queue: string;
@@ -42,12 +52,9 @@ const register: Register = (y) => {
       if (argv.payload === undefined) throw badInput('give the job with --payload JSON, or many jobs with --file F (NDJSON, - for stdin)');
       const payload = payloadArgument(argv.payload);
       if (argv.dryRun) {
-        const lit = pg.escapeLiteral;
-        const sql = `SELECT qmaint.enqueue(${lit(argv.queue)}, ${lit(payload.text)}::jsonb, ${opts.runAt ? lit(opts.runAt.toISOString()) : 'NULL'}, ${opts.priority ?? 0}, ${opts.maxRetries ?? 5}, ${opts.createdAt ? lit(opts.createdAt.toISOString()) : 'NULL'})`;
+        const { text, values } = enqueueStatement(argv.queue, payload, opts);
+        const sql = inlineValues(text, values);
         const steps = [{ seq: 1, action: 'enqueue', statement: sql, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `one job on queue ${argv.queue}` }];
-        if (opts.timeout !== undefined) {
-          steps.push({ seq: 2, action: 'set timeout', statement: `UPDATE qmaint.jobs SET timeout_ms = ${Math.round(opts.timeout * 1000)} WHERE id = <the id above>`, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: 'same transaction as the enqueue' });
-        }
         ctx.out.emit({ ok: true, dryRun: true, steps }, () => ctx.out.plan(steps));
         return;
       }

@@ -1,4 +1,4 @@
-import { EXPLAIN_LOCK_LEVEL, explainDequeue, explainStatements, type DequeueReport, type ExplainOptions } from '../../health/explain.js';
+import { explainDequeue, explainLockLevel, explainStatements, type DequeueReport, type ExplainOptions } from '../../health/explain.js';
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
 import { ExitCode } from '../../errors.js';
@@ -15,12 +15,13 @@ interface ExplainArgs {
   threshold: string[];
   statementTimeout?: string;
   dryRun: boolean;
+  analyze?: boolean;
 }
 
 const register: Register = (y) => {
   y.command(
     'explain <target>',
-    'EXPLAIN ANALYZE the claim query (rolled back) and judge the plan',
+    'EXPLAIN ANALYZE the claim query (rolled back) and judge the plan; --no-analyze: plan only',
     (b) =>
       b
         .positional('target', { choices: ['dequeue'] as const, description: 'what to explain: dequeue, the consumer\'s claim statement' })
@@ -29,6 +30,10 @@ const register: Register = (y) => {
         .option('plan', { type: 'boolean', default: false, description: 'print the plan tree' })
         .option('threshold', { type: 'string', array: true, default: [], description: 'override a threshold: name=value (repeatable; see docs/health.md)' })
         .option('statement-timeout', { type: 'string', description: 'statement_timeout of the explain (default: the statementTimeout setting, 30s)' })
+        .option('analyze', {
+          type: 'boolean',
+          description: 'run the claim under EXPLAIN ANALYZE, rolled back (default when this role may update jobs); --no-analyze: only plan it, through qmaint.explain_claim() (qmaint_readonly), judged by the plan-time rules',
+        })
         .option('dry-run', { type: 'boolean', default: false, description: 'print the statements explain would run, run nothing' }),
     handler<ExplainArgs>(async (ctx, argv) => {
       if (argv.queue !== undefined) checkQueueName(argv.queue);
@@ -40,6 +45,7 @@ const register: Register = (y) => {
         leaseSeconds: settings.leaseSeconds,
         statementTimeout: settings.statementTimeout,
         thresholds: thresholds.dequeue,
+        analyze: argv.analyze,
       };
       if (argv.dryRun) return dryRun(ctx, options);
       const db = await ctx.migratedDb({ max: 2 });
@@ -58,7 +64,8 @@ function printReport(out: Output, report: DequeueReport, withPlan: boolean): voi
   }
   out.line(
     `claim on queue '${report.queue}'${report.queueSource === 'given' ? '' : report.queueSource === 'oldest_due' ? ' (oldest due job)' : ' (no job is due)'}, ` +
-      `batch ${report.batch}, low-water ${report.lowWater ?? '-infinity'}: ${report.claimed} job(s) would be claimed (rolled back)`,
+      `batch ${report.batch}, low-water ${report.lowWater ?? '-infinity'}: ` +
+      (report.analyzed ? `${report.claimed} job(s) would be claimed (rolled back)` : 'planned only, not run (plan-time rules only)'),
   );
   printRules(out, report.rules);
   const line = `dequeue verdict: ${out.verdict(report.verdict)}`;
@@ -85,8 +92,9 @@ export function printRules(out: Output, rules: RuleResult[]): void {
 /** The statements explainDequeue would run, as the library lists them. */
 function dryRun(ctx: Context, options: ExplainOptions): number {
   const statements = explainStatements(options).map((st) => ({ purpose: st.purpose, sql: st.sql, params: st.values.map((v) => (v === null ? null : String(v))) }));
-  ctx.out.emit({ ok: true, dryRun: true, statements, lockLevel: EXPLAIN_LOCK_LEVEL }, () => {
-    ctx.out.line(ctx.out.dim(`-- lock: ${EXPLAIN_LOCK_LEVEL}`));
+  const lockLevel = explainLockLevel(options.analyze !== false);
+  ctx.out.emit({ ok: true, dryRun: true, analyze: options.analyze !== false, statements, lockLevel }, () => {
+    ctx.out.line(ctx.out.dim(`-- lock: ${lockLevel}`));
     for (const st of statements) {
       ctx.out.line(ctx.out.dim(`-- ${st.purpose}${st.params.length > 0 ? `: ${st.params.map((p, i) => `$${i + 1}=${p === null ? 'NULL' : p}`).join(' ')}` : ''}`));
       ctx.out.line(st.sql.trim().replace(/;?\s*$/, ';'));

@@ -7,10 +7,11 @@ import health from './health.js';
 import jobs from './jobs.js';
 import migrate from './migrate.js';
 import partitions from './partitions.js';
+import roles from './roles.js';
 import schedule from './schedule.js';
 import status from './status.js';
 import vacuum from './vacuum.js';
 import work from './work.js';
 
 /** Every command group, in the order --help lists them. */
-export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, demo, embedded];
+export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded];
