@@ -126,6 +126,13 @@ export interface Duplicate {
   /** One per re-execution: why the execution before it did not complete, or null when nothing explains it. */
   reasons: (DuplicateReason | null)[];
   pids: number[];
+  /** When each execution ran (ms since the start). */
+  ats: number[];
+  /** A consumer said it lost the lease of this job ("lost the lease of job …" on its stderr). */
+  leaseLostNoted: boolean;
+  /** The job's final retry_count and the first line of its last_error (the rescuer writes why it put the job back). */
+  retryCount: number | null;
+  lastError: string | null;
 }
 
 export interface RestartReport {
@@ -158,6 +165,8 @@ export interface ChaosReport {
   lost: { vanished: string[]; notCompleted: { id: string; status: string }[]; unhandled: string[] };
   /** Ledger rows of ids never enqueued. */
   phantoms: string[];
+  /** What the consumers said on stderr: "database error during X: …" per X and message, and jobs whose lease they lost. */
+  consumerNotes: { dbErrors: Record<string, number>; leaseLost: number };
   /** Queued or running jobs left at the end, per status (jobs and retired partitions). */
   live: Record<string, number>;
   /** Consumer exits the harness did not cause. */
@@ -199,6 +208,7 @@ export class ChaosRun {
   private db: Db | null = null;
   private readonly workers = new Set<Worker>();
   private readonly allExits: Promise<Exit>[] = [];
+  private readonly leaseLost = new Set<string>();
   private t0 = 0;
   private clock0 = 0;
   private shuttingDown = false;
@@ -227,6 +237,7 @@ export class ChaosRun {
       duplicates: [],
       lost: { vanished: [], notCompleted: [], unhandled: [] },
       phantoms: [],
+      consumerNotes: { dbErrors: {}, leaseLost: 0 },
       live: {},
       unexpectedExits: [],
       stopFailures: [],
@@ -335,7 +346,9 @@ export class ChaosRun {
         const exit: Exit = { pid: worker.pid, queue, code, signal, at: this.now(), stderr: gist(worker.stderr) };
         if (worker.fate === 'running') {
           this.report.unexpectedExits.push(exit);
-          this.log(`consumer ${worker.pid} (${queue}) exited on its own: code ${code}, signal ${signal}\n${exit.stderr}`);
+          this.log(
+            `consumer ${worker.pid} (${queue}) exited on its own: code ${code}, signal ${signal}; the end of its stderr:\n${worker.stderr.trim().split('\n').slice(-40).join('\n')}`,
+          );
         } else if (worker.fate === 'stopping' && code !== 0) {
           this.report.stopFailures.push(exit);
         }
@@ -346,11 +359,26 @@ export class ChaosRun {
     });
     const worker: Worker = { pid: child.pid, queue, child, stderr: '', ready: false, fate: 'running', exited };
     child.stderr.on('data', (d: Buffer) => {
-      worker.stderr = (worker.stderr + d.toString()).slice(-8000);
+      const text = d.toString();
+      worker.stderr = (worker.stderr + text).slice(-8000);
+      this.notes(text);
       worker.ready ||= worker.stderr.includes('working queue ');
     });
     this.allExits.push(worker.exited);
     this.workers.add(worker);
+  }
+
+  /** Count what consumers report while they work (a chunk may split a line: only whole notes are matched). */
+  private notes(text: string): void {
+    const notes = this.report.consumerNotes;
+    for (const m of text.matchAll(/^database error during (\w[\w-]*): (.*?) \(retrying\)$/gm)) {
+      const key = `${m[1]}: ${m[2]!.replace(/\d+/g, 'N')}`;
+      notes.dbErrors[key] = (notes.dbErrors[key] ?? 0) + 1;
+    }
+    for (const m of text.matchAll(/^lost the lease of job (\d+);/gm)) {
+      notes.leaseLost++;
+      this.leaseLost.add(m[1]!);
+    }
   }
 
   /** A replacement starts once the server is up: a consumer that cannot connect at start exits 3 by design. */
@@ -582,8 +610,8 @@ export class ChaosRun {
           AND (n.nspname = 'qmaint_archive' OR (n.nspname = 'qmaint' AND c.relname LIKE 'jobs\\_p%'))`,
     );
     const everyJob = [
-      'SELECT id, status::text AS status FROM qmaint.jobs',
-      ...tables.map((t) => `SELECT id, status::text AS status FROM ${quoteIdent(t.schema)}.${quoteIdent(t.name)}`),
+      'SELECT id, status::text AS status, retry_count, last_error FROM qmaint.jobs',
+      ...tables.map((t) => `SELECT id, status::text AS status, retry_count, last_error FROM ${quoteIdent(t.schema)}.${quoteIdent(t.name)}`),
     ].join(' UNION ALL ');
     const { rows: enqueued } = await db.query<{ queue: string; n: number }>('SELECT queue, count(*)::int AS n FROM chaos_enqueued GROUP BY 1 ORDER BY 1');
     for (const r of enqueued) this.report.enqueued[r.queue] = r.n;
@@ -614,9 +642,12 @@ export class ChaosRun {
     // killed, one of its worker's connections was terminated between that execution's
     // claim (at most a lease before its ledger row) and the re-execution, or the server
     // restarted in between.
-    const { rows: dups } = await db.query<{ id: string; pids: number[]; ats: number[] }>(
-      `SELECT job_id::text AS id, array_agg(pid ORDER BY seq) AS pids, array_agg((extract(epoch FROM at) * 1000)::float8 ORDER BY seq) AS ats
-         FROM chaos_ledger GROUP BY job_id HAVING count(*) > 1 ORDER BY job_id`,
+    const { rows: dups } = await db.query<{ id: string; pids: number[]; ats: number[]; retry_count: number | null; last_error: string | null }>(
+      `SELECT d.id, d.pids, d.ats, a.retry_count, split_part(a.last_error, E'\n', 1) AS last_error
+         FROM (SELECT job_id, job_id::text AS id, array_agg(pid ORDER BY seq) AS pids, array_agg((extract(epoch FROM at) * 1000)::float8 ORDER BY seq) AS ats
+                 FROM chaos_ledger GROUP BY job_id HAVING count(*) > 1) d
+         LEFT JOIN (${everyJob}) a ON a.id = d.job_id
+        ORDER BY d.job_id`,
     );
     const killed = new Set(this.report.kills.map((k) => k.pid));
     const restart = this.report.restart;
@@ -632,7 +663,16 @@ export class ChaosRun {
         else if (restart && ran <= restart.upAt && rerun >= restart.stopAt) reasons.push('restart');
         else reasons.push(null);
       }
-      this.report.duplicates.push({ jobId: d.id, executions: d.pids.length, reasons, pids: d.pids });
+      this.report.duplicates.push({
+        jobId: d.id,
+        executions: d.pids.length,
+        reasons,
+        pids: d.pids,
+        ats: ats.map(Math.round),
+        leaseLostNoted: this.leaseLost.has(d.id),
+        retryCount: d.retry_count,
+        lastError: d.last_error,
+      });
     }
 
     if (restart) {
@@ -683,7 +723,7 @@ export function violations(r: ChaosReport): string[] {
   const unexplained = r.duplicates.filter((d) => d.reasons.includes(null));
   if (unexplained.length > 0)
     out.push(
-      `${unexplained.length} duplicates not explained by a kill, a terminated connection or the restart: ${some(unexplained.map((d) => `${d.jobId} (pids ${d.pids.join(', ')})`))}`,
+      `${unexplained.length} duplicates not explained by a kill, a terminated connection or the restart: ${some(unexplained.map((d) => `${d.jobId} (pids ${d.pids.join(', ')} at ${d.ats.join(', ')} ms${d.leaseLostNoted ? ', lease lost' : ''}, retry_count ${d.retryCount}, last_error ${JSON.stringify(d.lastError)})`))}`,
     );
   const live = Object.entries(r.live);
   if (live.length > 0) out.push(`jobs left live: ${live.map(([s, n]) => `${n} ${s}`).join(', ')}`);
@@ -750,6 +790,9 @@ export function formatReport(r: ChaosReport): string {
     `throughput: ${Math.round(r.throughput)} jobs/s (busy queue, first wave to drained); setup ${sec(r.timings.setupMs)}, produce ${sec(r.timings.produceMs)}, drain after the producer ${sec(r.timings.drainMs)}, total ${sec(r.timings.totalMs)}`,
   ];
   for (const e of r.rotation.errors.slice(0, 5)) lines.push(`  rotate failed at ${e}`);
+  const errors = Object.entries(r.consumerNotes.dbErrors).sort((a, b) => b[1] - a[1]);
+  lines.push(`consumers reported: ${r.consumerNotes.leaseLost} lost leases, ${errors.reduce((n, [, c]) => n + c, 0)} database errors (retried)`);
+  for (const [what, n] of errors.slice(0, 8)) lines.push(`  ${n} × ${what}`);
   return lines.join('\n');
 }
 
