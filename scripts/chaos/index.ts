@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { ChaosRun, coverageProblems, formatReport, TEST_OPTIONS, type ChaosOptions } from './harness.js';
 
 const USAGE = `usage: npm run chaos -- [options]
-  --jobs N              jobs of the busy queue (default 100000)
+  --jobs N              jobs of the busy queue (default 60000)
   --idle-jobs N         jobs of the idle queue, enqueued after the restart (default 2000)
   --consumers N         consumers of the busy queue (default 6)
   --idle-consumers N    consumers of the idle queue (default 2)
@@ -14,7 +14,7 @@ const USAGE = `usage: npm run chaos -- [options]
   --batch N             jobs per claim (default ${TEST_OPTIONS.batch})
   --lease-seconds N     lease of a claimed job (default ${TEST_OPTIONS.leaseSeconds})
   --poll-max-ms N       longest idle poll of a consumer (default ${TEST_OPTIONS.pollMaxMs})
-  --duration S          seconds over which the jobs are enqueued, with faults (default 60)
+  --duration S          seconds over which the jobs are enqueued, with faults (default 45)
   --kill-every S        mean seconds between SIGKILLs, 0 for none (default 2)
   --terminate-every S   mean seconds between pg_terminate_backend calls, 0 for none (default 0.5)
   --restart-at F        restart the server after this fraction of the jobs (default 0.6)
@@ -60,7 +60,7 @@ function options(argv: string[]): ChaosOptions {
   const restartAt = num('restart-at', 0.6, 0, false);
   if (restartAt > 1) throw new RangeError(`--restart-at must be between 0 and 1, got ${restartAt}`);
   return {
-    jobs: num('jobs', 100_000, 1, true),
+    jobs: num('jobs', 60_000, 1, true),
     idleJobs: num('idle-jobs', 2_000, 0, true),
     busyConsumers: num('consumers', 6, 1, true),
     idleConsumers: num('idle-consumers', 2, 0, true),
@@ -68,7 +68,7 @@ function options(argv: string[]): ChaosOptions {
     batch: num('batch', TEST_OPTIONS.batch, 1, true),
     leaseSeconds: num('lease-seconds', TEST_OPTIONS.leaseSeconds, 1, true),
     pollMaxMs: num('poll-max-ms', TEST_OPTIONS.pollMaxMs, 1, true),
-    produceMs: num('duration', 60, 1, false) * 1000,
+    produceMs: num('duration', 45, 1, false) * 1000,
     waveSize: TEST_OPTIONS.waveSize,
     killEveryMs: num('kill-every', 2, 0, false) * 1000,
     terminateEveryMs: num('terminate-every', 0.5, 0, false) * 1000,
