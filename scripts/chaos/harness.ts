@@ -411,7 +411,8 @@ export class ChaosRun {
     while (!until()) {
       await sleep(around(this.o.terminateEveryMs));
       if (until() || this.serverDown) continue;
-      const worker = pick(this.alive());
+      // Consumers at work only: one whose start-up check meets a dropped connection exits (1 or 3) by design.
+      const worker = pick(this.alive().filter((w) => w.ready));
       if (!worker) continue;
       try {
         const ports = clientPorts(worker.pid, this.port);
