@@ -16,7 +16,7 @@ describe('chaos: kills, terminated connections, a server restart and rotation un
     const r: ChaosReport = await run.run();
     process.stderr.write(`${formatReport(r)}\n`);
     // The faults really happened (a run that injected nothing proves nothing).
-    expect(coverageProblems(r)).toEqual([]);
+    expect.soft(coverageProblems(r)).toEqual([]);
     expect(r.enqueued).toEqual({ [BUSY_QUEUE]: expect.any(Number) as number, [IDLE_QUEUE]: TEST_OPTIONS.idleJobs });
     expect(r.enqueued[BUSY_QUEUE]).toBeGreaterThanOrEqual(TEST_OPTIONS.jobs);
 
