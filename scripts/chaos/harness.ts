@@ -216,8 +216,17 @@ export class ChaosRun {
   /** No kills from just before the restart until the server is up (so every consumer is settled when it goes down). */
   private restarting = false;
   private readonly report: ChaosReport;
+  /** If the process dies before cleanup(): no consumer and no server outlives it (the server gets an immediate shutdown). */
   private readonly onProcessExit = () => {
     for (const w of this.workers) w.child.kill('SIGKILL');
+    const pidFile = this.home ? path.join(this.home, 'data', 'postmaster.pid') : null;
+    if (pidFile && existsSync(pidFile)) {
+      try {
+        process.kill(Number(readFileSync(pidFile, 'utf8').split('\n')[0]), 'SIGQUIT');
+      } catch {
+        // already gone
+      }
+    }
   };
 
   constructor(options: ChaosOptions) {
