@@ -13,7 +13,7 @@ const USAGE = `usage: npm run chaos -- [options]
   --concurrency N       handlers per consumer (default ${TEST_OPTIONS.concurrency})
   --batch N             jobs per claim (default ${TEST_OPTIONS.batch})
   --lease-seconds N     lease of a claimed job (default ${TEST_OPTIONS.leaseSeconds})
-  --poll-max-ms N       longest idle poll of a consumer (default ${TEST_OPTIONS.pollMaxMs})
+  --poll-max-ms N       longest idle poll of a consumer (default 250)
   --duration S          seconds over which the jobs are enqueued, with faults (default 45)
   --kill-every S        mean seconds between SIGKILLs, 0 for none (default 2)
   --terminate-every S   mean seconds between pg_terminate_backend calls, 0 for none (default 0.5)
@@ -67,7 +67,7 @@ function options(argv: string[]): ChaosOptions {
     concurrency: num('concurrency', TEST_OPTIONS.concurrency, 1, true),
     batch: num('batch', TEST_OPTIONS.batch, 1, true),
     leaseSeconds: num('lease-seconds', TEST_OPTIONS.leaseSeconds, 1, true),
-    pollMaxMs: num('poll-max-ms', TEST_OPTIONS.pollMaxMs, 1, true),
+    pollMaxMs: num('poll-max-ms', 250, 1, true),
     produceMs: num('duration', 45, 1, false) * 1000,
     waveSize: TEST_OPTIONS.waveSize,
     killEveryMs: num('kill-every', 2, 0, false) * 1000,
