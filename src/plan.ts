@@ -173,7 +173,8 @@ async function detachPending(client: PgClient, target: string | null): Promise<b
  * qmaint.lock_retry_delay(n), at most `retries` times; a DETACH ...
  * CONCURRENTLY that timed out in its second phase is finished with FINALIZE.
  * A 'move' step repeats until it moves nothing. A step whose partition holds
- * live jobs again (QM001) is skipped with the rest of that target's steps.
+ * live jobs again (QM001), or a create step whose slot another session filled
+ * meanwhile (QM002), is skipped with the rest of that target's steps.
  * On giving up it throws a lock_timeout QmaintError (exit 5) naming the
  * sessions holding locks on the step's relations (PlanStep.locks); the steps
  * before it are complete, the failed one left no trace.
@@ -213,7 +214,8 @@ export async function executeSteps(client: PgClient, steps: PlanStep[], options:
           finish(step, { ...base, attempts, outcome: 'done', blockers: [], ms: Date.now() - started, ...(step.action === 'move' ? { moved } : {}) });
           break;
         } catch (err) {
-          if (sqlState(err) === 'QM001') {
+          const state = sqlState(err);
+          if (state === 'QM001' || state === 'QM002') {
             if (step.target !== null) skip.add(step.target);
             finish(step, { ...base, attempts, outcome: 'skipped', blockers: [], ms: Date.now() - started, reason: (err as Error).message });
             break;

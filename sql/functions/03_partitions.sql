@@ -358,7 +358,8 @@ BEGIN
   v_default := qmaint.default_partition_of(p_parent);
   v_lock := format('SHARE UPDATE EXCLUSIVE on %I.%I', v_schema, v_table);
   v_locks := ARRAY[format('%I.%I', v_schema, v_table)];
-  v_sql := format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE)%s; ',
+  v_sql := format('SELECT qmaint.lock_slot(%L, %L, %L); ', format('%I.%I', v_schema, v_table), p_from, p_to)
+        || format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING STORAGE)%s; ',
                   v_schema, v_name, v_schema, v_table, CASE WHEN v_opts IS NULL THEN '' ELSE format(' WITH (%s)', v_opts) END)
         || format('ALTER TABLE %I.%I ADD CONSTRAINT %I CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L); ',
                   v_schema, v_name, left(v_name, 56) || '_bounds', v_key, v_key, p_from, v_key, p_to)
@@ -391,6 +392,26 @@ BEGIN
 END;
 $$;
 
+-- The per-parent partition-creation lock (transaction-scoped), taken by
+-- enqueue's self-healing (ensure_partition) and by every create step, then a
+-- re-check: when a partition overlapping [p_from, p_to) exists by now (a
+-- concurrent enqueue made it), raise QM002, which the executors treat as
+-- "skip this step", not as a failure.
+CREATE OR REPLACE FUNCTION qmaint.lock_slot(p_parent regclass, p_from timestamptz, p_to timestamptz) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- (29037, parent oid): distinct from the maintenance lock.
+  PERFORM pg_advisory_xact_lock(29037, p_parent::oid::integer);
+  IF EXISTS (SELECT 1 FROM qmaint.partitions_of(p_parent) p
+              WHERE NOT p.is_default AND p.lower_bound < p_to AND p.upper_bound > p_from) THEN
+    RAISE EXCEPTION 'a partition of % covering [%, %) exists already: another session made it meanwhile', p_parent, p_from, p_to
+      USING ERRCODE = 'QM002';
+  END IF;
+END;
+$$;
+
 -- Make sure a partition covers p_ts, creating one if missing. Safe with many
 -- concurrent callers (one transaction-scoped advisory lock per parent) and
 -- idempotent. The new partition fills the aligned slot around p_ts, trimmed so
@@ -417,7 +438,7 @@ BEGIN
   IF v_hit IS NOT NULL THEN
     RETURN v_hit;
   END IF;
-  -- (29037, parent oid): per-parent creation lock, distinct from the maintenance lock.
+  -- The per-parent creation lock (see lock_slot), then look again.
   PERFORM pg_advisory_xact_lock(29037, p_parent::oid::integer);
   SELECT partition INTO v_hit FROM qmaint.partitions_of(p_parent)
    WHERE NOT is_default AND lower_bound <= p_ts AND p_ts < upper_bound;
@@ -1241,7 +1262,7 @@ BEGIN
                                 v_step.action, v_step.target, v_attempt, p_lock_timeout, qmaint.describe_blockers(v_blockers)));
           END IF;
           PERFORM pg_sleep(extract(epoch FROM qmaint.lock_retry_delay(v_attempt)));
-        WHEN SQLSTATE 'QM001' THEN
+        WHEN SQLSTATE 'QM001' OR SQLSTATE 'QM002' THEN
           v_skip := v_skip || v_step.target;
           v_skipped := v_skipped || jsonb_build_array(qmaint.step_result(v_step, v_attempt, 'skipped', NULL, v_started)
                                                       || jsonb_build_object('reason', SQLERRM));

@@ -191,6 +191,36 @@ describe('qmaint partitions rotate', () => {
     expect((await t.db.query(`SELECT qmaint.is_month('1 month') AS m, qmaint.is_month('30 days') AS d, qmaint.is_month('1 month 1 second') AS s`)).rows).toEqual([{ m: true, d: false, s: false }]);
   });
 
+  it('rotate and an enqueue that makes the same partition do not collide: the later one waits, then skips', async () => {
+    const t = await freshDatabase();
+    await setPolicy(t.db, { premake: 2 });
+    await rotateAt(t, T0);
+    const slot = at(3);
+    expect((await partitions(t.db)).map((p) => p.name)).not.toContain(name(slot));
+    // An enqueue's self-healing makes the slot's partition, its transaction still open.
+    const producer = await t.client();
+    await producer.query('BEGIN');
+    await producer.query(`SELECT qmaint.enqueue('q', '{}', NULL, 0, 5, $1)`, [slot]);
+    // Rotate plans the same partition and waits at its creation lock.
+    const rotating = cli(t, ['partitions', 'rotate', '--now', at(1).toISOString()]);
+    await new Promise((r) => setTimeout(r, 1500));
+    await producer.query('COMMIT');
+    const r = await rotating;
+    expect(r.code, r.stderr).toBe(0);
+    const skipped = r.json<{ tables: { skipped: { action: string; target: string; outcome: string; reason: string }[] }[] }>().tables.flatMap((x) => x.skipped);
+    expect(skipped).toEqual([expect.objectContaining({ action: 'create', target: name(slot), outcome: 'skipped', reason: expect.stringMatching(/another session made it meanwhile/) })]);
+    expect((await partitions(t.db)).filter((p) => p.name === name(slot))).toHaveLength(1);
+    // The server-side rotate skips the same way.
+    const server = await t.client();
+    await server.query('BEGIN');
+    await server.query(`SELECT qmaint.enqueue('q', '{}', NULL, 0, 5, $1)`, [at(4)]);
+    const sql = t.db.query<{ r: { status: string } }>(`SELECT qmaint.rotate_all($1) AS r`, [at(2)]);
+    await new Promise((r) => setTimeout(r, 1500));
+    await server.query('COMMIT');
+    expect((await sql).rows[0]!.r.status).toBe('ok');
+    expect((await partitions(t.db)).filter((p) => p.name === name(at(4)))).toHaveLength(1);
+  });
+
   it('create --until makes the missing partitions, refuses a flood, and keeps the default partition empty', async () => {
     const t = await freshDatabase();
     await setPolicy(t.db, { premake: 1, retention: '2 days', default_partition: true });
