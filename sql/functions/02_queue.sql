@@ -19,6 +19,31 @@ AS $$
                        extract(epoch FROM p_base)::float8 * power(2::float8, least(greatest(p_retry, 1) - 1, 40))) AS d) s
 $$;
 
+-- The one retry-or-fail decision, for a failed attempt (the consumer's fail
+-- statement) and for one whose lease ran out (rescue_expired): while retries
+-- remain, queued again with retry_count + 1 and run_at = p_now + backoff;
+-- after the last, failed, run_at kept.
+CREATE OR REPLACE FUNCTION qmaint.next_try(p_retry_count integer, p_max_retries integer, p_run_at timestamptz, p_now timestamptz,
+                                           p_base interval, p_cap interval,
+                                           OUT status qmaint.job_status, OUT retry_count integer, OUT run_at timestamptz)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN p_retry_count < p_max_retries THEN 'queued' ELSE 'failed' END::qmaint.job_status,
+         CASE WHEN p_retry_count < p_max_retries THEN p_retry_count + 1 ELSE p_retry_count END,
+         CASE WHEN p_retry_count < p_max_retries THEN p_now + qmaint.retry_delay(p_retry_count + 1, p_base, p_cap) ELSE p_run_at END
+$$;
+
+-- A queue's retry backoff as its consumers recorded it (qmaint.queues), else
+-- the defaults, 1 second and 1 hour.
+CREATE OR REPLACE FUNCTION qmaint.queue_backoff(p_queue text, OUT base interval, OUT cap interval)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(max(q.backoff_base), interval '1 second'), coalesce(max(q.backoff_cap), interval '1 hour')
+    FROM qmaint.queues q WHERE q.queue = p_queue
+$$;
+
 -- Lower the low-water mark of qmaint.jobs to p_ts when a live job sits below
 -- it (a retried old job, a late commit). Cheap no-op otherwise.
 -- SECURITY DEFINER: producers and workers (qmaint roles install) lower the
@@ -140,10 +165,10 @@ BEGIN
        FOR UPDATE SKIP LOCKED
   ), moved AS (
     UPDATE qmaint.jobs j
-       SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END::qmaint.job_status,
-           retry_count = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1 ELSE j.retry_count END,
-           run_at = CASE WHEN j.retry_count < j.max_retries THEN p_now + qmaint.retry_delay(j.retry_count + 1) ELSE j.run_at END,
-           last_error = coalesce(j.last_error, format('lease held by %s expired at %s', j.locked_by, j.locked_until)),
+       SET (status, retry_count, run_at) = (SELECT n.status, n.retry_count, n.run_at
+                                              FROM qmaint.queue_backoff(j.queue) b,
+                                                   qmaint.next_try(j.retry_count, j.max_retries, j.run_at, p_now, b.base, b.cap) n),
+           last_error = coalesce(j.last_error, format('lease of attempt %s held by %s expired at %s', j.attempt, j.locked_by, j.locked_until)),
            locked_by = NULL,
            locked_until = NULL,
            updated_at = p_now

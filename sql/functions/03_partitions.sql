@@ -292,7 +292,9 @@ AS $$
             FROM pg_locks l
             JOIN rels ON rels.oid = l.relation
             JOIN pg_stat_activity a ON a.pid = l.pid
+           -- Relation oids are per database (and equal in clones of one template).
            WHERE l.granted AND l.pid <> pg_backend_pid()
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
            ORDER BY a.pid, l.mode) b
 $$;
 
@@ -1297,6 +1299,7 @@ BEGIN
   IF NOT pg_try_advisory_xact_lock(qmaint.maintenance_lock_key()) THEN
     SELECT l.pid INTO v_holder FROM pg_locks l
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
        AND l.classid = ((qmaint.maintenance_lock_key() >> 32) & 4294967295)::oid
        AND l.objid = (qmaint.maintenance_lock_key() & 4294967295)::oid
      LIMIT 1;

@@ -12,7 +12,7 @@ import type { CheckedOut, Db, Queryable } from '../db.js';
 import { badInput, isConnectionError, sqlState } from '../errors.js';
 import { claimQuery, LOW_WATER_SQL, type ClaimCursor } from './claim.js';
 import { checkQueueName, NOTIFY_CHANNEL } from './enqueue.js';
-import { COMPLETE_SQL, FAIL_SQL, fenceKey, HEARTBEAT_SQL, READY_SQL, RELEASE_SQL, RESCUE_SQL } from './statements.js';
+import { COMPLETE_SQL, FAIL_SQL, fenceKey, HEARTBEAT_SQL, READY_SQL, RECORD_BACKOFF_SQL, RELEASE_SQL, RESCUE_SQL } from './statements.js';
 
 /** What a handler receives. */
 export interface Job {
@@ -267,6 +267,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   async start(): Promise<void> {
     if (this.loops.length > 0) return;
     await this.startListener();
+    await this.guarded('backoff', () => this.db.query(RECORD_BACKOFF_SQL, [this.o.queue, this.o.backoffBaseMs / 1000, this.o.backoffCapMs / 1000]));
     await this.guarded('rescue', () => this.rescue());
     const leaseMs = this.o.leaseSeconds * 1000;
     this.every(Math.max(200, leaseMs / 3), 'heartbeat', () => this.heartbeat());

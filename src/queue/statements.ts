@@ -38,16 +38,15 @@ RETURNING j.id`;
 
 /**
  * $1 ids, $2 created_at (one per job), $3 fence keys, $4 errors (one per
- * job), $5 worker, $6 backoff base seconds, $7 cap seconds. Retry with
- * backoff while retries remain, else failed; last_error kept either way.
+ * job), $5 worker, $6 backoff base seconds, $7 cap seconds. qmaint.next_try()
+ * decides, as it does for rescue: retry with backoff while retries remain,
+ * else failed; last_error kept either way.
  * Returns the rows it changed.
  */
 export const FAIL_SQL = `UPDATE qmaint.jobs j
-   SET status = CASE WHEN j.retry_count < j.max_retries THEN 'queued' ELSE 'failed' END::qmaint.job_status,
-       retry_count = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1 ELSE j.retry_count END,
-       run_at = CASE WHEN j.retry_count < j.max_retries
-                     THEN now() + qmaint.retry_delay(j.retry_count + 1, make_interval(secs => $6), make_interval(secs => $7))
-                     ELSE j.run_at END,
+   SET (status, retry_count, run_at) = (SELECT n.status, n.retry_count, n.run_at
+                                          FROM qmaint.next_try(j.retry_count, j.max_retries, j.run_at, now(),
+                                                               make_interval(secs => $6), make_interval(secs => $7)) n),
        last_error = f.error,
        locked_by = NULL,
        locked_until = NULL,
@@ -85,3 +84,13 @@ export const READY_SQL = `SELECT EXISTS (
 ) AS ready`;
 
 export const RESCUE_SQL = `SELECT qmaint.rescue_expired() AS result`;
+
+/**
+ * $1 queue, $2 backoff base seconds, $3 cap seconds: the consumer's retry
+ * backoff, recorded for its queue so rescue_expired() puts expired leases
+ * back with it too (the consumer started last wins).
+ */
+export const RECORD_BACKOFF_SQL = `INSERT INTO qmaint.queues AS q (queue, backoff_base, backoff_cap)
+VALUES ($1, make_interval(secs => $2), make_interval(secs => $3))
+ON CONFLICT (queue) DO UPDATE SET backoff_base = EXCLUDED.backoff_base, backoff_cap = EXCLUDED.backoff_cap, updated_at = now()
+ WHERE (q.backoff_base, q.backoff_cap) IS DISTINCT FROM (EXCLUDED.backoff_base, EXCLUDED.backoff_cap)`;

@@ -1,8 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { freshDatabase } from '../helpers.js';
+import { eventually, freshDatabase, type TestDatabase } from '../helpers.js';
 import { at, cli, DAY, job, lowWater, name, partitions, rotateAt, setPolicy, T0 } from './support.js';
 
 const day = (d: Date) => new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+
+/** Until some session waits for the per-parent partition-creation lock (qmaint.lock_slot). */
+async function waitingForCreationLock(t: TestDatabase): Promise<void> {
+  await eventually(async () => {
+    const { rows } = await t.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid = 29037 AND objid = 'qmaint.jobs'::regclass::oid`,
+    );
+    return rows[0]!.n > 0;
+  }, 30_000);
+}
 
 describe('qmaint partitions rotate', () => {
   it('makes exactly the runway the policy asks for, and one far-future row does not widen it', async () => {
@@ -203,7 +214,7 @@ describe('qmaint partitions rotate', () => {
     await producer.query(`SELECT qmaint.enqueue('q', '{}', NULL, 0, 5, $1)`, [slot]);
     // Rotate plans the same partition and waits at its creation lock.
     const rotating = cli(t, ['partitions', 'rotate', '--now', at(1).toISOString()]);
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitingForCreationLock(t);
     await producer.query('COMMIT');
     const r = await rotating;
     expect(r.code, r.stderr).toBe(0);
@@ -215,7 +226,7 @@ describe('qmaint partitions rotate', () => {
     await server.query('BEGIN');
     await server.query(`SELECT qmaint.enqueue('q', '{}', NULL, 0, 5, $1)`, [at(4)]);
     const sql = t.db.query<{ r: { status: string } }>(`SELECT qmaint.rotate_all($1) AS r`, [at(2)]);
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitingForCreationLock(t);
     await server.query('COMMIT');
     expect((await sql).rows[0]!.r.status).toBe('ok');
     expect((await partitions(t.db)).filter((p) => p.name === name(at(4)))).toHaveLength(1);

@@ -414,14 +414,15 @@ describe('wake-ups and rescue', () => {
       return id;
     };
     const atStart = await crashed('rescue-start');
-    const c = consumer('rescue-start', () => undefined, { rescueEveryMs: 600_000 });
+    // A long backoff (recorded for the queue, so rescue uses it too) keeps a rescued job visibly queued.
+    const c = consumer('rescue-start', () => undefined, { rescueEveryMs: 600_000, backoffBaseMs: 600_000, backoffCapMs: 600_000 });
     await c.start();
     // Rescued before start() resolved (in backoff now), not after the first periodic rescue.
     expect(await job(atStart)).toMatchObject({ status: 'queued', retry_count: 1, locked_by: null });
     await c.stop();
 
     const drained = await crashed('rescue-drain');
-    const d = consumer('rescue-drain', () => undefined, { drain: true, rescueEveryMs: 600_000 });
+    const d = consumer('rescue-drain', () => undefined, { drain: true, rescueEveryMs: 600_000, backoffBaseMs: 600_000, backoffCapMs: 600_000 });
     await d.start();
     await d.done;
     expect(await job(drained)).toMatchObject({ status: 'queued', retry_count: 1, locked_by: null });
@@ -436,7 +437,7 @@ describe('wake-ups and rescue', () => {
     // The drain's one job makes the orphan's lease run out while it is handled.
     const d = consumer('late-expiry', async () => {
       await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [orphan]);
-    }, { drain: true, rescueEveryMs: 600_000 });
+    }, { drain: true, rescueEveryMs: 600_000, backoffBaseMs: 600_000, backoffCapMs: 600_000 });
     await d.start();
     await d.done;
     expect(d.stats.completed).toBe(1);

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { Consumer } from '../../src/queue/consumer.js';
+import { enqueue } from '../../src/queue/enqueue.js';
 import { freshDatabase } from '../helpers.js';
 
 describe('queue SQL functions', () => {
@@ -30,5 +32,29 @@ describe('queue SQL functions', () => {
     await expect(t.db.query(`SELECT qmaint.enqueue('', '{}')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) });
     const { rows } = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.jobs WHERE queue = ''`);
     expect(rows[0]!.n).toBe('0');
+  });
+
+  it("a job whose lease ran out comes back with its queue's backoff, decided as a failure would be", async () => {
+    const t = await freshDatabase();
+    // A consumer of the queue records its backoff (10 min base) when it starts.
+    const consumer = new Consumer(t.db, { queue: 'slow-retry', handler: () => undefined, listen: false, pollMinMs: 1000, pollMaxMs: 1000, backoffBaseMs: 600_000, backoffCapMs: 3_600_000 });
+    await consumer.start();
+    await consumer.stop();
+    expect((await t.db.query(`SELECT queue, extract(epoch FROM backoff_base)::int AS base, extract(epoch FROM backoff_cap)::int AS cap FROM qmaint.queues`)).rows)
+      .toEqual([{ queue: 'slow-retry', base: 600, cap: 3600 }]);
+    // Its worker died holding a job; another queue's job has no recorded backoff (1 s default).
+    const a = await enqueue(t.db, 'slow-retry', {});
+    const b = await enqueue(t.db, 'other', {});
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'running', attempt = 1, locked_by = 'dead', locked_until = now() - interval '1 second' WHERE id IN ($1, $2)`, [a, b]);
+    expect((await t.db.query<{ r: { requeued: number } }>('SELECT qmaint.rescue_expired() AS r')).rows[0]!.r.requeued).toBe(2);
+    const { rows } = await t.db.query<{ id: string; status: string; retry_count: number; wait: number; last_error: string }>(
+      `SELECT id::text, status::text, retry_count, extract(epoch FROM run_at - now())::float8 AS wait, last_error FROM qmaint.jobs ORDER BY id`,
+    );
+    // Retry 1 with equal jitter: between half the base and the base.
+    expect(rows[0]).toMatchObject({ id: a, status: 'queued', retry_count: 1, last_error: expect.stringMatching(/^lease of attempt 1 held by dead expired at /) });
+    expect(rows[0]!.wait).toBeGreaterThan(290);
+    expect(rows[0]!.wait).toBeLessThanOrEqual(600);
+    expect(rows[1]).toMatchObject({ id: b, status: 'queued', retry_count: 1 });
+    expect(rows[1]!.wait).toBeLessThanOrEqual(1);
   });
 });
