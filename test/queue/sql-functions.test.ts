@@ -26,8 +26,8 @@ describe('queue SQL functions', () => {
     expect(made.rows[0]!.id).toMatch(/^\d+$/);
     // A queue name the table's CHECK refuses, in a slot with no partition: the CHECK error comes through
     // (under any lc_messages: the decision reads the constraint name, not the message).
-    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2041-06-01T00:00:00Z')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) });
-    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) });
+    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2041-06-01T00:00:00Z')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) as string });
+    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) as string });
     const { rows } = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.jobs WHERE queue = ''`);
     expect(rows[0]!.n).toBe('0');
   });

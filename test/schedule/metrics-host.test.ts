@@ -27,12 +27,12 @@ describe('the daemon /metrics server', () => {
     child.stdout.on('data', (d: Buffer) => {
       buffer += d.toString();
       for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-        events.push(JSON.parse(buffer.slice(0, nl)));
+        events.push(JSON.parse(buffer.slice(0, nl)) as (typeof events)[number]);
         buffer = buffer.slice(nl + 1);
       }
     });
     try {
-      const metrics = await eventually(async () => events.find((e) => e.event === 'metrics'), 20_000);
+      const metrics = await eventually(() => events.find((e) => e.event === 'metrics'), 20_000);
       expect(metrics.host).toBe('127.0.0.1');
       expect(await accepts('127.0.0.1', metrics.port!)).toBe(true);
       // Another address of this machine is refused (when it has one).

@@ -38,13 +38,27 @@ describe('vacuum status', () => {
     const p = doc.partitions.find((x) => x.partition === hot)!;
     expect(p).toBeDefined();
     expect(p.state).toBe('hot');
-    const { rows } = await t.db.query(
+    const { rows } = await t.db.query<{
+      n_live_tup: string;
+      n_dead_tup: string;
+      last_vacuum: Date | null;
+      last_autovacuum: Date | null;
+      last_analyze: Date | null;
+      last_autoanalyze: Date | null;
+      vacuum_count: string;
+      autovacuum_count: string;
+      analyze_count: string;
+      autoanalyze_count: string;
+      table_bytes: string;
+      index_bytes: string;
+      xid_age: number;
+    }>(
       `SELECT n_live_tup, n_dead_tup, last_vacuum, last_autovacuum, last_analyze, last_autoanalyze, vacuum_count, autovacuum_count, analyze_count, autoanalyze_count,
               pg_table_size(relid) AS table_bytes, pg_indexes_size(relid) AS index_bytes, age((SELECT relfrozenxid FROM pg_class WHERE oid = relid)) AS xid_age
          FROM pg_stat_user_tables WHERE relid = to_regclass($1)`,
       [hot],
     );
-    const s = rows[0];
+    const s = rows[0]!;
     const iso = (d: Date | null) => (d ? d.toISOString() : null);
     expect({ ...p, bloat: undefined, reloptions: undefined }).toMatchObject<Partial<PartitionVacuumStatus>>({
       liveTuples: Number(s.n_live_tup),

@@ -109,8 +109,8 @@ describe('vacuum tune', () => {
     await writer.query(`INSERT INTO qmaint.jobs (queue, created_at, status) SELECT 'vac2', $1::timestamptz, 'completed' FROM generate_series(1, 100)`, [at(2 * DAY + HOUR)]);
     await flushStats(writer, other, 100);
     const now = at(4 * DAY);
-    const first = await t.db.query(`SELECT qmaint.vacuum_tune_all($1) AS r`, [now]);
-    expect(first.rows[0].r.skipped).toBe(false);
+    const first = await t.db.query<{ r: { skipped: boolean } }>(`SELECT qmaint.vacuum_tune_all($1) AS r`, [now]);
+    expect(first.rows[0]!.r.skipped).toBe(false);
     expect(await reloptions(t.db, other)).toEqual({ ...profileWith('cold', { vacuum: 0, analyze: 0 }), autovacuum_freeze_max_age: 100000 });
 
     const run = await cli(['vacuum', 'run', other, '--freeze', '--now', now, '--json']);
@@ -153,10 +153,10 @@ describe('vacuum tune', () => {
   });
 
   it.runIf(pgbouncerUrl)('runs server-side through PgBouncer in transaction pooling mode', async () => {
-    const r = await cli(['vacuum', 'tune', '--server-side', '--now', at(5 * DAY), '--json'], t.bouncerUrl!);
+    const r = await cli(['vacuum', 'tune', '--server-side', '--now', at(5 * DAY), '--json'], t.bouncerUrl);
     expect(r.code, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ ok: true, serverSide: true, result: { skipped: false } });
-    const status = await cli(['vacuum', 'status', '--now', at(5 * DAY), '--json'], t.bouncerUrl!);
+    const status = await cli(['vacuum', 'status', '--now', at(5 * DAY), '--json'], t.bouncerUrl);
     expect(status.code, status.stderr).toBe(0);
   });
 });
