@@ -75,7 +75,7 @@ export function redactSecrets(text: string): string {
 /** redactSecrets applied to every string inside a JSON-like value (error details, run details). */
 export function redactDeep<T>(value: T): T {
   if (typeof value === 'string') return redactSecrets(value) as T;
-  if (Array.isArray(value)) return value.map((v) => redactDeep(v)) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => redactDeep(v)) as T;
   if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v)])) as T;
   }
@@ -258,5 +258,5 @@ export function loadSettings(
       origin[key] = 'default';
     }
   }
-  return { values: values as Settings, origin: origin as Record<SettingKey, SettingOrigin>, configFile };
+  return { values: values as Settings, origin, configFile };
 }

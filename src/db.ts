@@ -4,6 +4,9 @@ import { badInput, QmaintError, toQmaintError } from './errors.js';
 
 export type PgClient = pg.PoolClient | pg.Client;
 /** Anything that runs a parameterised query: a Db, a pool, or a client. */
+/** A value bound to a statement parameter ($n) by this library's queries. */
+export type SqlValue = string | number | boolean | Date | null;
+
 export interface Queryable {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   query<R extends pg.QueryResultRow = any>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;

@@ -92,7 +92,7 @@ export function isConnectionError(err: unknown): boolean {
 export function toQmaintError(err: unknown, where?: { host?: string; port?: number | string }): QmaintError {
   if (err instanceof QmaintError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  const netCode = err && typeof err === 'object' && 'code' in err ? String((err as { code: unknown }).code) : '';
+  const netCode = err && typeof err === 'object' && 'code' in err ? String(err.code) : '';
   const target = where?.host ? ` at ${where.host}:${where.port ?? 5432}` : '';
   if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN'].includes(netCode)) {
     return new QmaintError('connection', `cannot connect to PostgreSQL${target} (${netCode}); check that the server runs and --database-url is right`, { cause: err });

@@ -1,7 +1,7 @@
 // The public API of qmaint. No CLI code (yargs, chalk, cli-table3) and no
 // process.exit here or in anything it imports.
 export { connect, Db, inTransaction, quoteIdent, validateIdentifier, parseQualifiedName, withMaintenanceLock, MAINTENANCE_LOCK_KEY } from './db.js';
-export type { CheckedOut, ConnectOptions, PgClient, Queryable } from './db.js';
+export type { CheckedOut, ConnectOptions, PgClient, Queryable, SqlValue } from './db.js';
 export { resolveConnection, loadSettings, redactUrl, redactSecrets, settingSpecs } from './config.js';
 export type { Settings, SettingKey, LoadedSettings } from './config.js';
 export { QmaintError, ExitCode } from './errors.js';

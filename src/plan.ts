@@ -202,7 +202,7 @@ export async function executeSteps(client: PgClient, steps: PlanStep[], options:
           if (step.action === 'move') {
             // Each batch commits on its own; a retry goes on from where it stopped.
             for (;;) {
-              const { rows } = await client.query(statement);
+              const { rows } = await client.query<Record<string, unknown>>(statement);
               const n = Number(Object.values(rows[0] ?? {})[0] ?? 0);
               if (n === 0) break;
               moved += n;

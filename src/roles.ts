@@ -245,7 +245,7 @@ async function existingMembers(q: Queryable, wanted: MemberRequest[]): Promise<{
     );
     if (rows[0]?.login === null || rows[0]?.login === undefined) throw badInput(`--member ${m.kind}=${m.login}: there is no role ${m.login}; create it first (CREATE ROLE ${m.login} LOGIN ...)`);
     if (Object.values(ROLE_NAMES).includes(m.login)) throw badInput(`--member ${m.kind}=${m.login}: the member must be a login role of your own, not a qmaint group role`);
-    out.push({ role, member: m.login, present: rows[0]!.present });
+    out.push({ role, member: m.login, present: rows[0].present });
   }
   return out;
 }
@@ -345,7 +345,7 @@ export async function installRoles(db: Db, options: { dryRun?: boolean; members?
     createRoles: first.createRoles.filter((r) => created.has(`CREATE ROLE ${quoteIdent(r)} NOLOGIN`)),
     ownerChanges: rest.ownerChanges,
     members: first.members,
-    steps: numbered([...ran, ...rest.steps].map(({ seq: _seq, ...step }) => step)),
+    steps: [...ran, ...rest.steps].map((step, i) => ({ ...step, seq: i + 1 })),
     dryRun: false,
   };
 }

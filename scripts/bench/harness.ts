@@ -69,7 +69,7 @@ export async function startBenchServer(): Promise<{ ctx: BenchContext; stop(): P
       await admin.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
       await admin.query(`CREATE DATABASE "${db}"`);
       created.push(db);
-      const url = new URL(serverUrl!);
+      const url = new URL(serverUrl);
       url.pathname = '/' + db;
       const pool = await connect({ databaseUrl: url.toString(), max: 20, applicationName: 'qmaint-bench' });
       pools.push(pool);

@@ -45,7 +45,7 @@ export function parseTimestamp(value: string, flag: string): Date {
   const ms = m[7] === undefined ? 0 : Number(m[7].padEnd(3, '0'));
   if (year! < 1) throw fail('is before year 1');
   if (month! < 1 || month! > 12) throw fail(`has no month ${month}`);
-  const monthDays = new Date(Date.UTC(2000, month!, 0)).getUTCDate() - (month === 2 && !isLeap(year!) ? 1 : 0);
+  const monthDays = new Date(Date.UTC(2000, month, 0)).getUTCDate() - (month === 2 && !isLeap(year!) ? 1 : 0);
   if (day! < 1 || day! > monthDays) throw fail(`is not a date: ${String(month).padStart(2, '0')}/${year} has ${monthDays} days`);
   if (hour > 23 || minute > 59 || second > 59) throw fail('is not a time of day (hours 00-23, minutes and seconds 00-59)');
   let offsetMinutes = 0;
@@ -56,7 +56,7 @@ export function parseTimestamp(value: string, flag: string): Date {
     offsetMinutes = (sign === '-' ? -1 : 1) * (Number(hh) * 60 + Number(mm));
   }
   const date = new Date(0);
-  date.setUTCFullYear(year!, month! - 1, day!);
+  date.setUTCFullYear(year!, month! - 1, day);
   date.setUTCHours(hour, minute - offsetMinutes, second, ms);
   return date;
 }

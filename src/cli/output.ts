@@ -67,7 +67,7 @@ export class Output {
   }
 
   /** Verdict colouring shared by checks: ok / warn / critical. */
-  verdict(level: 'ok' | 'warn' | 'critical' | string): string {
+  verdict(level: string): string {
     if (level === 'ok') return this.c.green(level);
     if (level === 'warn' || level === 'warning') return this.c.yellow(level);
     if (level === 'critical') return this.c.red(level);
@@ -94,7 +94,7 @@ export class Output {
       table.push(
         columns.map((col) => {
           const value = row[col.key];
-          if (col.format) return col.format(value as T[keyof T], row);
+          if (col.format) return col.format(value, row);
           return value === null || value === undefined ? '' : String(value);
         }),
       );

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Db } from '../db.js';
+import type { Db, SqlValue } from '../db.js';
 import { QmaintError, sqlState } from '../errors.js';
 import { CLAIM_SQL, claimQuery, LOW_WATER_SQL } from '../queue/claim.js';
 import {
@@ -57,7 +57,7 @@ const WORKER_ID = 'qmaint-explain';
 export interface ExplainStatement {
   purpose: 'begin' | 'timeout' | 'low-water' | 'pick-queue' | 'partitions' | 'privilege' | 'warm-up' | 'explain' | 'rollback';
   sql: string;
-  values: unknown[];
+  values: SqlValue[];
 }
 
 /** The lock the explain takes: with ANALYZE the claim really runs, then rolls back; without, it is only planned. */

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Db, Queryable } from '../db.js';
+import type { Db, Queryable, SqlValue } from '../db.js';
 import { inTransaction } from '../db.js';
 import { badInput, QmaintError } from '../errors.js';
 import { validateVacuumProfiles } from '../vacuum/profile.js';
@@ -69,7 +69,8 @@ export function checkPolicyShape(doc: unknown): string[] {
 }
 
 function withDefaults(obj: Record<string, unknown>): PolicyDocument {
-  const { $schema: _ignored, ...rest } = obj;
+  const rest = { ...obj };
+  delete rest.$schema;
   return { ...DEFAULTS, ...rest } as unknown as PolicyDocument;
 }
 
@@ -128,7 +129,7 @@ const UPSERT = `INSERT INTO qmaint.partition_policy AS p
     retention_mode = EXCLUDED.retention_mode, stragglers = EXCLUDED.stragglers, default_partition = EXCLUDED.default_partition,
     lock_timeout = EXCLUDED.lock_timeout, vacuum = EXCLUDED.vacuum, source = EXCLUDED.source, updated_at = now()`;
 
-function upsertValues(p: PolicyDocument): unknown[] {
+function upsertValues(p: PolicyDocument): SqlValue[] {
   return [p.table, p.interval, p.premake === 'auto' ? null : p.premake, p.retention, p.retentionMode, p.stragglers, p.defaultPartition,
     p.lockTimeout, JSON.stringify(p.vacuum ?? {}), JSON.stringify(p)];
 }

@@ -142,7 +142,22 @@ export function checkIds(ids: (string | number)[] | undefined): string[] | undef
 export async function listJobs(db: Queryable, filter: JobFilter = {}, options: { payloadAs?: 'value' | 'text' } = {}): Promise<JobRow[]> {
   const text = options.payloadAs === 'text';
   const limit = checkLimit(filter.limit);
-  const { rows } = await db.query(
+  const { rows } = await db.query<{
+    id: string;
+    queue: string;
+    status: JobStatus;
+    priority: number;
+    retry_count: number;
+    max_retries: number;
+    run_at: Date;
+    created_at: Date;
+    updated_at: Date;
+    locked_by: string | null;
+    locked_until: Date | null;
+    last_error: string | null;
+    /** JSON text with payloadAs 'text' (payload::text), else the parsed value. */
+    payload: unknown;
+  }>(
     `SELECT id, queue, status::text AS status, priority, retry_count, max_retries, run_at, created_at, updated_at,
             locked_by, locked_until, last_error, ${text ? 'payload::text' : 'payload'} AS payload
        FROM qmaint.jobs
@@ -166,7 +181,7 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}, options: {
     lockedBy: r.locked_by,
     lockedUntil: r.locked_until ? r.locked_until.toISOString() : null,
     lastError: r.last_error,
-    payload: text ? JsonText.trusted(r.payload) : r.payload,
+    payload: text ? JsonText.trusted(r.payload as string) : r.payload,
   }));
 }
 

@@ -1,3 +1,5 @@
+import type { SqlValue } from '../db.js';
+
 /**
  * The claim statement, in exactly one place: the consumer runs it and
  * `qmaint explain dequeue` explains it.
@@ -63,7 +65,7 @@ UPDATE qmaint.jobs AS j
    AND j.created_at >= $2
 RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until, j.attempt, j.timeout_ms`;
 
-export function claimQuery(params: ClaimParams): { text: string; values: unknown[] } {
+export function claimQuery(params: ClaimParams): { text: string; values: SqlValue[] } {
   return {
     text: CLAIM_SQL,
     values: [

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { Db } from '../db.js';
+import { Db, type SqlValue } from '../db.js';
 import { badInput, toQmaintError } from '../errors.js';
 import { JsonText, unstorable } from '../json.js';
 
@@ -75,7 +75,7 @@ function timeoutMs(seconds: number): number {
 function payloadJson(payload: unknown): string {
   if (payload instanceof JsonText) return payload.text;
   let text: string | undefined;
-  let lost: unknown;
+  let lost: number | undefined;
   try {
     // JSON.stringify would write NaN and ±Infinity as null: refuse rather than rewrite.
     text = JSON.stringify(payload === undefined ? {} : payload, (_key, value: unknown) => {
@@ -109,7 +109,7 @@ export async function enqueue(target: EnqueueTarget, queue: string, payload: unk
 export const ENQUEUE_SQL = 'SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6, $7) AS id';
 
 /** The statement enqueue() runs for these arguments, with its values (what a dry run prints). */
-export function enqueueStatement(queue: string, payload: unknown, opts: EnqueueOptions = {}): { text: string; values: unknown[] } {
+export function enqueueStatement(queue: string, payload: unknown, opts: EnqueueOptions = {}): { text: string; values: SqlValue[] } {
   return {
     text: ENQUEUE_SQL,
     values: [queue, payloadJson(payload), opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null, opts.timeout === undefined ? null : timeoutMs(opts.timeout)],
@@ -262,7 +262,7 @@ async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) 
     client.on('error', onError);
     let broken = false;
     try {
-      return await fn(client as never);
+      return await fn(client);
     } catch (err) {
       broken = true;
       throw toQmaintError(lost ?? err);
@@ -271,5 +271,5 @@ async function withClient<T>(target: EnqueueTarget, fn: (client: pg.ClientBase) 
       client.release(lost ?? broken);
     }
   }
-  return fn(target as never);
+  return fn(target);
 }

@@ -66,7 +66,9 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'object') return 'an object';
-  return String(value);
+  // No object is left (TypeScript still calls it `{}`): a primitive or a function, which String() writes as itself.
+  const rest = value as number | boolean | bigint | symbol | undefined | ((...args: never[]) => unknown);
+  return String(rest);
 }
 
 /** Every problem with one parameter value, as a readable line (empty when fine). */

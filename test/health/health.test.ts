@@ -202,7 +202,7 @@ describe('qmaint health', () => {
 
   it.runIf(pgbouncerUrl)('works through PgBouncer in transaction pooling mode', async () => {
     const t = await healthyDatabase();
-    const { code, doc } = await health(t, [], t.bouncerUrl!);
+    const { code, doc } = await health(t, [], t.bouncerUrl);
     expect(code).toBe(0);
     expect(doc.status).toBe('ok');
   });

@@ -40,7 +40,7 @@ describe('qmaint partitions apply', () => {
     const dry = await cli(t, ['partitions', 'apply', file, '--dry-run']);
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.json<{ statements: { statement: string; lockLevel: string }[] }>().statements[0]).toMatchObject({
-      statement: expect.stringMatching(/^INSERT INTO qmaint\.partition_policy .*'6 hours'::interval/),
+      statement: expect.stringMatching(/^INSERT INTO qmaint\.partition_policy .*'6 hours'::interval/) as string,
       lockLevel: 'ROW EXCLUSIVE on qmaint.partition_policy',
     });
     expect(await policyRow(t)).toEqual(before);

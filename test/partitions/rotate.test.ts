@@ -128,7 +128,7 @@ describe('qmaint partitions rotate', () => {
     const kept = await t.db.query<{ ispart: boolean; comment: string; n: string }>(
       `SELECT c.relispartition AS ispart, obj_description(c.oid, 'pg_class') AS comment, (SELECT count(*) FROM ${name(T0)}) AS n
          FROM pg_class c WHERE c.oid = to_regclass($1)`, [name(T0)]);
-    expect(kept.rows).toEqual([{ ispart: false, comment: expect.stringMatching(/^qmaint: detached from qmaint.jobs/), n: '1' }]);
+    expect(kept.rows).toEqual([{ ispart: false, comment: expect.stringMatching(/^qmaint: detached from qmaint.jobs/) as string, n: '1' }]);
 
     await setPolicy(t.db, { retention_mode: 'archive' });
     await job(t.db, at(2), 'completed');
@@ -176,7 +176,7 @@ describe('qmaint partitions rotate', () => {
     }
     expect(archived).toEqual([
       { relname: `jobs_p${T0.toISOString().slice(0, 10).replace(/-/g, '')}`, n: '1' },
-      { relname: expect.stringMatching(/^jobs_p20310310_a\d{14}$/), n: '1' },
+      { relname: expect.stringMatching(/^jobs_p20310310_a\d{14}$/) as string, n: '1' },
     ]);
     // Rotation goes on working afterwards.
     await rotateAt(t, at(4));
@@ -219,7 +219,7 @@ describe('qmaint partitions rotate', () => {
     const r = await rotating;
     expect(r.code, r.stderr).toBe(0);
     const skipped = r.json<{ tables: { skipped: { action: string; target: string; outcome: string; reason: string }[] }[] }>().tables.flatMap((x) => x.skipped);
-    expect(skipped).toEqual([expect.objectContaining({ action: 'create', target: name(slot), outcome: 'skipped', reason: expect.stringMatching(/another session made it meanwhile/) })]);
+    expect(skipped).toEqual([expect.objectContaining({ action: 'create', target: name(slot), outcome: 'skipped', reason: expect.stringMatching(/another session made it meanwhile/) as string })]);
     expect((await partitions(t.db)).filter((p) => p.name === name(slot))).toHaveLength(1);
     // The server-side rotate skips the same way.
     const server = await t.client();

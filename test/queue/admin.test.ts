@@ -41,7 +41,7 @@ describe('rescue_expired', () => {
     expect(later.rows[0]!.r).toEqual({ requeued: 1, failed: 1 });
     const { rows } = await t.db.query(`SELECT id, status::text, retry_count, locked_by, last_error, run_at > now() + interval '30 seconds' AS backed_off FROM qmaint.jobs WHERE queue = 'rescue' ORDER BY id`);
     expect(rows).toEqual([
-      { id: a, status: 'queued', retry_count: 1, locked_by: null, last_error: expect.stringMatching(/lease of attempt \d+ held by test-worker expired/), backed_off: true },
+      { id: a, status: 'queued', retry_count: 1, locked_by: null, last_error: expect.stringMatching(/lease of attempt \d+ held by test-worker expired/) as string, backed_off: true },
       { id: b, status: 'failed', retry_count: 0, locked_by: null, last_error: 'earlier failure', backed_off: false },
     ]);
   });
@@ -88,7 +88,7 @@ describe('qmaint jobs and status', () => {
     expect(rows[0]).toMatchObject({ status: 'queued', retry_count: 0, last_error: 'it broke' });
     expect((await lowWater()).getTime()).toBeLessThanOrEqual((rows[0]!.created_at as Date).getTime());
     // And the claim, carrying the mark, finds it.
-    const claimed = await t.db.query(claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).text, claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).values);
+    const claimed = await t.db.query<{ id: string }>(claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).text, claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).values);
     expect(claimed.rows.map((j) => j.id)).toEqual([id]);
     await setLowWater('-infinity');
   });

@@ -104,7 +104,7 @@ describe('Consumer', () => {
       await gate;
     }, { concurrency: 2, batch: 10 });
     await c.start();
-    await eventually(async () => started.length === 2);
+    await eventually(() => started.length === 2);
     expect(await statuses('graceful')).toEqual({ running: 10 });
     const stopping = c.stop({ deadlineMs: 10_000 });
     // Unstarted jobs are back in the queue while the two handlers still run.
@@ -130,7 +130,7 @@ describe('Consumer', () => {
     });
     await c.start();
     // Wait for the handler itself: a claimed job not yet handed to a handler is returned, not abandoned.
-    await eventually(async () => started);
+    await eventually(() => started);
     const report = await c.stop({ deadlineMs: 50 });
     expect(report).toEqual({ returned: 0, abandoned: 1 });
     expect(aborted).toBe(true);
@@ -149,7 +149,7 @@ describe('Consumer', () => {
     expect(await listening).toBe(true);
     await idle;
     const id = await enqueue(t.db, 'wake', {});
-    await eventually(async () => handled.includes(id), 20_000);
+    await eventually(() => handled.includes(id), 20_000);
     await c.stop();
     expect(wakes[0]).toBe('notify');
   });
@@ -197,7 +197,7 @@ describe('Consumer', () => {
     }
     const { rows } = await t.db.query<{ job_id: string }>('SELECT job_id FROM side_effects');
     expect(rows.map((r) => r.job_id)).toEqual([okId]);
-    const jobs = await t.db.query('SELECT id, status::text, last_error FROM qmaint.jobs WHERE queue = $1 ORDER BY id', ['txmode']);
+    const jobs = await t.db.query<{ id: string; status: string; last_error: string | null }>('SELECT id, status::text, last_error FROM qmaint.jobs WHERE queue = $1 ORDER BY id', ['txmode']);
     expect(jobs.rows.map((r) => r.status)).toEqual(['completed', 'failed']);
     expect(jobs.rows[1]!.id).toBe(badId);
     expect(jobs.rows[1]!.last_error).toMatch(/after writing/);
@@ -233,7 +233,7 @@ describe('Consumer', () => {
       c.on('listening', (ok) => listening.push(ok));
       await c.start();
       await eventually(async () => (await statuses('reconnect')).completed === 400, 30_000);
-      await eventually(async () => listening.filter(Boolean).length >= 2, 10_000); // LISTEN came back
+      await eventually(() => listening.filter(Boolean).length >= 2, 10_000); // LISTEN came back
       await c.stop();
     } finally {
       await db.close();

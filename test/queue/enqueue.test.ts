@@ -58,7 +58,7 @@ describe('enqueue', () => {
     await client.query('BEGIN');
     for (let i = 0; i < 5; i++) await enqueue(client, 'bulk', { i });
     await client.query('COMMIT');
-    await eventually(async () => seen.length >= 2);
+    await eventually(() => seen.length >= 2);
     await new Promise((r) => setTimeout(r, 200));
     expect(seen).toEqual([`${NOTIFY_CHANNEL}:bulk`, `${NOTIFY_CHANNEL}:bulk`]);
     const { rows } = await t.db.query(`SELECT payload FROM qmaint.jobs WHERE queue = 'bulk' AND payload->>'i' = '17'`);

@@ -71,11 +71,11 @@ describe('consumer loops survive transient faults', () => {
       await Promise.all(consumers.map((c) => c.start()));
       const unlock = await lockPolicy();
       // Both kinds of consumer hit the lock and the timeout at least once.
-      await eventually(async () => errors.every((e) => e.includes('low-water refresh')), 20_000);
+      await eventually(() => errors.every((e) => e.includes('low-water refresh')), 20_000);
       await new Promise((r) => setTimeout(r, 2000)); // keep the lock past several more timeouts
       await unlock();
       const ids = [await enqueue(t.db, 'fault-lease', {}), await enqueue(t.db, 'fault-tx', {})];
-      await eventually(async () => ids.every((id) => handled.includes(id)), 20_000);
+      await eventually(() => ids.every((id) => handled.includes(id)), 20_000);
       await Promise.all(consumers.map((c) => c.stop()));
       expect(await statuses('fault-lease')).toEqual({ completed: 1 });
       expect(await statuses('fault-tx')).toEqual({ completed: 1 });
@@ -129,7 +129,7 @@ describe('a LISTEN URL that never answers', () => {
       await c.start();
       expect(listenErrors).toEqual(['listen']);
       const id = await enqueue(t.db, 'silent-listen', {});
-      await eventually(async () => handled.includes(id));
+      await eventually(() => handled.includes(id));
       await c.stop();
     } finally {
       await db.close();
@@ -220,11 +220,11 @@ describe('attempts are fenced', () => {
     }, { workerId: 'same-worker', concurrency: 2, batch: 2 });
     c.on('lease-lost', (j) => lost.push(j.id));
     await c.start();
-    await eventually(async () => started.size === 2);
+    await eventually(() => started.size === 2);
     const again = await rescueAndReclaim('fence', [ok, bad], 'same-worker');
     expect(again.map((r) => r.attempt)).toEqual([2, 2]);
     release();
-    await eventually(async () => c.stats.lost === 2);
+    await eventually(() => c.stats.lost === 2);
     await c.stop();
     expect(c.stats).toMatchObject({ claimed: 2, completed: 0, failed: 0, lost: 2 });
     expect(lost.sort()).toEqual([ok, bad].sort());
@@ -241,10 +241,10 @@ describe('attempts are fenced', () => {
       abortReason = String(j.signal.reason);
     }, { workerId: 'beat-worker', leaseSeconds: 1, rescueEveryMs: 600_000 });
     await c.start();
-    await eventually(async () => started);
+    await eventually(() => started);
     await rescueAndReclaim('fence-beat', [id], 'beat-worker');
-    await eventually(async () => abortReason !== '', 10_000);
-    await eventually(async () => c.stats.lost === 1);
+    await eventually(() => abortReason !== '', 10_000);
+    await eventually(() => c.stats.lost === 1);
     await c.stop();
     expect(abortReason).toMatch(/lease lost/);
     expect(c.stats.completed).toBe(0);
@@ -291,7 +291,7 @@ describe('failure recording never jams', () => {
       const j = await job(jam);
       expect(j.status).toBe('failed');
       expect(j.last_error).toMatch(/could not be stored \(refused by a test trigger\)/);
-      for (const id of plain) expect(await job(id)).toMatchObject({ status: 'failed', last_error: expect.stringMatching(/^Error: plain failure/) });
+      for (const id of plain) expect(await job(id)).toMatchObject({ status: 'failed', last_error: expect.stringMatching(/^Error: plain failure/) as string });
     } finally {
       await t.db.query('DROP TRIGGER refuse_jam ON qmaint.jobs');
     }
@@ -323,7 +323,9 @@ describe('every attempt counts; jobs time out', () => {
     expect((await job(id)).timeout_ms).toBe(200);
     let reason: unknown = null;
     const c = consumer('hang', (j) => {
-      j.signal.addEventListener('abort', () => (reason = j.signal.reason));
+      j.signal.addEventListener('abort', () => {
+        reason = j.signal.reason;
+      });
       return new Promise(() => undefined);
     });
     await c.start();
@@ -377,7 +379,7 @@ describe('wake-ups and rescue', () => {
       let idle = 0;
       c.on('idle', () => idle++);
       await c.start();
-      await eventually(async () => idle >= 2); // both lanes asleep
+      await eventually(() => idle >= 2); // both lanes asleep
       // Hold the lanes between their next (empty) claim and their sleep: the low-water refresh waits on this lock.
       const unlock = await lockPolicy();
       await t.db.query(`SELECT pg_notify('qmaint_jobs', 'lost-wake')`);
@@ -397,7 +399,7 @@ describe('wake-ups and rescue', () => {
       await new Promise((r) => setTimeout(r, 300)); // the consumer's LISTEN connection has it too
       wakes.length = 0;
       await unlock();
-      await eventually(async () => handled.includes(id), 20_000);
+      await eventually(() => handled.includes(id), 20_000);
       await c.stop();
       expect(wakes[0]).toBe('notify');
     } finally {
@@ -432,7 +434,7 @@ describe('wake-ups and rescue', () => {
     // A crashed worker's job, its lease still good when the drain starts (so the start-up rescue leaves it).
     const orphan = await enqueue(t.db, 'late-expiry', { orphan: true });
     const q = claimQuery({ queue: 'late-expiry', batch: 1, leaseSeconds: 60, workerId: 'crashed-worker', lowWater: null });
-    expect((await t.db.query(q.text, q.values)).rows.map((r) => r.id)).toEqual([orphan]);
+    expect((await t.db.query<{ id: string }>(q.text, q.values)).rows.map((r) => r.id)).toEqual([orphan]);
     await enqueue(t.db, 'late-expiry', { orphan: false });
     // The drain's one job makes the orphan's lease run out while it is handled.
     const d = consumer('late-expiry', async () => {

@@ -28,8 +28,8 @@ describe('queue SQL functions', () => {
     expect(made.rows[0]!.id).toMatch(/^\d+$/);
     // A queue name the table's CHECK refuses, in a slot with no partition: the CHECK error comes through
     // (under any lc_messages: the decision reads the constraint name, not the message).
-    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2041-06-01T00:00:00Z')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) });
-    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) });
+    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2041-06-01T00:00:00Z')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) as string });
+    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) as string });
     const { rows } = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.jobs WHERE queue = ''`);
     expect(rows[0]!.n).toBe('0');
   });
@@ -51,7 +51,7 @@ describe('queue SQL functions', () => {
       `SELECT id::text, status::text, retry_count, extract(epoch FROM run_at - now())::float8 AS wait, last_error FROM qmaint.jobs ORDER BY id`,
     );
     // Retry 1 with equal jitter: between half the base and the base.
-    expect(rows[0]).toMatchObject({ id: a, status: 'queued', retry_count: 1, last_error: expect.stringMatching(/^lease of attempt 1 held by dead expired at /) });
+    expect(rows[0]).toMatchObject({ id: a, status: 'queued', retry_count: 1, last_error: expect.stringMatching(/^lease of attempt 1 held by dead expired at /) as string });
     expect(rows[0]!.wait).toBeGreaterThan(290);
     expect(rows[0]!.wait).toBeLessThanOrEqual(600);
     expect(rows[1]).toMatchObject({ id: b, status: 'queued', retry_count: 1 });

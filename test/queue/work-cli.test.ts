@@ -120,7 +120,7 @@ describe('qmaint work', () => {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
     try {
-      await eventually(async () => stderr.includes('working queue idle-fault'));
+      await eventually(() => stderr.includes('working queue idle-fault'));
       const holder = await t.client();
       await holder.query('BEGIN');
       await holder.query('LOCK TABLE qmaint.partition_policy IN ACCESS EXCLUSIVE MODE');
@@ -151,7 +151,7 @@ describe('qmaint work', () => {
     // Once its lease is out the rescuer fails it: no retries were left, so no crash loop.
     await t.db.query(`SELECT qmaint.rescue_expired(now() + interval '6 seconds')`);
     const after = await t.db.query('SELECT status::text, last_error FROM qmaint.jobs WHERE id = $1', [id]);
-    expect(after.rows[0]).toMatchObject({ status: 'failed', last_error: expect.stringMatching(/lease of attempt \d+ held by .* expired/) });
+    expect(after.rows[0]).toMatchObject({ status: 'failed', last_error: expect.stringMatching(/lease of attempt \d+ held by .* expired/) as string });
   });
 
   it('--timeout: a hung handler fails its job at the deadline', async () => {

@@ -49,7 +49,7 @@ class DaemonProcess {
   }
 
   waitFor(predicate: (e: Event) => boolean, timeoutMs = 15_000): Promise<Event> {
-    return eventually(async () => this.events.find(predicate), timeoutMs, 25).catch(() => {
+    return eventually(() => this.events.find(predicate), timeoutMs, 25).catch(() => {
       throw new Error(`daemon ${this.pid} did not log the expected event; stderr: ${this.stderr}\nevents: ${this.events.map((e) => e.message).join('\n')}`);
     });
   }
@@ -85,7 +85,7 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     await b.waitFor((e) => e.event === 'started');
     // Let a few ticks pass with both daemons up.
     await b.waitFor((e) => e.event === 'tick' && e.task === 'rotate' && e.role === 'standby');
-    await eventually(async () => b.events.filter((e) => e.event === 'tick' && e.task === 'rescue').length >= 3, 10_000);
+    await eventually(() => b.events.filter((e) => e.event === 'tick' && e.task === 'rescue').length >= 3, 10_000);
     a.kill('SIGTERM');
     b.kill('SIGTERM');
     expect((await a.exited).code).toBe(0);

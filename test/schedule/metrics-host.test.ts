@@ -27,12 +27,12 @@ describe('the daemon /metrics server', () => {
     child.stdout.on('data', (d: Buffer) => {
       buffer += d.toString();
       for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
-        events.push(JSON.parse(buffer.slice(0, nl)));
+        events.push(JSON.parse(buffer.slice(0, nl)) as (typeof events)[number]);
         buffer = buffer.slice(nl + 1);
       }
     });
     try {
-      const metrics = await eventually(async () => events.find((e) => e.event === 'metrics'), 20_000);
+      const metrics = await eventually(() => events.find((e) => e.event === 'metrics'), 20_000);
       expect(metrics.host).toBe('127.0.0.1');
       expect(await accepts('127.0.0.1', metrics.port!)).toBe(true);
       // Another address of this machine is refused (when it has one).
@@ -42,7 +42,7 @@ describe('the daemon /metrics server', () => {
       for (const [host, port] of [['127.0.0.1', String(metrics.port)], ['192.0.2.123', '0'], ['no-such-host.invalid', '0']]) {
         const r = await runCli(['schedule', 'run', '--database-url', t.url, '--metrics-port', port!, '--metrics-host', host!, '--exit-after', '30', '--rescue-cron', '0 0 1 1 *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off']);
         expect(r.code, host).toBe(2);
-        expect(r.stderr, host).toMatch(new RegExp(`error: cannot serve /metrics on ${host.replace(/\./g, '\\.')}:${port} \\(\\w+\\); give --metrics-host an address of this machine`));
+        expect(r.stderr, host).toMatch(new RegExp(`error: cannot serve /metrics on ${host!.replace(/\./g, '\\.')}:${port} \\(\\w+\\); give --metrics-host an address of this machine`));
       }
     } finally {
       child.kill('SIGTERM');

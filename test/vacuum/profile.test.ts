@@ -73,8 +73,8 @@ describe('profiles in SQL', () => {
     expect(await defaultVacuumProfiles(t.db)).toEqual(DOCUMENTED_DEFAULTS);
     await t.db.query(`UPDATE qmaint.partition_policy SET vacuum = '{"warm": {"autovacuum_vacuum_cost_limit": 500}}' WHERE parent_table = 'qmaint.jobs'`);
     const warm = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'warm') AS p`);
-    expect(warm.rows[0].p).toEqual({ ...DOCUMENTED_DEFAULTS.warm, autovacuum_vacuum_cost_limit: 500 });
+    expect(warm.rows[0]!.p).toEqual({ ...DOCUMENTED_DEFAULTS.warm, autovacuum_vacuum_cost_limit: 500 });
     const cold = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'cold') AS p`);
-    expect(cold.rows[0].p).toEqual(DOCUMENTED_DEFAULTS.cold);
+    expect(cold.rows[0]!.p).toEqual(DOCUMENTED_DEFAULTS.cold);
   });
 });

@@ -34,7 +34,7 @@ describe('profiles follow a partition as it ages through rotate', () => {
     await rotate(at(26));
     expect(await reloptions(t.db, partition)).toMatchObject(profileWith('warm', FALLBACK));
 
-    await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE id = $1`, [rows[0].id]);
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE id = $1`, [rows[0]!.id]);
     await rotate(at(27));
     expect(await reloptions(t.db, partition)).toMatchObject(profileWith('cold', FALLBACK));
 

@@ -38,13 +38,27 @@ describe('vacuum status', () => {
     const p = doc.partitions.find((x) => x.partition === hot)!;
     expect(p).toBeDefined();
     expect(p.state).toBe('hot');
-    const { rows } = await t.db.query(
+    const { rows } = await t.db.query<{
+      n_live_tup: string;
+      n_dead_tup: string;
+      last_vacuum: Date | null;
+      last_autovacuum: Date | null;
+      last_analyze: Date | null;
+      last_autoanalyze: Date | null;
+      vacuum_count: string;
+      autovacuum_count: string;
+      analyze_count: string;
+      autoanalyze_count: string;
+      table_bytes: string;
+      index_bytes: string;
+      xid_age: number;
+    }>(
       `SELECT n_live_tup, n_dead_tup, last_vacuum, last_autovacuum, last_analyze, last_autoanalyze, vacuum_count, autovacuum_count, analyze_count, autoanalyze_count,
               pg_table_size(relid) AS table_bytes, pg_indexes_size(relid) AS index_bytes, age((SELECT relfrozenxid FROM pg_class WHERE oid = relid)) AS xid_age
          FROM pg_stat_user_tables WHERE relid = to_regclass($1)`,
       [hot],
     );
-    const s = rows[0];
+    const s = rows[0]!;
     const iso = (d: Date | null) => (d ? d.toISOString() : null);
     expect({ ...p, bloat: undefined, reloptions: undefined }).toMatchObject<Partial<PartitionVacuumStatus>>({
       liveTuples: Number(s.n_live_tup),
@@ -74,7 +88,7 @@ describe('vacuum status', () => {
     expect(doc.bloatMethod).toBe('pgstattuple_approx');
     const p = doc.partitions.find((x) => x.partition === hot)!;
     const { rows } = await t.db.query(`SELECT dead_tuple_len, approx_free_space FROM pgstattuple_approx($1::regclass)`, [hot]);
-    expect(p.bloat).toMatchObject({ method: 'pgstattuple_approx', deadTupleBytes: Number(rows[0].dead_tuple_len), freeBytes: Number(rows[0].approx_free_space) });
+    expect(p.bloat).toMatchObject({ method: 'pgstattuple_approx', deadTupleBytes: Number(rows[0]!.dead_tuple_len), freeBytes: Number(rows[0]!.approx_free_space) });
     expect(p.bloat.bytes).toBeGreaterThan(0); // 500 dead row versions
 
     const est = await status(['--bloat', 'estimate']);
@@ -119,7 +133,7 @@ describe('vacuum run', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ dryRun: true, steps: [{ statement: `VACUUM (FREEZE) ${hot}`, lockLevel: `SHARE UPDATE EXCLUSIVE on ${hot}`, transactional: false }] });
     const after = await t.db.query(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = to_regclass($1)`, [hot]);
-    expect(after.rows[0].vacuum_count).toBe(before.rows[0].vacuum_count);
+    expect(after.rows[0]!.vacuum_count).toBe(before.rows[0]!.vacuum_count);
   });
 
   it('vacuums a partition outside a transaction and reports dead tuples before and after', async () => {
@@ -128,8 +142,8 @@ describe('vacuum run', () => {
     const doc = r.json<{ vacuumed: { partition: string; deadTuplesBefore: number; deadTuplesAfter: number }[] }>();
     expect(doc.vacuumed).toEqual([expect.objectContaining({ partition: hot, deadTuplesBefore: 500, deadTuplesAfter: 0 })]);
     const { rows } = await t.db.query(`SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables WHERE relid = to_regclass($1)`, [hot]);
-    expect(Number(rows[0].vacuum_count)).toBe(1);
-    expect(Number(rows[0].n_dead_tup)).toBe(0);
+    expect(Number(rows[0]!.vacuum_count)).toBe(1);
+    expect(Number(rows[0]!.n_dead_tup)).toBe(0);
   });
 
   it('refuses a table that is not a managed partition', async () => {

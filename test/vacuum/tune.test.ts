@@ -59,7 +59,7 @@ describe('vacuum tune', () => {
 
     expect(await reloptions(t.db, hot)).toEqual(profileWith('hot', expected));
     const { rows } = await t.db.query(`SELECT qmaint.effective_profile('qmaint.jobs', 'hot') AS p`);
-    expect(rows[0].p).toEqual(profileWith('hot', expected));
+    expect(rows[0]!.p).toEqual(profileWith('hot', expected));
 
     // Churn within 20% of the measured: the thresholds stay, no ALTER TABLE.
     for (let i = 0; i < 2; i++) await writer.query(`UPDATE qmaint.jobs SET priority = priority WHERE queue = 'vac' AND status = 'running'`);
@@ -109,8 +109,8 @@ describe('vacuum tune', () => {
     await writer.query(`INSERT INTO qmaint.jobs (queue, created_at, status) SELECT 'vac2', $1::timestamptz, 'completed' FROM generate_series(1, 100)`, [at(2 * DAY + HOUR)]);
     await flushStats(writer, other, 100);
     const now = at(4 * DAY);
-    const first = await t.db.query(`SELECT qmaint.vacuum_tune_all($1) AS r`, [now]);
-    expect(first.rows[0].r.skipped).toBe(false);
+    const first = await t.db.query<{ r: { skipped: boolean } }>(`SELECT qmaint.vacuum_tune_all($1) AS r`, [now]);
+    expect(first.rows[0]!.r.skipped).toBe(false);
     expect(await reloptions(t.db, other)).toEqual({ ...profileWith('cold', { vacuum: 0, analyze: 0 }), autovacuum_freeze_max_age: 100000 });
 
     const run = await cli(['vacuum', 'run', other, '--freeze', '--now', now, '--json']);
@@ -128,7 +128,7 @@ describe('vacuum tune', () => {
       expect(r.code).toBe(0);
       expect(r.json()).toMatchObject({ skipped: true, holder: { pid: (holder as unknown as { processID: number }).processID } });
       const sql = await t.db.query(`SELECT qmaint.vacuum_tune_all($1) AS r`, [at(5 * DAY)]);
-      expect(sql.rows[0].r).toMatchObject({ skipped: true });
+      expect(sql.rows[0]!.r).toMatchObject({ skipped: true });
       expect(await catalogSnapshot()).toEqual(before);
     } finally {
       await holder.query('SELECT pg_advisory_unlock($1::bigint)', [MAINTENANCE_LOCK_KEY.toString()]);
@@ -153,10 +153,10 @@ describe('vacuum tune', () => {
   });
 
   it.runIf(pgbouncerUrl)('runs server-side through PgBouncer in transaction pooling mode', async () => {
-    const r = await cli(['vacuum', 'tune', '--server-side', '--now', at(5 * DAY), '--json'], t.bouncerUrl!);
+    const r = await cli(['vacuum', 'tune', '--server-side', '--now', at(5 * DAY), '--json'], t.bouncerUrl);
     expect(r.code, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ ok: true, serverSide: true, result: { skipped: false } });
-    const status = await cli(['vacuum', 'status', '--now', at(5 * DAY), '--json'], t.bouncerUrl!);
+    const status = await cli(['vacuum', 'status', '--now', at(5 * DAY), '--json'], t.bouncerUrl);
     expect(status.code, status.stderr).toBe(0);
   });
 });

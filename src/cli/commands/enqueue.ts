@@ -1,5 +1,6 @@
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import pg from 'pg';
+import type { SqlValue } from '../../db.js';
 import { badInput, QmaintError, sqlState } from '../../errors.js';
 import { JsonText, objectMembers } from '../../json.js';
 import { checkOptions, checkQueueName, enqueue, enqueueMany, enqueueStatement, type EnqueueOptions, type JobSpec } from '../../queue/enqueue.js';
@@ -7,7 +8,7 @@ import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
 /** A statement with its $n parameters written in as literals (what --dry-run prints). */
-function inlineValues(text: string, values: unknown[]): string {
+function inlineValues(text: string, values: SqlValue[]): string {
   return text.replace(/\$(\d+)/g, (_m, n: string) => {
     const v = values[Number(n) - 1];
     if (v === null || v === undefined) return 'NULL';
@@ -132,7 +133,7 @@ function* splitBytes(buf: Buffer, separator: number): Generator<Buffer> {
 async function* byteLines(input: NodeJS.ReadableStream): AsyncGenerator<Buffer> {
   let rest: Buffer = Buffer.alloc(0);
   for await (const chunk of input) {
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
     const buf = rest.length > 0 ? Buffer.concat([rest, bytes]) : bytes;
     let start = 0;
     for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, start)) {

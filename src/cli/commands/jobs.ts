@@ -53,7 +53,7 @@ const register: Register = (y) => {
                 { key: 'priority', header: 'prio', align: 'right' },
                 { key: 'tries', header: 'retries', align: 'right' },
                 { key: 'runAt', header: 'run at (UTC)' },
-                { key: 'lastError', header: 'last error', format: (v) => (v ? String(v).split('\n')[0]!.slice(0, 60) : '') },
+                { key: 'lastError', header: 'last error', format: (_v, r) => (r.lastError ? r.lastError.split('\n')[0]!.slice(0, 60) : '') },
               ],
               jobs.map((j) => ({ ...j, tries: `${j.retryCount}/${j.maxRetries}` })),
             );

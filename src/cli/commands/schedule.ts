@@ -231,9 +231,9 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
         { key: 'startedAt', header: 'started (UTC)' },
         { key: 'task', header: 'task' },
         { key: 'runner', header: 'runner' },
-        { key: 'status', header: 'status', format: (v) => verdictOf(out, String(v)) },
-        { key: 'finishedAt', header: 'took', align: 'right', format: (v, r) => (v ? `${Date.parse(String(v)) - Date.parse(r.startedAt)} ms` : '') },
-        { key: 'message', header: 'message', format: (v) => oneLine(v === null ? '' : String(v)) },
+        { key: 'status', header: 'status', format: (_v, r) => verdictOf(out, r.status) },
+        { key: 'finishedAt', header: 'took', align: 'right', format: (_v, r) => (r.finishedAt ? `${Date.parse(r.finishedAt) - Date.parse(r.startedAt)} ms` : '') },
+        { key: 'message', header: 'message', format: (_v, r) => oneLine(r.message ?? '') },
       ],
       runs,
     );
