@@ -127,16 +127,40 @@ interface SettingSpec {
 
 /** Every tunable setting. The environment name is QMAINT_ + the key in UPPER_SNAKE case. */
 export const settingSpecs = {
-  lockTimeout: { type: 'duration', default: '2s', min: 1, max: 600_000, description: 'lock_timeout for maintenance DDL (more than 0 and at most 10min, as in a policy)' },
+  lockTimeout: {
+    type: 'duration',
+    default: '2s',
+    min: 1,
+    max: 600_000,
+    description: 'lock_timeout for maintenance DDL (more than 0 and at most 10min, as in a policy)',
+  },
   // The same default as qmaint.lock_retries(), which the executors read when the setting is left at its default.
   lockRetries: { type: 'integer', default: 3, min: 0, max: 100, description: 'how often maintenance retries a statement that hit lock_timeout' },
   leaseSeconds: { type: 'integer', default: 60, min: 1, max: 86400, description: 'how long a claimed job is leased to its consumer' },
   concurrency: { type: 'integer', default: 10, min: 1, max: 1000, description: 'handlers a consumer runs at once' },
   batch: { type: 'integer', default: 100, min: 1, max: 10000, description: 'jobs claimed per statement' },
   pollMaxMs: { type: 'integer', default: 5000, min: 10, max: 600000, description: 'longest idle poll interval of a consumer' },
-  jobTimeoutSeconds: { type: 'number', default: 900, min: 0.001, max: 2147483, description: 'how long a handler may run when its job carries no timeout of its own; then its signal aborts and the job fails' },
-  connectTimeoutMs: { type: 'integer', default: 10000, min: 100, max: 600000, description: 'how long making a connection (TCP and login) may take before it fails with exit 3' },
-  statementTimeout: { type: 'duration', default: '30s', min: 1, max: 86_400_000, description: 'statement_timeout for explain and checks (more than 0 and at most 1d)' },
+  jobTimeoutSeconds: {
+    type: 'number',
+    default: 900,
+    min: 0.001,
+    max: 2147483,
+    description: 'how long a handler may run when its job carries no timeout of its own; then its signal aborts and the job fails',
+  },
+  connectTimeoutMs: {
+    type: 'integer',
+    default: 10000,
+    min: 100,
+    max: 600000,
+    description: 'how long making a connection (TCP and login) may take before it fails with exit 3',
+  },
+  statementTimeout: {
+    type: 'duration',
+    default: '30s',
+    min: 1,
+    max: 86_400_000,
+    description: 'statement_timeout for explain and checks (more than 0 and at most 1d)',
+  },
   healthThresholds: { type: 'string', default: '{}', description: 'JSON object of health and dequeue thresholds overriding the defaults (docs/health.md)' },
   rotateCron: { type: 'string', default: '*/15 * * * *', description: 'cron schedule of the rotate task (UTC; "off" disables it)' },
   vacuumCron: { type: 'string', default: '20 * * * *', description: 'cron schedule of the vacuum task (UTC; "off" disables it)' },
@@ -145,7 +169,9 @@ export const settingSpecs = {
 } satisfies Record<string, SettingSpec>;
 
 export type SettingKey = keyof typeof settingSpecs;
-export type Settings = { [K in SettingKey]: (typeof settingSpecs)[K]['default'] extends number ? number : (typeof settingSpecs)[K]['default'] extends boolean ? boolean : string };
+export type Settings = {
+  [K in SettingKey]: (typeof settingSpecs)[K]['default'] extends number ? number : (typeof settingSpecs)[K]['default'] extends boolean ? boolean : string;
+};
 export type SettingOrigin = 'flag' | 'env' | 'file' | 'default';
 
 export function envName(key: string): string {
@@ -197,7 +223,8 @@ function coerce(key: string, spec: SettingSpec, raw: unknown, where: string): st
     case 'integer':
     case 'number': {
       const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
-      if (!Number.isFinite(n) || (spec.type === 'integer' && !Number.isInteger(n))) throw fail(`must be ${spec.type === 'integer' ? 'a whole number' : 'a number'}, got ${JSON.stringify(raw)}`);
+      if (!Number.isFinite(n) || (spec.type === 'integer' && !Number.isInteger(n)))
+        throw fail(`must be ${spec.type === 'integer' ? 'a whole number' : 'a number'}, got ${JSON.stringify(raw)}`);
       if (spec.min !== undefined && n < spec.min) throw fail(`must be at least ${spec.min}, got ${n}`);
       if (spec.max !== undefined && n > spec.max) throw fail(`must be at most ${spec.max}, got ${n}`);
       return n;
@@ -234,7 +261,10 @@ export function loadSettings(
     }
     const unknown = Object.keys(fromFile).filter((k) => !(k in settingSpecs));
     if (unknown.length > 0) {
-      throw new QmaintError('config', `${file}: unknown setting ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known settings are ${Object.keys(settingSpecs).join(', ')}`);
+      throw new QmaintError(
+        'config',
+        `${file}: unknown setting ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known settings are ${Object.keys(settingSpecs).join(', ')}`,
+      );
     }
   } else if (env.QMAINT_CONFIG) {
     throw new QmaintError('config', `QMAINT_CONFIG names ${file}, which does not exist; fix the path or unset it`);

@@ -190,7 +190,9 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 /** Validate a plain identifier (no quoting tricks) and return it. */
 export function validateIdentifier(name: string, what = 'identifier'): string {
   if (!IDENT.test(name)) {
-    throw badInput(`${what} ${JSON.stringify(name)} is not a valid name; use letters, digits and underscores (at most 63), starting with a letter or underscore`);
+    throw badInput(
+      `${what} ${JSON.stringify(name)} is not a valid name; use letters, digits and underscores (at most 63), starting with a letter or underscore`,
+    );
   }
   return name;
 }
@@ -271,7 +273,10 @@ export async function withMaintenanceLock<T>(
   key: bigint = MAINTENANCE_LOCK_KEY,
 ): Promise<{ ran: true; result: T } | { ran: false; holder: LockHolder | null }> {
   if (await isPooled(client)) {
-    throw new QmaintError('config', 'this connection goes through a transaction pooler (e.g. PgBouncer), where a session advisory lock cannot be held; use a direct connection for client-side maintenance, or the server-side form (see docs/cli.md)');
+    throw new QmaintError(
+      'config',
+      'this connection goes through a transaction pooler (e.g. PgBouncer), where a session advisory lock cannot be held; use a direct connection for client-side maintenance, or the server-side form (see docs/cli.md)',
+    );
   }
   const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key.toString()]);
   if (!rows[0]?.ok) return { ran: false, holder: await advisoryLockHolder(client, key) };

@@ -1,6 +1,20 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,7 +68,8 @@ export function embeddedHome(home?: string, env: NodeJS.ProcessEnv = process.env
  * exit 2: mkdir -p through a pseudo file system such as /proc never returns.
  */
 function makeHome(home: string, what: string): void {
-  const refuse = (why: string) => new QmaintError('config', `${what} ${home} cannot be used: ${why}; point QMAINT_HOME at a directory you can write, or leave it unset for ./.qmaint`);
+  const refuse = (why: string) =>
+    new QmaintError('config', `${what} ${home} cannot be used: ${why}; point QMAINT_HOME at a directory you can write, or leave it unset for ./.qmaint`);
   const missing: string[] = [];
   let dir = home;
   while (!existsSync(dir)) {
@@ -85,13 +100,18 @@ async function binaries(): Promise<{ pg_ctl: string; initdb: string; postgres: s
   try {
     return (await import(name)) as { pg_ctl: string; initdb: string; postgres: string };
   } catch {
-    throw new QmaintError('config', `no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (package ${name}); run npm ci, or pass --database-url to use your own server`);
+    throw new QmaintError(
+      'config',
+      `no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (package ${name}); run npm ci, or pass --database-url to use your own server`,
+    );
   }
 }
 
 function postgresIds(): { uid: number; gid: number } | undefined {
   if (os.userInfo().uid !== 0) return undefined;
-  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').find((line) => line.startsWith(`${USER}:`));
+  const passwd = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((line) => line.startsWith(`${USER}:`));
   if (!passwd) return undefined;
   const [, , uid, gid] = passwd.split(':');
   return { uid: Number(uid), gid: Number(gid) };
@@ -313,4 +333,3 @@ export function embeddedUrl(server: EmbeddedServer, database: string): string {
   url.pathname = '/' + database;
   return url.toString();
 }
-

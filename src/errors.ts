@@ -12,15 +12,7 @@ export const ExitCode = {
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
-export type ErrorCode =
-  | 'bad_input'
-  | 'config'
-  | 'connection'
-  | 'permission'
-  | 'migration'
-  | 'critical'
-  | 'lock_timeout'
-  | 'unexpected';
+export type ErrorCode = 'bad_input' | 'config' | 'connection' | 'permission' | 'migration' | 'critical' | 'lock_timeout' | 'unexpected';
 
 const exitFor: Record<ErrorCode, ExitCodeValue> = {
   bad_input: ExitCode.badInput,
@@ -95,15 +87,23 @@ export function toQmaintError(err: unknown, where?: { host?: string; port?: numb
   const netCode = err && typeof err === 'object' && 'code' in err ? String(err.code) : '';
   const target = where?.host ? ` at ${where.host}:${where.port ?? 5432}` : '';
   if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN'].includes(netCode)) {
-    return new QmaintError('connection', `cannot connect to PostgreSQL${target} (${netCode}); check that the server runs and --database-url is right`, { cause: err });
+    return new QmaintError('connection', `cannot connect to PostgreSQL${target} (${netCode}); check that the server runs and --database-url is right`, {
+      cause: err,
+    });
   }
   if (LOST_OR_UNREACHABLE.some((re) => re.test(message))) {
-    return new QmaintError('connection', `cannot reach PostgreSQL${target} (${message}); check that the server runs and answers, and that --database-url is right`, { cause: err });
+    return new QmaintError(
+      'connection',
+      `cannot reach PostgreSQL${target} (${message}); check that the server runs and answers, and that --database-url is right`,
+      { cause: err },
+    );
   }
   const state = sqlState(err);
   if (state) {
     if (state === '28P01' || state === '28000') {
-      return new QmaintError('permission', `PostgreSQL${target} refused the login (${message}); check the user and password in the connection URL`, { cause: err });
+      return new QmaintError('permission', `PostgreSQL${target} refused the login (${message}); check the user and password in the connection URL`, {
+        cause: err,
+      });
     }
     if (state === '3D000') {
       return new QmaintError('connection', `${message}${target}; create the database or fix the URL`, { cause: err });

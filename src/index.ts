@@ -22,12 +22,78 @@ export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, Stop
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';
 export {
-  applyPolicies, checkPolicyShape, loadPolicies, policyPaths, listPartitions, planRotate, rotate, createUntil, detach, drop, compact,
-  summarize as summarizeRun, runPlans, previewPlans, isPooled,
+  applyPolicies,
+  checkPolicyShape,
+  loadPolicies,
+  policyPaths,
+  listPartitions,
+  planRotate,
+  rotate,
+  createUntil,
+  detach,
+  drop,
+  compact,
+  summarize as summarizeRun,
+  runPlans,
+  previewPlans,
+  isPooled,
 } from './partitions/index.js';
-export type { PolicyDocument, PolicyFile, ApplyResult, PartitionInfo, TableSummary, MaintainOptions, CreateOptions, Preview, PlanRequest, RunOptions, RunResult, TableRun } from './partitions/index.js';
+export type {
+  PolicyDocument,
+  PolicyFile,
+  ApplyResult,
+  PartitionInfo,
+  TableSummary,
+  MaintainOptions,
+  CreateOptions,
+  Preview,
+  PlanRequest,
+  RunOptions,
+  RunResult,
+  TableRun,
+} from './partitions/index.js';
 export * from './vacuum/index.js';
 export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
-export type { DequeueReport, ExplainOptions, HealthCheck, HealthOptions, HealthReport, DequeueThresholds, ExplainDocument, RuleResult, Verdict, Thresholds } from './health/index.js';
-export { Daemon, runTask, recentRuns, locatePgCron, planInstall, planUninstall, applyChanges, queueJobs, jobRuns, schedulesFrom, cronProblem, collectSamples, renderPrometheus, TASKS, LEADER_LOCK_KEY } from './schedule/index.js';
-export type { DaemonOptions, DaemonEvent, MaintenanceRun, RunStatus, Runner, PgCronSite, CronJob, CronJobRun, JobChange, Schedules, TaskName, Sample } from './schedule/index.js';
+export type {
+  DequeueReport,
+  ExplainOptions,
+  HealthCheck,
+  HealthOptions,
+  HealthReport,
+  DequeueThresholds,
+  ExplainDocument,
+  RuleResult,
+  Verdict,
+  Thresholds,
+} from './health/index.js';
+export {
+  Daemon,
+  runTask,
+  recentRuns,
+  locatePgCron,
+  planInstall,
+  planUninstall,
+  applyChanges,
+  queueJobs,
+  jobRuns,
+  schedulesFrom,
+  cronProblem,
+  collectSamples,
+  renderPrometheus,
+  TASKS,
+  LEADER_LOCK_KEY,
+} from './schedule/index.js';
+export type {
+  DaemonOptions,
+  DaemonEvent,
+  MaintenanceRun,
+  RunStatus,
+  Runner,
+  PgCronSite,
+  CronJob,
+  CronJobRun,
+  JobChange,
+  Schedules,
+  TaskName,
+  Sample,
+} from './schedule/index.js';

@@ -126,7 +126,8 @@ export function unstorable(text: string): string | null {
       if (single === undefined) continue;
       const code = parseInt(single, 16);
       if (code === 0) return 'holds the escape \\u0000, which PostgreSQL cannot store in jsonb; remove it';
-      if (code >= 0xd800 && code <= 0xdfff) return `holds the escape \\u${single}, half of a surrogate pair, which PostgreSQL cannot store; remove it or complete the pair`;
+      if (code >= 0xd800 && code <= 0xdfff)
+        return `holds the escape \\u${single}, half of a surrogate pair, which PostgreSQL cannot store; remove it or complete the pair`;
     }
   }
   // Only an exponent or a very long number can leave numeric's range.

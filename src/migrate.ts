@@ -67,7 +67,9 @@ function checksum(sql: string): string {
 }
 
 export function loadMigrations(dir: string = MIGRATIONS_DIR): MigrationFile[] {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.sql')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.sql'))
+    .sort();
   const seen = new Set<number>();
   return files.map((file) => {
     const match = /^(\d{4})_([a-z0-9_]+)\.sql$/.exec(file);
@@ -130,10 +132,16 @@ function checkHistory(applied: AppliedRow[], files: MigrationFile[]): void {
     const file = byVersion.get(row.version);
     const label = `${String(row.version).padStart(4, '0')}_${row.name}`;
     if (!file) {
-      throw new QmaintError('migration', `the database carries migration ${label}, which this qmaint does not know; upgrade qmaint to the version that installed it`);
+      throw new QmaintError(
+        'migration',
+        `the database carries migration ${label}, which this qmaint does not know; upgrade qmaint to the version that installed it`,
+      );
     }
     if (file.checksum !== row.checksum) {
-      throw new QmaintError('migration', `migration ${label} was changed after it was applied (checksum differs); restore sql/migrations/${file.file} as released and put changes in a new migration`);
+      throw new QmaintError(
+        'migration',
+        `migration ${label} was changed after it was applied (checksum differs); restore sql/migrations/${file.file} as released and put changes in a new migration`,
+      );
     }
   }
 }
@@ -166,7 +174,10 @@ function load(dirs: Dirs): Loaded {
 }
 
 /** What `migrate` would do: pending migrations, and function files that are new or changed. */
-async function plan(client: Queryable, loaded: Loaded): Promise<{ status: SchemaStatus; pending: MigrationFile[]; functions: FunctionFile[]; alreadyApplied: number }> {
+async function plan(
+  client: Queryable,
+  loaded: Loaded,
+): Promise<{ status: SchemaStatus; pending: MigrationFile[]; functions: FunctionFile[]; alreadyApplied: number }> {
   const applied = await appliedMigrations(client);
   checkHistory(applied, loaded.migrations);
   const byVersion = new Map(applied.map((r) => [r.version, r]));
@@ -254,9 +265,15 @@ export async function requireMigrated(db: Db): Promise<void> {
   const pending = status.migrations.filter((s) => s.state === 'pending');
   const functions = status.functions.filter((s) => s.state !== 'applied');
   if (pending.length > 0) {
-    throw new QmaintError('config', `the qmaint schema is ${pending.length === status.migrations.length ? 'not installed' : `missing ${pending.length} migration(s)`} in ${db.target.database}; run qmaint migrate`);
+    throw new QmaintError(
+      'config',
+      `the qmaint schema is ${pending.length === status.migrations.length ? 'not installed' : `missing ${pending.length} migration(s)`} in ${db.target.database}; run qmaint migrate`,
+    );
   }
   if (functions.length > 0) {
-    throw new QmaintError('config', `the qmaint functions in ${db.target.database} are older than this qmaint (${functions.map((f) => f.file).join(', ')}); run qmaint migrate`);
+    throw new QmaintError(
+      'config',
+      `the qmaint functions in ${db.target.database} are older than this qmaint (${functions.map((f) => f.file).join(', ')}); run qmaint migrate`,
+    );
   }
 }

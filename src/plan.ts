@@ -95,7 +95,9 @@ export async function findBlockers(db: Queryable, relations: string[]): Promise<
 export function describeBlockers(blockers: Blocker[]): string {
   if (blockers.length === 0) return 'no blocking session is visible any more';
   return blockers
-    .map((b) => `pid ${b.pid} (${b.state ?? 'unknown state'} since ${b.since ?? '?'}, holds ${b.mode} on ${b.relation}, last statement ${b.command ?? 'unknown'})`)
+    .map(
+      (b) => `pid ${b.pid} (${b.state ?? 'unknown state'} since ${b.since ?? '?'}, holds ${b.mode} on ${b.relation}, last statement ${b.command ?? 'unknown'})`,
+    )
     .join('; ');
 }
 
@@ -161,7 +163,10 @@ async function retryDelayMs(client: PgClient, retry: number): Promise<number> {
 }
 
 async function detachPending(client: PgClient, target: string | null): Promise<boolean> {
-  const { rows } = await client.query<{ p: boolean }>('SELECT coalesce(bool_or(inhdetachpending), false) AS p FROM pg_inherits WHERE inhrelid = to_regclass($1)', [target]);
+  const { rows } = await client.query<{ p: boolean }>(
+    'SELECT coalesce(bool_or(inhdetachpending), false) AS p FROM pg_inherits WHERE inhrelid = to_regclass($1)',
+    [target],
+  );
   return rows[0]?.p ?? false;
 }
 

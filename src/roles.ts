@@ -205,26 +205,96 @@ function grantSteps(all: RoutineRow[], tbls: TableRow[]): Omit<RoleStep, 'seq'>[
   const readable = tbls.filter((t) => !t.partition).map((t) => t.name);
   const readFunctions = [...all.filter((r) => !r.volatile && !r.secdef).map((r) => r.signature), ...signaturesOf(all, READONLY_FUNCTIONS)];
   const steps: Omit<RoleStep, 'seq'>[] = [
-    { action: 'revoke', statement: `REVOKE ALL ON SCHEMA qmaint FROM ${grantees}`, lockLevel: CATALOG_ONLY, reason: 'start from nothing: only what follows is granted' },
-    { action: 'revoke', statement: `REVOKE ALL ON ALL TABLES IN SCHEMA qmaint FROM ${grantees}`, lockLevel: CATALOG_ONLY, reason: 'tables, partitions and their columns' },
+    {
+      action: 'revoke',
+      statement: `REVOKE ALL ON SCHEMA qmaint FROM ${grantees}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'start from nothing: only what follows is granted',
+    },
+    {
+      action: 'revoke',
+      statement: `REVOKE ALL ON ALL TABLES IN SCHEMA qmaint FROM ${grantees}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'tables, partitions and their columns',
+    },
     { action: 'revoke', statement: `REVOKE ALL ON ALL SEQUENCES IN SCHEMA qmaint FROM ${grantees}`, lockLevel: CATALOG_ONLY, reason: 'sequences' },
-    { action: 'revoke', statement: `REVOKE ALL ON ALL ROUTINES IN SCHEMA qmaint FROM ${grantees}`, lockLevel: CATALOG_ONLY, reason: 'every function and procedure: PUBLIC executes none of them' },
-    { action: 'grant', statement: `GRANT USAGE ON SCHEMA qmaint TO ${producer}, ${worker}, ${readonly}`, lockLevel: CATALOG_ONLY, reason: 'look up qmaint objects' },
-    { action: 'grant', statement: `GRANT SELECT ON ${ledgers} TO ${producer}, ${worker}`, lockLevel: CATALOG_ONLY, reason: 'every command checks the migration ledgers first' },
-    { action: 'grant', statement: `GRANT INSERT (${cols(PRODUCER_INSERT_COLUMNS)}) ON qmaint.jobs TO ${producer}`, lockLevel: CATALOG_ONLY, reason: 'producer: new jobs through enqueue() or COPY; status, retries and leases take their defaults' },
+    {
+      action: 'revoke',
+      statement: `REVOKE ALL ON ALL ROUTINES IN SCHEMA qmaint FROM ${grantees}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'every function and procedure: PUBLIC executes none of them',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT USAGE ON SCHEMA qmaint TO ${producer}, ${worker}, ${readonly}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'look up qmaint objects',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT SELECT ON ${ledgers} TO ${producer}, ${worker}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'every command checks the migration ledgers first',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT INSERT (${cols(PRODUCER_INSERT_COLUMNS)}) ON qmaint.jobs TO ${producer}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'producer: new jobs through enqueue() or COPY; status, retries and leases take their defaults',
+    },
     { action: 'grant', statement: `GRANT USAGE ON SEQUENCE qmaint.jobs_id_seq TO ${producer}`, lockLevel: CATALOG_ONLY, reason: 'producer: job ids (nextval)' },
-    { action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, PRODUCER_FUNCTIONS).join(', ')} TO ${producer}`, lockLevel: CATALOG_ONLY, reason: 'producer: enqueue, and the two SECURITY DEFINER helpers it and COPY use (missing partition, low-water mark)' },
-    { action: 'grant', statement: `GRANT SELECT ON qmaint.jobs TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: the claim reads the queue, results read the batch' },
-    { action: 'grant', statement: `GRANT SELECT, INSERT (queue, backoff_base, backoff_cap), UPDATE (backoff_base, backoff_cap, updated_at) ON qmaint.queues TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: a consumer records its retry backoff for its queue, rescue reads it' },
-    { action: 'grant', statement: `GRANT UPDATE (${cols(WORKER_UPDATE_COLUMNS)}) ON qmaint.jobs TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: claim, complete, fail, heartbeat, release, rescue; never queue, payload, priority or keys' },
-    { action: 'grant', statement: `GRANT SELECT (${cols(['parent_table', 'low_water'])}) ON qmaint.partition_policy TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: the low-water mark the claim carries' },
-    { action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, WORKER_FUNCTIONS).join(', ')} TO ${worker}`, lockLevel: CATALOG_ONLY, reason: 'worker: backoff, rescue of expired leases' },
+    {
+      action: 'grant',
+      statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, PRODUCER_FUNCTIONS).join(', ')} TO ${producer}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'producer: enqueue, and the two SECURITY DEFINER helpers it and COPY use (missing partition, low-water mark)',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT SELECT ON qmaint.jobs TO ${worker}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'worker: the claim reads the queue, results read the batch',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT SELECT, INSERT (queue, backoff_base, backoff_cap), UPDATE (backoff_base, backoff_cap, updated_at) ON qmaint.queues TO ${worker}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'worker: a consumer records its retry backoff for its queue, rescue reads it',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT UPDATE (${cols(WORKER_UPDATE_COLUMNS)}) ON qmaint.jobs TO ${worker}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'worker: claim, complete, fail, heartbeat, release, rescue; never queue, payload, priority or keys',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT SELECT (${cols(['parent_table', 'low_water'])}) ON qmaint.partition_policy TO ${worker}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'worker: the low-water mark the claim carries',
+    },
+    {
+      action: 'grant',
+      statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, WORKER_FUNCTIONS).join(', ')} TO ${worker}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'worker: backoff, rescue of expired leases',
+    },
   ];
   if (readable.length > 0) {
-    steps.push({ action: 'grant', statement: `GRANT SELECT ON ${readable.join(', ')} TO ${readonly}`, lockLevel: CATALOG_ONLY, reason: 'readonly: every table (partitions are read through their parent)' });
+    steps.push({
+      action: 'grant',
+      statement: `GRANT SELECT ON ${readable.join(', ')} TO ${readonly}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'readonly: every table (partitions are read through their parent)',
+    });
   }
   if (readFunctions.length > 0) {
-    steps.push({ action: 'grant', statement: `GRANT EXECUTE ON FUNCTION ${readFunctions.join(', ')} TO ${readonly}`, lockLevel: CATALOG_ONLY, reason: 'readonly: the functions that cannot write (STABLE or IMMUTABLE, not SECURITY DEFINER), and explain_claim (the plan of the claim, not run)' });
+    steps.push({
+      action: 'grant',
+      statement: `GRANT EXECUTE ON FUNCTION ${readFunctions.join(', ')} TO ${readonly}`,
+      lockLevel: CATALOG_ONLY,
+      reason: 'readonly: the functions that cannot write (STABLE or IMMUTABLE, not SECURITY DEFINER), and explain_claim (the plan of the claim, not run)',
+    });
   }
   return steps;
 }
@@ -243,8 +313,10 @@ async function existingMembers(q: Queryable, wanted: MemberRequest[]): Promise<{
                        WHERE g.rolname = $2 AND m.rolname = $1) AS present`,
       [m.login, role],
     );
-    if (rows[0]?.login === null || rows[0]?.login === undefined) throw badInput(`--member ${m.kind}=${m.login}: there is no role ${m.login}; create it first (CREATE ROLE ${m.login} LOGIN ...)`);
-    if (Object.values(ROLE_NAMES).includes(m.login)) throw badInput(`--member ${m.kind}=${m.login}: the member must be a login role of your own, not a qmaint group role`);
+    if (rows[0]?.login === null || rows[0]?.login === undefined)
+      throw badInput(`--member ${m.kind}=${m.login}: there is no role ${m.login}; create it first (CREATE ROLE ${m.login} LOGIN ...)`);
+    if (Object.values(ROLE_NAMES).includes(m.login))
+      throw badInput(`--member ${m.kind}=${m.login}: the member must be a login role of your own, not a qmaint group role`);
     out.push({ role, member: m.login, present: rows[0].present });
   }
   return out;
@@ -272,7 +344,12 @@ export async function planRoles(q: Queryable, options: { members?: MemberRequest
   const owners = ownerSteps(await ownedObjects(q));
   steps.push(...owners.steps, ...grantSteps(await routines(q), await tables(q)));
   for (const m of members.filter((x) => !x.present)) {
-    steps.push({ action: 'grant membership', statement: `GRANT ${quoteIdent(m.role)} TO ${quoteIdent(m.member)}`, lockLevel: CLUSTER_CATALOG, reason: `--member: ${m.member} acts as ${m.role}` });
+    steps.push({
+      action: 'grant membership',
+      statement: `GRANT ${quoteIdent(m.role)} TO ${quoteIdent(m.member)}`,
+      lockLevel: CLUSTER_CATALOG,
+      reason: `--member: ${m.member} acts as ${m.role}`,
+    });
   }
   return { createRoles, ownerChanges: owners.names, members, steps: numbered(steps) };
 }
@@ -359,7 +436,10 @@ export async function installRoles(db: Db, options: { dryRun?: boolean; members?
 export async function assertMayInstallRoles(q: Queryable): Promise<string> {
   const f = await facts(q);
   if (!f.superuser && !f.createrole) {
-    throw new QmaintError('permission', `role ${f.user} may not create roles: run qmaint roles install as a superuser, or as the owner of the qmaint schema with CREATEROLE`);
+    throw new QmaintError(
+      'permission',
+      `role ${f.user} may not create roles: run qmaint roles install as a superuser, or as the owner of the qmaint schema with CREATEROLE`,
+    );
   }
   if (!f.superuser) await assertMayHandOver(q, f.user);
   return f.user;
@@ -369,9 +449,14 @@ export async function assertMayInstallRoles(q: Queryable): Promise<string> {
 async function assertMayHandOver(q: Queryable, installer: string): Promise<void> {
   const foreign = (await ownedObjects(q)).filter((o) => o.owner !== ROLE_NAMES.admin && o.owner !== installer);
   for (const o of foreign) {
-    const { rows } = await q.query<{ ok: boolean }>(`SELECT pg_has_role(current_user, (SELECT oid FROM pg_roles WHERE rolname = $1), 'USAGE') AS ok`, [o.owner]);
+    const { rows } = await q.query<{ ok: boolean }>(`SELECT pg_has_role(current_user, (SELECT oid FROM pg_roles WHERE rolname = $1), 'USAGE') AS ok`, [
+      o.owner,
+    ]);
     if (!rows[0]?.ok) {
-      throw new QmaintError('permission', `role ${installer} may not hand ${o.kind} ${o.name} (owned by ${o.owner}) to qmaint_admin: run qmaint roles install as a superuser or as the owner of the qmaint schema`);
+      throw new QmaintError(
+        'permission',
+        `role ${installer} may not hand ${o.kind} ${o.name} (owned by ${o.owner}) to qmaint_admin: run qmaint roles install as a superuser or as the owner of the qmaint schema`,
+      );
     }
   }
 }

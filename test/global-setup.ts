@@ -52,10 +52,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
   return async () => {
     const client = new pg.Client({ connectionString: serverUrl });
     await client.connect();
-    const { rows } = await client.query<{ datname: string }>(
-      `SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2`,
-      [templateDb, `qmt_${process.pid}_%`],
-    );
+    const { rows } = await client.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2`, [
+      templateDb,
+      `qmt_${process.pid}_%`,
+    ]);
     for (const row of rows) await client.query(`DROP DATABASE IF EXISTS "${row.datname}" WITH (FORCE)`).catch(() => undefined);
     await client.end();
     if (home) {

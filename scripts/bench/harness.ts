@@ -153,13 +153,18 @@ export function svgLineChart(options: { title: string; xLabel: string; yLabel: s
     .map((s, i) => {
       const d = s.points.map((p, j) => `${j === 0 ? 'M' : 'L'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
       const colour = colours[i % colours.length];
-      return `<path d="${d}" fill="none" stroke="${colour}" stroke-width="2"/>` +
-        `<text x="${width - pad.r - 160}" y="${pad.t + 16 * i}" fill="${colour}" font-size="12">${esc(s.name)}</text>`;
+      return (
+        `<path d="${d}" fill="none" stroke="${colour}" stroke-width="2"/>` +
+        `<text x="${width - pad.r - 160}" y="${pad.t + 16 * i}" fill="${colour}" font-size="12">${esc(s.name)}</text>`
+      );
     })
     .join('\n');
   const ticks = [0, 0.25, 0.5, 0.75, 1]
-    .map((f) => `<text x="${pad.l - 6}" y="${y(f * yMax) + 4}" font-size="11" text-anchor="end">${fmt(f * yMax, 1)}</text>` +
-      `<line x1="${pad.l}" x2="${width - pad.r}" y1="${y(f * yMax)}" y2="${y(f * yMax)}" stroke="#eee"/>`)
+    .map(
+      (f) =>
+        `<text x="${pad.l - 6}" y="${y(f * yMax) + 4}" font-size="11" text-anchor="end">${fmt(f * yMax, 1)}</text>` +
+        `<line x1="${pad.l}" x2="${width - pad.r}" y1="${y(f * yMax)}" y2="${y(f * yMax)}" stroke="#eee"/>`,
+    )
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>

@@ -29,7 +29,9 @@ async function run(): Promise<number> {
   } finally {
     await server.stop();
   }
-  process.stdout.write(`\n${selected.length} suite(s) run; ${missed === 0 ? 'every target met' : `${missed} suite(s) missed a target (see docs/benchmarks.md)`}\n`);
+  process.stdout.write(
+    `\n${selected.length} suite(s) run; ${missed === 0 ? 'every target met' : `${missed} suite(s) missed a target (see docs/benchmarks.md)`}\n`,
+  );
   return 0;
 }
 

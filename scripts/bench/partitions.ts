@@ -15,7 +15,9 @@ const HOUR = 3_600_000;
 async function hourlyPartitions(db: Db, from: Date, to: Date, retention = '60 days'): Promise<void> {
   await db.query(`UPDATE qmaint.partition_policy SET partition_interval = '1 hour', premake = 3, retention = $1::interval, lock_timeout = '2s'`, [retention]);
   // Drop the day partitions the migration made, then create the hours.
-  await db.query(`DO $$ DECLARE p regclass; BEGIN FOR p IN SELECT partition FROM qmaint.partitions_of('qmaint.jobs') LOOP EXECUTE format('DROP TABLE %s', p); END LOOP; END $$`);
+  await db.query(
+    `DO $$ DECLARE p regclass; BEGIN FOR p IN SELECT partition FROM qmaint.partitions_of('qmaint.jobs') LOOP EXECUTE format('DROP TABLE %s', p); END LOOP; END $$`,
+  );
   const { rows } = await db.query<{ statement: string }>(`SELECT statement FROM qmaint.create_plan('qmaint.jobs', $1, $2, 5000)`, [from, to]);
   for (const r of rows) await db.query(r.statement);
 }
@@ -61,7 +63,10 @@ async function sessionWal(db: Db): Promise<{ pid: number; bytes: number } | null
  * another database's autovacuum would count too. The session's own WAL
  * (PostgreSQL 18+) is read as a cross-check.
  */
-async function measured<T>(url: string, fn: (db: Db) => Promise<T>): Promise<{ ms: number; wal: number; sessionWal: number | null; quiet: boolean; result: T }> {
+async function measured<T>(
+  url: string,
+  fn: (db: Db) => Promise<T>,
+): Promise<{ ms: number; wal: number; sessionWal: number | null; quiet: boolean; result: T }> {
   const db = await connect({ databaseUrl: url, max: 1, applicationName: 'qmaint-bench' });
   try {
     const quiet = await autovacuumIdle(db);
@@ -112,7 +117,10 @@ async function claimOn(clients: pg.PoolClient[], queue: string, ms: number, limi
       }
       lat.push(performance.now() - t0);
       if (rows.length === 0) break;
-      await client.query(`UPDATE qmaint.jobs SET status = 'completed', updated_at = now() WHERE id = $1 AND created_at = $2`, [rows[0]!.id, rows[0]!.created_at]);
+      await client.query(`UPDATE qmaint.jobs SET status = 'completed', updated_at = now() WHERE id = $1 AND created_at = $2`, [
+        rows[0]!.id,
+        rows[0]!.created_at,
+      ]);
     }
   };
   await Promise.all(clients.map(worker));
@@ -145,7 +153,16 @@ async function claimPair(a: Db, b: Db, queue: string, ms: number, slices: number
     await claimOn([cb], queue, 200);
     const out = { a: [] as number[], b: [] as number[], coldA, coldB };
     for (let i = 0; i < slices; i++) {
-      const order: ['a' | 'b', pg.PoolClient][] = i % 2 === 0 ? [['a', ca], ['b', cb]] : [['b', cb], ['a', ca]];
+      const order: ['a' | 'b', pg.PoolClient][] =
+        i % 2 === 0
+          ? [
+              ['a', ca],
+              ['b', cb],
+            ]
+          : [
+              ['b', cb],
+              ['a', ca],
+            ];
       for (const [k, c] of order) out[k].push(...(await claimOn([c], queue, ms / slices)));
     }
     return out;
@@ -190,7 +207,9 @@ export const partitionsSuite: BenchSuite = {
       await d.query(
         `INSERT INTO qmaint.jobs (queue, status, created_at, run_at, updated_at, payload)
          SELECT 'bench', 'completed', $1::timestamptz + (n % 86000) * interval '1 second', now(), now(), jsonb_build_object('n', n)
-           FROM generate_series(1, $2) n`, [qmaintDay(old), retireRows]);
+           FROM generate_series(1, $2) n`,
+        [qmaintDay(old), retireRows],
+      );
       await d.query('VACUUM ANALYZE qmaint.jobs');
       await d.query('SELECT qmaint.rotate_all($1)', [old]); // runway and mark in place, nothing left to do but the retirement
       const before = await jobsBytes(d);
@@ -205,7 +224,9 @@ export const partitionsSuite: BenchSuite = {
         }
       });
       results.push({ how, ms: run.ms, wal: run.wal, sessionWal: run.sessionWal, quiet: run.quiet, after: await jobsBytes(d) });
-      ctx.log(`partitions: ${how}: ${fmt(run.ms, 0)} ms, ${kb(run.wal)} WAL (session ${run.sessionWal === null ? 'n/a' : kb(run.sessionWal)}; table ${mb(before)} before)`);
+      ctx.log(
+        `partitions: ${how}: ${fmt(run.ms, 0)} ms, ${kb(run.wal)} WAL (session ${run.sessionWal === null ? 'n/a' : kb(run.sessionWal)}; table ${mb(before)} before)`,
+      );
     }
     const [det, del] = results as [(typeof results)[0], (typeof results)[0]];
     const timeRatio = del.ms / det.ms;
@@ -236,7 +257,9 @@ export const partitionsSuite: BenchSuite = {
     await big.db.query(
       `INSERT INTO qmaint.jobs (queue, status, created_at, run_at, updated_at)
        SELECT 'bench', 'completed', $1::timestamptz - ((n % 996) + 1) * interval '1 hour' + interval '1 minute', now(), now()
-         FROM generate_series(1, $2) n`, [now, historyRows]);
+         FROM generate_series(1, $2) n`,
+      [now, historyRows],
+    );
     await big.db.query('ANALYZE qmaint.jobs');
     await big.db.query('SELECT qmaint.rotate_all($1)', [now]); // profiles and the mark, once
     const { rows: countRows } = await big.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.partitions_of('qmaint.jobs')`);
@@ -269,8 +292,16 @@ export const partitionsSuite: BenchSuite = {
     const pair = await claimPair(small.db, big.db, 'claim', claimMs, 16);
     const smallLat = pair.a;
     const bigLat = pair.b;
-    const p50 = (l: number[]) => percentile(l.slice().sort((a, b) => a - b), 50);
-    const p99 = (l: number[]) => percentile(l.slice().sort((a, b) => a - b), 99);
+    const p50 = (l: number[]) =>
+      percentile(
+        l.slice().sort((a, b) => a - b),
+        50,
+      );
+    const p99 = (l: number[]) =>
+      percentile(
+        l.slice().sort((a, b) => a - b),
+        99,
+      );
     const claimRatio = Math.max(p50(bigLat) / p50(smallLat), p99(bigLat) / p99(smallLat));
     const claimOk = claimRatio <= 1.2;
     met &&= claimOk;
@@ -299,7 +330,8 @@ export const partitionsSuite: BenchSuite = {
     await live.query(
       `INSERT INTO qmaint.jobs (queue, status, created_at, run_at, updated_at)
        SELECT 'history', 'completed', $1::timestamptz + (n % $2) * interval '1 hour', now(), now() FROM generate_series(1, $3) n`,
-      [new Date(now.getTime() - 2 * HOUR), steps, Math.round(200_000 * scale)]);
+      [new Date(now.getTime() - 2 * HOUR), steps, Math.round(200_000 * scale)],
+    );
     const far = new Date(now.getTime() + (steps + 40) * HOUR);
     await live.query(`SELECT qmaint.ensure_partition('qmaint.jobs', $1)`, [far]);
     await backlog(live, 'load', 60_000, far);

@@ -82,7 +82,17 @@ async function rawDrain(env: Env, jobs: number, batch: number, perTransaction: b
 
 /** The library: one Consumer, concurrency 10, no-op handler, --drain. Returns jobs/s. */
 async function consumerDrain(env: Env, jobs: number, mode: 'lease' | 'transaction'): Promise<number> {
-  const c = new Consumer(env.db, { queue: QUEUE, handler: () => undefined, concurrency: CONNECTIONS, batch: 100, mode, drain: true, listen: false, pollMinMs: 5, pollMaxMs: 20 });
+  const c = new Consumer(env.db, {
+    queue: QUEUE,
+    handler: () => undefined,
+    concurrency: CONNECTIONS,
+    batch: 100,
+    mode,
+    drain: true,
+    listen: false,
+    pollMinMs: 5,
+    pollMaxMs: 20,
+  });
   const start = performance.now();
   await c.start();
   await c.done;
@@ -156,7 +166,8 @@ async function wakeLatency(env: Env, samples: number): Promise<number[]> {
       waiting = false;
       const ms = performance.now() - start;
       // A job picked up by a lane that was not asleep needs no wake-up; one picked up by the poll means a lost NOTIFY.
-      if (firstWake === 'poll') throw new Error(`wake-up sample ${i + 1} of ${samples} was served by the poll after ${fmt(ms)} ms, not by NOTIFY: a notification was lost`);
+      if (firstWake === 'poll')
+        throw new Error(`wake-up sample ${i + 1} of ${samples} was served by the poll after ${fmt(ms)} ms, not by NOTIFY: a notification was lost`);
       latencies.push(ms);
     }
   } finally {
@@ -206,24 +217,68 @@ export const queueSuite: BenchSuite = {
     const enq = await copyVsInsert(env, drainJobs);
 
     ctx.log(`queue: drain ${drainJobs} jobs at concurrency ${CONNECTIONS}, ${rounds} round(s)`);
-    const drain = await paired(env, drainJobs, rounds, () => rawDrain(env, drainJobs, 100, false), () => consumerDrain(env, drainJobs, 'lease'));
+    const drain = await paired(
+      env,
+      drainJobs,
+      rounds,
+      () => rawDrain(env, drainJobs, 100, false),
+      () => consumerDrain(env, drainJobs, 'lease'),
+    );
 
     ctx.log(`queue: one job per transaction, ${txJobs} jobs, ${rounds} round(s)`);
-    const tx = await paired(env, txJobs, rounds, () => rawDrain(env, txJobs, 1, true), () => consumerDrain(env, txJobs, 'transaction'));
+    const tx = await paired(
+      env,
+      txJobs,
+      rounds,
+      () => rawDrain(env, txJobs, 1, true),
+      () => consumerDrain(env, txJobs, 'transaction'),
+    );
 
     ctx.log('queue: NOTIFY wake-up latency');
     const wake = await wakeLatency(env, Math.max(50, Math.round(300 * scale)));
 
     ctx.log(`queue: drain ${heldJobs} jobs with a REPEATABLE READ snapshot held open`);
-    const held = await paired(env, heldJobs, 1, () => consumerDrain(env, heldJobs, 'lease'), () => withHeldSnapshot(env, () => consumerDrain(env, heldJobs, 'lease')));
-    const rawHeld = await paired(env, heldJobs, 1, () => rawDrain(env, heldJobs, 100, false), () => withHeldSnapshot(env, () => rawDrain(env, heldJobs, 100, false)));
+    const held = await paired(
+      env,
+      heldJobs,
+      1,
+      () => consumerDrain(env, heldJobs, 'lease'),
+      () => withHeldSnapshot(env, () => consumerDrain(env, heldJobs, 'lease')),
+    );
+    const rawHeld = await paired(
+      env,
+      heldJobs,
+      1,
+      () => rawDrain(env, heldJobs, 100, false),
+      () => withHeldSnapshot(env, () => rawDrain(env, heldJobs, 100, false)),
+    );
 
     const targets = [
-      { what: `drain ${drainJobs.toLocaleString('en-US')} jobs, concurrency ${CONNECTIONS}, vs raw batch claim/complete`, value: drain.ratio, goal: 0.8, detail: `${fmt(drain.lib)} vs ${fmt(drain.base)} jobs/s` },
-      { what: `one job per transaction (${txJobs.toLocaleString('en-US')} jobs) vs raw one-per-transaction`, value: tx.ratio, goal: 0.9, detail: `${fmt(tx.lib)} vs ${fmt(tx.base)} jobs/s` },
-      { what: `COPY enqueue vs multi-row INSERT (1,000 rows per statement)`, value: enq.copy / enq.insert, goal: 3, detail: `${fmt(enq.copy)} vs ${fmt(enq.insert)} jobs/s` },
+      {
+        what: `drain ${drainJobs.toLocaleString('en-US')} jobs, concurrency ${CONNECTIONS}, vs raw batch claim/complete`,
+        value: drain.ratio,
+        goal: 0.8,
+        detail: `${fmt(drain.lib)} vs ${fmt(drain.base)} jobs/s`,
+      },
+      {
+        what: `one job per transaction (${txJobs.toLocaleString('en-US')} jobs) vs raw one-per-transaction`,
+        value: tx.ratio,
+        goal: 0.9,
+        detail: `${fmt(tx.lib)} vs ${fmt(tx.base)} jobs/s`,
+      },
+      {
+        what: `COPY enqueue vs multi-row INSERT (1,000 rows per statement)`,
+        value: enq.copy / enq.insert,
+        goal: 3,
+        detail: `${fmt(enq.copy)} vs ${fmt(enq.insert)} jobs/s`,
+      },
       { what: `COPY enqueue throughput (goal 100,000 jobs/s)`, value: enq.copy / 100_000, goal: 1, detail: `${fmt(enq.copy)} jobs/s` },
-      { what: `qmaint drain with a snapshot held vs qmaint clean (${heldJobs.toLocaleString('en-US')} jobs)`, value: held.ratio, goal: 0.8, detail: `${fmt(held.lib)} vs ${fmt(held.base)} jobs/s` },
+      {
+        what: `qmaint drain with a snapshot held vs qmaint clean (${heldJobs.toLocaleString('en-US')} jobs)`,
+        value: held.ratio,
+        goal: 0.8,
+        detail: `${fmt(held.lib)} vs ${fmt(held.base)} jobs/s`,
+      },
     ];
     const met = targets.every((t) => t.value >= t.goal);
     const markdown = [

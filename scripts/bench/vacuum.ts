@@ -32,7 +32,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function prefill(db: Db, rows: number): Promise<void> {
   // A hot partition late in its day: many completed jobs already in it.
   for (let done = 0; done < rows; done += 50_000) {
-    await db.query(`INSERT INTO qmaint.jobs (queue, status, payload) SELECT 'bench', 'completed', jsonb_build_object('n', n) FROM generate_series(1, $1) n`, [Math.min(50_000, rows - done)]);
+    await db.query(`INSERT INTO qmaint.jobs (queue, status, payload) SELECT 'bench', 'completed', jsonb_build_object('n', n) FROM generate_series(1, $1) n`, [
+      Math.min(50_000, rows - done),
+    ]);
   }
   await db.query('VACUUM ANALYZE qmaint.jobs');
 }
@@ -72,7 +74,12 @@ async function churn(arm: Arm, deadline: number): Promise<void> {
         await sleep(20);
         continue;
       }
-      await arm.db.query(COMPLETE_SQL, [claimed.rows.map((r) => r.id), claimed.rows.map((r) => r.created_at), claimed.rows.map((r) => fenceKey(r.id, r.attempt)), worker]);
+      await arm.db.query(COMPLETE_SQL, [
+        claimed.rows.map((r) => r.id),
+        claimed.rows.map((r) => r.created_at),
+        claimed.rows.map((r) => fenceKey(r.id, r.attempt)),
+        worker,
+      ]);
       arm.processed += claimed.rows.length;
     }
   };
@@ -95,7 +102,9 @@ async function setNaptime(ctx: BenchContext, value: string | null): Promise<stri
   const admin = new pg.Client({ connectionString: ctx.serverUrl });
   await admin.connect();
   try {
-    const { rows } = await admin.query<{ setting: string }>(`SELECT setting FROM pg_file_settings WHERE name = 'autovacuum_naptime' AND sourcefile LIKE '%postgresql.auto.conf' AND applied`);
+    const { rows } = await admin.query<{ setting: string }>(
+      `SELECT setting FROM pg_file_settings WHERE name = 'autovacuum_naptime' AND sourcefile LIKE '%postgresql.auto.conf' AND applied`,
+    );
     const previous = rows[0]?.setting ?? null;
     await admin.query(value === null ? 'ALTER SYSTEM RESET autovacuum_naptime' : `ALTER SYSTEM SET autovacuum_naptime = '${value.replace(/'/g, '')}'`);
     await admin.query('SELECT pg_reload_conf()');
@@ -178,12 +187,16 @@ are summed over the partitions of qmaint.jobs; only the hot one is written.
 
 ![table + index size](bench/vacuum-size.svg)
 
-${sizeOk ? '' : `The size goal is not met, and with this queue model it cannot be. Both databases keep every completed
+${
+  sizeOk
+    ? ''
+    : `The size goal is not met, and with this queue model it cannot be. Both databases keep every completed
 job until its partition is retired, so most of the size is live rows that vacuum settings do not touch. Only the bloat
 on top differs. The default lets dead tuples reach 20% of the table before it vacuums; the hot profile allows about one
 naptime of churn. The total can differ by that margin and no more, about 1/1.2 in the best case. Half the size would
 need the default to let dead rows outnumber live ones, which happens only when vacuum cannot run at all (a held xmin
-horizon, see \`vacuum status\`). The growth row shows the part vacuum settings control.`}
+horizon, see \`vacuum status\`). The growth row shows the part vacuum settings control.`
+}
 `;
   return {
     markdown,

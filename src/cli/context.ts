@@ -17,7 +17,11 @@ export interface GlobalArgs {
 
 export function globalOptions<T>(y: Argv<T>) {
   return y
-    .option('database-url', { type: 'string', description: 'PostgreSQL URL (default: DATABASE_URL, then PG* variables, then the embedded server)', global: true })
+    .option('database-url', {
+      type: 'string',
+      description: 'PostgreSQL URL (default: DATABASE_URL, then PG* variables, then the embedded server)',
+      global: true,
+    })
     .option('json', { type: 'boolean', default: false, description: 'print one JSON document on stdout', global: true })
     .option('verbose', { type: 'boolean', default: false, description: 'show stack traces and debug lines', global: true })
     .option('color', { type: 'boolean', default: true, description: 'colour output (--no-color to disable; NO_COLOR is honoured)', global: true })
@@ -157,5 +161,9 @@ export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Conte
     const cause = error.cause instanceof Error ? error.cause : error;
     out.note(cause.stack ?? String(cause));
   }
-  if (argv.json) out.emitJson({ ok: false, error: { code: error.code, exitCode: error.exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) } });
+  if (argv.json)
+    out.emitJson({
+      ok: false,
+      error: { code: error.code, exitCode: error.exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) },
+    });
 }

@@ -169,7 +169,9 @@ export class Output {
         case 'done':
           bar?.finish();
           bar = undefined;
-          this.ok(`${name(event.step)}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${this.dim(`${event.ms} ms${tries(event.attempts)}`)}`);
+          this.ok(
+            `${name(event.step)}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${this.dim(`${event.ms} ms${tries(event.attempts)}`)}`,
+          );
           break;
       }
     };

@@ -89,7 +89,13 @@ export async function runHealth(db: Db, options: HealthOptions): Promise<HealthR
     checks.push(dequeueCheck(dequeue));
   } catch (err) {
     if (!(err instanceof QmaintError && err.code === 'critical')) throw err;
-    checks.push({ check: 'dequeue', status: 'critical', observed: 'the claim timed out', threshold: `finishes within statement_timeout ${options.statementTimeout}`, message: err.message });
+    checks.push({
+      check: 'dequeue',
+      status: 'critical',
+      observed: 'the claim timed out',
+      threshold: `finishes within statement_timeout ${options.statementTimeout}`,
+      message: err.message,
+    });
   }
   return { now: options.now.toISOString(), ...summarize(checks), checks, dequeue };
 }

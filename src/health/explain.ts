@@ -88,12 +88,22 @@ const PICK_QUEUE_SQL = `SELECT queue FROM qmaint.jobs
 export function explainStatements(options: ExplainOptions, known: { queue?: string; lowWater?: Date | null; analyze?: boolean } = {}): ExplainStatement[] {
   const queue = options.queue ?? known.queue;
   const lowWater = known.lowWater === undefined ? '<the low-water mark read above>' : known.lowWater;
-  const params = { queue: queue ?? '<the queue picked above>', batch: options.batch, leaseSeconds: options.leaseSeconds, workerId: WORKER_ID, lowWater: lowWater as Date | null };
+  const params = {
+    queue: queue ?? '<the queue picked above>',
+    batch: options.batch,
+    leaseSeconds: options.leaseSeconds,
+    workerId: WORKER_ID,
+    lowWater: lowWater as Date | null,
+  };
   const claim = claimQuery(params);
   const analyze = options.analyze ?? known.analyze ?? true;
   const planned = analyze
     ? { warm: `EXPLAIN (FORMAT JSON) ${claim.text}`, explain: `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${claim.text}`, values: claim.values }
-    : { warm: EXPLAIN_CLAIM_SQL, explain: EXPLAIN_CLAIM_SQL, values: [CLAIM_SQL, params.queue, params.lowWater, params.batch, params.workerId, params.leaseSeconds] };
+    : {
+        warm: EXPLAIN_CLAIM_SQL,
+        explain: EXPLAIN_CLAIM_SQL,
+        values: [CLAIM_SQL, params.queue, params.lowWater, params.batch, params.workerId, params.leaseSeconds],
+      };
   return [
     { purpose: 'begin', sql: 'BEGIN', values: [] },
     { purpose: 'timeout', sql: `SELECT set_config('statement_timeout', $1, true)`, values: [options.statementTimeout] },
@@ -160,7 +170,11 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
       };
     } catch (err) {
       if (sqlState(err) === '57014') {
-        throw new QmaintError('critical', `the claim did not finish within statement_timeout ${options.statementTimeout}: dequeue is critically slow; run qmaint health to find out why (claim_index, xmin_horizon, dead_tuples)`, { cause: err });
+        throw new QmaintError(
+          'critical',
+          `the claim did not finish within statement_timeout ${options.statementTimeout}: dequeue is critically slow; run qmaint health to find out why (claim_index, xmin_horizon, dead_tuples)`,
+          { cause: err },
+        );
       }
       throw err;
     } finally {

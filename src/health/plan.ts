@@ -238,12 +238,19 @@ export function pruningRule(doc: ExplainDocument, ctx: PlanContext, t: DequeueTh
   const prunedAtPlanTime = ctx.partitions.length - touched.size;
   const verdict = grade(drained.length, t.dequeue_drained_partitions_warn, t.dequeue_drained_partitions_critical);
   const defaults = [...touched.values()].filter((p) => p.isDefault).length;
-  const runTime = analyzed(doc) ? `, subplans removed at run time ${removedAtRunTime}, never executed ${touched.size - executed.size}` : ' (not run: run-time pruning not measured)';
+  const runTime = analyzed(doc)
+    ? `, subplans removed at run time ${removedAtRunTime}, never executed ${touched.size - executed.size}`
+    : ' (not run: run-time pruning not measured)';
   const observed =
     `touches ${touched.size} of ${ctx.partitions.length} partitions (hot ${byState('hot').length}, warm ${byState('warm').length}, ` +
     `future ${byState('future').length}, drained ${drained.length}${defaults ? `, default ${defaults}` : ''}); ` +
     `pruned at plan time ${prunedAtPlanTime}${runTime}` +
-    (drained.length ? `; drained: ${drained.slice(0, 5).map((p) => p.qualified).join(', ')}${drained.length > 5 ? ', ...' : ''}` : '');
+    (drained.length
+      ? `; drained: ${drained
+          .slice(0, 5)
+          .map((p) => p.qualified)
+          .join(', ')}${drained.length > 5 ? ', ...' : ''}`
+      : '');
   return {
     rule: 'pruning',
     verdict,
@@ -261,7 +268,9 @@ export function pruningRule(doc: ExplainDocument, ctx: PlanContext, t: DequeueTh
 /** Rule: rows the claim's scans read and threw away, per job claimed. */
 export function rowsRemovedRule(doc: ExplainDocument, _ctx: PlanContext, t: DequeueThresholds): RuleResult {
   const claimed = rowsClaimed(doc);
-  const total = scans(doc.Plan).filter((v) => v.claimSide).reduce((s, v) => s + removed(v.node), 0);
+  const total = scans(doc.Plan)
+    .filter((v) => v.claimSide)
+    .reduce((s, v) => s + removed(v.node), 0);
   const ratio = perRow(total, claimed);
   const verdict = grade(ratio, t.dequeue_rows_removed_warn, t.dequeue_rows_removed_critical);
   return {
@@ -271,7 +280,10 @@ export function rowsRemovedRule(doc: ExplainDocument, _ctx: PlanContext, t: Dequ
     threshold: `<= ${t.dequeue_rows_removed_warn} (critical above ${t.dequeue_rows_removed_critical})`,
     ...(verdict === 'ok'
       ? {}
-      : { recommendation: 'the scans read rows the claim does not want: check that the claim index is used (claim_index) and ANALYZE the hot partitions so the planner picks it' }),
+      : {
+          recommendation:
+            'the scans read rows the claim does not want: check that the claim index is used (claim_index) and ANALYZE the hot partitions so the planner picks it',
+        }),
   };
 }
 
@@ -358,7 +370,10 @@ export function planningTimeRule(doc: ExplainDocument, _ctx: PlanContext, t: Deq
     threshold: `<= ${t.dequeue_planning_ms_warn} ms (critical above ${t.dequeue_planning_ms_critical} ms)`,
     ...(verdict === 'ok'
       ? {}
-      : { recommendation: 'planning cost grows with the partitions the planner must consider: retire expired partitions (qmaint partitions rotate) and keep the low-water mark moving (pruning)' }),
+      : {
+          recommendation:
+            'planning cost grows with the partitions the planner must consider: retire expired partitions (qmaint partitions rotate) and keep the low-water mark moving (pruning)',
+        }),
   };
 }
 
@@ -372,7 +387,10 @@ export function executionTimeRule(doc: ExplainDocument, _ctx: PlanContext, t: De
     threshold: `<= ${t.dequeue_execution_ms_warn} ms (critical above ${t.dequeue_execution_ms_critical} ms)`,
     ...(verdict === 'ok'
       ? {}
-      : { recommendation: 'the claim itself is slow: look at the failing rules above; if all pass, the server is overloaded (check locks and I/O) or the batch is too large' }),
+      : {
+          recommendation:
+            'the claim itself is slow: look at the failing rules above; if all pass, the server is overloaded (check locks and I/O) or the batch is too large',
+        }),
   };
 }
 
@@ -398,12 +416,18 @@ export function planTree(doc: ExplainDocument): string[] {
     const on = node['Relation Name'] ? ` on ${node.Schema ? node.Schema + '.' : ''}${node['Relation Name']}` : '';
     const using = node['Index Name'] ? ` using ${node['Index Name']}` : '';
     const role = node['Subplan Name'] ? ` [${node['Subplan Name']}]` : '';
-    const executed = !analyzed(doc) ? `estimated rows=${node['Plan Rows'] ?? '?'}` : loops(node) > 0 ? `rows=${node['Actual Rows'] ?? 0} loops=${loops(node)}` : 'never executed';
+    const executed = !analyzed(doc)
+      ? `estimated rows=${node['Plan Rows'] ?? '?'}`
+      : loops(node) > 0
+        ? `rows=${node['Actual Rows'] ?? 0} loops=${loops(node)}`
+        : 'never executed';
     const extras = [
       node['Rows Removed by Filter'] ? `removed by filter=${node['Rows Removed by Filter']}` : '',
       node['Heap Fetches'] ? `heap fetches=${node['Heap Fetches']}` : '',
       node['Subplans Removed'] ? `subplans removed=${node['Subplans Removed']}` : '',
-      (node['Shared Hit Blocks'] ?? 0) + (node['Shared Read Blocks'] ?? 0) > 0 ? `buffers hit=${node['Shared Hit Blocks'] ?? 0} read=${node['Shared Read Blocks'] ?? 0}` : '',
+      (node['Shared Hit Blocks'] ?? 0) + (node['Shared Read Blocks'] ?? 0) > 0
+        ? `buffers hit=${node['Shared Hit Blocks'] ?? 0} read=${node['Shared Read Blocks'] ?? 0}`
+        : '',
     ].filter(Boolean);
     const indent = depth === 0 ? '' : '  '.repeat(depth - 1) + '-> ';
     lines.push(`${indent}${node['Node Type']}${using}${on}${role} (${[executed, ...extras].join(', ')})`);

@@ -60,7 +60,8 @@ export function parseThresholdFlags(flags: string[]): ThresholdInput {
   const out: ThresholdInput = {};
   for (const flag of flags) {
     const eq = flag.indexOf('=');
-    if (eq <= 0 || eq === flag.length - 1) throw badInput(`--threshold ${JSON.stringify(flag)} must look like name=value, e.g. --threshold oldest_queued_warn="5 minutes"`);
+    if (eq <= 0 || eq === flag.length - 1)
+      throw badInput(`--threshold ${JSON.stringify(flag)} must look like name=value, e.g. --threshold oldest_queued_warn="5 minutes"`);
     const key = flag.slice(0, eq).trim();
     const value = flag.slice(eq + 1).trim();
     out[key] = /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value;

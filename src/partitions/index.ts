@@ -71,8 +71,18 @@ export async function listPartitions(db: Queryable, options: { now: Date; table?
     const h = head.rows[0]!;
     if (h.problem) throw new QmaintError('config', `${h.problem}; fix the table or its policy (qmaint partitions apply)`);
     const { rows } = await db.query<{
-      name: string; lower_bound: Date | number; upper_bound: Date | number; is_default: boolean; state: string; profile: string; live_jobs: string;
-      est: string; bytes: string; expired: boolean; pending: boolean; retiring: boolean;
+      name: string;
+      lower_bound: Date | number;
+      upper_bound: Date | number;
+      is_default: boolean;
+      state: string;
+      profile: string;
+      live_jobs: string;
+      est: string;
+      bytes: string;
+      expired: boolean;
+      pending: boolean;
+      retiring: boolean;
     }>(
       `SELECT s.partition::text AS name, s.lower_bound, s.upper_bound, s.is_default, s.state, s.profile, s.live_jobs,
               coalesce(nullif(greatest(c.reltuples, -1), -1), st.n_live_tup, 0)::bigint AS est,
@@ -146,8 +156,14 @@ export async function rotate(db: Db, options: MaintainOptions): Promise<RunResul
   const { rows } = await db.query<{ id: string }>(`INSERT INTO qmaint.maintenance_runs (task, runner) VALUES ('rotate', 'cli') RETURNING id`);
   const id = rows[0]!.id;
   const finish = (status: string, message: string, details: unknown) =>
-    db.query(`UPDATE qmaint.maintenance_runs SET finished_at = clock_timestamp(), status = $2, message = $3, details = $4 WHERE id = $1`,
-      [id, status, redactSecrets(message).slice(0, 1000), JSON.stringify(redactDeep(details))]).catch(() => undefined);
+    db
+      .query(`UPDATE qmaint.maintenance_runs SET finished_at = clock_timestamp(), status = $2, message = $3, details = $4 WHERE id = $1`, [
+        id,
+        status,
+        redactSecrets(message).slice(0, 1000),
+        JSON.stringify(redactDeep(details)),
+      ])
+      .catch(() => undefined);
   try {
     const result = await runPlans(db, requests, options);
     if (!result.ran) await finish('skipped', result.message, { holder: result.holder });
@@ -203,7 +219,12 @@ async function parentOf(db: Db, name: string): Promise<string | null> {
 
 async function retireOne(db: Db, name: string, drop: boolean, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
   // The "may use CONCURRENTLY" flag is appended as $4 by the runner.
-  const request: PlanRequest = { table: await parentOf(db, name), call: 'qmaint.detach_plan($1, $2, $4, $3)', values: [name, options.now, drop], concurrentArg: true };
+  const request: PlanRequest = {
+    table: await parentOf(db, name),
+    call: 'qmaint.detach_plan($1, $2, $4, $3)',
+    values: [name, options.now, drop],
+    concurrentArg: true,
+  };
   return options.dryRun ? previewPlans(db, [request], options) : runPlans(db, [request], options);
 }
 
@@ -220,7 +241,10 @@ export function drop(db: Db, name: string, options: MaintainOptions & { dryRun?:
 /** Move queued jobs out of expired partitions (whatever the policy's stragglers setting). */
 export async function compact(db: Db, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
   const requests = (await policyTables(db, options.table)).map((table) => ({
-    table, call: 'qmaint.compact_plan($1, $2)', values: [table, options.now], concurrentArg: false,
+    table,
+    call: 'qmaint.compact_plan($1, $2)',
+    values: [table, options.now],
+    concurrentArg: false,
   }));
   return options.dryRun ? previewPlans(db, requests, options) : runPlans(db, requests, options);
 }

@@ -59,7 +59,8 @@ export function checkPolicyShape(doc: unknown): string[] {
     problems.push(`premake must be "auto" or a whole number from 0 to 1000, got ${JSON.stringify(obj.premake)}`);
   }
   const oneOf = (key: string, allowed: readonly unknown[]) => {
-    if (key in obj && !allowed.includes(obj[key])) problems.push(`${key} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${JSON.stringify(obj[key])}`);
+    if (key in obj && !allowed.includes(obj[key]))
+      problems.push(`${key} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${JSON.stringify(obj[key])}`);
   };
   oneOf('retentionMode', ['drop', 'detach', 'archive']);
   oneOf('stragglers', ['move', 'wait']);
@@ -79,7 +80,9 @@ export function policyPaths(files: string[], cwd: string = process.cwd()): strin
   if (files.length > 0) return files.map((f) => path.resolve(cwd, f));
   for (const dir of [path.join(cwd, 'partitions'), PACKAGED_POLICIES]) {
     if (existsSync(dir)) {
-      const found = readdirSync(dir).filter((f) => f.endsWith('.json') && !f.endsWith('.schema.json')).sort();
+      const found = readdirSync(dir)
+        .filter((f) => f.endsWith('.json') && !f.endsWith('.schema.json'))
+        .sort();
       if (found.length > 0) return found.map((f) => path.join(dir, f));
     }
   }
@@ -130,8 +133,18 @@ const UPSERT = `INSERT INTO qmaint.partition_policy AS p
     lock_timeout = EXCLUDED.lock_timeout, vacuum = EXCLUDED.vacuum, source = EXCLUDED.source, updated_at = now()`;
 
 function upsertValues(p: PolicyDocument): SqlValue[] {
-  return [p.table, p.interval, p.premake === 'auto' ? null : p.premake, p.retention, p.retentionMode, p.stragglers, p.defaultPartition,
-    p.lockTimeout, JSON.stringify(p.vacuum ?? {}), JSON.stringify(p)];
+  return [
+    p.table,
+    p.interval,
+    p.premake === 'auto' ? null : p.premake,
+    p.retention,
+    p.retentionMode,
+    p.stragglers,
+    p.defaultPartition,
+    p.lockTimeout,
+    JSON.stringify(p.vacuum ?? {}),
+    JSON.stringify(p),
+  ];
 }
 
 export interface ApplyResult {
@@ -172,7 +185,10 @@ export async function policyTables(db: Queryable, table?: string): Promise<strin
   const all = rows.map((r) => r.t);
   if (table === undefined) return all;
   if (!all.includes(table)) {
-    throw new QmaintError('bad_input', `no partition policy for ${table}; policies exist for ${all.join(', ') || 'no table'} (qmaint partitions apply writes them)`);
+    throw new QmaintError(
+      'bad_input',
+      `no partition policy for ${table}; policies exist for ${all.join(', ') || 'no table'} (qmaint partitions apply writes them)`,
+    );
   }
   return [table];
 }

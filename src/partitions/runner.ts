@@ -48,10 +48,7 @@ export interface TableRun {
   skipped: StepResult[];
 }
 
-export type RunResult =
-  | { ran: true; pooled: boolean; tables: TableRun[] }
-  | { ran: false; pooled: boolean; holder: LockHolder | null; message: string };
-
+export type RunResult = { ran: true; pooled: boolean; tables: TableRun[] } | { ran: false; pooled: boolean; holder: LockHolder | null; message: string };
 
 /** The plan a request produces, as it would run now on this kind of connection. */
 export async function makePlan(client: PgClient, request: PlanRequest, concurrent: boolean): Promise<PlanStep[]> {
@@ -74,7 +71,11 @@ async function runDirect(client: PgClient, table: string | null, steps: PlanStep
   const lockTimeout = await lockTimeoutFor(client, table, options.lockTimeout);
   // Taking all partition locks up front only pays inside one transaction;
   // here every step is its own transaction and locks its partition itself.
-  const results = await executeSteps(client, steps.filter((s) => s.action !== 'lock'), { lockTimeout, retries: options.retries, onEvent: options.onEvent });
+  const results = await executeSteps(
+    client,
+    steps.filter((s) => s.action !== 'lock'),
+    { lockTimeout, retries: options.retries, onEvent: options.onEvent },
+  );
   return { table, steps, done: results.filter((r) => r.outcome === 'done'), skipped: results.filter((r) => r.outcome === 'skipped') };
 }
 
@@ -184,7 +185,11 @@ function holderMessage(holder: LockHolder | null): string {
 }
 
 /** The plans as --dry-run shows them (no lock taken, nothing changed). */
-export async function previewPlans(db: Db, requests: PlanRequest[], options: Pick<RunOptions, 'mode'> = {}): Promise<{ pooled: boolean; tables: { table: string | null; steps: PlanStep[] }[] }> {
+export async function previewPlans(
+  db: Db,
+  requests: PlanRequest[],
+  options: Pick<RunOptions, 'mode'> = {},
+): Promise<{ pooled: boolean; tables: { table: string | null; steps: PlanStep[] }[] }> {
   return db.withClient(async (client) => {
     const pooled = options.mode === 'pooled' || (options.mode !== 'direct' && (await isPooled(client)));
     const tables = [];

@@ -129,7 +129,8 @@ export function checkIds(ids: (string | number)[] | undefined): string[] | undef
   if (ids === undefined || ids.length === 0) return undefined;
   return ids.map((id) => {
     const text = String(id);
-    if (!/^[1-9][0-9]{0,18}$/.test(text) || BigInt(text) > BIGINT_MAX) throw badInput(`job id ${JSON.stringify(text)} is not a job id; ids are whole numbers from 1 to ${BIGINT_MAX}`);
+    if (!/^[1-9][0-9]{0,18}$/.test(text) || BigInt(text) > BIGINT_MAX)
+      throw badInput(`job id ${JSON.stringify(text)} is not a job id; ids are whole numbers from 1 to ${BIGINT_MAX}`);
     return text;
   });
 }
@@ -241,7 +242,9 @@ export async function planJobAction(db: Queryable, action: 'retry' | 'cancel', s
   );
   return {
     statement: st.literal,
-    lockLevel: 'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs)' + (action === 'retry' ? '; row lock on its qmaint.partition_policy row when the low-water mark is lowered' : ''),
+    lockLevel:
+      'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs)' +
+      (action === 'retry' ? '; row lock on its qmaint.partition_policy row when the low-water mark is lowered' : ''),
     reason: action === 'retry' ? `put ${from} jobs back in the queue` : `cancel ${from} jobs (they end failed)`,
     matching: Number(rows[0]!.n),
   };

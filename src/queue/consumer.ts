@@ -254,7 +254,9 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     this.db = db;
     const poolMax = (db.pool as unknown as { options: { max?: number } }).options.max ?? 10;
     if (this.o.mode === 'transaction' && poolMax < this.o.concurrency + 1) {
-      throw badInput(`transaction mode holds one connection per handler: the pool needs at least ${this.o.concurrency + 1} connections, it has ${poolMax}; connect with max >= concurrency + 1`);
+      throw badInput(
+        `transaction mode holds one connection per handler: the pool needs at least ${this.o.concurrency + 1} connections, it has ${poolMax}; connect with max >= concurrency + 1`,
+      );
     }
     this.done = new Promise((resolve) => (this.finished = resolve));
   }
@@ -459,13 +461,16 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async runHandler(held: Held): Promise<string | null> {
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<string>((resolve) => {
-      timer = setTimeout(() => {
-        const err = new JobTimeoutError(held.job.id, held.job.timeout);
-        held.abort.abort(err);
-        this.stats.timedOut++;
-        this.emit('timeout', held.job);
-        resolve(errorText(err));
-      }, Math.min(held.job.timeout * 1000, 2_147_483_647));
+      timer = setTimeout(
+        () => {
+          const err = new JobTimeoutError(held.job.id, held.job.timeout);
+          held.abort.abort(err);
+          this.stats.timedOut++;
+          this.emit('timeout', held.job);
+          resolve(errorText(err));
+        },
+        Math.min(held.job.timeout * 1000, 2_147_483_647),
+      );
     });
     const ran = Promise.resolve()
       .then(() => this.o.handler(held.job))
@@ -653,7 +658,13 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async heartbeat(): Promise<void> {
     const held = [...this.buffer, ...this.running].filter((h) => !h.lost);
     if (held.length === 0) return;
-    const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [held.map((h) => h.row.id), keys(held), fences(held), this.workerId, this.o.leaseSeconds]);
+    const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [
+      held.map((h) => h.row.id),
+      keys(held),
+      fences(held),
+      this.workerId,
+      this.o.leaseSeconds,
+    ]);
     const kept = new Set(rows.map((r) => r.id));
     for (const h of held) {
       if (kept.has(h.row.id)) continue;
@@ -775,7 +786,14 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         return true;
       }
       const sp = await (savepoint as Promise<boolean> | null);
-      if (sp === null || (sp && (await client.query('ROLLBACK TO SAVEPOINT qmaint_job').then(() => true, () => false)))) {
+      if (
+        sp === null ||
+        (sp &&
+          (await client.query('ROLLBACK TO SAVEPOINT qmaint_job').then(
+            () => true,
+            () => false,
+          )))
+      ) {
         await this.fail([{ held, error }], client, async () => void (await client.query('COMMIT')));
         return true;
       }
@@ -790,7 +808,9 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       // The handler's outcome is unknown to the database: record it as a failure
       // through the pool (fenced: if a COMMIT did land, this changes nothing).
       if (!held.lost) {
-        await this.recordFailures([{ held, error: sanitizeErrorText(`the job's transaction failed: ${asError(err).message}`) }]).catch((e: unknown) => this.retryLater(e));
+        await this.recordFailures([{ held, error: sanitizeErrorText(`the job's transaction failed: ${asError(err).message}`) }]).catch((e: unknown) =>
+          this.retryLater(e),
+        );
       }
       return usable;
     } finally {
@@ -884,7 +904,11 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     const client =
       typeof this.o.listen === 'string'
         ? // Same connect timeout as the pool: a listen URL that never answers must not hold start() up.
-          new pg.Client({ connectionString: this.o.listen, application_name: 'qmaint-listen', connectionTimeoutMillis: this.db.clientConfig().connectionTimeoutMillis })
+          new pg.Client({
+            connectionString: this.o.listen,
+            application_name: 'qmaint-listen',
+            connectionTimeoutMillis: this.db.clientConfig().connectionTimeoutMillis,
+          })
         : this.db.newClient();
     client.on('error', () => undefined);
     try {
@@ -946,7 +970,8 @@ function fences(held: Held[]): string[] {
 }
 
 function positiveSeconds(n: number, what: string): number {
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0.001 || n > 2_147_483) throw badInput(`${what} must be a number of seconds from 0.001 to 2147483, got ${JSON.stringify(n)}`);
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0.001 || n > 2_147_483)
+    throw badInput(`${what} must be a number of seconds from 0.001 to 2147483, got ${JSON.stringify(n)}`);
   return n;
 }
 

@@ -55,7 +55,10 @@ export function checkOptions(opts: EnqueueOptions): void {
   int(opts.priority, 'priority', -INT4_MAX);
   int(opts.maxRetries, 'maxRetries', 0);
   checkTimeout(opts.timeout);
-  for (const [what, d] of [['runAt', opts.runAt], ['createdAt', opts.createdAt]] as const) {
+  for (const [what, d] of [
+    ['runAt', opts.runAt],
+    ['createdAt', opts.createdAt],
+  ] as const) {
     if (d !== undefined && !(d instanceof Date && !Number.isNaN(d.getTime()))) throw badInput(`${what} must be a valid Date`);
   }
 }
@@ -86,7 +89,8 @@ function payloadJson(payload: unknown): string {
     throw badInput(`payload is not JSON-serialisable (${(err as Error).message})`);
   }
   if (text === undefined) throw badInput('payload must be JSON-serialisable');
-  if (lost !== undefined) throw badInput(`payload holds ${String(lost)}, which JSON cannot represent (JSON.stringify would store null); use a string or a JsonText`);
+  if (lost !== undefined)
+    throw badInput(`payload holds ${String(lost)}, which JSON cannot represent (JSON.stringify would store null); use a string or a JsonText`);
   const problem = unstorable(text);
   if (problem) throw badInput(`payload ${problem}`);
   return text;
@@ -112,7 +116,15 @@ export const ENQUEUE_SQL = 'SELECT qmaint.enqueue($1, $2::jsonb, $3, $4, $5, $6,
 export function enqueueStatement(queue: string, payload: unknown, opts: EnqueueOptions = {}): { text: string; values: SqlValue[] } {
   return {
     text: ENQUEUE_SQL,
-    values: [queue, payloadJson(payload), opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null, opts.timeout === undefined ? null : timeoutMs(opts.timeout)],
+    values: [
+      queue,
+      payloadJson(payload),
+      opts.runAt ?? null,
+      opts.priority ?? 0,
+      opts.maxRetries ?? 5,
+      opts.createdAt ?? null,
+      opts.timeout === undefined ? null : timeoutMs(opts.timeout),
+    ],
   };
 }
 

@@ -61,7 +61,9 @@ export class Daemon {
       newClient: () => options.db.newClient({ application_name: 'qmaint-daemon' }),
       intervalMs: options.leaderIntervalMs ?? 2000,
       onChange: (leading, reason) =>
-        this.emit('info', 'leader', leading ? `this daemon leads and runs the tasks (${reason})` : `this daemon no longer leads (${reason})`, { role: leading ? 'leader' : 'standby' }),
+        this.emit('info', 'leader', leading ? `this daemon leads and runs the tasks (${reason})` : `this daemon no longer leads (${reason})`, {
+          role: leading ? 'leader' : 'standby',
+        }),
       onError: (message) => this.emit('warn', 'leader_error', message),
     });
   }
@@ -78,7 +80,10 @@ export class Daemon {
   async start(): Promise<void> {
     if (this.options.metricsPort !== undefined) {
       this.metrics = await startMetricsServer(this.metricsSource(), this.options.metricsPort, this.options.metricsHost);
-      this.emit('info', 'metrics', `serving /metrics and /healthz on ${this.metrics.host}:${this.metrics.port}`, { host: this.metrics.host, port: this.metrics.port });
+      this.emit('info', 'metrics', `serving /metrics and /healthz on ${this.metrics.host}:${this.metrics.port}`, {
+        host: this.metrics.host,
+        port: this.metrics.port,
+      });
     }
     const active = TASKS.filter((t) => this.options.schedules[t] !== null);
     for (const task of active) {
@@ -91,10 +96,15 @@ export class Daemon {
     }
     this.leader.start();
     for (const { job } of this.cron) await job.start();
-    this.emit('info', 'started', `daemon started (pid ${process.pid}) with ${active.map((t) => `${t} "${this.options.schedules[t]}"`).join(', ') || 'no tasks'}`, {
-      pid: process.pid,
-      schedules: this.options.schedules,
-    });
+    this.emit(
+      'info',
+      'started',
+      `daemon started (pid ${process.pid}) with ${active.map((t) => `${t} "${this.options.schedules[t]}"`).join(', ') || 'no tasks'}`,
+      {
+        pid: process.pid,
+        schedules: this.options.schedules,
+      },
+    );
   }
 
   /** Stop scheduling, let running tasks finish (bounded), release leadership, close the metrics server. */
@@ -151,7 +161,15 @@ export class Daemon {
       this.record(task, status, message);
       const ms = Date.now() - started;
       const good = status === 'ok' || status === 'skipped';
-      this.emit(good ? 'info' : 'error', 'run', `${task} ${status} in ${ms} ms${message ? `: ${message}` : ''}`, { task, tick, attempt, status, ms, runId, detail: message });
+      this.emit(good ? 'info' : 'error', 'run', `${task} ${status} in ${ms} ms${message ? `: ${message}` : ''}`, {
+        task,
+        tick,
+        attempt,
+        status,
+        ms,
+        runId,
+        detail: message,
+      });
       if (good) return;
       const delayMs = Math.round(base * 2 ** (attempt - 1) * (0.5 + Math.random()));
       const why = this.whyNotRetry(task, attempt, retries, delayMs);

@@ -145,5 +145,7 @@ export async function currentLeader(db: Queryable, key: bigint = LEADER_LOCK_KEY
     [key.toString()],
   );
   const row = rows[0];
-  return row ? { pid: row.pid, applicationName: row.application_name, clientAddress: row.client_addr, since: row.since ? row.since.toISOString() : null } : null;
+  return row
+    ? { pid: row.pid, applicationName: row.application_name, clientAddress: row.client_addr, since: row.since ? row.since.toISOString() : null }
+    : null;
 }

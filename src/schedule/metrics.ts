@@ -39,7 +39,10 @@ export const METRICS: Record<string, { type: MetricType; help: string }> = {
 export async function collectSamples(db: Db, now: Date | null = null, timeoutMs = 10_000): Promise<Sample[]> {
   const rows = await db.transaction(async (client) => {
     await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${timeoutMs}ms`]);
-    const result = await client.query<{ metric: string; labels: Record<string, string>; value: number }>('SELECT metric, labels, value FROM qmaint.metrics_samples($1)', [now]);
+    const result = await client.query<{ metric: string; labels: Record<string, string>; value: number }>(
+      'SELECT metric, labels, value FROM qmaint.metrics_samples($1)',
+      [now],
+    );
     return result.rows;
   });
   return rows.map((r) => ({ metric: r.metric, labels: r.labels, value: Number(r.value) }));
@@ -90,7 +93,11 @@ export interface MetricsSource {
  * An HTTP server with /metrics (Prometheus text) and /healthz (JSON) on host
  * (default 127.0.0.1: this machine only). Port 0 picks a free port.
  */
-export async function startMetricsServer(source: MetricsSource, port: number, host = '127.0.0.1'): Promise<{ host: string; port: number; close(): Promise<void> }> {
+export async function startMetricsServer(
+  source: MetricsSource,
+  port: number,
+  host = '127.0.0.1',
+): Promise<{ host: string; port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -105,7 +112,13 @@ export async function startMetricsServer(source: MetricsSource, port: number, ho
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(new QmaintError('config', `cannot serve /metrics on ${host}:${port} (${err.code ?? err.message}); give --metrics-host an address of this machine (127.0.0.1, 0.0.0.0) and --metrics-port a free port`, { cause: err }));
+      reject(
+        new QmaintError(
+          'config',
+          `cannot serve /metrics on ${host}:${port} (${err.code ?? err.message}); give --metrics-host an address of this machine (127.0.0.1, 0.0.0.0) and --metrics-port a free port`,
+          { cause: err },
+        ),
+      );
     });
     server.listen(port, host, () => resolve());
   });

@@ -60,7 +60,12 @@ export async function locatePgCron(queue: Db, cronUrl?: string): Promise<PgCronS
   const client = await connectCron(queue, facts.cron_database, cronUrl);
   try {
     const site = await checkCronDatabase(client, facts, cronUrl);
-    return { ...site, client, display: cronUrl ? redactUrl(cronUrl) : `${queue.target.host}:${queue.target.port}/${facts.cron_database}`, close: () => client.end() };
+    return {
+      ...site,
+      client,
+      display: cronUrl ? redactUrl(cronUrl) : `${queue.target.host}:${queue.target.port}/${facts.cron_database}`,
+      close: () => client.end(),
+    };
   } catch (err) {
     await client.end().catch(() => undefined);
     throw err;
@@ -132,9 +137,10 @@ async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronUrl:
   const here = rows[0]!;
   const cronDb = queue.cron_database!;
   if (here.started.getTime() !== queue.started.getTime() || !here.has_queue_db) {
-    throw pgCronProblem(`--cron-database-url points at another server than the queue database ${queue.database}, and pg_cron only runs jobs on its own server`, [
-      `point --cron-database-url at database ${cronDb} on the queue's server, or leave it out`,
-    ]);
+    throw pgCronProblem(
+      `--cron-database-url points at another server than the queue database ${queue.database}, and pg_cron only runs jobs on its own server`,
+      [`point --cron-database-url at database ${cronDb} on the queue's server, or leave it out`],
+    );
   }
   if (here.database !== cronDb) {
     throw pgCronProblem(`cron.database_name is ${cronDb}, but ${cronUrl ? '--cron-database-url' : 'the connection'} points at database ${here.database}`, [
@@ -150,7 +156,11 @@ async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronUrl:
     ]);
   }
   if (!here.usage) {
-    throw pgCronProblem(`role ${here.role} may not use pg_cron in database ${cronDb}`, [`as a superuser in ${cronDb}: GRANT USAGE ON SCHEMA cron TO ${quoteIdentText(here.role)};`], 'permission');
+    throw pgCronProblem(
+      `role ${here.role} may not use pg_cron in database ${cronDb}`,
+      [`as a superuser in ${cronDb}: GRANT USAGE ON SCHEMA cron TO ${quoteIdentText(here.role)};`],
+      'permission',
+    );
   }
   if (queue.database !== cronDb && !here.in_database) {
     throw pgCronProblem(`pg_cron ${here.version} in ${cronDb} cannot run jobs in another database (${queue.database}); that needs pg_cron 1.4 or later`, [
@@ -208,7 +218,15 @@ interface JobRow {
   active: boolean;
 }
 
-const toJob = (r: JobRow): CronJob => ({ jobid: Number(r.jobid), name: r.jobname, schedule: r.schedule, command: r.command, database: r.database, username: r.username, active: r.active });
+const toJob = (r: JobRow): CronJob => ({
+  jobid: Number(r.jobid),
+  name: r.jobname,
+  schedule: r.schedule,
+  command: r.command,
+  database: r.database,
+  username: r.username,
+  active: r.active,
+});
 
 /** The current user's jobs with these names (any database). */
 async function jobsNamed(site: PgCronSite, names: string[]): Promise<CronJob[]> {
@@ -235,7 +253,14 @@ export async function jobRuns(site: PgCronSite, jobids: number[], limit: number)
   const out = new Map<number, CronJobRun[]>(jobids.map((id) => [id, []]));
   const exists = await site.client.query<{ ok: boolean }>(`SELECT to_regclass('cron.job_run_details') IS NOT NULL AS ok`);
   if (!exists.rows[0]?.ok || jobids.length === 0) return out;
-  const { rows } = await site.client.query<{ jobid: string; runid: string; status: string | null; return_message: string | null; start_time: Date | null; end_time: Date | null }>(
+  const { rows } = await site.client.query<{
+    jobid: string;
+    runid: string;
+    status: string | null;
+    return_message: string | null;
+    start_time: Date | null;
+    end_time: Date | null;
+  }>(
     `SELECT d.jobid, d.runid, d.status, d.return_message, d.start_time, d.end_time
        FROM unnest($1::bigint[]) AS j(id)
       CROSS JOIN LATERAL (SELECT * FROM cron.job_run_details r WHERE r.jobid = j.id ORDER BY r.runid DESC LIMIT $2) d
@@ -324,7 +349,9 @@ export function installChanges(target: InstallTarget, schedules: Schedules, pref
   const existing = new Map(jobs.map((j) => [j.name, j]));
   for (const job of jobs) {
     if (job.database !== target.queueDatabase) {
-      throw badInput(`pg_cron job ${job.name} already runs in database ${job.database}; run qmaint schedule uninstall --pg-cron against that database first, or pass --job-prefix (e.g. --job-prefix qmaint-${target.queueDatabase.replace(/[^A-Za-z0-9_-]/g, '')}) to keep both`);
+      throw badInput(
+        `pg_cron job ${job.name} already runs in database ${job.database}; run qmaint schedule uninstall --pg-cron against that database first, or pass --job-prefix (e.g. --job-prefix qmaint-${target.queueDatabase.replace(/[^A-Za-z0-9_-]/g, '')}) to keep both`,
+      );
     }
   }
   return TASKS.map((task) => {
@@ -336,7 +363,15 @@ export function installChanges(target: InstallTarget, schedules: Schedules, pref
 
 /** installChanges against the jobs pg_cron holds now. */
 export async function planInstall(site: PgCronSite, schedules: Schedules, prefix: string): Promise<JobChange[]> {
-  return installChanges(site, schedules, prefix, await jobsNamed(site, TASKS.map((t) => jobName(prefix, t))));
+  return installChanges(
+    site,
+    schedules,
+    prefix,
+    await jobsNamed(
+      site,
+      TASKS.map((t) => jobName(prefix, t)),
+    ),
+  );
 }
 
 /** What uninstalling removes: this prefix's jobs that run in the queue database. */
@@ -361,7 +396,10 @@ export async function applyChanges(site: PgCronSite, changes: JobChange[]): Prom
         result = await site.client.query<{ jobid?: string }>(change.sql, change.params);
       } catch (err) {
         if (/invalid schedule/i.test((err as Error).message)) {
-          throw badInput(`pg_cron ${site.version} refused the ${change.task} schedule ${JSON.stringify(change.schedule)} (${(err as Error).message}); use a 5-field cron expression`, { task: change.task });
+          throw badInput(
+            `pg_cron ${site.version} refused the ${change.task} schedule ${JSON.stringify(change.schedule)} (${(err as Error).message}); use a 5-field cron expression`,
+            { task: change.task },
+          );
         }
         throw err;
       }

@@ -77,7 +77,10 @@ export function schedulesFrom(settings: LoadedSettings, dialect: CronDialect): S
     const problem = cronProblem(raw, dialect);
     if (problem) {
       const source = scheduleSource(task, settings.origin[key], settings.configFile);
-      throw badInput(`${source} ${JSON.stringify(raw)} is not a valid ${dialect} expression (${problem}); use e.g. "*/15 * * * *"${dialect === 'node-cron' ? ' or, with seconds, "*/10 * * * * *"' : ''}, or "off"`, { task, expression: raw, source });
+      throw badInput(
+        `${source} ${JSON.stringify(raw)} is not a valid ${dialect} expression (${problem}); use e.g. "*/15 * * * *"${dialect === 'node-cron' ? ' or, with seconds, "*/10 * * * * *"' : ''}, or "off"`,
+        { task, expression: raw, source },
+      );
     }
     out[task] = raw;
   }

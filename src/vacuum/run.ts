@@ -96,7 +96,14 @@ export async function runVacuum(
         const poller = pollProgress(db, pid, step.target!, options.onProgress, options.pollMs ?? 250);
         try {
           const [done] = await executeSteps(client, [step], { lockTimeout: options.lockTimeout, retries: options.retries, onEvent: options.onEvent });
-          vacuumed.push({ partition: step.target!, statement: step.statement, attempts: done!.attempts, ms: done!.ms, deadTuplesBefore: before, deadTuplesAfter: await deadTuples(db, step.target!) });
+          vacuumed.push({
+            partition: step.target!,
+            statement: step.statement,
+            attempts: done!.attempts,
+            ms: done!.ms,
+            deadTuplesBefore: before,
+            deadTuplesAfter: await deadTuples(db, step.target!),
+          });
         } finally {
           await poller.stop();
         }
@@ -111,10 +118,13 @@ function pollProgress(db: Queryable, pid: number, partition: string, onProgress:
   let stopped = false;
   let pending: Promise<void> = Promise.resolve();
   const tick = async () => {
-    const { rows } = await db.query<{ phase: string; heap_blks_total: string; heap_blks_scanned: string; heap_blks_vacuumed: string; index_vacuum_count: string }>(
-      'SELECT phase, heap_blks_total, heap_blks_scanned, heap_blks_vacuumed, index_vacuum_count FROM pg_stat_progress_vacuum WHERE pid = $1',
-      [pid],
-    );
+    const { rows } = await db.query<{
+      phase: string;
+      heap_blks_total: string;
+      heap_blks_scanned: string;
+      heap_blks_vacuumed: string;
+      index_vacuum_count: string;
+    }>('SELECT phase, heap_blks_total, heap_blks_scanned, heap_blks_vacuumed, index_vacuum_count FROM pg_stat_progress_vacuum WHERE pid = $1', [pid]);
     const r = rows[0];
     if (r && !stopped) {
       onProgress?.({

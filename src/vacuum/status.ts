@@ -84,7 +84,8 @@ const iso = (v: Date | null): string | null => (v ? v.toISOString() : null);
  */
 async function pgstattupleSchema(db: Queryable): Promise<{ schema: string } | { reason: string }> {
   const find = async () =>
-    (await db.query<{ nspname: string }>(`SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgstattuple'`)).rows[0]?.nspname;
+    (await db.query<{ nspname: string }>(`SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgstattuple'`))
+      .rows[0]?.nspname;
   const existing = await find();
   if (existing) return { schema: existing };
   try {
@@ -171,7 +172,13 @@ async function approxBloat(db: Queryable, schema: string, relid: string): Promis
   const r = rows[0]!;
   const dead = Number(r.dead_tuple_len);
   const free = Number(r.approx_free_space);
-  return { method: 'pgstattuple_approx', bytes: dead + free, percent: round2(Number(r.dead_tuple_percent) + Number(r.approx_free_percent)), deadTupleBytes: dead, freeBytes: free };
+  return {
+    method: 'pgstattuple_approx',
+    bytes: dead + free,
+    percent: round2(Number(r.dead_tuple_percent) + Number(r.approx_free_percent)),
+    deadTupleBytes: dead,
+    freeBytes: free,
+  };
 }
 
 /** Per-partition vacuum state of every managed parent, and what holds the xmin horizon back. */

@@ -54,7 +54,9 @@ export async function checkStoredProfiles(db: Queryable): Promise<void> {
   const { rows } = await db.query<{ parent_table: string; vacuum: unknown }>('SELECT parent_table, vacuum FROM qmaint.partition_policy ORDER BY parent_table');
   const problems = rows.flatMap((r) => validateVacuumProfiles(r.vacuum).map((p) => `${r.parent_table}: ${p}`));
   if (problems.length > 0) {
-    throw badInput(`invalid vacuum profile in qmaint.partition_policy: ${problems.join('; ')}; fix the policy file and run qmaint partitions apply`, { problems });
+    throw badInput(`invalid vacuum profile in qmaint.partition_policy: ${problems.join('; ')}; fix the policy file and run qmaint partitions apply`, {
+      problems,
+    });
   }
 }
 
@@ -69,7 +71,9 @@ export async function readCounters(db: Queryable, now: Date): Promise<unknown[]>
 
 /** Whether some managed parent has no churn measurement without a fresh baseline. */
 export async function needsBaseline(db: Queryable, now: Date): Promise<boolean> {
-  const { rows } = await db.query<{ missing: boolean }>('SELECT bool_or(NOT measured) AS missing FROM qmaint.vacuum_measure($1::timestamptz)', [now.toISOString()]);
+  const { rows } = await db.query<{ missing: boolean }>('SELECT bool_or(NOT measured) AS missing FROM qmaint.vacuum_measure($1::timestamptz)', [
+    now.toISOString(),
+  ]);
   return rows[0]?.missing ?? false;
 }
 

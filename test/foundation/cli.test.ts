@@ -10,7 +10,21 @@ describe('CLI conventions', () => {
   it('--help lists every command group', async () => {
     const r = await runCli(['--help']);
     expect(r.code).toBe(0);
-    for (const group of ['migrate', 'enqueue', 'work', 'status', 'jobs', 'partitions', 'vacuum', 'explain', 'health', 'schedule', 'roles', 'demo', 'embedded']) {
+    for (const group of [
+      'migrate',
+      'enqueue',
+      'work',
+      'status',
+      'jobs',
+      'partitions',
+      'vacuum',
+      'explain',
+      'health',
+      'schedule',
+      'roles',
+      'demo',
+      'embedded',
+    ]) {
       expect(r.stdout).toMatch(new RegExp(`qmaint ${group}\\b`));
     }
   });

@@ -41,7 +41,11 @@ describe('--lock-timeout and --statement-timeout', () => {
     for (const command of LOCK_COMMANDS) {
       for (const dry of [[], ['--dry-run']]) {
         const args = [...command, ...dry, '--lock-timeout', 'banana'];
-        refused(await runCli(args, { env }), args.join(' '), /--lock-timeout: lockTimeout must be a duration such as 500ms, 2s or 1min \(more than 0 and at most 10min\), got "banana"/);
+        refused(
+          await runCli(args, { env }),
+          args.join(' '),
+          /--lock-timeout: lockTimeout must be a duration such as 500ms, 2s or 1min \(more than 0 and at most 10min\), got "banana"/,
+        );
       }
     }
     expect(await snapshot()).toEqual(before);
@@ -52,7 +56,11 @@ describe('--lock-timeout and --statement-timeout', () => {
     for (const value of ['0', '0ms', '11min', '1.5ms', '2 seconds']) {
       refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /lockTimeout must be .*more than 0 and at most 10min/);
     }
-    refused(await runCli(['partitions', 'rotate'], { env: { ...env, QMAINT_LOCK_TIMEOUT: 'banana' } }), 'env', /^error: QMAINT_LOCK_TIMEOUT: lockTimeout must be a duration/);
+    refused(
+      await runCli(['partitions', 'rotate'], { env: { ...env, QMAINT_LOCK_TIMEOUT: 'banana' } }),
+      'env',
+      /^error: QMAINT_LOCK_TIMEOUT: lockTimeout must be a duration/,
+    );
     expect(await snapshot()).toEqual(before);
   });
 
@@ -111,13 +119,21 @@ describe('connection settings', () => {
   });
 
   it('PGPORT=abc is refused', async () => {
-    refused(await runCli(['migrate', '--status'], { cwd, env: cleanEnv({ PGPORT: 'abc', PGHOST: '127.0.0.1' }) }), 'PGPORT', /PGPORT "abc" is not a port number/);
+    refused(
+      await runCli(['migrate', '--status'], { cwd, env: cleanEnv({ PGPORT: 'abc', PGHOST: '127.0.0.1' }) }),
+      'PGPORT',
+      /PGPORT "abc" is not a port number/,
+    );
     refused(await runCli(['status'], { cwd, env: cleanEnv({ DATABASE_URL: t.url, PGPORT: '70000' }) }), 'PGPORT', /PGPORT "70000"/);
     expect(existsSync(path.join(cwd, '.qmaint'))).toBe(false);
   });
 
   it("--listen-url 'not a url' is refused before the consumer starts", async () => {
-    refused(await runCli(['work', '--queue', 'q', '--handler', 'handler.js', '--listen-url', 'not a url'], { env }), 'listen', /--listen-url is not a valid URL/);
+    refused(
+      await runCli(['work', '--queue', 'q', '--handler', 'handler.js', '--listen-url', 'not a url'], { env }),
+      'listen',
+      /--listen-url is not a valid URL/,
+    );
     refused(await runCli(['work', '--queue', 'q', '--handler', 'handler.js', '--listen-url', ''], { env }), 'listen', /--listen-url is empty/);
   });
 

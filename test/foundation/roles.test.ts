@@ -105,7 +105,12 @@ describe('qmaint roles install', () => {
     expect([ra.code, rb.code], ra.stderr + rb.stderr).toEqual([0, 0]);
     expect(await publicFunctions(a)).toEqual([]);
     expect(await publicFunctions(b)).toEqual([]);
-    const created = [ra, rb].flatMap((r) => r.json<{ roles: { role: string; created: boolean }[] }>().roles.filter((x) => x.created).map((x) => x.role));
+    const created = [ra, rb].flatMap((r) =>
+      r
+        .json<{ roles: { role: string; created: boolean }[] }>()
+        .roles.filter((x) => x.created)
+        .map((x) => x.role),
+    );
     // Roles are cluster-wide: on a server that had them already, nobody creates them.
     expect(created.sort()).toEqual(rows[0]!.n === 0 ? Object.values(ROLE_NAMES).sort() : []);
   });
@@ -146,7 +151,11 @@ describe('qmaint roles install', () => {
       `SELECT rolname::text, rolcanlogin FROM pg_roles WHERE rolname = ANY ($1::text[]) ORDER BY 1`,
       [Object.values(ROLE_NAMES)],
     );
-    expect(roles).toEqual(Object.values(ROLE_NAMES).sort().map((rolname) => ({ rolname, rolcanlogin: false })));
+    expect(roles).toEqual(
+      Object.values(ROLE_NAMES)
+        .sort()
+        .map((rolname) => ({ rolname, rolcanlogin: false })),
+    );
     const state = await catalogState(t);
     const second = await install(t);
     expect(second.code, second.stderr).toBe(0);
@@ -234,7 +243,11 @@ describe('each role can do its job and nothing else', () => {
   });
 
   it('worker: claim, heartbeat, complete, fail, release, rescue, LISTEN, low-water mark; nothing else', async () => {
-    await enqueueMany(t.db, 'work', Array.from({ length: 4 }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'work',
+      Array.from({ length: 4 }, (_, i) => ({ i })),
+    );
     const w = await login(t, 'worker');
     const lw = (await w.client.query<{ low_water: Date }>(LOW_WATER_SQL)).rows[0]!.low_water;
     const claim = claimQuery({ queue: 'work', batch: 4, leaseSeconds: 30, workerId: 'w1', lowWater: lw });
@@ -303,7 +316,9 @@ describe('each role can do its job and nothing else', () => {
     const status = await runCli(['status', '--json', '--database-url', ro.url]);
     expect(status.code, status.stderr).toBe(0);
     const total = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.jobs`)).rows[0]!.n;
-    const counted = status.json<{ queues: { counts: Record<string, number> }[] }>().queues.reduce((s, q) => s + Object.values(q.counts).reduce((x, y) => x + y, 0), 0);
+    const counted = status
+      .json<{ queues: { counts: Record<string, number> }[] }>()
+      .queues.reduce((s, q) => s + Object.values(q.counts).reduce((x, y) => x + y, 0), 0);
     expect(counted).toBe(total);
     const list = await runCli(['jobs', 'list', '--json', '--limit', '1000', '--database-url', ro.url]);
     expect(list.code, list.stderr).toBe(0);
@@ -426,7 +441,9 @@ describe.skipIf(pgcronUrl === undefined)('pg_cron jobs run as a member of qmaint
       );
       await cron.query(`GRANT pg_read_all_settings TO "${ops.name}"`);
       // Take the runway away, so rotate has partitions to create.
-      const future = await t.db.query<{ partition: string }>(`SELECT partition::text FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND lower_bound > now()`);
+      const future = await t.db.query<{ partition: string }>(
+        `SELECT partition::text FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND lower_bound > now()`,
+      );
       for (const p of future.rows) await t.db.query(`DROP TABLE ${p.partition}`);
       const schedule = await runCli(
         ['schedule', 'install', '--pg-cron', '--rotate-cron', '* * * * *', '--vacuum-cron', 'off', '--rescue-cron', 'off', '--health-cron', 'off'],
@@ -435,12 +452,16 @@ describe.skipIf(pgcronUrl === undefined)('pg_cron jobs run as a member of qmaint
       expect(schedule.code, schedule.stderr).toBe(0);
       const jobs = await cron.query<{ username: string }>(`SELECT username FROM cron.job WHERE database = $1`, [t.name]);
       expect(jobs.rows).toEqual([{ username: ops.name }]);
-      const run = await eventually(async () => {
-        const { rows } = await t.db.query<{ status: string; message: string | null }>(
-          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
-        );
-        return rows[0];
-      }, 90_000, 1000);
+      const run = await eventually(
+        async () => {
+          const { rows } = await t.db.query<{ status: string; message: string | null }>(
+            `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
+          );
+          return rows[0];
+        },
+        90_000,
+        1000,
+      );
       expect(run.status, run.message ?? '').toBe('ok');
       const { rows } = await t.db.query<{ n: number; foreign: number }>(
         `SELECT count(*)::int AS n, count(*) FILTER (WHERE c.relowner <> 'qmaint_admin'::regrole)::int AS foreign
@@ -456,4 +477,3 @@ describe.skipIf(pgcronUrl === undefined)('pg_cron jobs run as a member of qmaint
     }
   });
 });
-

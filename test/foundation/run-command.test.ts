@@ -27,7 +27,9 @@ describe('runCommand: the CLI in-process', () => {
     expect(JSON.parse(enqA.stdout)).toMatchObject({ ok: true, enqueued: 2 });
     expect(JSON.parse(enqB.stdout)).toMatchObject({ ok: true, enqueued: 1 });
     expect(JSON.parse(failing.stdout)).toMatchObject({ ok: false, error: { exitCode: 3 } });
-    const counts = await Promise.all([a, b].map(async (t) => (await t.db.query<{ q: string; n: string }>(`SELECT queue AS q, count(*) AS n FROM qmaint.jobs GROUP BY 1`)).rows));
+    const counts = await Promise.all(
+      [a, b].map(async (t) => (await t.db.query<{ q: string; n: string }>(`SELECT queue AS q, count(*) AS n FROM qmaint.jobs GROUP BY 1`)).rows),
+    );
     expect(counts).toEqual([[{ q: 'a', n: '2' }], [{ q: 'b', n: '1' }]]);
   });
 });

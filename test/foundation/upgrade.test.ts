@@ -46,14 +46,17 @@ async function populate010(t: TestDatabase): Promise<void> {
                            vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '1777'),
                            source = '{"table": "qmaint.jobs", "interval": "1 day", "retention": "3 days"}'
                      WHERE parent_table = 'qmaint.jobs'`);
-  await t.db.query(`SELECT qmaint.enqueue('emails', jsonb_build_object('n', n, 'big', 12345678901234567891::numeric), NULL, n % 3, 4, now() - interval '1 day' * (n % 3))
+  await t.db
+    .query(`SELECT qmaint.enqueue('emails', jsonb_build_object('n', n, 'big', 12345678901234567891::numeric), NULL, n % 3, 4, now() - interval '1 day' * (n % 3))
                       FROM generate_series(1, 30) n`);
   await t.db.query(`SELECT qmaint.enqueue('reports', '{"kind": "daily"}', now() + interval '1 hour')`);
   // One running job whose lease ran out (its worker died), one completed, one failed.
   await t.db.query(`UPDATE qmaint.jobs SET status = 'running', locked_by = 'dead-worker', locked_until = now() - interval '1 minute'
                      WHERE id = (SELECT min(id) FROM qmaint.jobs WHERE queue = 'emails')`);
   await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE id = (SELECT min(id) + 1 FROM qmaint.jobs WHERE queue = 'emails')`);
-  await t.db.query(`UPDATE qmaint.jobs SET status = 'failed', retry_count = 4, last_error = 'boom' WHERE id = (SELECT min(id) + 2 FROM qmaint.jobs WHERE queue = 'emails')`);
+  await t.db.query(
+    `UPDATE qmaint.jobs SET status = 'failed', retry_count = 4, last_error = 'boom' WHERE id = (SELECT min(id) + 2 FROM qmaint.jobs WHERE queue = 'emails')`,
+  );
   const { rows } = await t.db.query<{ r: { status: string } }>(`SELECT qmaint.run_task('rotate', 'pg_cron') AS r`);
   expect(rows[0]!.r.status).toBe('ok');
   const vacuum = await t.db.query<{ r: { status: string } }>(`SELECT qmaint.run_task('vacuum', 'pg_cron') AS r`);
@@ -90,14 +93,20 @@ describe('upgrade from release 0.1.0', () => {
     expect(up.code, up.stderr).toBe(0);
     const result = up.json<{ applied: { version: number }[]; functions: { file: string }[]; alreadyApplied: number }>();
     expect(result.alreadyApplied).toBe(7);
-    expect(result.applied.map((m) => m.version)).toEqual(loadMigrations().filter((m) => m.version > 7).map((m) => m.version));
+    expect(result.applied.map((m) => m.version)).toEqual(
+      loadMigrations()
+        .filter((m) => m.version > 7)
+        .map((m) => m.version),
+    );
     expect(result.functions.map((f) => f.file)).toEqual(loadFunctionFiles().map((f) => f.file));
 
     // Jobs, policy, partitions with their reloptions, run history and tuning all survive as they were.
     expect(await state(t)).toEqual(before);
     const added = await t.db.query(`SELECT DISTINCT attempt, timeout_ms FROM qmaint.jobs`);
     expect(added.rows).toEqual([{ attempt: 0, timeout_ms: null }]);
-    const recorded = await t.db.query<{ version: number; checksum: string }>('SELECT version, checksum FROM qmaint.schema_migrations WHERE version <= 7 ORDER BY version');
+    const recorded = await t.db.query<{ version: number; checksum: string }>(
+      'SELECT version, checksum FROM qmaint.schema_migrations WHERE version <= 7 ORDER BY version',
+    );
     expect(recorded.rows).toEqual(release.migrations.map((m) => ({ version: m.version, checksum: m.checksum })));
 
     // The upgraded schema is the schema a fresh install gets.
@@ -108,9 +117,21 @@ describe('upgrade from release 0.1.0', () => {
     const rescued = await t.db.query<{ r: { requeued: number } }>('SELECT qmaint.rescue_expired() AS r');
     expect(rescued.rows[0]!.r.requeued).toBe(1);
     // Its backoff has passed, as far as this test is concerned.
-    const back = await t.db.query(`UPDATE qmaint.jobs SET run_at = now() WHERE locked_by IS NULL AND status = 'queued' AND retry_count = 1 AND queue = 'emails'`);
+    const back = await t.db.query(
+      `UPDATE qmaint.jobs SET run_at = now() WHERE locked_by IS NULL AND status = 'queued' AND retry_count = 1 AND queue = 'emails'`,
+    );
     expect(back.rowCount).toBe(1);
-    const work = await runCli(['work', '--queue', 'emails', '--handler', path.join(ROOT, 'test/foundation/fixtures/noop-handler.mjs'), '--drain', '--database-url', t.url, '--json']);
+    const work = await runCli([
+      'work',
+      '--queue',
+      'emails',
+      '--handler',
+      path.join(ROOT, 'test/foundation/fixtures/noop-handler.mjs'),
+      '--drain',
+      '--database-url',
+      t.url,
+      '--json',
+    ]);
     expect(work.code, work.stderr).toBe(0);
     const left = await t.db.query<{ status: string; retries: number; n: string }>(
       `SELECT status::text, max(retry_count) AS retries, count(*) AS n FROM qmaint.jobs WHERE queue = 'emails' GROUP BY 1 ORDER BY 1`,
@@ -167,14 +188,21 @@ describe('upgrade from release 0.1.0', () => {
     expect(refused.stderr).toMatch(/functions .* are older than this qmaint \(01_core\.sql\); run qmaint migrate/);
 
     const dry = await runCli(['migrate', '--dry-run', '--database-url', t.url, '--json']);
-    expect(dry.json<{ pending: unknown[]; pendingFunctions: { file: string; sql: string }[] }>()).toMatchObject({ pending: [], pendingFunctions: [{ file: file.file, sql: file.sql }] });
+    expect(dry.json<{ pending: unknown[]; pendingFunctions: { file: string; sql: string }[] }>()).toMatchObject({
+      pending: [],
+      pendingFunctions: [{ file: file.file, sql: file.sql }],
+    });
     expect((await t.db.query<{ k: string }>('SELECT qmaint.maintenance_lock_key()::text AS k')).rows[0]!.k).toBe('1');
 
     const up = await runCli(['migrate', '--database-url', t.url, '--json']);
     expect(up.json<{ functions: { file: string }[] }>().functions.map((f) => f.file)).toEqual([file.file]);
     expect((await t.db.query<{ k: string }>('SELECT qmaint.maintenance_lock_key()::text AS k')).rows[0]!.k).toBe('7170514283201');
     const ledger = await t.db.query<{ checksum: string }>('SELECT checksum FROM qmaint.schema_functions WHERE file = $1', [file.file]);
-    expect(ledger.rows[0]!.checksum).toBe(createHash('sha256').update(readFileSync(path.join(FUNCTIONS_DIR, file.file), 'utf8')).digest('hex'));
+    expect(ledger.rows[0]!.checksum).toBe(
+      createHash('sha256')
+        .update(readFileSync(path.join(FUNCTIONS_DIR, file.file), 'utf8'))
+        .digest('hex'),
+    );
   });
 
   it('the schema matches the reviewed snapshot (update it with `npx vitest run -u` when a change is meant)', async () => {

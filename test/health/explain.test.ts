@@ -4,7 +4,14 @@ import { cleanEnv, freshDatabase, pgbouncerUrl, runCli, type TestDatabase } from
 
 // Timing rules are judged on saved plans (plan.test.ts); here they are lifted so
 // no verdict depends on how fast this machine is.
-const env = cleanEnv({ QMAINT_HEALTH_THRESHOLDS: JSON.stringify({ dequeue_planning_ms_warn: 1e9, dequeue_planning_ms_critical: 1e9, dequeue_execution_ms_warn: 1e9, dequeue_execution_ms_critical: 1e9 }) });
+const env = cleanEnv({
+  QMAINT_HEALTH_THRESHOLDS: JSON.stringify({
+    dequeue_planning_ms_warn: 1e9,
+    dequeue_planning_ms_critical: 1e9,
+    dequeue_execution_ms_warn: 1e9,
+    dequeue_execution_ms_critical: 1e9,
+  }),
+});
 
 type ExplainJson = DequeueReport & { ok: boolean };
 
@@ -41,7 +48,16 @@ describe('qmaint explain dequeue', () => {
     expect(doc.queueSource).toBe('default');
     expect(doc.claimed).toBe(0);
     expect(doc.verdict).toBe('ok');
-    expect(doc.rules.map((x) => x.rule)).toEqual(['claim_index', 'pruning', 'rows_removed', 'heap_fetches', 'dead_rows', 'buffers', 'planning_time', 'execution_time']);
+    expect(doc.rules.map((x) => x.rule)).toEqual([
+      'claim_index',
+      'pruning',
+      'rows_removed',
+      'heap_fetches',
+      'dead_rows',
+      'buffers',
+      'planning_time',
+      'execution_time',
+    ]);
     expect(doc.explain.Plan['Node Type']).toBe('ModifyTable');
   });
 
@@ -119,10 +135,22 @@ describe('qmaint explain dequeue', () => {
     // The list is the library's own: the warm-up plan and the partition read included, in the order they run.
     const json = await runCli(['explain', 'dequeue', '--dry-run', '--json', '--database-url', 'postgres://127.0.0.1:1/none'], { env });
     expect(json.json<{ statements: { purpose: string }[] }>().statements.map((st) => st.purpose)).toEqual([
-      'begin', 'timeout', 'low-water', 'pick-queue', 'partitions', 'privilege', 'warm-up', 'explain', 'rollback',
+      'begin',
+      'timeout',
+      'low-water',
+      'pick-queue',
+      'partitions',
+      'privilege',
+      'warm-up',
+      'explain',
+      'rollback',
     ]);
     const t = await freshDatabase();
-    for (const args of [['--batch', '0'], ['--threshold', 'dequeue_nope=1'], ['--threshold', 'dequeue_buffers_warn=lots']]) {
+    for (const args of [
+      ['--batch', '0'],
+      ['--threshold', 'dequeue_nope=1'],
+      ['--threshold', 'dequeue_buffers_warn=lots'],
+    ]) {
       const r = await runCli(['explain', 'dequeue', ...args, '--database-url', t.url], { env });
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

@@ -18,7 +18,11 @@ async function healthyDatabase(): Promise<TestDatabase> {
 }
 
 /** qmaint.health_checks() straight from SQL, by check name. */
-async function sqlChecks(t: TestDatabase, thresholds: Record<string, unknown> = {}, now?: string): Promise<Record<string, { status: string; observed: string; message: string }>> {
+async function sqlChecks(
+  t: TestDatabase,
+  thresholds: Record<string, unknown> = {},
+  now?: string,
+): Promise<Record<string, { status: string; observed: string; message: string }>> {
   const { rows } = await t.db.query<{ check_name: string; status: string; observed: string; message: string }>(
     `SELECT * FROM qmaint.health_checks(coalesce($1::timestamptz, now()), $2::jsonb)`,
     [now ?? null, JSON.stringify(thresholds)],
@@ -26,14 +30,20 @@ async function sqlChecks(t: TestDatabase, thresholds: Record<string, unknown> = 
   return Object.fromEntries(rows.map((r) => [r.check_name, r]));
 }
 
-async function health(t: TestDatabase, args: string[] = [], url = t.url): Promise<{ code: number | null; doc: HealthJson; check: (name: string) => HealthCheck }> {
+async function health(
+  t: TestDatabase,
+  args: string[] = [],
+  url = t.url,
+): Promise<{ code: number | null; doc: HealthJson; check: (name: string) => HealthCheck }> {
   const r = await runCli(['health', '--json', '--database-url', url, ...args], { env });
   const doc = r.json<HealthJson>();
   return { code: r.code, doc, check: (name) => doc.checks.find((c) => c.check === name)! };
 }
 
 async function hotPartition(t: TestDatabase): Promise<string> {
-  const { rows } = await t.db.query<{ p: string }>(`SELECT partition::text AS p FROM qmaint.partitions_of('qmaint.jobs') WHERE lower_bound <= now() AND now() < upper_bound`);
+  const { rows } = await t.db.query<{ p: string }>(
+    `SELECT partition::text AS p FROM qmaint.partitions_of('qmaint.jobs') WHERE lower_bound <= now() AND now() < upper_bound`,
+  );
   return rows[0]!.p;
 }
 
@@ -48,8 +58,18 @@ describe('qmaint health', () => {
     expect(code).toBe(0);
     expect(doc.ok).toBe(true);
     expect(doc.checks.map((c) => c.check)).toEqual([
-      'runway', 'default_partition', 'retention', 'invalid_indexes', 'claim_index', 'dead_tuples',
-      'xmin_horizon', 'idle_in_transaction', 'oldest_queued', 'failed_jobs', 'maintenance', 'dequeue',
+      'runway',
+      'default_partition',
+      'retention',
+      'invalid_indexes',
+      'claim_index',
+      'dead_tuples',
+      'xmin_horizon',
+      'idle_in_transaction',
+      'oldest_queued',
+      'failed_jobs',
+      'maintenance',
+      'dequeue',
     ]);
     for (const c of doc.checks) expect(c.status, `${c.check}: ${c.observed}`).toBe('ok');
     expect(doc.dequeue?.claimed).toBe(20);
@@ -145,7 +165,9 @@ describe('qmaint health', () => {
 
   it('failed jobs piling up: rising warns, beyond the critical count exits 4', async () => {
     const t = await healthyDatabase();
-    await t.db.query(`INSERT INTO qmaint.jobs (queue, status, last_error, updated_at) SELECT 'mail', 'failed', 'boom', now() - interval '2 hours' FROM generate_series(1, 5)`);
+    await t.db.query(
+      `INSERT INTO qmaint.jobs (queue, status, last_error, updated_at) SELECT 'mail', 'failed', 'boom', now() - interval '2 hours' FROM generate_series(1, 5)`,
+    );
     expect((await sqlChecks(t)).failed_jobs!.status).toBe('ok');
     await t.db.query(`INSERT INTO qmaint.jobs (queue, status, last_error) SELECT 'mail', 'failed', 'boom' FROM generate_series(1, 60)`);
     const rising = await health(t);
@@ -172,7 +194,9 @@ describe('qmaint health', () => {
     await writer.query('SELECT pg_stat_force_next_flush()');
     await writer.query('SELECT 1');
     for (let i = 0; i < 3; i++) {
-      await t.db.query(`INSERT INTO qmaint.maintenance_runs (task, runner, finished_at, status, message) VALUES ('vacuum', 'daemon', clock_timestamp(), 'failed', 'disk full')`);
+      await t.db.query(
+        `INSERT INTO qmaint.maintenance_runs (task, runner, finished_at, status, message) VALUES ('vacuum', 'daemon', clock_timestamp(), 'failed', 'disk full')`,
+      );
     }
     const checks = await sqlChecks(t);
     expect(checks.oldest_queued!.status).toBe('critical');
@@ -186,7 +210,12 @@ describe('qmaint health', () => {
   it('no recorded maintenance warns; bad thresholds exit 2 and change nothing', async () => {
     const t = await freshDatabase();
     expect((await sqlChecks(t)).maintenance!.status).toBe('warn');
-    for (const args of [['--threshold', 'nope=1'], ['--threshold', 'oldest_queued_warn=soon'], ['--threshold', 'failed_critical=many'], ['--now', 'yesterday']]) {
+    for (const args of [
+      ['--threshold', 'nope=1'],
+      ['--threshold', 'oldest_queued_warn=soon'],
+      ['--threshold', 'failed_critical=many'],
+      ['--now', 'yesterday'],
+    ]) {
       const r = await runCli(['health', '--database-url', t.url, ...args]);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

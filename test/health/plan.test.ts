@@ -2,14 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import {
-  DEFAULT_DEQUEUE_THRESHOLDS,
-  judgePlan,
-  planTree,
-  type ExplainDocument,
-  type PartitionInfo,
-  type RuleResult,
-} from '../../src/health/plan.js';
+import { DEFAULT_DEQUEUE_THRESHOLDS, judgePlan, planTree, type ExplainDocument, type PartitionInfo, type RuleResult } from '../../src/health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../src/health/thresholds.js';
 
 // Saved EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) documents of the real claim
@@ -106,7 +99,10 @@ describe('plan rules on saved plans', () => {
 
 describe('thresholds', () => {
   it('splits plan thresholds from server thresholds; later sources win', () => {
-    const t = resolveThresholds(parseThresholdSetting('{"dequeue_buffers_warn": 5, "oldest_queued_warn": "5 minutes"}'), parseThresholdFlags(['dequeue_buffers_warn=7', 'failed_critical=3']));
+    const t = resolveThresholds(
+      parseThresholdSetting('{"dequeue_buffers_warn": 5, "oldest_queued_warn": "5 minutes"}'),
+      parseThresholdFlags(['dequeue_buffers_warn=7', 'failed_critical=3']),
+    );
     expect(t.dequeue.dequeue_buffers_warn).toBe(7);
     expect(t.dequeue.dequeue_planning_ms_warn).toBe(DEFAULT_DEQUEUE_THRESHOLDS.dequeue_planning_ms_warn);
     expect(t.server).toEqual({ oldest_queued_warn: '5 minutes', failed_critical: 3 });

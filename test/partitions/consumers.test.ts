@@ -38,7 +38,9 @@ describe('partition maintenance with consumers at work', () => {
     await rotateAt(t, T0);
     // Ready now (run_at is the real clock) but stamped in a partition that will expire.
     const { rows } = await t.db.query<{ id: string }>(
-      `INSERT INTO qmaint.jobs (queue, created_at) SELECT 'late', $1 FROM generate_series(1, 60) RETURNING id`, [T0]);
+      `INSERT INTO qmaint.jobs (queue, created_at) SELECT 'late', $1 FROM generate_series(1, 60) RETURNING id`,
+      [T0],
+    );
     const ids = rows.map((r) => r.id).sort();
 
     const result = await rotate(t.db, { now: at(3), mode: 'direct' });
@@ -76,7 +78,9 @@ describe('partition maintenance with consumers at work', () => {
       // a little later, so some are still queued when their partition expires.
       await t.db.query(
         `SELECT qmaint.enqueue('busy', jsonb_build_object('n', n), clock_timestamp() + CASE WHEN n % 3 = 0 THEN interval '1.5 seconds' ELSE interval '0' END, 0, 5, $1)
-           FROM generate_series(1, 40) n`, [now]);
+           FROM generate_series(1, 40) n`,
+        [now],
+      );
       enqueued += 40;
       const r = await rotate(t.db, { now, mode: 'direct', lockTimeout: '1s' });
       if (r.ran) for (const d of r.tables[0]!.done) actions.set(d.action, (actions.get(d.action) ?? 0) + 1);

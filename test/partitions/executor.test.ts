@@ -14,13 +14,24 @@ async function lockRetries(db: Queryable): Promise<number> {
 
 async function fillfactor(db: Queryable, relation: string): Promise<string | null> {
   const { rows } = await db.query<{ f: string | null }>(
-    `SELECT (SELECT split_part(o, '=', 2) FROM unnest(reloptions) o WHERE o LIKE 'fillfactor=%') AS f FROM pg_class WHERE oid = to_regclass($1)`, [relation]);
+    `SELECT (SELECT split_part(o, '=', 2) FROM unnest(reloptions) o WHERE o LIKE 'fillfactor=%') AS f FROM pg_class WHERE oid = to_regclass($1)`,
+    [relation],
+  );
   return rows[0]!.f;
 }
 
 /** A step the way the planning functions build one: its statement and the relation it locks. */
 function alterStep(partition: string, statement: string): PlanStep {
-  return { seq: 1, action: 'profile', target: partition, statement, lockLevel: `SHARE UPDATE EXCLUSIVE on ${partition}`, reason: 'test', transactional: true, locks: [partition] };
+  return {
+    seq: 1,
+    action: 'profile',
+    target: partition,
+    statement,
+    lockLevel: `SHARE UPDATE EXCLUSIVE on ${partition}`,
+    reason: 'test',
+    transactional: true,
+    locks: [partition],
+  };
 }
 
 describe('one executor, in TypeScript and in SQL: truthful attempts, the same result shape', () => {
@@ -64,7 +75,8 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
 
     const r = await cli(t, ['partitions', 'detach', name(T0), '--now', at(3).toISOString()]);
     expect(r.code, r.stderr).toBe(5);
-    const err = r.json<{ error: { code: string; details: { attempts: number; step: { action: string; locks: string[] }; blockers: { pid: number }[] } } }>().error;
+    const err = r.json<{ error: { code: string; details: { attempts: number; step: { action: string; locks: string[] }; blockers: { pid: number }[] } } }>()
+      .error;
     expect(err.code).toBe('lock_timeout');
     expect(err.details.attempts).toBe((await lockRetries(t.db)) + 1);
     expect(settingSpecs.lockRetries.default).toBe(await lockRetries(t.db));
@@ -90,7 +102,9 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
     await blocker.query(`UPDATE ${name(T0)} SET priority = priority WHERE id = ${id}`);
 
     const { rows } = await t.db.query<{ r: { status: string; done: unknown[]; failed: Record<string, unknown>; blockers: { pid: number }[] } }>(
-      `SELECT qmaint.run_steps(ARRAY(SELECT s FROM qmaint.detach_plan($1, $2, false, false) s), '100ms') AS r`, [name(T0), at(3)]);
+      `SELECT qmaint.run_steps(ARRAY(SELECT s FROM qmaint.detach_plan($1, $2, false, false) s), '100ms') AS r`,
+      [name(T0), at(3)],
+    );
     const r = rows[0]!.r;
     expect(r.status).toBe('lock_timeout');
     expect(r.done).toEqual([]);
@@ -110,7 +124,10 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
     const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
     await blocker.query('BEGIN');
     await blocker.query(`UPDATE ${name(T0)} SET priority = priority WHERE id = ${id}`);
-    const error = await detach(t.db, name(T0), { now: at(3), mode: 'pooled', retries: 2 }).then(() => null, (e: unknown) => e);
+    const error = await detach(t.db, name(T0), { now: at(3), mode: 'pooled', retries: 2 }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     await blocker.query('ROLLBACK');
     expect(error).toBeInstanceOf(QmaintError);
     const e = error as QmaintError;
@@ -119,7 +136,7 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
     expect((e.details!.blockers as { pid: number; applicationName: string }[]).map((b) => [b.pid, b.applicationName])).toEqual([[pid, 'qmaint-test']]);
   });
 
-  it('SQL (qmaint.run_steps): a blocker gone at the third attempt: done with attempts 3, in the TypeScript executor\'s shape', async () => {
+  it("SQL (qmaint.run_steps): a blocker gone at the third attempt: done with attempts 3, in the TypeScript executor's shape", async () => {
     const t = await freshDatabase();
     await rotateAt(t, T0);
     const part = name(T0);
@@ -130,13 +147,15 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
     // A sequence survives the rollback of a failed attempt: at the third one the
     // statement ends the blocking session (and waits until its locks are gone) before its ALTER.
     await t.db.query('CREATE SEQUENCE public.attempts');
-    const statement = `DO $$ BEGIN IF nextval('public.attempts') >= 3 THEN PERFORM pg_terminate_backend(${pid}); `
-      + `WHILE EXISTS (SELECT 1 FROM pg_locks WHERE pid = ${pid}) LOOP PERFORM pg_sleep(0.01); END LOOP; END IF; END $$; `
-      + `ALTER TABLE ${part} SET (fillfactor = 80)`;
+    const statement =
+      `DO $$ BEGIN IF nextval('public.attempts') >= 3 THEN PERFORM pg_terminate_backend(${pid}); ` +
+      `WHILE EXISTS (SELECT 1 FROM pg_locks WHERE pid = ${pid}) LOOP PERFORM pg_sleep(0.01); END LOOP; END IF; END $$; ` +
+      `ALTER TABLE ${part} SET (fillfactor = 80)`;
     const step = alterStep(part, statement);
     const { rows } = await t.db.query<{ r: { status: string; done: Record<string, unknown>[] } }>(
       `SELECT qmaint.run_steps(ARRAY[ROW($1::integer, $2, $3, $4, $5, $6, $7, $8::text[])::qmaint.plan_step], '100ms', 5) AS r`,
-      [step.seq, step.action, step.target, step.statement, step.lockLevel, step.reason, step.transactional, step.locks]);
+      [step.seq, step.action, step.target, step.statement, step.lockLevel, step.reason, step.transactional, step.locks],
+    );
     const r = rows[0]!.r;
     expect(r.status).toBe('ok');
     expect(r.done).toEqual([{ seq: 1, action: 'profile', target: part, attempts: 3, outcome: 'done', blockers: [], ms: r.done[0]!.ms }]);
@@ -144,7 +163,9 @@ describe('one executor, in TypeScript and in SQL: truthful attempts, the same re
     expect((await t.db.query<{ n: string }>('SELECT last_value AS n FROM public.attempts')).rows[0]!.n).toBe('3');
 
     // The TypeScript executor reports the same step with the same fields.
-    const [ts] = await t.db.withClient((client) => executeSteps(client, [alterStep(part, `ALTER TABLE ${part} SET (fillfactor = 70)`)], { lockTimeout: '100ms' }));
+    const [ts] = await t.db.withClient((client) =>
+      executeSteps(client, [alterStep(part, `ALTER TABLE ${part} SET (fillfactor = 70)`)], { lockTimeout: '100ms' }),
+    );
     expect(Object.keys(ts!).sort()).toEqual(Object.keys(r.done[0]!).sort());
   });
 });

@@ -33,12 +33,15 @@ describe('partition maintenance and locks', () => {
     expect(run.rows).toEqual([{ status: 'lock_timeout', runner: 'cli' }]);
 
     // The server-side rotate (pg_cron, the daemon) gives up the same way and says so in its result.
-    const server = await t.db.query<{ r: { status: string; tables: Record<string, { blockers: { pid: number }[] }> } }>(
-      `SELECT qmaint.rotate_all($1) AS r`, [at(3)]);
+    const server = await t.db.query<{ r: { status: string; tables: Record<string, { blockers: { pid: number }[] }> } }>(`SELECT qmaint.rotate_all($1) AS r`, [
+      at(3),
+    ]);
     expect(server.rows[0]!.r.status).toBe('lock_timeout');
     expect(server.rows[0]!.r.tables['qmaint.jobs']!.blockers.map((b) => b.pid)).toContain(pid);
     expect(JSON.stringify(server.rows[0]!.r)).not.toContain('customer-secret-4711');
-    const stored = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.maintenance_runs WHERE coalesce(message, '') || coalesce(details::text, '') LIKE '%customer-secret%'`);
+    const stored = await t.db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM qmaint.maintenance_runs WHERE coalesce(message, '') || coalesce(details::text, '') LIKE '%customer-secret%'`,
+    );
     expect(stored.rows[0]!.n).toBe('0');
     expect((await partitions(t.db)).map((p) => p.name)).toContain(name(T0));
 
@@ -87,7 +90,9 @@ describe('partition maintenance and locks', () => {
     const pending = await t.db.query(`SELECT inhdetachpending AS p FROM pg_inherits WHERE inhrelid = to_regclass($1)`, [name(T0)]);
     expect(pending.rows).toEqual([{ p: true }]);
     const list = await cli(t, ['partitions', 'list', '--now', at(3).toISOString()]);
-    const row = list.json<{ tables: { partitions: { name: string; detachPending: boolean; retiring: boolean }[] }[] }>().tables[0]!.partitions.find((p) => p.name === name(T0));
+    const row = list
+      .json<{ tables: { partitions: { name: string; detachPending: boolean; retiring: boolean }[] }[] }>()
+      .tables[0]!.partitions.find((p) => p.name === name(T0));
     expect(row).toMatchObject({ detachPending: true, retiring: true });
     await reader.query('COMMIT');
 

@@ -27,7 +27,8 @@ function write(dir: string, file: string, doc: unknown): string {
 async function policyRow(t: Awaited<ReturnType<typeof freshDatabase>>) {
   const { rows } = await t.db.query(
     `SELECT partition_interval::text AS interval, premake, retention::text AS retention, retention_mode, stragglers, lock_timeout::text AS lock_timeout, vacuum
-       FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`);
+       FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`,
+  );
   return rows[0];
 }
 
@@ -48,7 +49,12 @@ describe('qmaint partitions apply', () => {
     const r = await cli(t, ['partitions', 'apply', file]);
     expect(r.code, r.stderr).toBe(0);
     expect(await policyRow(t)).toEqual({
-      interval: '06:00:00', premake: 4, retention: '2 days', retention_mode: 'archive', stragglers: 'wait', lock_timeout: '00:00:00.5',
+      interval: '06:00:00',
+      premake: 4,
+      retention: '2 days',
+      retention_mode: 'archive',
+      stragglers: 'wait',
+      lock_timeout: '00:00:00.5',
       vacuum: good.vacuum,
     });
     // With no file named, the shipped partitions/jobs.json is applied.
@@ -82,7 +88,11 @@ describe('qmaint partitions apply', () => {
       /^d\.json: vacuum: /,
       /^d\.json: interval 2 months: interval must be at most 1 month/,
     ];
-    for (const re of expected) expect(problems.some((p) => re.test(p)), `${re} in ${problems.join('\n')}`).toBe(true);
+    for (const re of expected)
+      expect(
+        problems.some((p) => re.test(p)),
+        `${re} in ${problems.join('\n')}`,
+      ).toBe(true);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(await policyRow(t)).toEqual(before);
   });
@@ -92,7 +102,10 @@ describe('qmaint partitions apply', () => {
     expect(checkPolicyShape({ ...good, premake: 'auto', $schema: './policy.schema.json' })).toEqual([]);
     expect(checkPolicyShape([])).toEqual(['the file must hold one JSON object']);
     expect(checkPolicyShape({ table: 'jobs' })).toEqual([
-      'interval is missing', 'premake is missing', 'retention is missing', 'table must be "schema.table", got "jobs"',
+      'interval is missing',
+      'premake is missing',
+      'retention is missing',
+      'table must be "schema.table", got "jobs"',
     ]);
     expect(checkPolicyShape({ ...good, retentionMode: 'shred', stragglers: 'nudge', defaultPartition: 'yes' })).toHaveLength(3);
   });

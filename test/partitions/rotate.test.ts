@@ -58,7 +58,9 @@ describe('qmaint partitions rotate', () => {
     const plan = await cli(t, ['partitions', 'plan', '--now', at(5).toISOString()]);
     const steps = plan.json<{ tables: { steps: { action: string; target: string; lockLevel: string }[] }[] }>().tables[0]!.steps;
     expect(steps.filter((s) => ['guard', 'detach', 'drop'].includes(s.action)).map((s) => `${s.action} ${s.target}`)).toEqual([
-      `guard ${name(at(1))}`, `detach ${name(at(1))}`, `drop ${name(at(1))}`,
+      `guard ${name(at(1))}`,
+      `detach ${name(at(1))}`,
+      `drop ${name(at(1))}`,
     ]);
     expect(steps.find((s) => s.action === 'detach')!.lockLevel).toMatch(/SHARE UPDATE EXCLUSIVE/);
 
@@ -127,13 +129,17 @@ describe('qmaint partitions rotate', () => {
     await rotateAt(t, at(2));
     const kept = await t.db.query<{ ispart: boolean; comment: string; n: string }>(
       `SELECT c.relispartition AS ispart, obj_description(c.oid, 'pg_class') AS comment, (SELECT count(*) FROM ${name(T0)}) AS n
-         FROM pg_class c WHERE c.oid = to_regclass($1)`, [name(T0)]);
+         FROM pg_class c WHERE c.oid = to_regclass($1)`,
+      [name(T0)],
+    );
     expect(kept.rows).toEqual([{ ispart: false, comment: expect.stringMatching(/^qmaint: detached from qmaint.jobs/) as string, n: '1' }]);
 
     await setPolicy(t.db, { retention_mode: 'archive' });
     await job(t.db, at(2), 'completed');
     await rotateAt(t, at(4));
-    const archived = await t.db.query(`SELECT to_regclass($1) IS NOT NULL AS here`, [`qmaint_archive.jobs_p${at(2).toISOString().slice(0, 10).replace(/-/g, '')}`]);
+    const archived = await t.db.query(`SELECT to_regclass($1) IS NOT NULL AS here`, [
+      `qmaint_archive.jobs_p${at(2).toISOString().slice(0, 10).replace(/-/g, '')}`,
+    ]);
     expect(archived.rows).toEqual([{ here: true }]);
 
     // drop NAME takes a table qmaint detached; detach/drop refuse the hot partition and live jobs.
@@ -199,7 +205,9 @@ describe('qmaint partitions rotate', () => {
     const holding = parts.find((p) => p.from <= '2031-01-31T10:00:00.000Z' && p.to > '2031-01-31T10:00:00.000Z');
     expect(holding).toBeDefined();
     // Exactly one calendar month still means calendar months.
-    expect((await t.db.query(`SELECT qmaint.is_month('1 month') AS m, qmaint.is_month('30 days') AS d, qmaint.is_month('1 month 1 second') AS s`)).rows).toEqual([{ m: true, d: false, s: false }]);
+    expect(
+      (await t.db.query(`SELECT qmaint.is_month('1 month') AS m, qmaint.is_month('30 days') AS d, qmaint.is_month('1 month 1 second') AS s`)).rows,
+    ).toEqual([{ m: true, d: false, s: false }]);
   });
 
   it('rotate and an enqueue that makes the same partition do not collide: the later one waits, then skips', async () => {
@@ -219,7 +227,14 @@ describe('qmaint partitions rotate', () => {
     const r = await rotating;
     expect(r.code, r.stderr).toBe(0);
     const skipped = r.json<{ tables: { skipped: { action: string; target: string; outcome: string; reason: string }[] }[] }>().tables.flatMap((x) => x.skipped);
-    expect(skipped).toEqual([expect.objectContaining({ action: 'create', target: name(slot), outcome: 'skipped', reason: expect.stringMatching(/another session made it meanwhile/) as string })]);
+    expect(skipped).toEqual([
+      expect.objectContaining({
+        action: 'create',
+        target: name(slot),
+        outcome: 'skipped',
+        reason: expect.stringMatching(/another session made it meanwhile/) as string,
+      }),
+    ]);
     expect((await partitions(t.db)).filter((p) => p.name === name(slot))).toHaveLength(1);
     // The server-side rotate skips the same way.
     const server = await t.client();

@@ -5,7 +5,8 @@ import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
 
 const t = await freshDatabase();
 const env = cleanEnv({ DATABASE_URL: t.url });
-const lowWater = async () => (await t.db.query<{ lw: Date }>(`SELECT low_water AS lw FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`)).rows[0]!.lw;
+const lowWater = async () =>
+  (await t.db.query<{ lw: Date }>(`SELECT low_water AS lw FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`)).rows[0]!.lw;
 const setLowWater = (v: string) => t.db.query(`UPDATE qmaint.partition_policy SET low_water = $1 WHERE parent_table = 'qmaint.jobs'`, [v]);
 
 async function claim(queue: string, batch: number, leaseSeconds = 60) {
@@ -39,9 +40,18 @@ describe('rescue_expired', () => {
     expect(now.rows[0]!.r).toEqual({ requeued: 0, failed: 0 }); // leases still valid
     const later = await t.db.query<{ r: unknown }>(`SELECT qmaint.rescue_expired(now() + interval '31 seconds') AS r`);
     expect(later.rows[0]!.r).toEqual({ requeued: 1, failed: 1 });
-    const { rows } = await t.db.query(`SELECT id, status::text, retry_count, locked_by, last_error, run_at > now() + interval '30 seconds' AS backed_off FROM qmaint.jobs WHERE queue = 'rescue' ORDER BY id`);
+    const { rows } = await t.db.query(
+      `SELECT id, status::text, retry_count, locked_by, last_error, run_at > now() + interval '30 seconds' AS backed_off FROM qmaint.jobs WHERE queue = 'rescue' ORDER BY id`,
+    );
     expect(rows).toEqual([
-      { id: a, status: 'queued', retry_count: 1, locked_by: null, last_error: expect.stringMatching(/lease of attempt \d+ held by test-worker expired/) as string, backed_off: true },
+      {
+        id: a,
+        status: 'queued',
+        retry_count: 1,
+        locked_by: null,
+        last_error: expect.stringMatching(/lease of attempt \d+ held by test-worker expired/) as string,
+        backed_off: true,
+      },
       { id: b, status: 'failed', retry_count: 0, locked_by: null, last_error: 'earlier failure', backed_off: false },
     ]);
   });
@@ -88,7 +98,10 @@ describe('qmaint jobs and status', () => {
     expect(rows[0]).toMatchObject({ status: 'queued', retry_count: 0, last_error: 'it broke' });
     expect((await lowWater()).getTime()).toBeLessThanOrEqual((rows[0]!.created_at as Date).getTime());
     // And the claim, carrying the mark, finds it.
-    const claimed = await t.db.query<{ id: string }>(claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).text, claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).values);
+    const claimed = await t.db.query<{ id: string }>(
+      claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).text,
+      claimQuery({ queue: 'retry', batch: 5, leaseSeconds: 60, workerId: 'w', lowWater: await lowWater() }).values,
+    );
     expect(claimed.rows.map((j) => j.id)).toEqual([id]);
     await setLowWater('-infinity');
   });
@@ -102,7 +115,11 @@ describe('qmaint jobs and status', () => {
     expect(r.json()).toMatchObject({ count: 3 });
     const { rows } = await t.db.query(`SELECT DISTINCT status::text, last_error LIKE 'cancelled at%' AS why FROM qmaint.jobs WHERE queue = 'cancel'`);
     expect(rows).toEqual([{ status: 'failed', why: true }]);
-    for (const args of [['jobs', 'cancel'], ['jobs', 'retry', 'abc'], ['jobs', 'list', '--status', 'weird']]) {
+    for (const args of [
+      ['jobs', 'cancel'],
+      ['jobs', 'retry', 'abc'],
+      ['jobs', 'list', '--status', 'weird'],
+    ]) {
       const bad = await runCli(args, { env });
       expect(bad.code, args.join(' ')).toBe(2);
       expect(bad.stderr.trim().split('\n')).toHaveLength(1);
@@ -123,7 +140,10 @@ describe('qmaint jobs and status', () => {
     await claim('stat', 1);
     const r = await runCli(['status', '--json', '--now', now.toISOString()], { env });
     expect(r.code).toBe(0);
-    const doc = r.json<{ queues: { queue: string; counts: Record<string, number>; ready: number; oldestQueuedAgeSeconds: number }[]; partitions: { partition: string; total: number }[] }>();
+    const doc = r.json<{
+      queues: { queue: string; counts: Record<string, number>; ready: number; oldestQueuedAgeSeconds: number }[];
+      partitions: { partition: string; total: number }[];
+    }>();
     const stat = doc.queues.find((q) => q.queue === 'stat')!;
     expect(stat.counts).toEqual({ queued: 2, running: 1, completed: 0, failed: 0 });
     expect(stat.ready).toBe(1);

@@ -7,7 +7,9 @@ import { eventually, freshDatabase } from '../helpers.js';
 const t = await freshDatabase();
 
 async function statuses(queue: string): Promise<Record<string, number>> {
-  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [queue]);
+  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [
+    queue,
+  ]);
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }
 
@@ -18,7 +20,11 @@ function consumer(queue: string, handler: (job: Job) => unknown, extra: Partial<
 describe('Consumer', () => {
   it('claims every job exactly once across many concurrent consumers (ledger)', async () => {
     const total = 3000;
-    await enqueueMany(t.db, 'ledger', Array.from({ length: total }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'ledger',
+      Array.from({ length: total }, (_, i) => ({ i })),
+    );
     const ledger = new Map<string, number>();
     const handler = async (job: Job) => {
       ledger.set(job.id, (ledger.get(job.id) ?? 0) + 1);
@@ -27,7 +33,10 @@ describe('Consumer', () => {
     // Separate pools, so the consumers really race in the database.
     const pools = await Promise.all([0, 1, 2, 3, 4, 5].map(() => connect({ databaseUrl: t.url, max: 4 })));
     try {
-      const consumers = pools.map((db, i) => new Consumer(db, { queue: 'ledger', handler, listen: false, drain: true, concurrency: 4 + i, batch: 10 + 15 * i, pollMinMs: 5, pollMaxMs: 20 }));
+      const consumers = pools.map(
+        (db, i) =>
+          new Consumer(db, { queue: 'ledger', handler, listen: false, drain: true, concurrency: 4 + i, batch: 10 + 15 * i, pollMinMs: 5, pollMaxMs: 20 }),
+      );
       await Promise.all(consumers.map((c) => c.start()));
       await Promise.all(consumers.map((c) => c.done));
       expect(consumers.reduce((n, c) => n + c.stats.completed, 0)).toBe(total);
@@ -76,9 +85,13 @@ describe('Consumer', () => {
     expect(new Set(firstRetry).size).toBeGreaterThan(40);
     // A consumer's failure puts run_at in the future by that much (base 10 s here).
     const ids = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => enqueue(t.db, 'backoff', { i })));
-    const c = consumer('backoff', () => {
-      throw new Error('not yet');
-    }, { backoffBaseMs: 10_000, backoffCapMs: 60_000 });
+    const c = consumer(
+      'backoff',
+      () => {
+        throw new Error('not yet');
+      },
+      { backoffBaseMs: 10_000, backoffCapMs: 60_000 },
+    );
     await c.start();
     await eventually(async () => (await statuses('backoff')).queued === 6 && c.stats.failed === 6);
     await c.stop();
@@ -95,14 +108,22 @@ describe('Consumer', () => {
   });
 
   it('shuts down gracefully: running handlers finish, unstarted jobs go back untouched', async () => {
-    await enqueueMany(t.db, 'graceful', Array.from({ length: 10 }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'graceful',
+      Array.from({ length: 10 }, (_, i) => ({ i })),
+    );
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const started: string[] = [];
-    const c = consumer('graceful', async (job) => {
-      started.push(job.id);
-      await gate;
-    }, { concurrency: 2, batch: 10 });
+    const c = consumer(
+      'graceful',
+      async (job) => {
+        started.push(job.id);
+        await gate;
+      },
+      { concurrency: 2, batch: 10 },
+    );
     await c.start();
     await eventually(() => started.length === 2);
     expect(await statuses('graceful')).toEqual({ running: 10 });
@@ -197,14 +218,21 @@ describe('Consumer', () => {
     }
     const { rows } = await t.db.query<{ job_id: string }>('SELECT job_id FROM side_effects');
     expect(rows.map((r) => r.job_id)).toEqual([okId]);
-    const jobs = await t.db.query<{ id: string; status: string; last_error: string | null }>('SELECT id, status::text, last_error FROM qmaint.jobs WHERE queue = $1 ORDER BY id', ['txmode']);
+    const jobs = await t.db.query<{ id: string; status: string; last_error: string | null }>(
+      'SELECT id, status::text, last_error FROM qmaint.jobs WHERE queue = $1 ORDER BY id',
+      ['txmode'],
+    );
     expect(jobs.rows.map((r) => r.status)).toEqual(['completed', 'failed']);
     expect(jobs.rows[1]!.id).toBe(badId);
     expect(jobs.rows[1]!.last_error).toMatch(/after writing/);
   });
 
   it('survives losing its connections: reconnects, and every job still completes once', async () => {
-    await enqueueMany(t.db, 'reconnect', Array.from({ length: 400 }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'reconnect',
+      Array.from({ length: 400 }, (_, i) => ({ i })),
+    );
     const db = await connect({ databaseUrl: t.url, max: 4, applicationName: 'qmaint-reconnect' });
     const seen = new Map<string, number>();
     let killed = 0;

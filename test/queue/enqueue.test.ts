@@ -31,7 +31,7 @@ describe('enqueue', () => {
     expect(await count('tx')).toBe(1);
   });
 
-  it('creates a missing partition and retries, without breaking the caller\'s transaction', async () => {
+  it("creates a missing partition and retries, without breaking the caller's transaction", async () => {
     const later = new Date('2031-05-17T10:00:00Z');
     const before = await t.db.query(`SELECT 1 FROM qmaint.partitions_of('qmaint.jobs') WHERE lower_bound <= $1 AND $1 < upper_bound`, [later]);
     expect(before.rowCount).toBe(0);
@@ -53,7 +53,13 @@ describe('enqueue', () => {
     const seen: string[] = [];
     listener.on('notification', (m) => seen.push(`${m.channel}:${m.payload}`));
     await listener.query(`LISTEN ${NOTIFY_CHANNEL}`);
-    expect(await enqueueMany(t.db, 'bulk', Array.from({ length: 5000 }, (_, i) => ({ i, text: 'tab\there, back\\slash, newline\n' })))).toBe(5000);
+    expect(
+      await enqueueMany(
+        t.db,
+        'bulk',
+        Array.from({ length: 5000 }, (_, i) => ({ i, text: 'tab\there, back\\slash, newline\n' })),
+      ),
+    ).toBe(5000);
     const client = await t.client();
     await client.query('BEGIN');
     for (let i = 0; i < 5; i++) await enqueue(client, 'bulk', { i });

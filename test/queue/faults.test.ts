@@ -13,7 +13,9 @@ import { eventually, freshDatabase } from '../helpers.js';
 const t = await freshDatabase();
 
 async function statuses(queue: string): Promise<Record<string, number>> {
-  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [queue]);
+  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [
+    queue,
+  ]);
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }
 
@@ -124,7 +126,13 @@ describe('a LISTEN URL that never answers', () => {
     try {
       const listenErrors: string[] = [];
       const handled: string[] = [];
-      const c = new Consumer(db, { queue: 'silent-listen', handler: (j) => void handled.push(j.id), listen: `postgres://me@127.0.0.1:${port}/db`, pollMinMs: 10, pollMaxMs: 50 });
+      const c = new Consumer(db, {
+        queue: 'silent-listen',
+        handler: (j) => void handled.push(j.id),
+        listen: `postgres://me@127.0.0.1:${port}/db`,
+        pollMinMs: 10,
+        pollMaxMs: 50,
+      });
       c.on('db-error', (_err, during) => void (during === 'listen' && listenErrors.push(during)));
       await c.start();
       expect(listenErrors).toEqual(['listen']);
@@ -213,11 +221,15 @@ describe('attempts are fenced', () => {
     const gate = new Promise<void>((r) => (release = r));
     const started = new Set<string>();
     const lost: string[] = [];
-    const c = consumer('fence', async (j) => {
-      started.add(j.id);
-      await gate;
-      if ((j.payload as { fail: boolean }).fail) throw new Error('stale failure');
-    }, { workerId: 'same-worker', concurrency: 2, batch: 2 });
+    const c = consumer(
+      'fence',
+      async (j) => {
+        started.add(j.id);
+        await gate;
+        if ((j.payload as { fail: boolean }).fail) throw new Error('stale failure');
+      },
+      { workerId: 'same-worker', concurrency: 2, batch: 2 },
+    );
     c.on('lease-lost', (j) => lost.push(j.id));
     await c.start();
     await eventually(() => started.size === 2);
@@ -235,11 +247,15 @@ describe('attempts are fenced', () => {
     const id = await enqueue(t.db, 'fence-beat', {});
     let started = false;
     let abortReason = '';
-    const c = consumer('fence-beat', async (j) => {
-      started = true;
-      await new Promise<void>((r) => j.signal.addEventListener('abort', () => r()));
-      abortReason = String(j.signal.reason);
-    }, { workerId: 'beat-worker', leaseSeconds: 1, rescueEveryMs: 600_000 });
+    const c = consumer(
+      'fence-beat',
+      async (j) => {
+        started = true;
+        await new Promise<void>((r) => j.signal.addEventListener('abort', () => r()));
+        abortReason = String(j.signal.reason);
+      },
+      { workerId: 'beat-worker', leaseSeconds: 1, rescueEveryMs: 600_000 },
+    );
     await c.start();
     await eventually(() => started);
     await rescueAndReclaim('fence-beat', [id], 'beat-worker');
@@ -257,11 +273,15 @@ describe('failure recording never jams', () => {
     const nul = await enqueue(t.db, 'nul', { kind: 'nul' }, { maxRetries: 0 });
     const long = await enqueue(t.db, 'nul', { kind: 'long' }, { maxRetries: 0 });
     const fine = await enqueue(t.db, 'nul', { kind: 'fine' });
-    const c = consumer('nul', (j) => {
-      const kind = (j.payload as { kind: string }).kind;
-      if (kind === 'nul') throw new Error('bad\u0000byte');
-      if (kind === 'long') throw new Error('x'.repeat(10_000));
-    }, { concurrency: 3, batch: 3, drain: true });
+    const c = consumer(
+      'nul',
+      (j) => {
+        const kind = (j.payload as { kind: string }).kind;
+        if (kind === 'nul') throw new Error('bad\u0000byte');
+        if (kind === 'long') throw new Error('x'.repeat(10_000));
+      },
+      { concurrency: 3, batch: 3, drain: true },
+    );
     await c.start();
     await c.done;
     expect(c.stats).toMatchObject({ completed: 1, failed: 2 });
@@ -282,9 +302,13 @@ describe('failure recording never jams', () => {
     try {
       const jam = await enqueue(t.db, 'jam', { jam: true }, { maxRetries: 0 });
       const plain = await Promise.all([1, 2, 3].map((i) => enqueue(t.db, 'jam', { i }, { maxRetries: 0 })));
-      const c = consumer('jam', (j) => {
-        throw new Error((j.payload as { jam?: boolean }).jam ? 'jammed' : 'plain failure');
-      }, { concurrency: 4, batch: 4, drain: true });
+      const c = consumer(
+        'jam',
+        (j) => {
+          throw new Error((j.payload as { jam?: boolean }).jam ? 'jammed' : 'plain failure');
+        },
+        { concurrency: 4, batch: 4, drain: true },
+      );
       await c.start();
       await c.done;
       expect(c.stats.failed).toBe(4);
@@ -304,10 +328,15 @@ describe('every attempt counts; jobs time out', () => {
     const db = await connect({ databaseUrl: t.url, max: 4 });
     let runs = 0;
     try {
-      const c = consumer('tx-kill', async (j) => {
-        runs++;
-        await j.client!.query('SELECT pg_terminate_backend(pg_backend_pid())');
-      }, { mode: 'transaction', concurrency: 2 }, db);
+      const c = consumer(
+        'tx-kill',
+        async (j) => {
+          runs++;
+          await j.client!.query('SELECT pg_terminate_backend(pg_backend_pid())');
+        },
+        { mode: 'transaction', concurrency: 2 },
+        db,
+      );
       await c.start();
       await eventually(async () => (await job(id)).status === 'failed', 20_000);
       await c.stop();
@@ -340,12 +369,20 @@ describe('every attempt counts; jobs time out', () => {
     const id = await enqueue(t.db, 'tx-hang', {}, { maxRetries: 0 });
     const db = await connect({ databaseUrl: t.url, max: 4, applicationName: 'qmaint-tx-hang' });
     try {
-      const c = consumer('tx-hang', async (j) => {
-        await j.client!.query('SELECT pg_sleep(60)');
-      }, { mode: 'transaction', concurrency: 1, timeout: 0.3 }, db);
+      const c = consumer(
+        'tx-hang',
+        async (j) => {
+          await j.client!.query('SELECT pg_sleep(60)');
+        },
+        { mode: 'transaction', concurrency: 1, timeout: 0.3 },
+        db,
+      );
       await c.start();
       await eventually(async () => (await job(id)).status === 'failed', 15_000);
-      await eventually(async () => (await t.db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'qmaint-tx-hang' AND query LIKE '%pg_sleep(60)%'`)).rowCount === 0);
+      await eventually(
+        async () =>
+          (await t.db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'qmaint-tx-hang' AND query LIKE '%pg_sleep(60)%'`)).rowCount === 0,
+      );
       await c.stop();
     } finally {
       await db.close();
@@ -384,7 +421,9 @@ describe('wake-ups and rescue', () => {
       const unlock = await lockPolicy();
       await t.db.query(`SELECT pg_notify('qmaint_jobs', 'lost-wake')`);
       await eventually(async () => {
-        const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'qmaint-lost-wake' AND wait_event_type = 'Lock'`);
+        const { rows } = await t.db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'qmaint-lost-wake' AND wait_event_type = 'Lock'`,
+        );
         return rows[0]!.n === 2;
       });
       const listener = await t.client();
@@ -437,9 +476,13 @@ describe('wake-ups and rescue', () => {
     expect((await t.db.query<{ id: string }>(q.text, q.values)).rows.map((r) => r.id)).toEqual([orphan]);
     await enqueue(t.db, 'late-expiry', { orphan: false });
     // The drain's one job makes the orphan's lease run out while it is handled.
-    const d = consumer('late-expiry', async () => {
-      await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [orphan]);
-    }, { drain: true, rescueEveryMs: 600_000, backoffBaseMs: 600_000, backoffCapMs: 600_000 });
+    const d = consumer(
+      'late-expiry',
+      async () => {
+        await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [orphan]);
+      },
+      { drain: true, rescueEveryMs: 600_000, backoffBaseMs: 600_000, backoffCapMs: 600_000 },
+    );
     await d.start();
     await d.done;
     expect(d.stats.completed).toBe(1);

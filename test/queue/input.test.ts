@@ -11,7 +11,8 @@ const t = await freshDatabase();
 const env = cleanEnv({ DATABASE_URL: t.url });
 const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-input-'));
 const count = async (queue: string) => Number((await t.db.query<{ n: string }>('SELECT count(*) AS n FROM qmaint.jobs WHERE queue = $1', [queue])).rows[0]!.n);
-const stored = async (queue: string) => (await t.db.query<{ p: string }>('SELECT payload::text AS p FROM qmaint.jobs WHERE queue = $1 ORDER BY id', [queue])).rows.map((r) => r.p);
+const stored = async (queue: string) =>
+  (await t.db.query<{ p: string }>('SELECT payload::text AS p FROM qmaint.jobs WHERE queue = $1 ORDER BY id', [queue])).rows.map((r) => r.p);
 
 const EXACT = '{"n": 12345678901234567891, "big": 1e400, "tiny": 0.1000000000000000055511151231257827}';
 
@@ -74,7 +75,10 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
 
   it('numbers beyond numeric, which jsonb cannot hold', async () => {
     for (const payload of ['1e131072', '[1e-16384]', '{"a": 0e2147483648}', '0.' + '1'.repeat(16384)]) {
-      refused(await runCli(['enqueue', '--queue', 'huge', '--payload', payload], { env }), /--payload holds the number .*, beyond PostgreSQL's numeric .*; store it as a string; nothing was enqueued/);
+      refused(
+        await runCli(['enqueue', '--queue', 'huge', '--payload', payload], { env }),
+        /--payload holds the number .*, beyond PostgreSQL's numeric .*; store it as a string; nothing was enqueued/,
+      );
     }
     // At the limits, and in a string, they are stored as given.
     expect((await runCli(['enqueue', '--queue', 'edge', '--payload', '[1e131071, 1e-16383, "1e999999"]'], { env })).code).toBe(0);
@@ -100,7 +104,10 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
     try {
       expect((await runCli(['migrate'], { env: ascii })).code).toBe(0);
       // jsonb takes no \u escape above 007F in a database that is not UTF8.
-      refused(await runCli(['enqueue', '--queue', 'e', '--payload', '["\\u00e9"]'], { env: ascii }), /PostgreSQL refused a payload \(.*\); fix the payload, nothing was enqueued/);
+      refused(
+        await runCli(['enqueue', '--queue', 'e', '--payload', '["\\u00e9"]'], { env: ascii }),
+        /PostgreSQL refused a payload \(.*\); fix the payload, nothing was enqueued/,
+      );
       refused(await runCli(['enqueue', '--queue', 'e', '--file', '-'], { env: ascii, input: '["e"]\n["\\u00e9"]\n' }), /PostgreSQL refused a payload/);
       const list = await runCli(['jobs', 'list', '--json'], { env: ascii });
       expect(list.json<{ jobs: unknown[] }>().jobs).toEqual([]);
@@ -110,7 +117,10 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
   });
 
   it('\\u0000 and lone surrogates in --payload', async () => {
-    refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '{"a": "x\\u0000y"}'], { env }), /--payload holds the escape \\u0000.*nothing was enqueued/);
+    refused(
+      await runCli(['enqueue', '--queue', 'nul', '--payload', '{"a": "x\\u0000y"}'], { env }),
+      /--payload holds the escape \\u0000.*nothing was enqueued/,
+    );
     refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '["\\ud800"]'], { env }), /--payload holds the escape \\ud800, half of a surrogate pair/);
     refused(await runCli(['enqueue', '--queue', 'nul', '--payload', '["\\udc00\\ud800"]'], { env }), /surrogate/);
     // An escaped backslash before "u0000" is plain text, and a complete pair is a character.
@@ -128,16 +138,29 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
     const surrogate = [...lines];
     surrogate[7] = '["\\uDBFF"]';
     writeFileSync(path.join(dir, 'surrogate.ndjson'), surrogate.join('\n') + '\n');
-    refused(await runCli(['enqueue', '--queue', 'bytes', '--file', path.join(dir, 'surrogate.ndjson')], { env }), /surrogate\.ndjson line 8 holds the escape \\uDBFF/);
+    refused(
+      await runCli(['enqueue', '--queue', 'bytes', '--file', path.join(dir, 'surrogate.ndjson')], { env }),
+      /surrogate\.ndjson line 8 holds the escape \\uDBFF/,
+    );
     const latin1 = Buffer.concat([Buffer.from(lines.slice(0, 2999).join('\n') + '\n{"name": "Jos'), Buffer.from([0xe9]), Buffer.from('"}\n')]);
     writeFileSync(path.join(dir, 'latin1.ndjson'), latin1);
     refused(await runCli(['enqueue', '--queue', 'bytes', '--file', path.join(dir, 'latin1.ndjson')], { env }), /latin1\.ndjson line 3000 is not valid UTF-8/);
-    refused(await runCli(['enqueue', '--queue', 'bytes', '--file', '-', '--dry-run'], { env, input: Buffer.concat([Buffer.from('{}\n"'), Buffer.from([0xff]), Buffer.from('"\n')]) }), /stdin line 2 is not valid UTF-8/);
+    refused(
+      await runCli(['enqueue', '--queue', 'bytes', '--file', '-', '--dry-run'], {
+        env,
+        input: Buffer.concat([Buffer.from('{}\n"'), Buffer.from([0xff]), Buffer.from('"\n')]),
+      }),
+      /stdin line 2 is not valid UTF-8/,
+    );
     expect(await count('bytes')).toBe(0);
   });
 
   it('--payload bytes that are not UTF-8 (the shell passes them through)', async () => {
-    const r = spawnSync('/bin/sh', ['-c', `exec "${process.execPath}" "${CLI}" enqueue --queue latin1 --payload "$(printf '"Jos\\351"')"`], { env, cwd: ROOT, encoding: 'utf8' });
+    const r = spawnSync('/bin/sh', ['-c', `exec "${process.execPath}" "${CLI}" enqueue --queue latin1 --payload "$(printf '"Jos\\351"')"`], {
+      env,
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--payload is not valid UTF-8/);
     // A real U+FFFD is a character like any other.
@@ -152,7 +175,10 @@ describe('payloads PostgreSQL cannot store are refused with exit 2, nothing writ
     await expect(enqueueMany(t.db, 'lib', [{ ok: 1 }, { bad: '\udfff' }])).rejects.toThrow(/surrogate/);
     await expect(enqueue(t.db, 'lib', { n: Infinity })).rejects.toThrow(/payload holds Infinity, which JSON cannot represent/);
     await expect(enqueueMany(t.db, 'lib', [[NaN]])).rejects.toThrow(/payload holds NaN/);
-    await expect(enqueue(t.db, 'lib', { n: 1n })).rejects.toMatchObject({ code: 'bad_input', message: expect.stringMatching(/not JSON-serialisable/) as string });
+    await expect(enqueue(t.db, 'lib', { n: 1n })).rejects.toMatchObject({
+      code: 'bad_input',
+      message: expect.stringMatching(/not JSON-serialisable/) as string,
+    });
     expect(await count('lib')).toBe(0);
   });
 });

@@ -15,7 +15,7 @@ describe('queue SQL functions', () => {
     // Equal jitter: between half the capped delay and all of it.
     expect(r.a).toBeGreaterThanOrEqual(1800);
     expect(r.a).toBeLessThanOrEqual(3600);
-    expect(r.b).toBeGreaterThanOrEqual(365.25 * 86400 / 2);
+    expect(r.b).toBeGreaterThanOrEqual((365.25 * 86400) / 2);
     expect(r.b).toBeLessThanOrEqual(365.25 * 86400);
     expect(r.c).toBeGreaterThanOrEqual(2);
     expect(r.c).toBeLessThanOrEqual(4);
@@ -28,7 +28,9 @@ describe('queue SQL functions', () => {
     expect(made.rows[0]!.id).toMatch(/^\d+$/);
     // A queue name the table's CHECK refuses, in a slot with no partition: the CHECK error comes through
     // (under any lc_messages: the decision reads the constraint name, not the message).
-    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2041-06-01T00:00:00Z')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) as string });
+    await expect(t.db.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2041-06-01T00:00:00Z')`)).rejects.toMatchObject({
+      message: expect.stringMatching(/jobs_queue_check/) as string,
+    });
     await expect(t.db.query(`SELECT qmaint.enqueue('', '{}')`)).rejects.toMatchObject({ message: expect.stringMatching(/jobs_queue_check/) as string });
     const { rows } = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM qmaint.jobs WHERE queue = ''`);
     expect(rows[0]!.n).toBe('0');
@@ -37,21 +39,38 @@ describe('queue SQL functions', () => {
   it("a job whose lease ran out comes back with its queue's backoff, decided as a failure would be", async () => {
     const t = await freshDatabase();
     // A consumer of the queue records its backoff (10 min base) when it starts.
-    const consumer = new Consumer(t.db, { queue: 'slow-retry', handler: () => undefined, listen: false, pollMinMs: 1000, pollMaxMs: 1000, backoffBaseMs: 600_000, backoffCapMs: 3_600_000 });
+    const consumer = new Consumer(t.db, {
+      queue: 'slow-retry',
+      handler: () => undefined,
+      listen: false,
+      pollMinMs: 1000,
+      pollMaxMs: 1000,
+      backoffBaseMs: 600_000,
+      backoffCapMs: 3_600_000,
+    });
     await consumer.start();
     await consumer.stop();
-    expect((await t.db.query(`SELECT queue, extract(epoch FROM backoff_base)::int AS base, extract(epoch FROM backoff_cap)::int AS cap FROM qmaint.queues`)).rows)
-      .toEqual([{ queue: 'slow-retry', base: 600, cap: 3600 }]);
+    expect(
+      (await t.db.query(`SELECT queue, extract(epoch FROM backoff_base)::int AS base, extract(epoch FROM backoff_cap)::int AS cap FROM qmaint.queues`)).rows,
+    ).toEqual([{ queue: 'slow-retry', base: 600, cap: 3600 }]);
     // Its worker died holding a job; another queue's job has no recorded backoff (1 s default).
     const a = await enqueue(t.db, 'slow-retry', {});
     const b = await enqueue(t.db, 'other', {});
-    await t.db.query(`UPDATE qmaint.jobs SET status = 'running', attempt = 1, locked_by = 'dead', locked_until = now() - interval '1 second' WHERE id IN ($1, $2)`, [a, b]);
+    await t.db.query(
+      `UPDATE qmaint.jobs SET status = 'running', attempt = 1, locked_by = 'dead', locked_until = now() - interval '1 second' WHERE id IN ($1, $2)`,
+      [a, b],
+    );
     expect((await t.db.query<{ r: { requeued: number } }>('SELECT qmaint.rescue_expired() AS r')).rows[0]!.r.requeued).toBe(2);
     const { rows } = await t.db.query<{ id: string; status: string; retry_count: number; wait: number; last_error: string }>(
       `SELECT id::text, status::text, retry_count, extract(epoch FROM run_at - now())::float8 AS wait, last_error FROM qmaint.jobs ORDER BY id`,
     );
     // Retry 1 with equal jitter: between half the base and the base.
-    expect(rows[0]).toMatchObject({ id: a, status: 'queued', retry_count: 1, last_error: expect.stringMatching(/^lease of attempt 1 held by dead expired at /) as string });
+    expect(rows[0]).toMatchObject({
+      id: a,
+      status: 'queued',
+      retry_count: 1,
+      last_error: expect.stringMatching(/^lease of attempt 1 held by dead expired at /) as string,
+    });
     expect(rows[0]!.wait).toBeGreaterThan(290);
     expect(rows[0]!.wait).toBeLessThanOrEqual(600);
     expect(rows[1]).toMatchObject({ id: b, status: 'queued', retry_count: 1 });

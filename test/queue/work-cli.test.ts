@@ -30,7 +30,9 @@ export const close = () => pool.end();
 );
 
 async function statuses(queue: string): Promise<Record<string, number>> {
-  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [queue]);
+  const { rows } = await t.db.query<{ status: string; n: number }>('SELECT status::text, count(*)::int AS n FROM qmaint.jobs WHERE queue = $1 GROUP BY 1', [
+    queue,
+  ]);
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }
 
@@ -39,7 +41,11 @@ await t.db.query('CREATE TABLE hung (id bigint)');
 
 describe('qmaint work', () => {
   it('--drain works the queue and exits 0; a throwing handler fails only its job', async () => {
-    await enqueueMany(t.db, 'cli', Array.from({ length: 50 }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'cli',
+      Array.from({ length: 50 }, (_, i) => ({ i })),
+    );
     const boom = await enqueue(t.db, 'cli', { boom: true }, { maxRetries: 0 });
     const r = await runCli(['work', '--queue', 'cli', '--handler', recorder, '--drain', '--concurrency', '4', '--batch', '8', '--json'], { env });
     expect(r.code, r.stderr).toBe(0);
@@ -66,7 +72,11 @@ describe('qmaint work', () => {
 
   it('SIGTERM stops gracefully: the running job finishes, the unstarted ones go back', async () => {
     const slow = module('slow.mjs', `export default async () => { await new Promise((r) => setTimeout(r, 700)); };\n`);
-    await enqueueMany(t.db, 'sigterm', Array.from({ length: 6 }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'sigterm',
+      Array.from({ length: 6 }, (_, i) => ({ i })),
+    );
     const child = spawn(process.execPath, [CLI, 'work', '--queue', 'sigterm', '--handler', slow, '--concurrency', '1', '--batch', '6', '--json'], { env });
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -144,7 +154,9 @@ describe('qmaint work', () => {
   it('transaction mode: an attempt that crashed the worker counts (the claim committed before the handler ran)', async () => {
     const suicide = module('suicide.mjs', `export default async () => { process.kill(process.pid, 'SIGKILL'); await new Promise(() => {}); };\n`);
     const id = await enqueue(t.db, 'tx-crash', {}, { maxRetries: 0 });
-    const r = await runCli(['work', '--queue', 'tx-crash', '--handler', suicide, '--mode', 'transaction', '--concurrency', '1', '--lease-seconds', '5'], { env });
+    const r = await runCli(['work', '--queue', 'tx-crash', '--handler', suicide, '--mode', 'transaction', '--concurrency', '1', '--lease-seconds', '5'], {
+      env,
+    });
     expect(r.signal).toBe('SIGKILL');
     const { rows } = await t.db.query('SELECT status::text, attempt, retry_count FROM qmaint.jobs WHERE id = $1', [id]);
     expect(rows[0]).toEqual({ status: 'running', attempt: 1, retry_count: 0 });
@@ -165,16 +177,24 @@ describe('qmaint work', () => {
 
   it.runIf(pgbouncerUrl)('works through PgBouncer in transaction pooling mode (no LISTEN, polling)', async () => {
     const bouncerEnv = cleanEnv({ DATABASE_URL: t.bouncerUrl! });
-    await enqueueMany(t.db, 'bouncer', Array.from({ length: 200 }, (_, i) => ({ i })));
+    await enqueueMany(
+      t.db,
+      'bouncer',
+      Array.from({ length: 200 }, (_, i) => ({ i })),
+    );
     await enqueue(t.db, 'bouncer', { boom: true }, { maxRetries: 0 });
-    const r = await runCli(['work', '--queue', 'bouncer', '--handler', recorder, '--drain', '--no-listen', '--concurrency', '5', '--batch', '20', '--json'], { env: bouncerEnv });
+    const r = await runCli(['work', '--queue', 'bouncer', '--handler', recorder, '--drain', '--no-listen', '--concurrency', '5', '--batch', '20', '--json'], {
+      env: bouncerEnv,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ completed: 200, failed: 1 });
     expect(await statuses('bouncer')).toEqual({ completed: 200, failed: 1 });
     // Enqueue through PgBouncer too, in a transaction, and the transaction mode consumer.
     const e = await runCli(['enqueue', '--queue', 'bouncer2', '--file', '-'], { env: bouncerEnv, input: '{"a":1}\n{"a":2}\n' });
     expect(e.code, e.stderr).toBe(0);
-    const tx = await runCli(['work', '--queue', 'bouncer2', '--handler', recorder, '--drain', '--no-listen', '--mode', 'transaction', '--concurrency', '2'], { env: bouncerEnv });
+    const tx = await runCli(['work', '--queue', 'bouncer2', '--handler', recorder, '--drain', '--no-listen', '--mode', 'transaction', '--concurrency', '2'], {
+      env: bouncerEnv,
+    });
     expect(tx.code, tx.stderr).toBe(0);
     expect(await statuses('bouncer2')).toEqual({ completed: 2 });
     // LISTEN on a direct connection while claims go through PgBouncer; and a forgotten --no-listen still works (it polls).

@@ -20,7 +20,9 @@ describe('cron expressions', () => {
   it('takes schedules from settings, "off" switches a task off, and a bad one names where it came from', () => {
     const settings = loadSettings({ rotateCron: '*/5 * * * *', healthCron: 'off' }, { QMAINT_VACUUM_CRON: '1 2 * * *' }, '/');
     expect(schedulesFrom(settings, 'pg_cron')).toEqual({ rotate: '*/5 * * * *', vacuum: '1 2 * * *', rescue: '* * * * *', health: null });
-    expect(() => schedulesFrom(loadSettings({}, { QMAINT_RESCUE_CRON: 'every minute' }, '/'), 'node-cron')).toThrow(/^QMAINT_RESCUE_CRON "every minute" is not a valid node-cron expression/);
+    expect(() => schedulesFrom(loadSettings({}, { QMAINT_RESCUE_CRON: 'every minute' }, '/'), 'node-cron')).toThrow(
+      /^QMAINT_RESCUE_CRON "every minute" is not a valid node-cron expression/,
+    );
   });
 });
 
@@ -31,9 +33,13 @@ describe('qmaint schedule (CLI)', () => {
     expect(run.code).toBe(2);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toMatch(/--vacuum-cron "99 \* \* \* \*" is not a valid node-cron expression \(99 is an invalid expression for minute\)/);
-    const install = await runCli(['schedule', 'install', '--pg-cron', '--database-url', t.url, '--json'], { env: cleanEnv({ QMAINT_HEALTH_CRON: '*/5 * * * * *' }) });
+    const install = await runCli(['schedule', 'install', '--pg-cron', '--database-url', t.url, '--json'], {
+      env: cleanEnv({ QMAINT_HEALTH_CRON: '*/5 * * * * *' }),
+    });
     expect(install.code).toBe(2);
-    expect(install.json<{ error: { message: string } }>().error.message).toMatch(/^QMAINT_HEALTH_CRON "\*\/5 \* \* \* \* \*" is not a valid pg_cron expression/);
+    expect(install.json<{ error: { message: string } }>().error.message).toMatch(
+      /^QMAINT_HEALTH_CRON "\*\/5 \* \* \* \* \*" is not a valid pg_cron expression/,
+    );
     const { rows } = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM qmaint.maintenance_runs');
     expect(rows[0]!.n).toBe(0);
   });
@@ -46,7 +52,20 @@ describe('qmaint schedule (CLI)', () => {
     const prefix = await runCli(['schedule', 'install', '--pg-cron', '--job-prefix', 'bad prefix;', '--database-url', t.url]);
     expect(prefix.code).toBe(2);
     expect(prefix.stderr).toMatch(/--job-prefix "bad prefix;"/);
-    const off = await runCli(['schedule', 'run', '--database-url', t.url, '--rotate-cron', 'off', '--vacuum-cron', 'off', '--rescue-cron', 'OFF', '--health-cron', 'off']);
+    const off = await runCli([
+      'schedule',
+      'run',
+      '--database-url',
+      t.url,
+      '--rotate-cron',
+      'off',
+      '--vacuum-cron',
+      'off',
+      '--rescue-cron',
+      'OFF',
+      '--health-cron',
+      'off',
+    ]);
     expect(off.code).toBe(2);
     expect(off.stderr).toMatch(/every task is off/);
     const now = await runCli(['schedule', 'run', '--now', '2030-01-01T00:00:00Z', '--database-url', t.url]);
@@ -99,6 +118,11 @@ describe('qmaint schedule (CLI)', () => {
     }
     const r = await runCli(['schedule', 'list', '--json', '--database-url', t.bouncerUrl!]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json<{ runs: { task: string }[] }>().runs.map((x) => x.task).sort()).toEqual(['health', 'rescue']);
+    expect(
+      r
+        .json<{ runs: { task: string }[] }>()
+        .runs.map((x) => x.task)
+        .sort(),
+    ).toEqual(['health', 'rescue']);
   });
 });

@@ -107,7 +107,12 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     expect(a.runs().every((e) => e.status === 'ok' || e.status === 'skipped')).toBe(true);
     // ...and the database holds exactly the runs the leader logged.
     const { rows } = await t.db.query<{ id: string }>(`SELECT id FROM qmaint.maintenance_runs WHERE runner = 'daemon' ORDER BY id`);
-    expect(rows.map((r) => Number(r.id))).toEqual(a.runs().map((e) => e.runId).sort((x, y) => x! - y!));
+    expect(rows.map((r) => Number(r.id))).toEqual(
+      a
+        .runs()
+        .map((e) => e.runId)
+        .sort((x, y) => x! - y!),
+    );
   });
 
   it('a killed leader is replaced by the standby, which then runs the tasks; SIGTERM stops cleanly', async () => {
@@ -150,7 +155,22 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
       END $$`);
     await t.db.query(`SELECT setval('public.rescue_calls', 1, false)`);
     await t.db.query(`INSERT INTO qmaint.jobs (queue, status) VALUES ('mail', 'queued'), ('mail', 'queued'), ('mail', 'queued')`);
-    const d = new DaemonProcess(t.url, ['--rescue-cron', '*/3 * * * * *', '--health-cron', 'off', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--retry-base-ms', '100', '--metrics-port', '0', '--metrics-host', '127.0.0.1']);
+    const d = new DaemonProcess(t.url, [
+      '--rescue-cron',
+      '*/3 * * * * *',
+      '--health-cron',
+      'off',
+      '--rotate-cron',
+      'off',
+      '--vacuum-cron',
+      'off',
+      '--retry-base-ms',
+      '100',
+      '--metrics-port',
+      '0',
+      '--metrics-host',
+      '127.0.0.1',
+    ]);
     const { port } = await d.waitFor((e) => e.event === 'metrics');
     const ok = await d.waitFor((e) => e.event === 'run' && e.status === 'ok');
     const sameTick = d.events.filter((e) => e.tick === ok.tick && e.task === 'rescue');
@@ -225,7 +245,8 @@ function parsePrometheus(text: string): Parsed {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) throw new Error(`not a Prometheus line: ${line}`);
     const labels: Record<string, string> = {};
-    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g)) labels[pair[1]!] = pair[2]!.replace(/\\(.)/g, (_s, c: string) => (c === 'n' ? '\n' : c));
+    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g))
+      labels[pair[1]!] = pair[2]!.replace(/\\(.)/g, (_s, c: string) => (c === 'n' ? '\n' : c));
     const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
     if (Number.isNaN(value) && m[3] !== 'NaN') throw new Error(`bad value in ${line}`);
     samples.push({ name: m[1]!, labels, value });

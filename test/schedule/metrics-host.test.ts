@@ -19,8 +19,30 @@ function accepts(host: string, port: number): Promise<boolean> {
 describe('the daemon /metrics server', () => {
   it('listens on 127.0.0.1 unless told otherwise', async () => {
     const t = await freshDatabase();
-    const child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json', '--database-url', t.url, '--metrics-port', '0', '--exit-after', '60',
-      '--rescue-cron', '0 0 1 1 *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off'], { env: cleanEnv(), cwd: ROOT });
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'schedule',
+        'run',
+        '--json',
+        '--database-url',
+        t.url,
+        '--metrics-port',
+        '0',
+        '--exit-after',
+        '60',
+        '--rescue-cron',
+        '0 0 1 1 *',
+        '--rotate-cron',
+        'off',
+        '--vacuum-cron',
+        'off',
+        '--health-cron',
+        'off',
+      ],
+      { env: cleanEnv(), cwd: ROOT },
+    );
     const exited = new Promise((resolve) => child.on('close', resolve));
     const events: { event: string; host?: string; port?: number }[] = [];
     let buffer = '';
@@ -36,13 +58,40 @@ describe('the daemon /metrics server', () => {
       expect(metrics.host).toBe('127.0.0.1');
       expect(await accepts('127.0.0.1', metrics.port!)).toBe(true);
       // Another address of this machine is refused (when it has one).
-      const external = Object.values(os.networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal);
+      const external = Object.values(os.networkInterfaces())
+        .flat()
+        .find((a) => a && a.family === 'IPv4' && !a.internal);
       if (external) expect(await accepts(external.address, metrics.port!)).toBe(false);
       // A second daemon cannot have the same port, nor an address this machine does not have: exit 2.
-      for (const [host, port] of [['127.0.0.1', String(metrics.port)], ['192.0.2.123', '0'], ['no-such-host.invalid', '0']]) {
-        const r = await runCli(['schedule', 'run', '--database-url', t.url, '--metrics-port', port!, '--metrics-host', host!, '--exit-after', '30', '--rescue-cron', '0 0 1 1 *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off']);
+      for (const [host, port] of [
+        ['127.0.0.1', String(metrics.port)],
+        ['192.0.2.123', '0'],
+        ['no-such-host.invalid', '0'],
+      ]) {
+        const r = await runCli([
+          'schedule',
+          'run',
+          '--database-url',
+          t.url,
+          '--metrics-port',
+          port!,
+          '--metrics-host',
+          host!,
+          '--exit-after',
+          '30',
+          '--rescue-cron',
+          '0 0 1 1 *',
+          '--rotate-cron',
+          'off',
+          '--vacuum-cron',
+          'off',
+          '--health-cron',
+          'off',
+        ]);
         expect(r.code, host).toBe(2);
-        expect(r.stderr, host).toMatch(new RegExp(`error: cannot serve /metrics on ${host!.replace(/\./g, '\\.')}:${port} \\(\\w+\\); give --metrics-host an address of this machine`));
+        expect(r.stderr, host).toMatch(
+          new RegExp(`error: cannot serve /metrics on ${host!.replace(/\./g, '\\.')}:${port} \\(\\w+\\); give --metrics-host an address of this machine`),
+        );
       }
     } finally {
       child.kill('SIGTERM');

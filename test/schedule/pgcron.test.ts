@@ -51,7 +51,18 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
       ['qmaint-vacuum', '20 * * * *', `SELECT qmaint.run_task('vacuum')`],
     ]);
 
-    const second = await runCli(['schedule', 'install', '--pg-cron', '--json', '--database-url', t.url, '--rotate-cron', '*/2 * * * *', '--health-cron', 'off']);
+    const second = await runCli([
+      'schedule',
+      'install',
+      '--pg-cron',
+      '--json',
+      '--database-url',
+      t.url,
+      '--rotate-cron',
+      '*/2 * * * *',
+      '--health-cron',
+      'off',
+    ]);
     expect(second.code, second.stderr).toBe(0);
     expect(second.json<{ jobs: { task: string; action: string }[] }>().jobs.map((j) => `${j.task}:${j.action}`)).toEqual([
       'rotate:update',
@@ -104,30 +115,53 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     );
     for (const p of future.rows) await t.db.query(`DROP TABLE ${p.partition}`);
     const ahead = async () =>
-      (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND lower_bound > now()`)).rows[0]!.n;
+      (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND lower_bound > now()`))
+        .rows[0]!.n;
     expect(await ahead()).toBe(0);
 
-    const install = await runCli(['schedule', 'install', '--pg-cron', '--database-url', t.url, '--rotate-cron', '* * * * *', '--vacuum-cron', 'off', '--rescue-cron', 'off', '--health-cron', 'off']);
+    const install = await runCli([
+      'schedule',
+      'install',
+      '--pg-cron',
+      '--database-url',
+      t.url,
+      '--rotate-cron',
+      '* * * * *',
+      '--vacuum-cron',
+      'off',
+      '--rescue-cron',
+      'off',
+      '--health-cron',
+      'off',
+    ]);
     expect(install.code, install.stderr).toBe(0);
     const [job] = await jobsIn(t.name);
     expect(job?.jobname).toBe('qmaint-rotate');
 
     // pg_cron ticks on the minute: wait for the first one.
-    const run = await eventually(async () => {
-      const { rows } = await t.db.query<{ status: string; message: string | null }>(
-        `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
-      );
-      return rows[0];
-    }, 80_000, 1000);
+    const run = await eventually(
+      async () => {
+        const { rows } = await t.db.query<{ status: string; message: string | null }>(
+          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
+        );
+        return rows[0];
+      },
+      80_000,
+      1000,
+    );
     expect(run.status, run.message ?? '').toBe('ok');
     expect(await ahead()).toBeGreaterThan(0);
-    const details = await eventually(async () => {
-      const { rows } = await cron.query<{ status: string; database: string }>(
-        `SELECT status, database FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1`,
-        [job!.jobid],
-      );
-      return rows[0];
-    }, 10_000, 200);
+    const details = await eventually(
+      async () => {
+        const { rows } = await cron.query<{ status: string; database: string }>(
+          `SELECT status, database FROM cron.job_run_details WHERE jobid = $1 AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1`,
+          [job!.jobid],
+        );
+        return rows[0];
+      },
+      10_000,
+      200,
+    );
     expect(details).toEqual({ status: 'succeeded', database: t.name });
 
     const list = await runCli(['schedule', 'list', '--json', '--database-url', t.url]);

@@ -6,10 +6,18 @@ const D = '2030-01-10T00:00:00Z';
 const NEXT = '2030-01-11T00:00:00Z';
 const NOW = '2030-01-10T01:00:00Z';
 
-interface Result { seq: number; action: string; target: string; attempts: number; outcome: string; blockers: { pid: number }[]; ms: number }
+interface Result {
+  seq: number;
+  action: string;
+  target: string;
+  attempts: number;
+  outcome: string;
+  blockers: { pid: number }[];
+  ms: number;
+}
 
 describe('server-side vacuum tune runs through qmaint.run_steps', () => {
-  it('reports every step in the executor\'s shape; a blocked partition gives up after retries + 1 attempts, the others are re-profiled', async () => {
+  it("reports every step in the executor's shape; a blocked partition gives up after retries + 1 attempts, the others are re-profiled", async () => {
     const t = await freshDatabase();
     await t.db.query(`UPDATE qmaint.partition_policy SET lock_timeout = '100ms' WHERE parent_table = 'qmaint.jobs'`);
     const blocked = await partitionFor(t.db, D);
@@ -22,7 +30,9 @@ describe('server-side vacuum tune runs through qmaint.run_steps', () => {
     await blocker.query(`LOCK TABLE ${blocked} IN SHARE MODE`);
 
     const { rows } = await t.db.query<{ r: { applied: number; gave_up: (Result & { statement: string })[]; steps: Result[] } }>(
-      'SELECT qmaint.vacuum_tune_all($1) AS r', [NOW]);
+      'SELECT qmaint.vacuum_tune_all($1) AS r',
+      [NOW],
+    );
     await blocker.query('ROLLBACK');
     const r = rows[0]!.r;
     const retries = (await t.db.query<{ n: number }>('SELECT qmaint.lock_retries() AS n')).rows[0]!.n;

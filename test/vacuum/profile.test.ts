@@ -34,7 +34,6 @@ describe('validateVacuumProfiles', () => {
     expect(validateVacuumProfiles([])).toHaveLength(1);
     expect(validateVacuumProfiles({ hot: null })).toEqual(['vacuum.hot: must be an object of storage parameters, got null']);
   });
-
 });
 
 describe('the limits match the server', () => {
@@ -57,7 +56,12 @@ describe('the limits match the server', () => {
         continue;
       }
       const step = spec.type === 'integer' ? 1 : 0.5;
-      for (const [value, ok] of [[spec.min!, true], [spec.max!, true], [spec.min! - step, false], [spec.max! + step, false]] as const) {
+      for (const [value, ok] of [
+        [spec.min!, true],
+        [spec.max!, true],
+        [spec.min! - step, false],
+        [spec.max! + step, false],
+      ] as const) {
         const local = validateVacuumProfiles({ warm: { [key]: value } }).length === 0;
         if (local !== ok) mismatches.push(`${key}=${value}: qmaint says ${local}`);
         if ((await accepts(key, value)) !== ok) mismatches.push(`${key}=${value}: PostgreSQL says ${!ok}`);

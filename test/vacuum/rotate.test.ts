@@ -40,7 +40,12 @@ describe('profiles follow a partition as it ages through rotate', () => {
 
     const tune = await runCli(['vacuum', 'tune', '--now', at(27), '--sample-seconds', '0', '--json', '--database-url', t.url]);
     expect(tune.code, tune.stderr).toBe(0);
-    expect(tune.json<{ steps: { action: string; target: string }[] }>().steps.filter((s) => s.target === partition).map((s) => s.action)).toEqual(['track', 'freeze', 'profile']);
+    expect(
+      tune
+        .json<{ steps: { action: string; target: string }[] }>()
+        .steps.filter((s) => s.target === partition)
+        .map((s) => s.action),
+    ).toEqual(['track', 'freeze', 'profile']);
     // Exactly the cold profile now: the hot keys rotate leaves alone are reset by tune.
     expect(await reloptions(t.db, partition)).toEqual(profileWith('cold', FALLBACK));
     // And rotate agrees with it: nothing to re-profile.

@@ -25,7 +25,10 @@ beforeAll(async () => {
   hot = await partitionFor(t.db, D);
   // Keep autovacuum off this partition so its counters hold still while we compare.
   await writer.query(`ALTER TABLE ${hot} SET (autovacuum_enabled = false)`);
-  await writer.query(`INSERT INTO qmaint.jobs (queue, created_at, payload) SELECT 'st', $1::timestamptz + n * interval '1 second', jsonb_build_object('n', n) FROM generate_series(1, 2000) n`, [D]);
+  await writer.query(
+    `INSERT INTO qmaint.jobs (queue, created_at, payload) SELECT 'st', $1::timestamptz + n * interval '1 second', jsonb_build_object('n', n) FROM generate_series(1, 2000) n`,
+    [D],
+  );
   await writer.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE queue = 'st' AND id % 4 = 0`);
   // Counters first, then ANALYZE (which resets the live/dead estimates).
   await flushStats(writer, hot, 2500);
@@ -88,7 +91,11 @@ describe('vacuum status', () => {
     expect(doc.bloatMethod).toBe('pgstattuple_approx');
     const p = doc.partitions.find((x) => x.partition === hot)!;
     const { rows } = await t.db.query(`SELECT dead_tuple_len, approx_free_space FROM pgstattuple_approx($1::regclass)`, [hot]);
-    expect(p.bloat).toMatchObject({ method: 'pgstattuple_approx', deadTupleBytes: Number(rows[0]!.dead_tuple_len), freeBytes: Number(rows[0]!.approx_free_space) });
+    expect(p.bloat).toMatchObject({
+      method: 'pgstattuple_approx',
+      deadTupleBytes: Number(rows[0]!.dead_tuple_len),
+      freeBytes: Number(rows[0]!.approx_free_space),
+    });
     expect(p.bloat.bytes).toBeGreaterThan(0); // 500 dead row versions
 
     const est = await status(['--bloat', 'estimate']);
@@ -131,7 +138,10 @@ describe('vacuum run', () => {
     const before = await t.db.query(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = to_regclass($1)`, [hot]);
     const r = await cli(['vacuum', 'run', hot, '--freeze', '--dry-run', '--now', NOW, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json()).toMatchObject({ dryRun: true, steps: [{ statement: `VACUUM (FREEZE) ${hot}`, lockLevel: `SHARE UPDATE EXCLUSIVE on ${hot}`, transactional: false }] });
+    expect(r.json()).toMatchObject({
+      dryRun: true,
+      steps: [{ statement: `VACUUM (FREEZE) ${hot}`, lockLevel: `SHARE UPDATE EXCLUSIVE on ${hot}`, transactional: false }],
+    });
     const after = await t.db.query(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = to_regclass($1)`, [hot]);
     expect(after.rows[0]!.vacuum_count).toBe(before.rows[0]!.vacuum_count);
   });

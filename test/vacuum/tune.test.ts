@@ -19,7 +19,11 @@ const cli = (args: string[], url = t.url) => runCli([...args, '--database-url', 
 async function tuneJson(now: string, extra: string[] = []) {
   const r = await cli(['vacuum', 'tune', '--now', now, '--sample-seconds', '0', '--json', ...extra]);
   expect(r.code, r.stderr).toBe(0);
-  return r.json<{ measurements: { parentTable: string; measured: boolean; deadPerSec: number; vacuumThreshold: number; analyzeThreshold: number }[]; steps: { action: string; target: string; statement: string }[]; partitions: { partition: string; state: string; profile: string; frozen: boolean }[] }>();
+  return r.json<{
+    measurements: { parentTable: string; measured: boolean; deadPerSec: number; vacuumThreshold: number; analyzeThreshold: number }[];
+    steps: { action: string; target: string; statement: string }[];
+    partitions: { partition: string; state: string; profile: string; frozen: boolean }[];
+  }>();
 }
 
 async function catalogSnapshot() {
@@ -106,7 +110,9 @@ describe('vacuum tune', () => {
 
   it('server-side: vacuum_tune_all sets the freeze override until autovacuum (here VACUUM) froze the partition', async () => {
     const other = await partitionFor(t.db, at(2 * DAY));
-    await writer.query(`INSERT INTO qmaint.jobs (queue, created_at, status) SELECT 'vac2', $1::timestamptz, 'completed' FROM generate_series(1, 100)`, [at(2 * DAY + HOUR)]);
+    await writer.query(`INSERT INTO qmaint.jobs (queue, created_at, status) SELECT 'vac2', $1::timestamptz, 'completed' FROM generate_series(1, 100)`, [
+      at(2 * DAY + HOUR),
+    ]);
     await flushStats(writer, other, 100);
     const now = at(4 * DAY);
     const first = await t.db.query<{ r: { skipped: boolean } }>(`SELECT qmaint.vacuum_tune_all($1) AS r`, [now]);
@@ -137,15 +143,19 @@ describe('vacuum tune', () => {
 
   it('refuses invalid profile values with exit 2 and changes nothing', async () => {
     const before = await catalogSnapshot();
-    await t.db.query(`UPDATE qmaint.partition_policy SET vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '0') WHERE parent_table = 'qmaint.jobs'`);
+    await t.db.query(
+      `UPDATE qmaint.partition_policy SET vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '0') WHERE parent_table = 'qmaint.jobs'`,
+    );
     try {
       const r = await cli(['vacuum', 'tune', '--now', at(5 * DAY), '--sample-seconds', '0']);
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(r.stderr).toContain('vacuum.hot.autovacuum_vacuum_cost_limit: 0 is outside PostgreSQL\'s limits 1..10000');
+      expect(r.stderr).toContain("vacuum.hot.autovacuum_vacuum_cost_limit: 0 is outside PostgreSQL's limits 1..10000");
       expect(await catalogSnapshot()).toEqual(before);
     } finally {
-      await t.db.query(`UPDATE qmaint.partition_policy SET vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '2000') WHERE parent_table = 'qmaint.jobs'`);
+      await t.db.query(
+        `UPDATE qmaint.partition_policy SET vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '2000') WHERE parent_table = 'qmaint.jobs'`,
+      );
     }
     const bad = await cli(['vacuum', 'tune', '--sample-seconds', '-3']);
     expect(bad.code).toBe(2);

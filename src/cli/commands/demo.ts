@@ -30,10 +30,15 @@ const register: Register = (y) => {
       }
       const server = await ctx.db();
       if (!server.url) {
-        throw new QmaintError('config', 'the demo needs a connection URL to create its own database; pass --database-url or unset the PG* variables to use the embedded server');
+        throw new QmaintError(
+          'config',
+          'the demo needs a connection URL to create its own database; pass --database-url or unset the PG* variables to use the embedded server',
+        );
       }
       const version = (await server.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]?.v ?? '?';
-      out.heading(`qmaint demo — PostgreSQL ${version} at ${server.target.host}:${server.target.port} (${server.source === 'embedded' ? 'the embedded default' : server.source})`);
+      out.heading(
+        `qmaint demo — PostgreSQL ${version} at ${server.target.host}:${server.target.port} (${server.source === 'embedded' ? 'the embedded default' : server.source})`,
+      );
       out.line(`The demo works in its own database, ${DEMO_DB}, made fresh for this run.`);
       await server.query(`DROP DATABASE IF EXISTS ${quoteIdent(DEMO_DB)} WITH (FORCE)`);
       await server.query(`CREATE DATABASE ${quoteIdent(DEMO_DB)}`);

@@ -4,15 +4,29 @@ import { handler } from '../context.js';
 import type { Register } from '../register.js';
 
 const register: Register = (y) => {
-  y.command('embedded <action>', 'manage the embedded PostgreSQL used when no database is configured', (b) =>
-    b
-      .positional('action', { choices: ['start', 'stop', 'status'] as const, description: 'start, stop or show the embedded server' })
-      .option('dry-run', { type: 'boolean', default: false, description: 'say what start/stop would do, change nothing' }),
+  y.command(
+    'embedded <action>',
+    'manage the embedded PostgreSQL used when no database is configured',
+    (b) =>
+      b
+        .positional('action', { choices: ['start', 'stop', 'status'] as const, description: 'start, stop or show the embedded server' })
+        .option('dry-run', { type: 'boolean', default: false, description: 'say what start/stop would do, change nothing' }),
     handler<{ action: 'start' | 'stop' | 'status'; dryRun: boolean }>(async (ctx, argv) => {
       const out = ctx.out;
       const before = await embeddedStatus();
       if (argv.action === 'status' || argv.dryRun) {
-        const would = argv.action === 'start' ? (before.running ? 'nothing (already running)' : before.initialised ? 'start it' : 'create and start it') : argv.action === 'stop' ? (before.running ? 'stop it' : 'nothing (not running)') : undefined;
+        const would =
+          argv.action === 'start'
+            ? before.running
+              ? 'nothing (already running)'
+              : before.initialised
+                ? 'start it'
+                : 'create and start it'
+            : argv.action === 'stop'
+              ? before.running
+                ? 'stop it'
+                : 'nothing (not running)'
+              : undefined;
         out.emit({ ok: true, ...before, ...(would ? { dryRun: true, wouldDo: would } : {}) }, () => {
           out.line(`home:        ${before.home}`);
           out.line(`initialised: ${before.initialised ? 'yes' : 'no'}`);

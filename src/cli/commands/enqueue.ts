@@ -41,8 +41,12 @@ const register: Register = (y) => {
         .option('run-at', { type: 'string', description: 'not before this ISO timestamp (default now)' })
         .option('priority', { type: 'number', description: 'higher runs first (default 0)' })
         .option('max-retries', { type: 'number', description: 'retries after the first attempt (default 5)' })
-        .option('timeout', { type: 'number', description: 'seconds one attempt may run before its signal aborts and it fails (default: the consumer\'s, 900)' })
-        .option('envelope', { type: 'boolean', default: false, description: 'with --file: each line is {"payload": ..., "timeout": S} (timeout optional, overrides --timeout)' })
+        .option('timeout', { type: 'number', description: "seconds one attempt may run before its signal aborts and it fails (default: the consumer's, 900)" })
+        .option('envelope', {
+          type: 'boolean',
+          default: false,
+          description: 'with --file: each line is {"payload": ..., "timeout": S} (timeout optional, overrides --timeout)',
+        })
         .option('dry-run', { type: 'boolean', default: false, description: 'check the input and print the SQL; enqueue nothing' })
         .conflicts('payload', 'file'),
     handler<Args>(async (ctx, argv) => {
@@ -192,7 +196,8 @@ async function countLines(file: string): Promise<number> {
 async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Promise<void> {
   const file = argv.file!;
   const stdin = file === '-';
-  if (!stdin && (!existsSync(file) || !statSync(file).isFile())) throw badInput(`--file ${file} does not exist or is not a file; give an NDJSON file or - for stdin`);
+  if (!stdin && (!existsSync(file) || !statSync(file).isFile()))
+    throw badInput(`--file ${file} does not exist or is not a file; give an NDJSON file or - for stdin`);
   const name = stdin ? 'stdin' : file;
   const source = () => (stdin ? ctx.stdin : createReadStream(file));
   if (argv.dryRun) {
@@ -201,7 +206,13 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
       void payload;
       count++;
     }
-    const step = { seq: 1, action: 'enqueue', statement: `COPY qmaint.jobs (queue, payload${opts.timeout !== undefined || argv.envelope ? ', timeout_ms' : ''}) FROM STDIN`, lockLevel: 'ROW EXCLUSIVE on qmaint.jobs', reason: `${count} jobs on queue ${argv.queue}, in one transaction` };
+    const step = {
+      seq: 1,
+      action: 'enqueue',
+      statement: `COPY qmaint.jobs (queue, payload${opts.timeout !== undefined || argv.envelope ? ', timeout_ms' : ''}) FROM STDIN`,
+      lockLevel: 'ROW EXCLUSIVE on qmaint.jobs',
+      reason: `${count} jobs on queue ${argv.queue}, in one transaction`,
+    };
     ctx.out.emit({ ok: true, dryRun: true, valid: count, steps: [step] }, () => ctx.out.plan([step]));
     return;
   }

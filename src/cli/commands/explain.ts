@@ -24,7 +24,7 @@ const register: Register = (y) => {
     'EXPLAIN ANALYZE the claim query (rolled back) and judge the plan; --no-analyze: plan only',
     (b) =>
       b
-        .positional('target', { choices: ['dequeue'] as const, description: 'what to explain: dequeue, the consumer\'s claim statement' })
+        .positional('target', { choices: ['dequeue'] as const, description: "what to explain: dequeue, the consumer's claim statement" })
         .option('queue', { type: 'string', description: 'queue to claim from (default: the queue of the oldest due job, else "default")' })
         .option('batch', { type: 'number', description: 'jobs per claim (default: the batch setting, 100)' })
         .option('plan', { type: 'boolean', default: false, description: 'print the plan tree' })
@@ -32,7 +32,8 @@ const register: Register = (y) => {
         .option('statement-timeout', { type: 'string', description: 'statement_timeout of the explain (default: the statementTimeout setting, 30s)' })
         .option('analyze', {
           type: 'boolean',
-          description: 'run the claim under EXPLAIN ANALYZE, rolled back (default when this role may update jobs); --no-analyze: only plan it, through qmaint.explain_claim() (qmaint_readonly), judged by the plan-time rules',
+          description:
+            'run the claim under EXPLAIN ANALYZE, rolled back (default when this role may update jobs); --no-analyze: only plan it, through qmaint.explain_claim() (qmaint_readonly), judged by the plan-time rules',
         })
         .option('dry-run', { type: 'boolean', default: false, description: 'print the statements explain would run, run nothing' }),
     handler<ExplainArgs>(async (ctx, argv) => {
@@ -91,12 +92,18 @@ export function printRules(out: Output, rules: RuleResult[]): void {
 
 /** The statements explainDequeue would run, as the library lists them. */
 function dryRun(ctx: Context, options: ExplainOptions): number {
-  const statements = explainStatements(options).map((st) => ({ purpose: st.purpose, sql: st.sql, params: st.values.map((v) => (v === null ? null : String(v))) }));
+  const statements = explainStatements(options).map((st) => ({
+    purpose: st.purpose,
+    sql: st.sql,
+    params: st.values.map((v) => (v === null ? null : String(v))),
+  }));
   const lockLevel = explainLockLevel(options.analyze !== false);
   ctx.out.emit({ ok: true, dryRun: true, analyze: options.analyze !== false, statements, lockLevel }, () => {
     ctx.out.line(ctx.out.dim(`-- lock: ${lockLevel}`));
     for (const st of statements) {
-      ctx.out.line(ctx.out.dim(`-- ${st.purpose}${st.params.length > 0 ? `: ${st.params.map((p, i) => `$${i + 1}=${p === null ? 'NULL' : p}`).join(' ')}` : ''}`));
+      ctx.out.line(
+        ctx.out.dim(`-- ${st.purpose}${st.params.length > 0 ? `: ${st.params.map((p, i) => `$${i + 1}=${p === null ? 'NULL' : p}`).join(' ')}` : ''}`),
+      );
       ctx.out.line(st.sql.trim().replace(/;?\s*$/, ';'));
     }
   });

@@ -22,7 +22,9 @@ async function act(ctx: Context, action: 'retry' | 'cancel', argv: ActionArgs): 
   const ids = action === 'retry' ? await retryJobs(db, sel, ctx.now) : await cancelJobs(db, sel, ctx.now);
   const verb = action === 'retry' ? 'put back in the queue' : 'cancelled';
   out.emit({ ok: true, action, count: ids.length, ids }, () =>
-    ids.length === 0 ? out.warn(`no job matched (${action === 'retry' ? 'only failed jobs can be retried' : 'only queued jobs can be cancelled'})`) : out.ok(`${ids.length} job(s) ${verb}: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`),
+    ids.length === 0
+      ? out.warn(`no job matched (${action === 'retry' ? 'only failed jobs can be retried' : 'only queued jobs can be cancelled'})`)
+      : out.ok(`${ids.length} job(s) ${verb}: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`),
   );
 }
 
@@ -39,7 +41,12 @@ const register: Register = (y) => {
             .option('id', { type: 'array', string: true, description: 'only these job ids' })
             .option('limit', { type: 'number', default: 50, description: 'at most this many' }),
         handler<{ queue?: string; status?: string; id?: string[]; limit: number }>(async (ctx, argv) => {
-          const filter = { queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue), status: checkStatus(argv.status), ids: checkIds(argv.id), limit: checkLimit(argv.limit) };
+          const filter = {
+            queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue),
+            status: checkStatus(argv.status),
+            ids: checkIds(argv.id),
+            limit: checkLimit(argv.limit),
+          };
           const db = await ctx.migratedDb({ max: 2 });
           const jobs = await listJobs(db, filter, { payloadAs: 'text' });
           const out = ctx.out;
@@ -63,13 +70,21 @@ const register: Register = (y) => {
       .command(
         'retry [ids..]',
         'put failed jobs back in the queue (by id, or all failed jobs of --queue)',
-        (c) => c.positional('ids', { type: 'string', array: true }).option('queue', { type: 'string' }).option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
+        (c) =>
+          c
+            .positional('ids', { type: 'string', array: true })
+            .option('queue', { type: 'string' })
+            .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
         handler<ActionArgs>((ctx, argv) => act(ctx, 'retry', argv)),
       )
       .command(
         'cancel [ids..]',
         'cancel queued jobs (they end failed) by id, or all queued jobs of --queue',
-        (c) => c.positional('ids', { type: 'string', array: true }).option('queue', { type: 'string' }).option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
+        (c) =>
+          c
+            .positional('ids', { type: 'string', array: true })
+            .option('queue', { type: 'string' })
+            .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
         handler<ActionArgs>((ctx, argv) => act(ctx, 'cancel', argv)),
       )
       .demandCommand(1, 'name a jobs subcommand: list, retry or cancel'),

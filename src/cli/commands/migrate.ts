@@ -58,7 +58,8 @@ const register: Register = (y) => {
         return;
       }
       out.emit({ ok: true, database: db.display, applied, functions, alreadyApplied: result.alreadyApplied }, () => {
-        if (applied.length === 0 && functions.length === 0) out.ok(`schema up to date (${result.alreadyApplied} migrations, functions current) in ${db.display}`);
+        if (applied.length === 0 && functions.length === 0)
+          out.ok(`schema up to date (${result.alreadyApplied} migrations, functions current) in ${db.display}`);
         if (applied.length > 0) out.ok(`applied ${applied.length} migration(s) in ${db.display}: ${result.applied.map((m) => m.file).join(', ')}`);
         if (functions.length > 0) out.ok(`applied ${functions.length} function file(s) in ${db.display}: ${functions.map((f) => f.file).join(', ')}`);
       });

@@ -2,8 +2,20 @@ import type { Argv } from 'yargs';
 import { parseQualifiedName, type Db } from '../../db.js';
 import { badInput } from '../../errors.js';
 import {
-  applyPolicies, compact, createUntil, detach, drop, listPartitions, planRotate, policyPaths, rotate, summarize,
-  type MaintainOptions, type PartitionInfo, type Preview, type RunResult,
+  applyPolicies,
+  compact,
+  createUntil,
+  detach,
+  drop,
+  listPartitions,
+  planRotate,
+  policyPaths,
+  rotate,
+  summarize,
+  type MaintainOptions,
+  type PartitionInfo,
+  type Preview,
+  type RunResult,
 } from '../../partitions/index.js';
 import { bytes } from '../format.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
@@ -79,7 +91,10 @@ const register: Register = (y) => {
       .command(
         'apply [files..]',
         'validate policy files and write them into qmaint.partition_policy (default: partitions/*.json)',
-        (b) => b.positional('files', { type: 'string', array: true }).option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
+        (b) =>
+          b
+            .positional('files', { type: 'string', array: true })
+            .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
         handler<{ files?: string[]; dryRun: boolean }>(async (ctx, argv) => {
           const paths = policyPaths(argv.files ?? []);
           const result = await applyPolicies(await db(ctx), paths, { dryRun: argv.dryRun });
@@ -99,7 +114,9 @@ const register: Register = (y) => {
           const out = ctx.out;
           out.emit({ ok: true, now: ctx.now.toISOString(), tables }, () => {
             for (const t of tables) {
-              out.heading(`${t.table}: interval ${t.interval}, retention ${t.retention}, runway ${t.runway}/${t.runwayTarget} ahead, low water ${t.lowWater ?? 'none'}`);
+              out.heading(
+                `${t.table}: interval ${t.interval}, retention ${t.retention}, runway ${t.runway}/${t.runwayTarget} ahead, low water ${t.lowWater ?? 'none'}`,
+              );
               out.table<PartitionInfo>(
                 [
                   { key: 'name', header: 'partition' },

@@ -18,8 +18,16 @@ const register: Register = (y) => {
         'create the four NOLOGIN roles (idempotent), make qmaint_admin the owner of the qmaint schema, grant each role exactly its share',
         (c) =>
           c
-            .option('member', { type: 'string', array: true, default: [], description: `add a login role to a group: KIND=LOGIN, KIND one of ${ROLE_KINDS.join(', ')} (repeatable)` })
-            .option('lock-timeout', { type: 'string', description: 'lock_timeout of the install (ALTER ... OWNER locks each table; default: the lockTimeout setting, 2s)' })
+            .option('member', {
+              type: 'string',
+              array: true,
+              default: [],
+              description: `add a login role to a group: KIND=LOGIN, KIND one of ${ROLE_KINDS.join(', ')} (repeatable)`,
+            })
+            .option('lock-timeout', {
+              type: 'string',
+              description: 'lock_timeout of the install (ALTER ... OWNER locks each table; default: the lockTimeout setting, 2s)',
+            })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL, change nothing' }),
         handler<InstallArgs>(async (ctx, argv) => {
           const members = argv.member.map(parseMember);
@@ -49,12 +57,18 @@ function report(out: Output, result: RolesResult, database: string): void {
   };
   out.emit(doc, () => {
     if (result.dryRun) {
-      out.line(out.dim(`-- qmaint roles install in database ${database}: roles and memberships commit first; the rest runs in one transaction, under the lock qmaint migrate takes`));
+      out.line(
+        out.dim(
+          `-- qmaint roles install in database ${database}: roles and memberships commit first; the rest runs in one transaction, under the lock qmaint migrate takes`,
+        ),
+      );
       out.plan(result.steps);
       return;
     }
     const created = result.createRoles.length;
-    out.ok(`roles in ${database}: ${created === 0 ? 'all four existed' : `created ${result.createRoles.join(', ')}`}; ${result.ownerChanges.length} object(s) handed to qmaint_admin; grants applied`);
+    out.ok(
+      `roles in ${database}: ${created === 0 ? 'all four existed' : `created ${result.createRoles.join(', ')}`}; ${result.ownerChanges.length} object(s) handed to qmaint_admin; grants applied`,
+    );
     out.table(
       [
         { key: 'role', header: 'role' },

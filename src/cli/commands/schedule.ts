@@ -54,13 +54,19 @@ function cronOptions(b: Argv<any>, dialect: CronDialect) {
 function pgCronOptions(b: Argv<any>) {
   return b
     .option('pg-cron', { type: 'boolean', default: false, description: 'act on pg_cron jobs (required: the daemon needs no install)' })
-    .option('cron-database-url', { type: 'string', description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)' })
+    .option('cron-database-url', {
+      type: 'string',
+      description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)',
+    })
     .option('job-prefix', { type: 'string', default: 'qmaint', description: 'jobs are named PREFIX-rotate, PREFIX-vacuum, ...' })
     .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL, change nothing' });
 }
 
 function schedules(ctx: Context, argv: CronFlags, dialect: CronDialect): Schedules {
-  return schedulesFrom(ctx.settings({ rotateCron: argv.rotateCron, vacuumCron: argv.vacuumCron, rescueCron: argv.rescueCron, healthCron: argv.healthCron }), dialect);
+  return schedulesFrom(
+    ctx.settings({ rotateCron: argv.rotateCron, vacuumCron: argv.vacuumCron, rescueCron: argv.rescueCron, healthCron: argv.healthCron }),
+    dialect,
+  );
 }
 
 function requirePgCron(argv: PgCronFlags, verb: string): void {
@@ -71,14 +77,22 @@ function requirePgCron(argv: PgCronFlags, verb: string): void {
 const register: Register = (y) => {
   y.command('schedule', 'maintenance on a schedule: pg_cron jobs in the database, or the node-cron daemon', (b) =>
     b
-      .command('install', 'create or update the pg_cron jobs (qmaint-rotate, -vacuum, -rescue, -health)', (c) => cronOptions(pgCronOptions(c), 'pg_cron'), handler<PgCronFlags>(install))
+      .command(
+        'install',
+        'create or update the pg_cron jobs (qmaint-rotate, -vacuum, -rescue, -health)',
+        (c) => cronOptions(pgCronOptions(c), 'pg_cron'),
+        handler<PgCronFlags>(install),
+      )
       .command('uninstall', 'remove the pg_cron jobs of this database', (c) => pgCronOptions(c), handler<PgCronFlags>(uninstall))
       .command(
         'list',
         "pg_cron jobs with their last runs, the daemon's leader, and recent maintenance runs",
         (c) =>
           c
-            .option('cron-database-url', { type: 'string', description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)' })
+            .option('cron-database-url', {
+              type: 'string',
+              description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)',
+            })
             .option('limit', { type: 'number', default: 5, description: 'runs shown per job, and per task and runner' }),
         handler<{ cronDatabaseUrl?: string; limit: number }>(list),
       )
@@ -117,7 +131,11 @@ async function install(ctx: Context, argv: PgCronFlags): Promise<void> {
   try {
     const planned = await planInstall(site, wanted, prefix);
     const changes = argv.dryRun ? planned : await applyChanges(site, planned);
-    reportChanges(ctx.out, changes, { dryRun: argv.dryRun, where: `pg_cron ${site.version} in ${site.cronDatabase}, running in database ${site.queueDatabase}`, site });
+    reportChanges(ctx.out, changes, {
+      dryRun: argv.dryRun,
+      where: `pg_cron ${site.version} in ${site.cronDatabase}, running in database ${site.queueDatabase}`,
+      site,
+    });
   } finally {
     await site.close();
   }
@@ -160,12 +178,26 @@ const ACTION_REASON: Record<JobChange['action'], string> = {
   absent: 'no such job',
 };
 
-function reportChanges(out: Output, changes: JobChange[], info: { dryRun: boolean; where: string; problem?: { reason: string; steps: string[]; message: string }; site?: PgCronSite }): void {
-  const jobs = changes.map((c) => ({ task: c.task, name: c.name, schedule: c.schedule, action: c.action, jobid: c.jobid, statement: c.statement, lockLevel: c.lockLevel }));
+function reportChanges(
+  out: Output,
+  changes: JobChange[],
+  info: { dryRun: boolean; where: string; problem?: { reason: string; steps: string[]; message: string }; site?: PgCronSite },
+): void {
+  const jobs = changes.map((c) => ({
+    task: c.task,
+    name: c.name,
+    schedule: c.schedule,
+    action: c.action,
+    jobid: c.jobid,
+    statement: c.statement,
+    lockLevel: c.lockLevel,
+  }));
   const doc = {
     ok: true,
     dryRun: info.dryRun,
-    ...(info.site ? { pgCron: { version: info.site.version, cronDatabase: info.site.cronDatabase, database: info.site.queueDatabase, connection: info.site.display } } : {}),
+    ...(info.site
+      ? { pgCron: { version: info.site.version, cronDatabase: info.site.cronDatabase, database: info.site.queueDatabase, connection: info.site.display } }
+      : {}),
     ...(info.problem ? { ready: false, problem: info.problem } : {}),
     jobs,
   };
@@ -173,7 +205,9 @@ function reportChanges(out: Output, changes: JobChange[], info: { dryRun: boolea
     if (info.problem) out.warn(`pg_cron cannot be used here yet: ${info.problem.message}`);
     if (info.dryRun) {
       out.line(out.dim(`-- ${info.where}; all statements run in one transaction`));
-      const steps = changes.filter((c) => c.statement).map((c, i) => ({ seq: i + 1, action: c.action, statement: c.statement!, lockLevel: c.lockLevel, reason: `${c.name}: ${ACTION_REASON[c.action]}` }));
+      const steps = changes
+        .filter((c) => c.statement)
+        .map((c, i) => ({ seq: i + 1, action: c.action, statement: c.statement!, lockLevel: c.lockLevel, reason: `${c.name}: ${ACTION_REASON[c.action]}` }));
       out.plan(steps);
       return;
     }
@@ -204,13 +238,19 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
   const doc = { ok: true, database: db.target.database, pgCron, daemon: { leader }, runs };
   out.emit(doc, () => {
     if (pgCron.available) {
-      out.heading(`pg_cron ${pgCron.version} (jobs kept in ${pgCron.cronDatabase}): ${pgCron.jobs.length} job(s) run qmaint maintenance in ${db.target.database}`);
+      out.heading(
+        `pg_cron ${pgCron.version} (jobs kept in ${pgCron.cronDatabase}): ${pgCron.jobs.length} job(s) run qmaint maintenance in ${db.target.database}`,
+      );
       out.table(
         [
           { key: 'name', header: 'job' },
           { key: 'schedule', header: 'schedule' },
           { key: 'active', header: 'active', format: (v) => (v ? 'yes' : out.c.yellow('no')) },
-          { key: 'lastRun', header: 'last pg_cron run', format: (_v, r) => (r.runs[0] ? `${r.runs[0].startedAt ?? '?'} ${verdictOf(out, r.runs[0].status)}` : out.dim('not yet')) },
+          {
+            key: 'lastRun',
+            header: 'last pg_cron run',
+            format: (_v, r) => (r.runs[0] ? `${r.runs[0].startedAt ?? '?'} ${verdictOf(out, r.runs[0].status)}` : out.dim('not yet')),
+          },
           { key: 'lastRun', header: 'message', format: (_v, r) => oneLine(r.runs[0]?.message ?? '') },
         ],
         pgCron.jobs.map((j) => ({ ...j, lastRun: null })),
@@ -219,7 +259,11 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
       out.line(`pg_cron: ${out.dim(`not in use here (${pgCron.reason})`)}`);
     }
     out.line();
-    out.line(leader ? `Daemon: the leader is pid ${leader.pid} (${leader.applicationName ?? '?'}${leader.clientAddress ? ` from ${leader.clientAddress}` : ''}), connected since ${leader.since ?? '?'}` : `Daemon: ${out.dim('no daemon leads this database right now')}`);
+    out.line(
+      leader
+        ? `Daemon: the leader is pid ${leader.pid} (${leader.applicationName ?? '?'}${leader.clientAddress ? ` from ${leader.clientAddress}` : ''}), connected since ${leader.since ?? '?'}`
+        : `Daemon: ${out.dim('no daemon leads this database right now')}`,
+    );
     out.line();
     out.heading(`Recent maintenance runs (last ${argv.limit} per task and runner)`);
     if (runs.length === 0) {
@@ -232,7 +276,12 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
         { key: 'task', header: 'task' },
         { key: 'runner', header: 'runner' },
         { key: 'status', header: 'status', format: (_v, r) => verdictOf(out, r.status) },
-        { key: 'finishedAt', header: 'took', align: 'right', format: (_v, r) => (r.finishedAt ? `${Date.parse(r.finishedAt) - Date.parse(r.startedAt)} ms` : '') },
+        {
+          key: 'finishedAt',
+          header: 'took',
+          align: 'right',
+          format: (_v, r) => (r.finishedAt ? `${Date.parse(r.finishedAt) - Date.parse(r.startedAt)} ms` : ''),
+        },
         { key: 'message', header: 'message', format: (_v, r) => oneLine(r.message ?? '') },
       ],
       runs,
@@ -242,14 +291,30 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
 
 type PgCronListing =
   | { available: false; reason: string }
-  | { available: true; version: string; cronDatabase: string; jobs: { jobid: number; name: string; schedule: string; active: boolean; command: string; runs: { status: string | null; message: string | null; startedAt: string | null; finishedAt: string | null }[] }[] };
+  | {
+      available: true;
+      version: string;
+      cronDatabase: string;
+      jobs: {
+        jobid: number;
+        name: string;
+        schedule: string;
+        active: boolean;
+        command: string;
+        runs: { status: string | null; message: string | null; startedAt: string | null; finishedAt: string | null }[];
+      }[];
+    };
 
 async function pgCronListing(db: Db, argv: { cronDatabaseUrl?: string; limit: number }): Promise<PgCronListing> {
   const site = await siteOrProblem(db, { cronDatabaseUrl: argv.cronDatabaseUrl, dryRun: false }, true);
   if ('problem' in site) return { available: false, reason: site.problem.reason };
   try {
     const jobs = await queueJobs(site);
-    const runs = await jobRuns(site, jobs.map((j) => j.jobid), argv.limit);
+    const runs = await jobRuns(
+      site,
+      jobs.map((j) => j.jobid),
+      argv.limit,
+    );
     return {
       available: true,
       version: site.version,
@@ -287,7 +352,8 @@ interface RunFlags extends CronFlags {
 function checkRunFlags(ctx: Context, argv: RunFlags): void {
   if (ctx.nowGiven) throw badInput('qmaint schedule run works on the real clock; drop --now');
   const whole = (name: string, value: number | undefined, min: number, max: number) => {
-    if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) throw badInput(`--${name} ${value} must be a whole number from ${min} to ${max}`);
+    if (value !== undefined && (!Number.isInteger(value) || value < min || value > max))
+      throw badInput(`--${name} ${value} must be a whole number from ${min} to ${max}`);
   };
   whole('metrics-port', argv.metricsPort, 0, 65535);
   whole('leader-interval-ms', argv.leaderIntervalMs, 50, 600_000);
@@ -299,7 +365,8 @@ function checkRunFlags(ctx: Context, argv: RunFlags): void {
 async function run(ctx: Context, argv: RunFlags): Promise<void> {
   checkRunFlags(ctx, argv);
   const wanted = schedules(ctx, argv, 'node-cron');
-  if (TASKS.every((t) => wanted[t] === null)) throw badInput('every task is off, so the daemon would have nothing to do; give at least one task a schedule (e.g. --rescue-cron "* * * * *")');
+  if (TASKS.every((t) => wanted[t] === null))
+    throw badInput('every task is off, so the daemon would have nothing to do; give at least one task a schedule (e.g. --rescue-cron "* * * * *")');
   const db = await ctx.migratedDb({ applicationName: 'qmaint-daemon', max: 8 });
   const log = daemonLogger(ctx.out);
   const daemon = new Daemon({

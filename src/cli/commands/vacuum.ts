@@ -42,7 +42,9 @@ function showTunePlan(out: Output, plan: TunePlan): void {
     const churn = m.measured
       ? `${m.deadPerSec!.toFixed(1)} dead tuples/s over ${m.samples} samples (${shortTime(m.windowStart)} .. ${shortTime(m.windowEnd)})`
       : 'churn not measured yet (no earlier sample)';
-    out.line(`${out.c.bold(m.parentTable)}: ${churn}; autovacuum_naptime ${m.naptimeSeconds}s => hot vacuum threshold ${m.vacuumThreshold}, analyze threshold ${m.analyzeThreshold}`);
+    out.line(
+      `${out.c.bold(m.parentTable)}: ${churn}; autovacuum_naptime ${m.naptimeSeconds}s => hot vacuum threshold ${m.vacuumThreshold}, analyze threshold ${m.analyzeThreshold}`,
+    );
   }
   out.table(
     [
@@ -57,7 +59,10 @@ function showTunePlan(out: Output, plan: TunePlan): void {
       state: t.state,
       profile: t.profile,
       frozen: t.profile === 'cold' ? (t.frozen ? 'yes' : 'no') : '',
-      changes: t.changes.length === 0 ? out.c.dim('unchanged') : t.changes.map((c) => `${c.parameter.replace(/^autovacuum_/, '')}: ${c.current ?? 'default'} -> ${c.proposed ?? 'default'}`).join('\n'),
+      changes:
+        t.changes.length === 0
+          ? out.c.dim('unchanged')
+          : t.changes.map((c) => `${c.parameter.replace(/^autovacuum_/, '')}: ${c.current ?? 'default'} -> ${c.proposed ?? 'default'}`).join('\n'),
     })),
   );
 }
@@ -74,7 +79,10 @@ async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
     const result = await tuneServerSide(db, ctx.now);
     out.emit({ ok: true, serverSide: true, result }, () => {
       if (result.skipped) out.warn(`skipped: ${String(result.reason)}`);
-      else out.ok(`vacuum_tune_all: ${String(result.applied)} partition(s) re-profiled, ${String(result.tracked)} newly drained tracked${(result.gave_up as unknown[]).length > 0 ? `; gave up on ${(result.gave_up as unknown[]).length} (lock_timeout)` : ''}`);
+      else
+        out.ok(
+          `vacuum_tune_all: ${String(result.applied)} partition(s) re-profiled, ${String(result.tracked)} newly drained tracked${(result.gave_up as unknown[]).length > 0 ? `; gave up on ${(result.gave_up as unknown[]).length} (lock_timeout)` : ''}`,
+        );
     });
     return;
   }
@@ -89,7 +97,9 @@ async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
   });
   if (!result.ran) {
     const h = result.holder;
-    out.emit({ ok: true, skipped: true, holder: h }, () => out.warn(`another maintenance run holds the lock${h ? ` (pid ${h.pid}, ${h.applicationName ?? 'unknown'})` : ''}; nothing done`));
+    out.emit({ ok: true, skipped: true, holder: h }, () =>
+      out.warn(`another maintenance run holds the lock${h ? ` (pid ${h.pid}, ${h.applicationName ?? 'unknown'})` : ''}; nothing done`),
+    );
     return;
   }
   const { plan, executed } = result;
@@ -119,7 +129,14 @@ function holderRows(out: Output, holders: XminHolder[]): void {
       { key: 'xminAge', header: 'xmin age (xids)', align: 'right' },
       { key: 'age', header: 'age', align: 'right' },
       { key: 'state', header: 'state' },
-      { key: 'query', header: 'query', format: (v) => String(v ?? '').replace(/\s+/g, ' ').slice(0, 50) },
+      {
+        key: 'query',
+        header: 'query',
+        format: (v) =>
+          String(v ?? '')
+            .replace(/\s+/g, ' ')
+            .slice(0, 50),
+      },
     ],
     holders.map((h) => ({ ...h, who: [h.pid === null ? null : `pid ${h.pid}`, h.name].filter(Boolean).join(' '), age: duration(h.ageSeconds) })),
   );
@@ -241,12 +258,20 @@ const register: Register = (y) => {
     b
       .command(
         'tune',
-        'measure churn, derive the hot thresholds, and set each partition\'s autovacuum reloptions for its age',
+        "measure churn, derive the hot thresholds, and set each partition's autovacuum reloptions for its age",
         (c) =>
           c
             .option('dry-run', { type: 'boolean', default: false, description: 'show current and proposed settings and the SQL; change nothing' })
-            .option('sample-seconds', { type: 'number', default: 10, description: 'without churn history, sample pg_stat_user_tables over this many seconds (0: skip)' })
-            .option('server-side', { type: 'boolean', default: false, description: 'run qmaint.vacuum_tune_all() in one transaction (what pg_cron runs; use through PgBouncer)' })
+            .option('sample-seconds', {
+              type: 'number',
+              default: 10,
+              description: 'without churn history, sample pg_stat_user_tables over this many seconds (0: skip)',
+            })
+            .option('server-side', {
+              type: 'boolean',
+              default: false,
+              description: 'run qmaint.vacuum_tune_all() in one transaction (what pg_cron runs; use through PgBouncer)',
+            })
             .options(lockOptions),
         handler<TuneArgs>((ctx, argv) => tuneCommand(ctx, argv)),
       )

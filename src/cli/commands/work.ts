@@ -55,9 +55,16 @@ const register: Register = (y) => {
         .option('batch', { type: 'number', description: 'jobs claimed per statement (setting batch, default 100)' })
         .option('lease-seconds', { type: 'number', description: 'lease of a claimed job (setting leaseSeconds, default 60)' })
         .option('poll-max-ms', { type: 'number', description: 'longest idle poll interval (setting pollMaxMs, default 5000)' })
-        .option('timeout', { type: 'number', description: 'seconds a handler may run when its job has no timeout of its own (setting jobTimeoutSeconds, default 900)' })
+        .option('timeout', {
+          type: 'number',
+          description: 'seconds a handler may run when its job has no timeout of its own (setting jobTimeoutSeconds, default 900)',
+        })
         .option('drain', { type: 'boolean', default: false, description: 'exit 0 once no job of the queue is ready to run now' })
-        .option('mode', { choices: ['lease', 'transaction'] as const, default: 'lease' as const, description: 'lease: claim in batches under a lease; transaction: one job per transaction (job.client)' })
+        .option('mode', {
+          choices: ['lease', 'transaction'] as const,
+          default: 'lease' as const,
+          description: 'lease: claim in batches under a lease; transaction: one job per transaction (job.client)',
+        })
         .option('listen', { type: 'boolean', default: true, description: 'wake on NOTIFY (--no-listen: poll only, e.g. behind PgBouncer)' })
         .option('listen-url', { type: 'string', description: 'direct PostgreSQL URL for LISTEN when --database-url goes through PgBouncer' })
         .option('shutdown-seconds', { type: 'number', default: 30, description: 'on SIGINT/SIGTERM, how long running handlers may finish' }),
@@ -65,7 +72,13 @@ const register: Register = (y) => {
       checkQueueName(argv.queue);
       if (argv.listenUrl !== undefined) checkConnectionUrl(argv.listenUrl, '--listen-url');
       if (!(argv.shutdownSeconds >= 0)) throw badInput(`--shutdown-seconds must be 0 or more, got ${argv.shutdownSeconds}`);
-      const settings = ctx.settings({ concurrency: argv.concurrency, batch: argv.batch, leaseSeconds: argv.leaseSeconds, pollMaxMs: argv.pollMaxMs, jobTimeoutSeconds: argv.timeout }).values;
+      const settings = ctx.settings({
+        concurrency: argv.concurrency,
+        batch: argv.batch,
+        leaseSeconds: argv.leaseSeconds,
+        pollMaxMs: argv.pollMaxMs,
+        jobTimeoutSeconds: argv.timeout,
+      }).values;
       const mod = await loadHandler(argv.handler);
       const out = ctx.out;
       const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
@@ -87,7 +100,9 @@ const register: Register = (y) => {
         out.note(`job ${job.id} ${what}: ${error.split('\n')[0]!.replace(/^Error: /, '')}`);
       });
       consumer.on('db-error', (err, during) => out.note(`database error during ${during}: ${err.message} (retrying)`));
-      consumer.on('lease-lost', (job) => out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`));
+      consumer.on('lease-lost', (job) =>
+        out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`),
+      );
       consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${job.timeout} s; its signal was aborted`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
       consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
@@ -103,9 +118,19 @@ const register: Register = (y) => {
         out.note(`working queue ${argv.queue} as ${consumer.workerId} (concurrency ${settings.concurrency}, ${argv.mode} mode)`);
         await consumer.start();
         const report = await consumer.done;
-        const doc = { ok: true, queue: argv.queue, workerId: consumer.workerId, drained: argv.drain && stoppedBy === null, signal: stoppedBy, ...consumer.stats, ...report };
+        const doc = {
+          ok: true,
+          queue: argv.queue,
+          workerId: consumer.workerId,
+          drained: argv.drain && stoppedBy === null,
+          signal: stoppedBy,
+          ...consumer.stats,
+          ...report,
+        };
         out.emit(doc, () =>
-          out.ok(`${consumer.stats.completed} completed, ${consumer.stats.failed} failed, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`),
+          out.ok(
+            `${consumer.stats.completed} completed, ${consumer.stats.failed} failed, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`,
+          ),
         );
       } finally {
         await mod.close?.();

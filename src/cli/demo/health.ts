@@ -21,7 +21,7 @@ export const healthStep: DemoStep = {
   async run(d) {
     const now = ['--now', d.now.toISOString()];
     d.say('When claiming gets slow, people paste query plans into issues. qmaint reads the plan for you: it runs');
-    d.say('the consumer\'s own claim statement under EXPLAIN ANALYZE inside a transaction it rolls back, so no job');
+    d.say("the consumer's own claim statement under EXPLAIN ANALYZE inside a transaction it rolls back, so no job");
     d.say('changes state, and judges it: is the claim index used on every partition, are drained partitions');
     d.say('pruned, how many rows, heap fetches, dead rows and buffers each claimed job costs, how long it took.');
     await d.qmaint(['explain', 'dequeue', '--plan']);

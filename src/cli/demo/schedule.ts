@@ -13,13 +13,20 @@ export const scheduleStep: DemoStep = {
     d.say('seconds field so we can watch it work, and stops by itself after 5 seconds. With several daemons, one leads');
     d.say('(an advisory lock) and the others stand by, so each task still runs once per tick.');
     await d.qmaint([
-      'schedule', 'run',
-      '--rescue-cron', '* * * * * *',
-      '--rotate-cron', '*/2 * * * * *',
-      '--health-cron', '*/2 * * * * *',
-      '--vacuum-cron', '1-59/2 * * * * *',
-      '--exit-after', '5',
-      '--leader-interval-ms', '200',
+      'schedule',
+      'run',
+      '--rescue-cron',
+      '* * * * * *',
+      '--rotate-cron',
+      '*/2 * * * * *',
+      '--health-cron',
+      '*/2 * * * * *',
+      '--vacuum-cron',
+      '1-59/2 * * * * *',
+      '--exit-after',
+      '5',
+      '--leader-interval-ms',
+      '200',
     ]);
     d.say('Every run is kept in qmaint.maintenance_runs, whoever ran it; schedule list shows them with any pg_cron jobs:');
     await d.qmaint(['schedule', 'list', '--limit', '2']);

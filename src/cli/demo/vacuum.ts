@@ -4,7 +4,7 @@ export const vacuumStep: DemoStep = {
   title: 'Vacuum: per-partition profiles tuned from the measured churn',
   async run(d) {
     const at = (seconds: number) => ['--now', new Date(d.now.getTime() + seconds * 1000).toISOString()];
-    d.say('Every claim and every completion leaves a dead row version behind. PostgreSQL\'s default autovacuum waits');
+    d.say("Every claim and every completion leaves a dead row version behind. PostgreSQL's default autovacuum waits");
     d.say('until dead rows reach 20% of the table, which for a partition holding a day of jobs is a lot of dead rows');
     d.say('for the claim to step over. qmaint gives each partition autovacuum settings for its age: hot (being');
     d.say('written and claimed), warm (past, still holds live jobs) and cold (drained: frozen once, then left alone).');
@@ -18,7 +18,10 @@ export const vacuumStep: DemoStep = {
     };
     try {
       await worker.query(`SELECT qmaint.ensure_partition('qmaint.jobs', $1::timestamptz)`, [d.now.toISOString()]);
-      await worker.query(`INSERT INTO qmaint.jobs (queue, created_at, payload) SELECT 'vacuum-demo', $1::timestamptz, jsonb_build_object('n', n) FROM generate_series(1, 3000) n`, [d.now.toISOString()]);
+      await worker.query(
+        `INSERT INTO qmaint.jobs (queue, created_at, payload) SELECT 'vacuum-demo', $1::timestamptz, jsonb_build_object('n', n) FROM generate_series(1, 3000) n`,
+        [d.now.toISOString()],
+      );
       await settle();
       d.say('Here is the state of each partition, and what (if anything) holds the xmin horizon back:');
       await d.qmaint(['vacuum', 'status', ...at(0)]);
@@ -36,7 +39,9 @@ export const vacuumStep: DemoStep = {
       d.say('`vacuum run` vacuums now, from the client, outside any transaction, with progress:');
       await d.qmaint(['vacuum', 'run', ...at(60)]);
       // Finish the demo's jobs so the partition can drain and be retired later in the tour.
-      await worker.query(`UPDATE qmaint.jobs SET status = 'completed', locked_by = NULL, locked_until = NULL WHERE queue = 'vacuum-demo' AND status = 'running'`);
+      await worker.query(
+        `UPDATE qmaint.jobs SET status = 'completed', locked_by = NULL, locked_until = NULL WHERE queue = 'vacuum-demo' AND status = 'running'`,
+      );
     } finally {
       await worker.end();
     }
