@@ -13,8 +13,15 @@ export interface Queryable {
 }
 
 export interface ConnectOptions {
-  /** --database-url; falls back to DATABASE_URL, PG*, then the embedded default. */
+  /** Connection URL; when absent, DATABASE_URL, then the libpq PG* variables. */
   databaseUrl?: string;
+  /**
+   * With no URL and no DATABASE_URL or PG* variables: start (or reuse) the
+   * embedded PostgreSQL. Default false: connect() then fails with a config
+   * error instead, so an application whose DATABASE_URL went missing never
+   * works an empty local database. The CLI passes true.
+   */
+  embedded?: boolean;
   env?: NodeJS.ProcessEnv;
   /** application_name reported in pg_stat_activity. */
   applicationName?: string;
@@ -165,6 +172,12 @@ export async function connect(options: ConnectOptions = {}): Promise<Db> {
   const resolved = resolveConnection(options.databaseUrl, env);
   let url = resolved.url;
   if (resolved.source === 'embedded') {
+    if (!options.embedded) {
+      throw new QmaintError(
+        'config',
+        'no database is configured (no URL given, no DATABASE_URL, no PG* variables); give one, or ask for the embedded PostgreSQL with embedded: true',
+      );
+    }
     const { ensureEmbedded } = await import('./embedded.js');
     const server = await ensureEmbedded({ home: options.embeddedHome, env, onLog: options.onEmbeddedLog });
     url = server.url;

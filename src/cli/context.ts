@@ -90,13 +90,18 @@ export class Context {
     return loadSettings(flags);
   }
 
+  /** The database: the configured one, else the embedded default (said once on stderr). */
   db(options: { max?: number; applicationName?: string } = {}): Promise<Db> {
     this.dbPromise ??= connect({
       databaseUrl: this.args.databaseUrl,
       max: options.max,
       applicationName: options.applicationName ?? 'qmaint',
       connectTimeoutMs: loadSettings().values.connectTimeoutMs,
+      embedded: true,
       onEmbeddedLog: (line) => this.out.note(line),
+    }).then((db) => {
+      if (db.source === 'embedded') this.out.note(`using the embedded PostgreSQL at ${db.display} (no database configured; qmaint embedded stop stops it)`);
+      return db;
     });
     return this.dbPromise;
   }

@@ -25,6 +25,10 @@ describe('the embedded default', () => {
     // With no database configured at all, commands use (and reuse) the embedded server.
     const migrate = await runCli(['migrate', '--json'], { env });
     expect(migrate.code).toBe(0);
+    // ... and say so on stderr (the password masked).
+    expect(migrate.stderr).toMatch(
+      /using the embedded PostgreSQL at postgres:\/\/[^ ]*:\*\*\*@[^ ]* \(no database configured; qmaint embedded stop stops it\)/,
+    );
     expect(migrate.json<{ database: string }>().database).toContain(`:${first.port}/`);
     const status = await runCli(['migrate', '--status', '--json'], { env });
     expect(status.json<{ migrations: { state: string }[] }>().migrations.every((m) => m.state === 'applied')).toBe(true);
