@@ -3,7 +3,7 @@ import path from 'node:path';
 import { badInput, QmaintError } from './errors.js';
 
 /** Where the connection came from, in precedence order. */
-export type ConnectionSource = 'flag' | 'DATABASE_URL' | 'libpq' | 'embedded';
+export type ConnectionSource = 'flag' | 'DATABASE_URL' | 'libpq' | 'embedded' | 'pool';
 
 export interface ResolvedConnection {
   source: ConnectionSource;

@@ -59,12 +59,30 @@ export class Db {
   readonly target: { host: string; port: string; database: string };
   readonly url: string | undefined;
 
+  /** Whether close() ends the pool: not when it is the application's own (fromPool). */
+  private readonly ownsPool: boolean;
+
   constructor(pool: pg.Pool, source: ConnectionSource, url: string | undefined, env: NodeJS.ProcessEnv) {
     this.pool = pool;
     this.source = source;
     this.url = url;
+    this.ownsPool = source !== 'pool';
     this.target = connectionTarget(url, env);
+    if (source === 'pool') {
+      const o = pool.options;
+      this.target = { host: o.host ?? this.target.host, port: String(o.port ?? this.target.port), database: o.database ?? this.target.database };
+    }
     this.display = url ? redactUrl(url) : `postgres://${this.target.host}:${this.target.port}/${this.target.database}`;
+  }
+
+  /**
+   * Use an application's own pg.Pool: every qmaint function that takes a Db
+   * then runs on it. qmaint checks clients out and returns them as usual, and
+   * close() leaves the pool open (it is the application's to end). Errors the
+   * pool emits for idle clients are the application's to handle, as before.
+   */
+  static fromPool(pool: pg.Pool, env: NodeJS.ProcessEnv = process.env): Db {
+    return new Db(pool, 'pool', pool.options.connectionString, env);
   }
 
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
@@ -146,8 +164,9 @@ export class Db {
     };
   }
 
+  /** End the pool this Db made (a pool given to fromPool stays open). */
   async close(): Promise<void> {
-    await this.pool.end();
+    if (this.ownsPool) await this.pool.end();
   }
 }
 
