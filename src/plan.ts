@@ -1,4 +1,4 @@
-import type { PgClient, Queryable } from './db.js';
+import { parseQualifiedName, type PgClient, type Queryable } from './db.js';
 import { QmaintError, sqlState } from './errors.js';
 
 /** One statement of a maintenance plan, as returned by the SQL planning functions (qmaint.plan_step). */
@@ -130,7 +130,7 @@ export function toStepResult(row: StepResultRow): StepResult {
 
 /** What the executor reports while it runs: progress, then one result per step. */
 export type StepEvent =
-  | { outcome: 'start'; step: PlanStep; attempts: number }
+  | { outcome: 'start'; step: PlanStep; attempts: number; /** move steps: the queued jobs it will move. */ total?: number }
   | { outcome: 'retry'; step: PlanStep; attempts: number; delayMs: number }
   | { outcome: 'moved'; step: PlanStep; attempts: number; moved: number }
   | ({ step: PlanStep } & StepResult);
@@ -201,7 +201,12 @@ export async function executeSteps(client: PgClient, steps: PlanStep[], options:
       const base = { seq: step.seq, action: step.action, target: step.target };
       let statement = step.statement;
       let moved = 0;
-      options.onEvent?.({ outcome: 'start', step, attempts: 1 });
+      options.onEvent?.({
+        outcome: 'start',
+        step,
+        attempts: 1,
+        ...(step.action === 'move' && step.target !== null ? { total: await queuedIn(client, step.target) } : {}),
+      });
       for (let attempts = 1; ; attempts++) {
         try {
           if (step.action === 'move') {
@@ -251,4 +256,12 @@ export async function executeSteps(client: PgClient, steps: PlanStep[], options:
     await client.query(`SELECT set_config('lock_timeout', $1, false)`, [previous]).catch(() => undefined);
   }
   return results;
+}
+
+/** Queued jobs in one partition (the total of a move step's progress). */
+async function queuedIn(client: Queryable, partition: string): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ${parseQualifiedName(partition, 'partition').quoted} WHERE status = 'queued'`,
+  );
+  return rows[0]?.n ?? 0;
 }

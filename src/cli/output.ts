@@ -146,8 +146,7 @@ export class Output {
       switch (event.outcome) {
         case 'start':
           if (event.step.action === 'move') {
-            const total = Number(/holds (\d+) queued/.exec(event.step.reason)?.[1] ?? 0);
-            bar = this.progress(total, `moving jobs out of ${event.step.target}`);
+            bar = this.progress(event.total ?? 0, `moving jobs out of ${event.step.target}`);
           } else if (!event.step.transactional) {
             this.note(this.c.dim(`${event.step.statement} ...`));
           }

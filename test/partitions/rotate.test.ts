@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { eventually, freshDatabase, type TestDatabase } from '../helpers.js';
+import { eventually, freshDatabase, runCli, type TestDatabase } from '../helpers.js';
 import { at, cli, DAY, job, lowWater, name, partitions, rotateAt, setPolicy, T0 } from './support.js';
 
 const day = (d: Date) => new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
@@ -90,10 +90,11 @@ describe('qmaint partitions rotate', () => {
     await t.db.query(`INSERT INTO qmaint.jobs (queue, created_at, run_at) SELECT 'bulk', $1, $1 FROM generate_series(1, 2500)`, [T0]);
     const running = await job(t.db, T0, 'running');
 
-    const r = await cli(t, ['partitions', 'rotate', '--now', at(4).toISOString()]);
+    // Without --json: progress lines on stderr, their total counted before the move starts.
+    const r = await runCli(['partitions', 'rotate', '--now', at(4).toISOString(), '--database-url', t.url]);
     expect(r.code, r.stderr).toBe(0);
-    const done = r.json<{ tables: { done: { action: string; moved?: number }[] }[] }>().tables[0]!.done;
-    expect(done.find((d) => d.action === 'move')!.moved).toBe(2500);
+    expect(r.stderr).toContain(`moving jobs out of ${name(T0)}: 2500/2500 (100%)`);
+    expect(r.stdout).toMatch(/move qmaint\.jobs_p20310310 .*2500 jobs moved/);
     const { rows } = await t.db.query<{ p: string; status: string; n: string }>(
       `SELECT tableoid::regclass::text AS p, status::text, count(*) AS n FROM qmaint.jobs GROUP BY 1, 2 ORDER BY 1, 2`,
     );
