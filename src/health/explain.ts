@@ -178,7 +178,7 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
       }
       throw err;
     } finally {
-      await client.query(statement(explainStatements(options), 'rollback').sql).catch(() => undefined);
+      await client.query(statement(first, 'rollback').sql).catch(() => undefined);
     }
   });
 }
