@@ -119,8 +119,12 @@ describe('partition maintenance and locks', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.json()).toMatchObject({ pooled: true, skipped: false });
     expect((await partitions(t.db)).map((p) => p.name)).toEqual([name(T0), name(at(1))]);
-    // No session advisory lock was left behind on a pooled server connection.
-    const left = await t.db.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted`);
+    // No session advisory lock was left behind on a pooled server connection. Other test files run
+    // in other databases of the same cluster at the same time, so only this database's locks count.
+    const left = await t.db.query(
+      `SELECT count(*)::int AS n FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+    );
     expect(left.rows).toEqual([{ n: 0 }]);
 
     // A direct run holding the session lock makes the pooled run skip.
