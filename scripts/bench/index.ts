@@ -6,8 +6,9 @@ import { vacuumSuite } from './vacuum.js';
 import { queueSuite } from './queue.js';
 import { partitionsSuite } from './partitions.js';
 import { peersSuite } from './peers.js';
+import { poolerSuite } from './pooler.js';
 
-const suites: BenchSuite[] = [queueSuite, peersSuite, partitionsSuite, vacuumSuite];
+const suites: BenchSuite[] = [queueSuite, peersSuite, poolerSuite, partitionsSuite, vacuumSuite];
 
 async function run(): Promise<number> {
   const wanted: string[] = [];
