@@ -7,8 +7,9 @@ import { queueSuite } from './queue.js';
 import { partitionsSuite } from './partitions.js';
 import { peersSuite } from './peers.js';
 import { poolerSuite } from './pooler.js';
+import { scaleSuite } from './scale.js';
 
-const suites: BenchSuite[] = [queueSuite, peersSuite, poolerSuite, partitionsSuite, vacuumSuite];
+const suites: BenchSuite[] = [queueSuite, peersSuite, poolerSuite, partitionsSuite, vacuumSuite, scaleSuite];
 
 async function run(): Promise<number> {
   const wanted: string[] = [];
