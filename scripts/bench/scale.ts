@@ -74,7 +74,7 @@ export const scaleSuite: BenchSuite = {
     ctx.log(`scale: 1,000 hourly partitions, ${rows.toLocaleString('en-US')} jobs`);
     await hourlyPartitions(big.db, new Date(now.getTime() - 996 * HOUR), new Date(now.getTime() + 4 * HOUR));
     const built = performance.now();
-    await history(big.db, now, rows, ctx.log);
+    await history(big.db, now, rows, (line) => ctx.log(line));
     await big.db.query('VACUUM ANALYZE qmaint.jobs');
     await big.db.query('SELECT qmaint.rotate_all($1)', [now]);
     const buildSeconds = (performance.now() - built) / 1000;
