@@ -3,6 +3,7 @@ import { parseQualifiedName, withMaintenanceLock, type LockHolder } from '../db.
 import { badInput } from '../errors.js';
 import { executeSteps, type PlanStep, type StepEvent } from '../plan.js';
 
+/** Which partitions {@link planVacuumRun} and {@link runVacuum} vacuum, and how (`freeze` and `analyze` default false). */
 export interface VacuumRunOptions {
   now: Date;
   /** One partition ("schema.table"); default every non-future partition of every managed table. */
@@ -21,6 +22,7 @@ export interface VacuumProgress {
   indexVacuumCount: number;
 }
 
+/** One VACUUM that {@link runVacuum} ran, with dead tuples before and after. */
 export interface VacuumedPartition {
   partition: string;
   statement: string;
@@ -30,7 +32,15 @@ export interface VacuumedPartition {
   deadTuplesAfter: number;
 }
 
-/** The VACUUM statements `vacuum run` would execute (each outside any transaction). */
+/**
+ * The VACUUM statements `vacuum run` would execute (each outside any transaction).
+ *
+ * Changes nothing.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param options - see {@link VacuumRunOptions}
+ * @throws {@link QmaintError} `bad_input` when `partition` is not a partition of a managed table
+ */
 export async function planVacuumRun(db: Queryable, options: VacuumRunOptions): Promise<PlanStep[]> {
   const { rows } = await db.query<{ partition: string; state: string }>(
     `SELECT format('%I.%I', n.nspname, c.relname) AS partition, st.state
@@ -67,13 +77,16 @@ async function deadTuples(db: Queryable, partition: string): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
+/** Options of {@link runVacuum}: which partitions, plus how the VACUUM statements run. */
 export interface RunVacuumOptions extends VacuumRunOptions {
   lockTimeout: string;
   /** Default: qmaint.lock_retries(). */
   retries?: number;
   /** Called with progress rows while a VACUUM runs. */
   onProgress?: (progress: VacuumProgress) => void;
+  /** Called as each step starts, retries and ends. */
   onEvent?: (event: StepEvent) => void;
+  /** How often progress is read while a VACUUM runs, in ms (default 250). */
   pollMs?: number;
 }
 
@@ -81,6 +94,10 @@ export interface RunVacuumOptions extends VacuumRunOptions {
  * Vacuum now, from the client, one partition at a time, under the maintenance
  * lock and lock_timeout; progress is read from pg_stat_progress_vacuum on a
  * second connection while each statement runs.
+ *
+ * @param db - the database (a direct connection: it takes the session maintenance lock)
+ * @param options - see {@link RunVacuumOptions}
+ * @throws {@link QmaintError} `bad_input` as for {@link planVacuumRun}; `config` through a transaction pooler; `lock_timeout` with {@link GaveUpDetails} when a VACUUM gave up waiting for its lock
  */
 export async function runVacuum(
   db: Db,

@@ -44,7 +44,7 @@ describe('--lock-timeout and --statement-timeout', () => {
         refused(
           await runCli(args, { env }),
           args.join(' '),
-          /--lock-timeout: lockTimeout must be a duration such as 500ms, 2s or 1min \(more than 0 and at most 10min\), got "banana"/,
+          /--lock-timeout must be a duration such as 500ms, 2s or 1min \(more than 0 and at most 10min\), got "banana"/,
         );
       }
     }
@@ -97,11 +97,13 @@ describe('other flags', () => {
     for (const [args, pattern] of [
       [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', 'banana', '--dry-run'], /priority must be a whole number .*, got NaN/],
       [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', '1.5'], /priority must be a whole number/],
-      [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /maxRetries must be a whole number from 0/],
+      [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /--max-retries must be a whole number from 0/],
       [['partitions', 'detach', 'no.such.thing.x'], /partition "no\.such\.thing\.x" must be "table" or "schema\.table"/],
       [['partitions', 'rotate', '--table', 'a b', '--dry-run'], /--table "a b" is not a valid name/],
       [['explain', 'dequeue', '--queue', '', '--dry-run'], /queue name "" is not valid/],
       [['health', '--queue', 'tab\there'], /queue name "tab\\there" is not valid/],
+      [['jobs', 'list', '--limit', '0'], /^error: --limit must be a whole number from 1 to 100000, got 0$/m],
+      [['jobs', 'retry'], /^error: name the jobs: give job ids, or --queue for all its jobs$/m],
     ] as [string[], RegExp][]) {
       refused(await runCli(args, { env, input: '{}\n' }), args.join(' '), pattern);
     }
