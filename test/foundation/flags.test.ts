@@ -54,7 +54,7 @@ describe('--lock-timeout and --statement-timeout', () => {
   it('refuses 0, as a policy does (PostgreSQL would wait forever), and out-of-range values; also from QMAINT_LOCK_TIMEOUT', async () => {
     const before = await snapshot();
     for (const value of ['0', '0ms', '11min', '1.5ms', '2 seconds']) {
-      refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /lockTimeout must be .*more than 0 and at most 10min/);
+      refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /--lock-timeout must be .*more than 0 and at most 10min/);
     }
     refused(
       await runCli(['partitions', 'rotate'], { env: { ...env, QMAINT_LOCK_TIMEOUT: 'banana' } }),
@@ -84,7 +84,7 @@ describe('--lock-timeout and --statement-timeout', () => {
       ['explain', 'dequeue', '--dry-run', '--statement-timeout', 'banana'],
       ['health', '--statement-timeout', '0'],
     ]) {
-      refused(await runCli(args, { env }), args.join(' '), /--statement-timeout: statementTimeout must be .*more than 0 and at most 1d/);
+      refused(await runCli(args, { env }), args.join(' '), /--statement-timeout must be .*more than 0 and at most 1d/);
     }
     expect(await snapshot()).toEqual(before);
     expect((await runCli(['explain', 'dequeue', '--dry-run', '--statement-timeout', '5s'], { env })).code).toBe(0);
