@@ -29,8 +29,9 @@ export interface ConnectOptions {
    * works an empty local database. The CLI passes true.
    */
   embedded?: boolean;
+  /** Environment read for DATABASE_URL, the PG* variables and QMAINT_HOME (default process.env). */
   env?: NodeJS.ProcessEnv;
-  /** application_name reported in pg_stat_activity. */
+  /** application_name reported in pg_stat_activity (default 'qmaint'). */
   applicationName?: string;
   /** Pool size (default 10). */
   max?: number;
@@ -40,7 +41,7 @@ export interface ConnectOptions {
   onEmbeddedLog?: (line: string) => void;
   /**
    * How long making one connection may take, TCP and login together, before
-   * it fails as a connection error (exit 3). Default 10000 ms (setting connectTimeoutMs).
+   * it fails as a `connection` error. Default 10000 ms (setting connectTimeoutMs).
    */
   connectTimeoutMs?: number;
 }

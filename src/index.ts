@@ -9,11 +9,13 @@
  * Every failure the caller can act on is a {@link QmaintError}.
  *
  * This module is the whole public API; everything else in the package is
- * internal and may change in any release. No CLI code (yargs, chalk,
- * cli-table3) and no process.exit here or in anything it imports.
+ * internal and may change in any release.
  *
  * @packageDocumentation
  */
+
+// No CLI code (yargs, chalk, cli-table3) and no process.exit here or in
+// anything it imports. test/foundation/public-api.test.ts pins this list.
 
 // Connecting
 export { connect, Db } from './db.js';

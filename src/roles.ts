@@ -81,7 +81,9 @@ export interface RolesPlan {
 
 /** Make the login role `login` a member of the group role of `kind`. */
 export interface MemberRequest {
+  /** Which group role: admin, producer, worker or readonly. */
   kind: RoleKind;
+  /** An existing login role of your own. */
   login: string;
 }
 
@@ -421,7 +423,7 @@ async function runClusterStep(client: pg.ClientBase, step: RoleStep, installer: 
  * database waits for that, not for all of this one); then, in one transaction
  * under the lock `qmaint migrate` takes and under lock_timeout, the ownership
  * and the grants, planned again under that lock. A non-superuser without
- * CREATEROLE is refused (exit 3) before anything runs.
+ * CREATEROLE is refused (`permission`) before anything runs.
  *
  * @param db - the database
  * @param options - see {@link InstallRolesOptions}

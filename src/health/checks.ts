@@ -18,11 +18,15 @@ export interface HealthCheck {
 export interface HealthOptions {
   /** The time the checks judge against (p_now). The claim itself runs at the server's now(). */
   now: Date;
+  /** Thresholds of every check (see docs/health.md); unnamed ones keep their defaults. */
   thresholds: Thresholds;
+  /** statement_timeout of the server-side checks and of the dequeue explain (PostgreSQL interval text, e.g. '10s'). */
   statementTimeout: string;
   /** Dequeue verdict: queue (default: the oldest due job's), batch and lease of the explained claim. */
   queue?: string;
+  /** Jobs per claim of the explained claim (the consumer's batch, 100 by default). */
   batch: number;
+  /** Lease of the explained claim, in seconds (the consumer's, 60 by default). */
   leaseSeconds: number;
 }
 

@@ -19,10 +19,13 @@ import {
 export interface ExplainOptions {
   /** Queue to explain; default: the queue of the oldest due job, else "default". */
   queue?: string;
+  /** Jobs per claim, as the consumer claims them (its default is 100). */
   batch: number;
+  /** Lease the claim would give, in seconds (the consumer's default is 60). */
   leaseSeconds: number;
   /** statement_timeout for the whole explain (PostgreSQL interval text). */
   statementTimeout: string;
+  /** What the plan is judged by (default {@link DEFAULT_DEQUEUE_THRESHOLDS}). */
   thresholds?: DequeueThresholds;
   /**
    * true: EXPLAIN ANALYZE the claim (it runs, then rolls back); false: plan it

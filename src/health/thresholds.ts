@@ -7,6 +7,7 @@ import { DEFAULT_DEQUEUE_THRESHOLDS, type DequeueThresholds } from './plan.js';
  * threshold, validated and defaulted by qmaint.health_checks() itself.
  */
 export interface Thresholds {
+  /** Limits of the dequeue plan rules. */
   dequeue: DequeueThresholds;
   /** Passed to qmaint.health_checks(p_thresholds) as they are. */
   server: Record<string, string | number>;

@@ -143,6 +143,7 @@ export async function listPartitions(db: Queryable, options: ListPartitionsOptio
 
 /** Options of the partition maintenance functions (rotate, detach, drop, compact). */
 export interface MaintainOptions extends RunOptions {
+  /** The time the maintenance acts for (usually `new Date()`). */
   now: Date;
   /** Only this managed table (default: all with a policy). */
   table?: string;
@@ -228,6 +229,7 @@ async function singleTable(db: Db, table: string | undefined): Promise<string> {
 
 /** Options of {@link createUntil}. */
 export interface CreateOptions extends MaintainOptions {
+  /** Create through the partition holding this time. */
   until: Date;
   /** Refuse to make more partitions than this (default 1000). */
   max?: number;

@@ -114,9 +114,13 @@ export interface JobRow {
 
 /** Which jobs {@link listJobs} returns. `limit` defaults to 50 (1 to 100000). */
 export interface JobFilter {
+  /** Only this queue (default all). */
   queue?: string;
+  /** Only jobs with this status (default all). */
   status?: JobStatus;
+  /** Only these job ids (default all). */
   ids?: string[];
+  /** At most this many jobs, 1 to 100000 (default 50). */
   limit?: number;
 }
 
@@ -216,7 +220,9 @@ export interface JobAction {
 
 /** Which jobs an action targets: ids, a queue, or both (never neither). */
 export interface JobSelector {
+  /** These jobs (decimal ids). */
   ids?: string[];
+  /** The jobs of this queue (with ids: those of them in this queue). */
   queue?: string;
 }
 

@@ -150,6 +150,7 @@ export interface EnqueueManyOptions extends EnqueueOptions {
 
 /** One job of enqueueMany with `specs: true`. */
 export interface JobSpec {
+  /** The job's payload, as for {@link enqueue}. */
   payload: unknown;
   /** Seconds one attempt may run (overrides the call's `timeout`). */
   timeout?: number;

@@ -22,6 +22,7 @@ export interface DaemonEvent {
 export interface DaemonOptions {
   /** Pool on the queue database; tasks and metrics run through it. */
   db: Db;
+  /** Each task's node-cron expression (read in UTC), or null for off. */
   schedules: Schedules;
   /** Receives every log record (ticks, runs, leadership changes, errors). */
   log: (event: DaemonEvent) => void;

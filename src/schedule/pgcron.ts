@@ -41,7 +41,7 @@ interface ServerFacts {
 /**
  * Find and check pg_cron for the queue database behind `queue`. The pg_cron
  * connection is cronDatabaseUrl when given, else the same server with the database
- * named by cron.database_name. Throws a config error (exit 2) carrying the
+ * named by cron.database_name. Throws a `config` error carrying the
  * exact steps when pg_cron is missing, not preloaded, in another database than
  * cronDatabaseUrl names, too old to run jobs in another database, or on another server.
  *

@@ -5,10 +5,13 @@ import { executeSteps, type PlanStep, type StepEvent } from '../plan.js';
 
 /** Which partitions {@link planVacuumRun} and {@link runVacuum} vacuum, and how (`freeze` and `analyze` default false). */
 export interface VacuumRunOptions {
+  /** The time partition states are judged at (future partitions are left out). */
   now: Date;
   /** One partition ("schema.table"); default every non-future partition of every managed table. */
   partition?: string;
+  /** VACUUM (FREEZE) (default false). */
   freeze?: boolean;
+  /** VACUUM (ANALYZE) (default false). */
   analyze?: boolean;
 }
 
@@ -79,6 +82,7 @@ async function deadTuples(db: Queryable, partition: string): Promise<number> {
 
 /** Options of {@link runVacuum}: which partitions, plus how the VACUUM statements run. */
 export interface RunVacuumOptions extends VacuumRunOptions {
+  /** lock_timeout of each VACUUM (PostgreSQL interval text, e.g. '2s'). */
   lockTimeout: string;
   /** Default: qmaint.lock_retries(). */
   retries?: number;

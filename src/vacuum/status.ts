@@ -36,6 +36,7 @@ export interface PartitionVacuumStatus {
   indexBytes: number;
   relfrozenxidAge: number;
   bloat: Bloat;
+  /** The partition's storage parameters as set (autovacuum_*, fillfactor, ...). */
   reloptions: Record<string, number | boolean | string>;
 }
 
@@ -75,6 +76,7 @@ export interface VacuumStatus {
 
 /** Options of {@link vacuumStatus}. */
 export interface StatusOptions {
+  /** The time partition states are judged at. */
   now: Date;
   /** auto: pgstattuple_approx when the extension exists or can be created, else the estimate. */
   bloat?: 'auto' | 'approx' | 'estimate';

@@ -166,13 +166,16 @@ async function readPlan(db: Queryable, options: PlanTuneOptions): Promise<TunePl
 
 /** Options of {@link tune}. */
 export interface TuneOptions {
+  /** The time the tune acts for (usually `new Date()`). */
   now: Date;
+  /** Return the plan and run nothing, taking no lock (default false). */
   dryRun?: boolean;
   /**
    * When a parent has no churn history yet: read the counters, wait this long,
-   * and measure over that window (0: use the fallback thresholds).
+   * and measure over that window (default 0: use the fallback thresholds).
    */
   sampleSeconds?: number;
+  /** lock_timeout of each step (PostgreSQL interval text, e.g. '2s'). */
   lockTimeout: string;
   /** Default: qmaint.lock_retries(). */
   retries?: number;
