@@ -223,8 +223,8 @@ export async function inTransaction<T>(client: PgClient, fn: (client: PgClient &
 }
 
 /**
- * Open a pool following the connection precedence. The embedded default is
- * started (or reused) on demand.
+ * Open a pool on the configured database and check that it answers. The
+ * embedded PostgreSQL is started (or reused) only with `embedded: true`.
  *
  * Where it connects, first match wins: `databaseUrl`, then `DATABASE_URL`, then the libpq `PG*` variables of `env`; with none of them, the embedded PostgreSQL when `embedded: true`. It runs `SELECT 1` before it returns, so an unreachable server fails here.
  *
