@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { loadSettings, redactDeep, redactSecrets, type LoadedSettings, type SettingKey } from '../config.js';
 import { connect, type Db } from '../db.js';
 import { badInput, toQmaintError } from '../errors.js';
-import { cliMessage, ExitCode, exitCodeFor } from './exit.js';
+import { cliDetails, cliMessage, ExitCode, exitCodeFor } from './exit.js';
 import { requireMigrated } from '../migrate.js';
 import { invocation, type CommandIO, type CommandResult } from './invocation.js';
 import { Output } from './output.js';
@@ -171,6 +171,6 @@ export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Conte
   if (argv.json)
     out.emitJson({
       ok: false,
-      error: { code: error.code, exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) },
+      error: { code: error.code, exitCode, message, ...(error.details ? { details: redactDeep(cliDetails(error)) } : {}) },
     });
 }

@@ -56,3 +56,10 @@ export function cliText(error: QmaintError, text: string): string {
 export function cliMessage(error: QmaintError): string {
   return cliText(error, error.message);
 }
+
+/** The error's details for --json: texts in them (and in lists of them) name flags too (see cliText). */
+export function cliDetails(error: QmaintError): Record<string, unknown> | undefined {
+  if (!error.details || error.options.length === 0) return error.details;
+  const text = (v: unknown): unknown => (typeof v === 'string' ? cliText(error, v) : v);
+  return Object.fromEntries(Object.entries(error.details).map(([k, v]) => [k, Array.isArray(v) ? v.map(text) : text(v)]));
+}

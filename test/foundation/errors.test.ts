@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cliMessage, exitCodeFor, flagFor } from '../../src/cli/exit.js';
+import { cliDetails, cliMessage, exitCodeFor, flagFor } from '../../src/cli/exit.js';
 import { resolveConnection } from '../../src/config.js';
 import type { Queryable } from '../../src/db.js';
 import { QmaintError, type ErrorCode } from '../../src/errors.js';
@@ -46,6 +46,14 @@ describe('library errors name options, the CLI names flags', () => {
     const err = new QmaintError('bad_input', '2 tables have a policy (public.table, "table"); name one with the table option', { option: 'table' });
     expect(cliMessage(err)).toBe('2 tables have a policy (public.table, "table"); name one with the --table option');
     expect(flagFor('cronDatabaseUrl')).toBe('--cron-database-url');
+  });
+
+  it('texts in the details name flags too, for --json', () => {
+    const err = new QmaintError('config', 'cronDatabaseUrl points elsewhere', {
+      option: 'cronDatabaseUrl',
+      details: { reason: 'cronDatabaseUrl points elsewhere', steps: ['point cronDatabaseUrl at db'], count: 2 },
+    });
+    expect(cliDetails(err)).toEqual({ reason: '--cron-database-url points elsewhere', steps: ['point --cron-database-url at db'], count: 2 });
   });
 
   it('exit codes are the CLI mapping of error codes', () => {
