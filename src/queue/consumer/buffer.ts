@@ -59,7 +59,7 @@ export class LocalBuffer {
 
   /** claimed → waiting. Legal while the buffer is open or stopping (a claim in flight at stop() lands). */
   add(a: Attempt): void {
-    if (this.bufferState === 'closed') throw new IllegalTransitionError('add', 'a closed buffer');
+    if (this.bufferState === 'closed') throw new IllegalTransitionError('add', 'buffer closed');
     this.move(a, 'claimed', 'waiting');
     this.waiting.push(a);
   }
@@ -121,14 +121,14 @@ export class LocalBuffer {
 
   /** open → stopping: no handler starts any more; whoever waits for room or idleness is woken to look again. */
   stop(): void {
-    if (this.bufferState !== 'open') throw new IllegalTransitionError('stop', `a ${this.bufferState} buffer`);
+    if (this.bufferState !== 'open') throw new IllegalTransitionError('stop', `buffer ${this.bufferState}`);
     this.bufferState = 'stopping';
     for (const w of this.roomWaiters.splice(0)) w();
   }
 
   /** stopping → closed: every waiting attempt → returned, and taken out (to be given back to the queue). */
   takeUnstarted(): Attempt[] {
-    if (this.bufferState !== 'stopping') throw new IllegalTransitionError('takeUnstarted', `a ${this.bufferState} buffer`);
+    if (this.bufferState !== 'stopping') throw new IllegalTransitionError('takeUnstarted', `buffer ${this.bufferState}`);
     this.bufferState = 'closed';
     const taken = this.waiting.splice(0);
     for (const a of taken) this.move(a, 'waiting', 'returned');

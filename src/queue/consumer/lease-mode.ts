@@ -24,6 +24,7 @@ export class LeaseMode implements ConsumerMode {
   /** @param ctx - the consumer's parts. */
   constructor(private readonly ctx: ModeContext) {}
 
+  /** Start CLAIM_LANES claim loops; resolves once all ended (stop(), or a finished drain). */
   run(): Promise<void> {
     const lanes = Array.from({ length: CLAIM_LANES }, () => this.claimLoop(new ClaimLane()));
     this.loops = Promise.all(lanes).then(() => undefined);

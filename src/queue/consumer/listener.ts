@@ -31,6 +31,8 @@ export class Listener {
   private client: pg.Client | null = null;
   private stopping = false;
   private closed = false;
+  /** A LISTEN connection was up before: a new one may have missed notifications. */
+  private wasConnected = false;
 
   /**
    * @param db - the consumer's database (its connection settings serve `listen: true`).
@@ -138,8 +140,9 @@ export class Listener {
     });
     this.client = client;
     this.hooks.listening(true);
-    // Anything announced while we were not listening: look now.
-    if (attempt > 0) this.wake('poll');
+    // Anything announced while we were not listening (a failed first try, or a dropped connection): look now.
+    if (attempt > 0 || this.wasConnected) this.wake('poll');
+    this.wasConnected = true;
   }
 
   private retry(attempt: number): void {

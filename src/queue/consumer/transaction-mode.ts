@@ -22,6 +22,7 @@ export class TransactionMode implements ConsumerMode {
     }
   }
 
+  /** Start `concurrency` slots; resolves once all ended (stop(), or a finished drain). */
   run(): Promise<void> {
     const slots = Array.from({ length: this.ctx.options.concurrency }, () => this.slotLoop());
     return Promise.all(slots).then(() => undefined);
