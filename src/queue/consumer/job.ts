@@ -51,7 +51,12 @@ export const ERROR_TEXT_MAX = 4000;
 
 /** What a handler's signal is aborted with, and what its attempt fails with, when the job's timeout passes. */
 export class JobTimeoutError extends Error {
-  /** @param jobId - the job whose attempt timed out; @param seconds - its timeout. */
+  /**
+   * An error whose message names the job and its timeout.
+   *
+   * @param jobId - the job whose attempt timed out
+   * @param seconds - its timeout
+   */
   constructor(jobId: string, seconds: number) {
     super(`job ${jobId} timed out after ${seconds} s`);
     this.name = 'JobTimeoutError';
