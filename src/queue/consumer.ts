@@ -126,7 +126,12 @@ export interface StopReport {
 export interface ConsumerStats {
   claimed: number;
   completed: number;
+  /** Failed attempts: willRetry + failedForGood. */
   failed: number;
+  /** Failed attempts whose job went back to the queue for a retry. */
+  willRetry: number;
+  /** Failed attempts whose job is now failed (its retries were spent). */
+  failedForGood: number;
   returned: number;
   /** Results dropped because the attempt had lost the job (lease ran out, job rescued or claimed again). */
   lost: number;
@@ -200,7 +205,7 @@ const jitter = (ms: number) => ms / 2 + (Math.random() * ms) / 2;
 
 export class Consumer extends EventEmitter<ConsumerEvents> {
   readonly workerId: string;
-  readonly stats: ConsumerStats = { claimed: 0, completed: 0, failed: 0, returned: 0, lost: 0, timedOut: 0 };
+  readonly stats: ConsumerStats = { claimed: 0, completed: 0, failed: 0, willRetry: 0, failedForGood: 0, returned: 0, lost: 0, timedOut: 0 };
   private readonly db: Db;
   private readonly o: Required<Omit<ConsumerOptions, 'workerId' | 'listen'>> & { listen: boolean | string };
   /** Wake-ups so far; a loop compares it before and after a claim, so a NOTIFY that came in between is never slept through. */
@@ -621,6 +626,8 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         continue;
       }
       this.stats.failed++;
+      if (r.status === 'failed') this.stats.failedForGood++;
+      else this.stats.willRetry++;
       this.emit('failed', f.held.job, f.error, { status: r.status, retryCount: r.retry_count, runAt: r.run_at });
     }
   }

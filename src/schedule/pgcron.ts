@@ -78,7 +78,7 @@ function notPreloaded(facts: ServerFacts, major: number): QmaintError {
   const rest = [
     'restart PostgreSQL',
     `run CREATE EXTENSION pg_cron; in database ${db} as a superuser`,
-    'run qmaint schedule install --pg-cron again (or skip pg_cron: qmaint schedule run needs no extension)',
+    'run qmaint schedule install again (or skip pg_cron: qmaint schedule daemon needs no extension)',
   ];
   if (!facts.available) {
     return pgCronProblem(`pg_cron is not installed on this PostgreSQL ${major} server`, [
@@ -152,7 +152,7 @@ async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronUrl:
     throw pgCronProblem(`pg_cron is loaded but its extension is not created in database ${cronDb}`, [
       `connect to database ${cronDb} as a superuser and run CREATE EXTENSION pg_cron;`,
       `if ${here.role} is not a superuser: GRANT USAGE ON SCHEMA cron TO ${quoteIdentText(here.role)};`,
-      'run qmaint schedule install --pg-cron again',
+      'run qmaint schedule install again',
     ]);
   }
   if (!here.usage) {
@@ -350,7 +350,7 @@ export function installChanges(target: InstallTarget, schedules: Schedules, pref
   for (const job of jobs) {
     if (job.database !== target.queueDatabase) {
       throw badInput(
-        `pg_cron job ${job.name} already runs in database ${job.database}; run qmaint schedule uninstall --pg-cron against that database first, or pass --job-prefix (e.g. --job-prefix qmaint-${target.queueDatabase.replace(/[^A-Za-z0-9_-]/g, '')}) to keep both`,
+        `pg_cron job ${job.name} already runs in database ${job.database}; run qmaint schedule uninstall against that database first, or pass --job-prefix (e.g. --job-prefix qmaint-${target.queueDatabase.replace(/[^A-Za-z0-9_-]/g, '')}) to keep both`,
       );
     }
   }
