@@ -7,7 +7,9 @@ export type Example = readonly [command: string, what: string];
  * The examples of every command, keyed by command path ('' is qmaint itself).
  * They are real: the test suite runs each one against a test database (in
  * this order, after seeding what they name: jobs 41-43, partitions of
- * 2026-01-01 and -02, files in the working directory) and expects exit 0.
+ * 2026-01-01 and -02, files in the working directory) and expects exit 0;
+ * the many partitions of `partitions create` come late, after explain and
+ * health have judged the claim.
  * Examples that would run until stopped carry --drain or --exit-after.
  */
 export const EXAMPLES: Record<string, readonly Example[]> = {
@@ -56,43 +58,6 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint jobs cancel --queue reports --dry-run', 'how many queued jobs of reports would be cancelled, and the SQL'],
     ['qmaint jobs cancel --queue reports', 'cancel every queued job of reports'],
   ],
-  partitions: [
-    ['qmaint partitions list', 'every partition with its state, rows, live jobs and profile'],
-    ['qmaint partitions rotate --dry-run', 'the DDL a rotate would run, with the lock each statement takes'],
-  ],
-  'partitions apply': [
-    ['qmaint partitions apply', 'every policy file in partitions/*.json'],
-    ['qmaint partitions apply partitions/jobs.json --dry-run', 'check one file and print the SQL'],
-  ],
-  'partitions list': [
-    ['qmaint partitions list', 'bounds, state, rows, live jobs, size and profile of each partition'],
-    ['qmaint partitions list --table qmaint.jobs --json', 'one managed table, as JSON'],
-  ],
-  'partitions plan': [
-    ['qmaint partitions plan', 'the ordered DDL rotate would run now'],
-    ['qmaint partitions plan --table qmaint.jobs --json', 'as JSON: statement, lock level and reason of each step'],
-  ],
-  'partitions rotate': [
-    ['qmaint partitions rotate --dry-run', 'print the plan and change nothing'],
-    ['qmaint partitions rotate', 'make the runway, retire expired drained partitions'],
-    ['qmaint partitions rotate --lock-timeout 5s --lock-retries 5', 'wait longer for locks on a busy table'],
-  ],
-  'partitions create': [
-    ['qmaint partitions create --until 2027-12-31 --dry-run', 'the partitions from now through the end of 2027, printed'],
-    ['qmaint partitions create --until 2027-12-31 --max 400', 'created, refusing more than 400'],
-  ],
-  'partitions detach': [
-    ['qmaint partitions detach qmaint.jobs_p20260101 --dry-run', 'print the DETACH ... CONCURRENTLY steps'],
-    ['qmaint partitions detach qmaint.jobs_p20260101', 'detach a drained day and keep it as a table'],
-  ],
-  'partitions drop': [
-    ['qmaint partitions drop qmaint.jobs_p20260102 --dry-run', 'print the detach and DROP steps'],
-    ['qmaint partitions drop qmaint.jobs_p20260101', 'drop a table that qmaint detached'],
-  ],
-  'partitions compact': [
-    ['qmaint partitions compact --dry-run', 'which queued jobs would move out of expired partitions'],
-    ['qmaint partitions compact', 'move them, so retention can retire those partitions'],
-  ],
   vacuum: [
     ['qmaint vacuum status', 'dead rows, last vacuum, bloat and xid age per partition'],
     ['qmaint vacuum tune --dry-run --sample-seconds 2', 'proposed autovacuum settings and the SQL'],
@@ -120,6 +85,43 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint health', 'every check; exit 4 on anything critical'],
     ['qmaint health --queue emails --json', 'explain the claim of one queue; one JSON document'],
     ["qmaint health --threshold 'xmin_horizon_warn=30min'", 'override one threshold (see docs/health.md)'],
+  ],
+  partitions: [
+    ['qmaint partitions list', 'every partition with its state, rows, live jobs and profile'],
+    ['qmaint partitions rotate --dry-run', 'the DDL a rotate would run, with the lock each statement takes'],
+  ],
+  'partitions apply': [
+    ['qmaint partitions apply', 'every policy file in partitions/*.json'],
+    ['qmaint partitions apply partitions/jobs.json --dry-run', 'check one file and print the SQL'],
+  ],
+  'partitions list': [
+    ['qmaint partitions list', 'bounds, state, rows, live jobs, size and profile of each partition'],
+    ['qmaint partitions list --table qmaint.jobs --json', 'one managed table, as JSON'],
+  ],
+  'partitions plan': [
+    ['qmaint partitions plan', 'the ordered DDL rotate would run now'],
+    ['qmaint partitions plan --table qmaint.jobs --json', 'as JSON: statement, lock level and reason of each step'],
+  ],
+  'partitions rotate': [
+    ['qmaint partitions rotate --dry-run', 'print the plan and change nothing'],
+    ['qmaint partitions rotate', 'make the runway, retire expired drained partitions'],
+    ['qmaint partitions rotate --lock-timeout 5s --lock-retries 5', 'wait longer for locks on a busy table'],
+  ],
+  'partitions create': [
+    ['qmaint partitions create --until 2027-03-31 --dry-run', 'print the partitions from now through March 2027'],
+    ['qmaint partitions create --until 2027-03-31 --max 200', 'create them, refusing more than 200'],
+  ],
+  'partitions detach': [
+    ['qmaint partitions detach qmaint.jobs_p20260101 --dry-run', 'print the DETACH ... CONCURRENTLY steps'],
+    ['qmaint partitions detach qmaint.jobs_p20260101', 'detach a drained day and keep it as a table'],
+  ],
+  'partitions drop': [
+    ['qmaint partitions drop qmaint.jobs_p20260102 --dry-run', 'print the detach and DROP steps'],
+    ['qmaint partitions drop qmaint.jobs_p20260101', 'drop a table that qmaint detached'],
+  ],
+  'partitions compact': [
+    ['qmaint partitions compact --dry-run', 'which queued jobs would move out of expired partitions'],
+    ['qmaint partitions compact', 'move them, so retention can retire those partitions'],
   ],
   schedule: [
     ['qmaint schedule install --dry-run', 'the pg_cron jobs that install would create'],
