@@ -22,10 +22,13 @@ export function shellLine(argv: string[]): string {
 /**
  * How to run qmaint from a shell here: `qmaint` when an executable of that
  * name is on PATH, otherwise `npx qmaint` (the package installed locally).
+ * Started through npm (npx, npm exec, npm run: npm_command is set), the
+ * node_modules/.bin directories on PATH are npm's, not the user's shell's.
  */
 export function qmaintCommand(env: NodeJS.ProcessEnv = process.env): string {
+  const npm = env.npm_command !== undefined;
   for (const dir of (env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
+    if (!dir || (npm && /(^|[\\/])node_modules[\\/]\.bin[\\/]?$/.test(dir))) continue;
     try {
       accessSync(path.join(dir, 'qmaint'), constants.X_OK);
       return 'qmaint';

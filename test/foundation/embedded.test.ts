@@ -85,7 +85,8 @@ describe('the embedded default', () => {
     expect(printed.join('\n')).toContain(`--payload '{"to":"ada@example.com","subject":"welcome"}'`);
     expect(printed.join('\n')).toContain(`--rescue-cron '* * * * * *'`);
     // The embedded server is left running, and the demo says so and how to stop it.
-    expect(r.stdout).toMatch(/The embedded PostgreSQL is still running on 127\.0\.0\.1:\d+/);
+    expect(r.stdout).toMatch(/The embedded PostgreSQL is still running, on port \d+/);
+    expect(r.stdout).toContain(`\n  ${home}\n`);
     expect(r.stdout).toMatch(/^ {2}(npx )?qmaint embedded stop {6}stop it/m);
     expect((await runCli(['embedded', 'status', '--json'], { env })).json()).toMatchObject({ running: true });
   }, 300_000);

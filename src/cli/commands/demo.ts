@@ -58,7 +58,7 @@ const register: Register = (y) => {
         url: url.toString(),
         now: ctx.now,
         scratch,
-        say: (text) => out.line(text),
+        say: (text) => out.line(wrap(text, invocation().io.stdout.columns)),
         qmaint: async (args, options = {}) => {
           // Printed so it can be pasted into a shell; --verbose shows the argv that runs (the demo adds its database).
           if (!options.quiet) out.line(out.c.cyan(`$ ${prog} ${shellLine(args)}`));
@@ -89,10 +89,12 @@ const register: Register = (y) => {
       const embedded = server.source === 'embedded' ? { running: true, home: embeddedHome(), port: server.target.port, stop: `${prog} embedded stop` } : null;
       if (embedded) {
         out.line();
-        out.line(`The embedded PostgreSQL is still running on 127.0.0.1:${embedded.port} (kept in ${embedded.home}),`);
-        out.line('so the next qmaint command starts at once. It uses memory and a port until you stop it:');
-        out.line(`  ${prog} embedded status    connect with psql; where the data and the log are`);
-        out.line(`  ${embedded.stop}      stop it (the data stays; any qmaint command starts it again)`);
+        out.line(`The embedded PostgreSQL is still running, on port ${embedded.port}, so the next`);
+        out.line('command starts at once. It keeps its data in');
+        out.line(`  ${embedded.home}`);
+        out.line('and uses memory and a port until you stop it:');
+        out.line(`  ${prog} embedded status    psql line, data and log`);
+        out.line(`  ${embedded.stop}      stop it (the data stays)`);
       }
       if (out.json) out.emitJson({ ok: true, database: DEMO_DB, steps: results, commands, embedded });
     }),
@@ -120,3 +122,17 @@ async function captureJson(ctx: Context, args: string[], into: CapturedCommand[]
 }
 
 export default register;
+
+/** Narration fitted to a terminal of `columns` (broken between words); unchanged when not a terminal. */
+function wrap(text: string, columns: number | undefined): string {
+  if (!columns || text.length <= columns) return text;
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > columns) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, line].join('\n');
+}
