@@ -199,6 +199,7 @@ export function withExamples(y: Parser, parent = ''): Parser {
           const wrapped = (b: Parser) => {
             const built = builder?.(withExamples(b, path));
             addExamples(b, path);
+            ownOptionsFirst(b);
             return built;
           };
           (value as (...args: unknown[]) => unknown).call(target, cmd, description, wrapped, ...rest);
@@ -212,4 +213,17 @@ export function withExamples(y: Parser, parent = ''): Parser {
     },
   });
   return proxy;
+}
+
+/**
+ * yargs lists the global options' group (kept from the top level) before the
+ * default "Options:" group it makes while rendering; naming the command's own
+ * options group here puts them first, then "Global options:".
+ */
+function ownOptionsFirst(b: Parser): void {
+  // getOptions() and getGroups() are yargs API its typings leave out.
+  const api = b as unknown as { getOptions(): { key: Record<string, unknown> }; getGroups(): Record<string, string[]> };
+  const grouped = new Set(Object.values(api.getGroups()).flat());
+  const own = Object.keys(api.getOptions().key).filter((key) => !grouped.has(key) && !/[A-Z]/.test(key) && key !== '_');
+  if (own.length > 0) b.group(own, 'Options:');
 }

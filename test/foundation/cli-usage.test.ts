@@ -91,6 +91,7 @@ describe('--help', () => {
     for (const flag of ['--database-url', '--json', '--verbose', '--color', '--now', '--help']) expect(global).toContain(flag);
     const own = retry.split('\nOptions:\n')[1]!.split('\n\n')[0]!;
     expect(own).not.toContain('--json');
+    expect(retry.indexOf('\nOptions:\n'), "the command's own options come first").toBeLessThan(retry.indexOf('\nGlobal options:\n'));
     expect(retry).toMatch(/ids +failed jobs to retry/);
     expect(own).toMatch(/--queue +only jobs of this queue/);
     expect(await help(['partitions', 'apply'])).toMatch(/files +policy files/);
