@@ -47,8 +47,10 @@ describe('qmaint schedule (CLI)', () => {
   it('install and uninstall act on pg_cron without --pg-cron (the only backend; the flag still works); bad flags exit 2', async () => {
     const t = await freshDatabase();
     for (const verb of ['install', 'uninstall']) {
-      const plain = await runCli(['schedule', verb, '--dry-run', '--json', '--database-url', t.url]);
-      const flagged = await runCli(['schedule', verb, '--pg-cron', '--dry-run', '--json', '--database-url', t.url]);
+      // A prefix of its own: on a pg_cron server, jobs of other test databases share the cron.job table.
+      const own = ['--job-prefix', 'qm-shapes', '--dry-run', '--json', '--database-url', t.url];
+      const plain = await runCli(['schedule', verb, ...own]);
+      const flagged = await runCli(['schedule', verb, '--pg-cron', ...own]);
       expect([plain.code, flagged.code], verb + plain.stderr).toEqual([0, 0]);
       expect(plain.stdout, verb).toBe(flagged.stdout);
     }
