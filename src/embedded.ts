@@ -299,9 +299,16 @@ export async function stopEmbedded(options: EmbeddedOptions = {}): Promise<boole
 
 export interface EmbeddedStatus {
   home: string;
+  /** The cluster's data directory (home/data). */
+  dataDir: string;
+  /** The server's log file (home/postgres.log). */
+  log: string;
   initialised: boolean;
   running: boolean;
   port: number | null;
+  /** The superuser the server was created with. */
+  user: string | null;
+  /** Connection string, password masked. */
   url: string | null;
   version: string | null;
 }
@@ -314,12 +321,20 @@ export async function embeddedStatus(options: EmbeddedOptions = {}): Promise<Emb
   const running = initialised && (await isRunning(dataDir, postgresIds()));
   return {
     home,
+    dataDir,
+    log: path.join(home, 'postgres.log'),
     initialised,
     running,
     port: state?.port ?? null,
+    user: state?.user ?? null,
     url: state ? redactUrl(urlFor(state)) : null,
     version: initialised ? await serverVersion() : null,
   };
+}
+
+/** The embedded server's password, for a caller that was asked to show it (null before the server exists). */
+export function embeddedPassword(options: EmbeddedOptions = {}): string | null {
+  return readState(embeddedHome(options.home, options.env))?.password ?? null;
 }
 
 /** Drop everything the embedded server keeps (it must be stopped). */

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -159,4 +159,14 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * Split a command line into words the way a POSIX shell does, by asking one
+ * (/bin/sh, in cwd, so an unquoted * expands against the files there).
+ */
+export function shellWords(line: string, cwd: string): string[] {
+  const r = spawnSync('/bin/sh', ['-c', `printf '%s\\0' ${line}`], { cwd, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`/bin/sh could not parse ${line}: ${r.stderr}`);
+  return r.stdout.split('\0').slice(0, -1);
 }

@@ -4,6 +4,7 @@ import { badInput, QmaintError } from '../errors.js';
 import { ExitCode, exitCodeFor } from './exit.js';
 import { globalOptions, reportError, type GlobalArgs } from './context.js';
 import { groups } from './commands/index.js';
+import { addExamples, withExamples } from './examples.js';
 import { Capture, withInvocation, type CommandIO, type CommandResult, type Invocation } from './invocation.js';
 
 const VERSION = '0.1.0';
@@ -36,12 +37,21 @@ async function parse(argv: string[], inv: Invocation): Promise<number> {
     .alias('h', 'help')
     .wrap(Math.min(110, inv.io.stdout.columns || 100))
     .epilogue('Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 cannot connect, 4 critical finding, 5 gave up on a lock. See docs/cli.md.')
+    .middleware((args) => refuseNonNumbers(args, argv), true)
     .fail((msg: string | undefined, err: Error | undefined) => {
       if (err) throw err;
       const text = msg ?? 'invalid usage';
       throw badInput(usageLine(/^Did you mean/.test(text) ? `unknown command ${JSON.stringify(argv[0] ?? '')}. ${text}` : text));
     });
-  for (const register of groups) register(parser);
+  for (const register of groups) register(withExamples(parser));
+  addExamples(parser, '');
+  // Every global option once, under its own heading in every --help (yargs keeps global groups for subcommands).
+  // getOptions() is yargs API its typings leave out; global options are the ones not local to a command.
+  const options = (parser as unknown as { getOptions(): { key: Record<string, unknown>; local: string[] } }).getOptions();
+  parser.group(
+    Object.keys(options.key).filter((key) => !options.local.includes(key) && !/[A-Z]/.test(key)),
+    'Global options:',
+  );
   try {
     // With a callback yargs hands over what it would print (--help, --version) instead of printing it.
     await parser.parseAsync(argv, {}, (_err: unknown, _args: unknown, output: string) => {
@@ -67,4 +77,30 @@ function usageLine(msg: string): string {
 
 function peekGlobals(argv: string[]): Partial<GlobalArgs> {
   return { json: argv.includes('--json'), verbose: argv.includes('--verbose'), color: !argv.includes('--no-color') };
+}
+
+/**
+ * yargs turns the text of a numeric flag that is no number into NaN (which
+ * JSON prints as null). Refuse it here, for every numeric flag, quoting what
+ * was typed.
+ */
+function refuseNonNumbers(args: Record<string, unknown>, argv: string[]): void {
+  for (const [key, value] of Object.entries(args)) {
+    if (key === '_' || key === '$0' || /[A-Z]/.test(key)) continue;
+    const values = Array.isArray(value) ? (value as unknown[]) : [value];
+    if (!values.some((v) => typeof v === 'number' && Number.isNaN(v))) continue;
+    const flag = key.length === 1 ? `-${key}` : `--${key}`;
+    const given = typedAfter(argv, flag);
+    throw badInput(`${flag} must be a number, got ${given === undefined ? 'no value' : JSON.stringify(given)}; e.g. ${flag} 10`);
+  }
+}
+
+/** The text given to a flag (`--flag TEXT` or `--flag=TEXT`); the first one that is no number. */
+function typedAfter(argv: string[], flag: string): string | undefined {
+  const given: string[] = [];
+  argv.forEach((arg, i) => {
+    if (arg === flag && i + 1 < argv.length) given.push(argv[i + 1]!);
+    else if (arg.startsWith(flag + '=')) given.push(arg.slice(flag.length + 1));
+  });
+  return given.find((text) => Number.isNaN(Number(text))) ?? given[0];
 }

@@ -51,7 +51,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   /** Shown in locked_by of the jobs it holds. */
   readonly workerId: string;
   /** Counts of rows the statements really changed (see ConsumerStats). */
-  readonly stats: ConsumerStats = { claimed: 0, completed: 0, failed: 0, returned: 0, lost: 0, timedOut: 0 };
+  readonly stats: ConsumerStats = { claimed: 0, completed: 0, failed: 0, willRetry: 0, failedForGood: 0, returned: 0, lost: 0, timedOut: 0 };
   /** Resolves when the consumer has stopped: after stop(), or when a drain finds nothing left. */
   readonly done: Promise<StopReport>;
   private readonly db: Db;
@@ -94,6 +94,8 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       },
       failed: (held, error, outcome) => {
         this.stats.failed++;
+        if (outcome.status === 'failed') this.stats.failedForGood++;
+        else this.stats.willRetry++;
         this.emit('failed', held.job, error, outcome);
       },
       lost: (held) => this.lose(held),

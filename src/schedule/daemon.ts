@@ -162,9 +162,10 @@ export class Daemon {
       let status: Outcome;
       let message: string | null;
       let runId: number | null = null;
+      let details: unknown = null;
       try {
         const run = await runTask(this.options.db, task, 'daemon');
-        ({ status, message } = run);
+        ({ status, message, details } = run);
         runId = run.id;
       } catch (err) {
         status = 'error';
@@ -173,7 +174,7 @@ export class Daemon {
       this.record(task, status, message);
       const ms = Date.now() - started;
       const good = status === 'ok' || status === 'skipped';
-      this.emit(good ? 'info' : 'error', 'run', `${task} ${status} in ${ms} ms${message ? `: ${message}` : ''}`, {
+      this.emit(good ? 'info' : 'error', 'run', runLine(task, status, ms, message, details), {
         task,
         tick,
         attempt,
@@ -261,4 +262,31 @@ export class Daemon {
       },
     };
   }
+}
+
+/**
+ * The log line of one run. A health run that worked may still have found a
+ * problem, so it says both: "health ran in 39 ms (run ok); 1 check critical:
+ * runway". Other tasks: "rotate ok in 31 ms: qmaint.jobs: 1 create".
+ */
+function runLine(task: TaskName, status: Outcome, ms: number, message: string | null, details: unknown): string {
+  const checks = task === 'health' && status === 'ok' ? healthChecks(details) : null;
+  if (!checks) return `${task} ${status} in ${ms} ms${message ? `: ${message}` : ''}`;
+  const named = (level: string) => checks.filter((c) => c.status === level).map((c) => c.check_name);
+  const critical = named('critical');
+  const warn = checks.filter((c) => c.status !== 'ok' && c.status !== 'critical').map((c) => c.check_name);
+  const found = [
+    critical.length ? `${critical.length} check${critical.length === 1 ? '' : 's'} critical: ${critical.join(', ')}` : '',
+    warn.length ? `${warn.length} check${warn.length === 1 ? '' : 's'} warning: ${warn.join(', ')}` : '',
+  ].filter(Boolean);
+  return `health ran in ${ms} ms (run ok); ${found.length ? found.join('; ') : `all ${checks.length} checks ok`}`;
+}
+
+function healthChecks(details: unknown): { check_name: string; status: string }[] | null {
+  const checks = (details as { checks?: unknown } | null)?.checks;
+  if (!Array.isArray(checks)) return null;
+  return (checks as unknown[]).filter((c): c is { check_name: string; status: string } => {
+    const check = c as { check_name?: unknown; status?: unknown } | null;
+    return typeof check?.check_name === 'string' && typeof check.status === 'string';
+  });
 }

@@ -95,7 +95,7 @@ describe('other flags', () => {
   it('enqueue options and partition names are checked before the database, --dry-run included', async () => {
     const before = await snapshot();
     for (const [args, pattern] of [
-      [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', 'banana', '--dry-run'], /priority must be a whole number .*, got NaN/],
+      [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', 'banana', '--dry-run'], /--priority must be a number, got "banana"; e.g. --priority 10/],
       [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', '1.5'], /priority must be a whole number/],
       [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /--max-retries must be a whole number from 0/],
       [['partitions', 'detach', 'no.such.thing.x'], /partition "no\.such\.thing\.x" must be "table" or "schema\.table"/],

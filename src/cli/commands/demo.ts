@@ -2,12 +2,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { quoteIdent } from '../../db.js';
+import { embeddedHome } from '../../embedded.js';
 import { QmaintError } from '../../errors.js';
 import { handler, type Context } from '../context.js';
 import { demoSteps } from '../demo/index.js';
 import type { DemoContext } from '../demo/types.js';
 import { invocation } from '../invocation.js';
 import type { Register } from '../register.js';
+import { qmaintCommand, shellLine } from '../shell.js';
 
 const DEMO_DB = 'qmaint_demo';
 
@@ -49,16 +51,19 @@ const register: Register = (y) => {
       const scratch = mkdtempSync(path.join(os.tmpdir(), 'qmaint-demo-'));
       const results: { step: string; ok: boolean }[] = [];
       const commands: CapturedCommand[] = [];
+      const prog = qmaintCommand();
       const d: DemoContext = {
         out,
         db,
         url: url.toString(),
         now: ctx.now,
         scratch,
-        say: (text) => out.line(text),
+        say: (text) => out.line(wrap(text, invocation().io.stdout.columns)),
         qmaint: async (args, options = {}) => {
-          if (!options.quiet) out.line(out.c.cyan(`$ qmaint ${args.join(' ')}`));
+          // Printed so it can be pasted into a shell; --verbose shows the argv that runs (the demo adds its database).
+          if (!options.quiet) out.line(out.c.cyan(`$ ${prog} ${shellLine(args)}`));
           const inner = [...args, '--database-url', url.toString(), ...(argv.color ? [] : ['--no-color'])];
+          out.debug(`demo runs argv ${JSON.stringify(inner)}`);
           const { stdout, stderr } = invocation().io;
           const code = out.json ? await captureJson(ctx, inner, commands) : (await ctx.run(inner, { stdout, stderr })).exitCode;
           const expected = options.expectExit ?? 0;
@@ -81,7 +86,17 @@ const register: Register = (y) => {
       }
       out.line();
       out.ok(`demo finished: ${results.length} steps${argv.keep ? `; the database ${DEMO_DB} was kept` : ''}`);
-      if (out.json) out.emitJson({ ok: true, database: DEMO_DB, steps: results, commands });
+      const embedded = server.source === 'embedded' ? { running: true, home: embeddedHome(), port: server.target.port, stop: `${prog} embedded stop` } : null;
+      if (embedded) {
+        out.line();
+        out.line(`The embedded PostgreSQL is still running, on port ${embedded.port}, so the next`);
+        out.line('command starts at once. It keeps its data in');
+        out.line(`  ${embedded.home}`);
+        out.line('and uses memory and a port until you stop it:');
+        out.line(`  ${prog} embedded status    psql line, data and log`);
+        out.line(`  ${embedded.stop}      stop it (the data stays)`);
+      }
+      if (out.json) out.emitJson({ ok: true, database: DEMO_DB, steps: results, commands, embedded });
     }),
   );
 };
@@ -107,3 +122,17 @@ async function captureJson(ctx: Context, args: string[], into: CapturedCommand[]
 }
 
 export default register;
+
+/** Narration fitted to a terminal of `columns` (broken between words); unchanged when not a terminal. */
+function wrap(text: string, columns: number | undefined): string {
+  if (!columns || text.length <= columns) return text;
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > columns) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, line].join('\n');
+}

@@ -1,7 +1,16 @@
-import { embeddedStatus, ensureEmbedded, stopEmbedded } from '../../embedded.js';
+import { embeddedPassword, embeddedStatus, ensureEmbedded, stopEmbedded, type EmbeddedStatus } from '../../embedded.js';
 import { redactUrl } from '../../config.js';
 import { handler } from '../context.js';
 import type { Register } from '../register.js';
+import { shellLine } from '../shell.js';
+
+/** A psql command line that connects to the embedded server; the password only when asked for. */
+function psqlLine(status: EmbeddedStatus, showPassword: boolean): string | null {
+  if (status.port === null || status.user === null) return null;
+  const password = showPassword ? embeddedPassword() : null;
+  const command = shellLine(['psql', '-h', '127.0.0.1', '-p', String(status.port), '-U', status.user, 'postgres']);
+  return password === null ? command : `PGPASSWORD=${shellLine([password])} ${command}`;
+}
 
 const register: Register = (y) => {
   y.command(
@@ -10,8 +19,9 @@ const register: Register = (y) => {
     (b) =>
       b
         .positional('action', { choices: ['start', 'stop', 'status'] as const, description: 'start, stop or show the embedded server' })
-        .option('dry-run', { type: 'boolean', default: false, description: 'say what start/stop would do, change nothing' }),
-    handler<{ action: 'start' | 'stop' | 'status'; dryRun: boolean }>(async (ctx, argv) => {
+        .option('dry-run', { type: 'boolean', default: false, description: 'say what start/stop would do, change nothing' })
+        .option('show-password', { type: 'boolean', default: false, description: 'status: put the password in the psql command line (PGPASSWORD=...)' }),
+    handler<{ action: 'start' | 'stop' | 'status'; dryRun: boolean; showPassword: boolean }>(async (ctx, argv) => {
       const out = ctx.out;
       const before = await embeddedStatus();
       if (argv.action === 'status' || argv.dryRun) {
@@ -27,13 +37,19 @@ const register: Register = (y) => {
                 ? 'stop it'
                 : 'nothing (not running)'
               : undefined;
-        out.emit({ ok: true, ...before, ...(would ? { dryRun: true, wouldDo: would } : {}) }, () => {
+        const psql = psqlLine(before, argv.showPassword);
+        out.emit({ ok: true, ...before, psql, ...(would ? { dryRun: true, wouldDo: would } : {}) }, () => {
           out.line(`home:        ${before.home}`);
+          out.line(`data:        ${before.dataDir}`);
+          out.line(`log:         ${before.log}`);
           out.line(`initialised: ${before.initialised ? 'yes' : 'no'}`);
           out.line(`running:     ${before.running ? out.c.green('yes') : 'no'}`);
           if (before.port) out.line(`port:        ${before.port}`);
           if (before.url) out.line(`url:         ${before.url}`);
           if (before.version) out.line(`version:     PostgreSQL ${before.version}`);
+          if (psql) out.line(`psql:        ${psql}${argv.showPassword ? '' : out.dim('  (asks for the password; --show-password puts it in)')}`);
+          if (!before.running && before.initialised) out.line(out.dim('qmaint embedded start (or any qmaint command with no database configured) starts it'));
+          else if (before.running) out.line(out.dim('qmaint embedded stop stops it; the data stays'));
           if (would) out.line(`--dry-run: ${argv.action} would ${would}`);
         });
         return;

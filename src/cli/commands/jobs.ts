@@ -5,12 +5,23 @@ import type { Register } from '../register.js';
 
 interface ActionArgs {
   ids?: (string | number)[];
+  id?: (string | number)[];
   queue?: string;
   dryRun: boolean;
 }
 
+// Every jobs subcommand takes job ids the same two ways: as arguments (jobs retry 41 42) or as --id (jobs list --id 41 --id 42).
+const IDS = { type: 'string', array: true, description: 'job ids (the id column of jobs list)' } as const;
+const ID_OPTION = { type: 'array', string: true, description: 'a job id, the same as giving it as an argument (repeatable)' } as const;
+
+/** Ids given as arguments and as --id, together (undefined when none). */
+function idsOf(argv: { ids?: (string | number)[]; id?: (string | number)[] }): (string | number)[] | undefined {
+  const all = [...(argv.ids ?? []), ...(argv.id ?? [])];
+  return all.length > 0 ? all : undefined;
+}
+
 async function act(ctx: Context, action: 'retry' | 'cancel', argv: ActionArgs): Promise<void> {
-  const sel = { ids: checkIds(argv.ids), queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue) };
+  const sel = { ids: checkIds(idsOf(argv)), queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue) };
   const db = await ctx.migratedDb({ max: 2 });
   const out = ctx.out;
   if (argv.dryRun) {
@@ -32,19 +43,20 @@ const register: Register = (y) => {
   y.command('jobs', 'list, retry and cancel jobs', (b) =>
     b
       .command(
-        'list',
+        'list [ids..]',
         'list jobs, newest first',
         (c) =>
           c
+            .positional('ids', { ...IDS, description: 'only these job ids' })
             .option('queue', { type: 'string', description: 'only this queue' })
             .option('status', { type: 'string', description: 'queued, running, completed or failed' })
-            .option('id', { type: 'array', string: true, description: 'only these job ids' })
+            .option('id', ID_OPTION)
             .option('limit', { type: 'number', default: 50, description: 'at most this many' }),
-        handler<{ queue?: string; status?: string; id?: string[]; limit: number }>(async (ctx, argv) => {
+        handler<{ queue?: string; status?: string; ids?: string[]; id?: string[]; limit: number }>(async (ctx, argv) => {
           const filter = {
             queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue),
             status: checkStatus(argv.status),
-            ids: checkIds(argv.id),
+            ids: checkIds(idsOf(argv)),
             limit: checkLimit(argv.limit),
           };
           const db = await ctx.migratedDb({ max: 2 });
@@ -72,8 +84,9 @@ const register: Register = (y) => {
         'put failed jobs back in the queue (by id, or all failed jobs of --queue)',
         (c) =>
           c
-            .positional('ids', { type: 'string', array: true })
-            .option('queue', { type: 'string' })
+            .positional('ids', { ...IDS, description: 'failed jobs to retry' })
+            .option('id', ID_OPTION)
+            .option('queue', { type: 'string', description: 'only jobs of this queue; alone: every failed job of it' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
         handler<ActionArgs>((ctx, argv) => act(ctx, 'retry', argv)),
       )
@@ -82,8 +95,9 @@ const register: Register = (y) => {
         'cancel queued jobs (they end failed) by id, or all queued jobs of --queue',
         (c) =>
           c
-            .positional('ids', { type: 'string', array: true })
-            .option('queue', { type: 'string' })
+            .positional('ids', { ...IDS, description: 'queued jobs to cancel' })
+            .option('id', ID_OPTION)
+            .option('queue', { type: 'string', description: 'only jobs of this queue; alone: every queued job of it' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
         handler<ActionArgs>((ctx, argv) => act(ctx, 'cancel', argv)),
       )

@@ -93,7 +93,7 @@ const register: Register = (y) => {
         'validate policy files and write them into qmaint.partition_policy (default: partitions/*.json)',
         (b) =>
           b
-            .positional('files', { type: 'string', array: true })
+            .positional('files', { type: 'string', array: true, description: 'policy files to apply (default: every partitions/*.json)' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
         handler<{ files?: string[]; dryRun: boolean }>(async (ctx, argv) => {
           const paths = policyPaths(argv.files ?? []);

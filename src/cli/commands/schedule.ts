@@ -54,7 +54,7 @@ function cronOptions(b: Argv<any>, dialect: CronDialect) {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function pgCronOptions(b: Argv<any>) {
   return b
-    .option('pg-cron', { type: 'boolean', default: false, description: 'act on pg_cron jobs (required: the daemon needs no install)' })
+    .option('pg-cron', { type: 'boolean', default: true, description: 'act on pg_cron jobs (the only backend that installs; the daemon needs none)' })
     .option('cron-database-url', {
       type: 'string',
       description: 'connection to the database pg_cron lives in (default: same server, database from cron.database_name)',
@@ -71,7 +71,7 @@ function schedules(ctx: Context, argv: CronFlags, dialect: CronDialect): Schedul
 }
 
 function requirePgCron(argv: PgCronFlags, verb: string): void {
-  if (!argv.pgCron) throw badInput(`say what to ${verb}: qmaint schedule ${verb} --pg-cron (the node-cron daemon needs no install: run qmaint schedule run)`);
+  if (!argv.pgCron) throw badInput(`only pg_cron jobs can be ${verb}ed (the node-cron daemon needs no install: run qmaint schedule daemon); drop --no-pg-cron`);
   if (argv.cronDatabaseUrl !== undefined) checkConnectionUrl(argv.cronDatabaseUrl, '--cron-database-url');
 }
 
@@ -98,8 +98,8 @@ const register: Register = (y) => {
         handler<{ cronDatabaseUrl?: string; limit: number }>(list),
       )
       .command(
-        'run',
-        'the node-cron daemon: runs the tasks on their schedules; with several daemons one leads',
+        ['daemon', 'run'],
+        'the node-cron daemon: runs the tasks on their schedules; with several daemons one leads (run: the old name)',
         (c) =>
           cronOptions(c, 'node-cron')
             .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
@@ -110,7 +110,7 @@ const register: Register = (y) => {
             .option('exit-after', { type: 'number', description: 'stop by itself after this many seconds' }),
         handler<RunFlags>(run),
       )
-      .demandCommand(1, 'name a schedule command: install, uninstall, list or run'),
+      .demandCommand(1, 'name a schedule command: install, uninstall, list or daemon'),
   );
 };
 
@@ -147,7 +147,12 @@ async function uninstall(ctx: Context, argv: PgCronFlags): Promise<void> {
   const prefix = checkJobPrefix(argv.jobPrefix);
   const db = await ctx.db();
   const site = await siteOrProblem(db, argv);
-  if ('problem' in site) throw site.error;
+  if ('problem' in site) {
+    // Dry run without a usable pg_cron: there is no job to remove; say why.
+    if (!argv.dryRun) throw site.error;
+    reportChanges(ctx.out, [], { dryRun: true, problem: site.problem, where: `pg_cron (not usable here) for database ${site.queueDatabase}` });
+    return;
+  }
   try {
     const planned = await planUninstall(site, prefix);
     const changes = argv.dryRun ? planned : await applyChanges(site, planned);
@@ -352,7 +357,7 @@ interface RunFlags extends CronFlags {
 }
 
 function checkRunFlags(ctx: Context, argv: RunFlags): void {
-  if (ctx.nowGiven) throw badInput('qmaint schedule run works on the real clock; drop --now');
+  if (ctx.nowGiven) throw badInput('qmaint schedule daemon works on the real clock; drop --now');
   const whole = (name: string, value: number | undefined, min: number, max: number) => {
     if (value !== undefined && (!Number.isInteger(value) || value < min || value > max))
       throw badInput(`--${name} ${value} must be a whole number from ${min} to ${max}`);

@@ -129,7 +129,7 @@ const register: Register = (y) => {
         };
         out.emit(doc, () =>
           out.ok(
-            `${consumer.stats.completed} completed, ${consumer.stats.failed} failed, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`,
+            `${consumer.stats.completed} completed, ${consumer.stats.willRetry} will retry, ${consumer.stats.failedForGood} failed for good, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`,
           ),
         );
       } finally {

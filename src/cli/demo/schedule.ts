@@ -8,13 +8,13 @@ export const scheduleStep: DemoStep = {
     d.say('task never overlaps itself, so pg_cron and the Node daemon can both be running at once without harm.');
     d.say('');
     d.say('Way 1, pg_cron inside the database. This server may not have pg_cron, so we only print what install would run:');
-    await d.qmaint(['schedule', 'install', '--pg-cron', '--dry-run']);
+    await d.qmaint(['schedule', 'install', '--dry-run']);
     d.say('Way 2, the node-cron daemon. Normally it runs as a service with minute-level schedules; here it gets a');
     d.say('seconds field so we can watch it work, and stops by itself after 5 seconds. With several daemons, one leads');
     d.say('(an advisory lock) and the others stand by, so each task still runs once per tick.');
     await d.qmaint([
       'schedule',
-      'run',
+      'daemon',
       '--rescue-cron',
       '* * * * * *',
       '--rotate-cron',

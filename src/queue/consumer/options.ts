@@ -151,8 +151,12 @@ export interface ConsumerStats {
   claimed: number;
   /** Completions recorded. */
   completed: number;
-  /** Failures recorded (queued again or failed for good). */
+  /** Failures recorded: willRetry + failedForGood. */
   failed: number;
+  /** Failures whose job went back to the queue for a retry. */
+  willRetry: number;
+  /** Failures whose job is now failed (its retries were spent). */
+  failedForGood: number;
   /** Unstarted jobs put back at stop(). */
   returned: number;
   /** Results dropped because the attempt had lost the job (lease ran out, job rescued or claimed again). */
