@@ -15,11 +15,13 @@ export { executeSteps, findBlockers, toPlanStep } from './plan.js';
 export type { PlanStep, Blocker, ExecuteOptions, StepEvent, StepResult } from './plan.js';
 export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
 export type { ClaimParams } from './queue/claim.js';
-export { enqueue, enqueueMany, NOTIFY_CHANNEL, MAX_TIMEOUT_SECONDS } from './queue/enqueue.js';
-export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
+export { enqueue, enqueueKeyed, enqueueMany, NOTIFY_CHANNEL, MAX_TIMEOUT_SECONDS } from './queue/enqueue.js';
+export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec, KeyMode, KeyOutcome, KeyedResult } from './queue/enqueue.js';
 export { Consumer, JobTimeoutError, sanitizeErrorText, ERROR_TEXT_MAX, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
 export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
+export { pauseQueue, resumeQueue, listQueues, setDeadLetter, redriveJobs } from './queue/queues.js';
+export type { PauseResult, QueueInfo, RedriveSelector } from './queue/queues.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';
 export {
   applyPolicies,

@@ -214,6 +214,10 @@ BEGIN
   RETURN QUERY
   SELECT 'qmaint_queue_jobs', jsonb_build_object('queue', queue, 'status', status::text), count(*)::double precision
     FROM qmaint.jobs WHERE status IN ('queued', 'running') GROUP BY queue, status;
+  -- 1 for a paused queue (qmaint queues pause), 0 for one resumed.
+  RETURN QUERY
+  SELECT 'qmaint_queue_paused', jsonb_build_object('queue', q.queue), CASE WHEN q.paused THEN 1 ELSE 0 END::double precision
+    FROM qmaint.queues q;
   RETURN QUERY
   SELECT 'qmaint_oldest_queued_seconds', jsonb_build_object('queue', queue),
          greatest(0, extract(epoch FROM v_now - min(run_at)))::double precision

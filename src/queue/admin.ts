@@ -1,14 +1,15 @@
 /**
  * Inspecting and repairing the queue: status counts, listing jobs, putting
- * failed jobs back, cancelling queued ones, rescuing expired leases.
+ * failed jobs back, cancelling queued ones, rescuing expired leases, pausing
+ * and resuming queues, dead-letter queues and redrive.
  */
 import pg from 'pg';
 import type { Queryable } from '../db.js';
 import { badInput } from '../errors.js';
 import { JsonText } from '../json.js';
 
-export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
-const STATUSES: JobStatus[] = ['queued', 'running', 'completed', 'failed'];
+export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+const STATUSES: JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
 
 export interface QueueStatus {
   queue: string;
@@ -34,7 +35,7 @@ export interface StatusReport {
   partitions: PartitionStatus[];
 }
 
-const zero = (): Record<JobStatus, number> => ({ queued: 0, running: 0, completed: 0, failed: 0 });
+const zero = (): Record<JobStatus, number> => ({ queued: 0, running: 0, completed: 0, failed: 0, cancelled: 0 });
 
 /**
  * Counts per queue and status, the age of the oldest queued job, and jobs per
@@ -224,7 +225,7 @@ export async function retryJobs(db: Queryable, sel: JobSelector, now: Date): Pro
   return rows.map((r) => r.id);
 }
 
-/** Cancel queued jobs (they end failed, last_error says cancelled). Returns their ids. */
+/** Cancel queued jobs (they end cancelled, last_error says when; a key they held is free again). Returns their ids. */
 export async function cancelJobs(db: Queryable, sel: JobSelector, now: Date): Promise<string[]> {
   const st = actionStatement('cancel_jobs', sel, now);
   const { rows } = await db.query<{ id: string }>(st.text, st.values);
@@ -245,7 +246,7 @@ export async function planJobAction(db: Queryable, action: 'retry' | 'cancel', s
     lockLevel:
       'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs)' +
       (action === 'retry' ? '; row lock on its qmaint.partition_policy row when the low-water mark is lowered' : ''),
-    reason: action === 'retry' ? `put ${from} jobs back in the queue` : `cancel ${from} jobs (they end failed)`,
+    reason: action === 'retry' ? `put ${from} jobs back in the queue` : `cancel ${from} jobs (they end cancelled)`,
     matching: Number(rows[0]!.n),
   };
 }

@@ -7,6 +7,7 @@ import health from './health.js';
 import jobs from './jobs.js';
 import migrate from './migrate.js';
 import partitions from './partitions.js';
+import queues from './queues.js';
 import roles from './roles.js';
 import schedule from './schedule.js';
 import status from './status.js';
@@ -14,4 +15,4 @@ import vacuum from './vacuum.js';
 import work from './work.js';
 
 /** Every command group, in the order --help lists them. */
-export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded];
+export const groups: Register[] = [migrate, enqueue, work, status, queues, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded];
