@@ -141,7 +141,7 @@ DECLARE
   v_timeouts integer[] := coalesce(p_timeouts, array_fill(NULL::integer, ARRAY[coalesce(cardinality(p_keys), 0)]));
   v_pick integer[];
   v_won text[];
-  v_replaced text[] := '{}';
+  v_replaced text[] := '{}'::text[];
   v_low timestamptz;
 BEGIN
   IF p_mode IS NULL OR p_mode NOT IN ('skip', 'replace') THEN
