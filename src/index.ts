@@ -20,6 +20,8 @@ export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec, KeyMod
 export { Consumer, JobTimeoutError, sanitizeErrorText, ERROR_TEXT_MAX, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
 export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
 export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
+export { cronAdd, cronList, cronRemove, refillTicks, cronEnqueueDue, parseMissed, ticksBetween, describeSchedule } from './cron/index.js';
+export type { CronDefinition, CronInfo, Missed } from './cron/index.js';
 export { pauseQueue, resumeQueue, listQueues, setDeadLetter, redriveJobs } from './queue/queues.js';
 export type { PauseResult, QueueInfo, RedriveSelector } from './queue/queues.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';

@@ -4,7 +4,7 @@ import { envName } from '../config.js';
 import { badInput } from '../errors.js';
 
 /** The maintenance tasks a schedule runs, each through SELECT qmaint.run_task(task). */
-export const TASKS = ['rotate', 'vacuum', 'rescue', 'health'] as const;
+export const TASKS = ['rotate', 'vacuum', 'rescue', 'health', 'recurring'] as const;
 export type TaskName = (typeof TASKS)[number];
 
 /** What each task does, for help texts and listings. */
@@ -13,6 +13,7 @@ export const TASK_PURPOSE: Record<TaskName, string> = {
   vacuum: 're-profile partitions for autovacuum as they age (qmaint.vacuum_tune_all)',
   rescue: 'put jobs with expired leases back in the queue (qmaint.rescue_expired)',
   health: 'run the health checks and record the verdict (qmaint.health_checks)',
+  recurring: 'enqueue the due ticks of recurring jobs, once each (qmaint.cron_enqueue_due; qmaint cron add)',
 };
 
 /** A task's schedule: a cron expression, or null when switched off. */

@@ -1,4 +1,5 @@
 import type { Register } from '../register.js';
+import cron from './cron.js';
 import demo from './demo.js';
 import embedded from './embedded.js';
 import enqueue from './enqueue.js';
@@ -15,4 +16,4 @@ import vacuum from './vacuum.js';
 import work from './work.js';
 
 /** Every command group, in the order --help lists them. */
-export const groups: Register[] = [migrate, enqueue, work, status, queues, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded];
+export const groups: Register[] = [migrate, enqueue, work, status, queues, jobs, partitions, vacuum, explain, health, schedule, cron, roles, demo, embedded];
