@@ -20,7 +20,7 @@ ALTER TABLE qmaint.jobs ADD COLUMN job_key text;
 -- table is not partitioned: its primary key is the uniqueness, taken by
 -- INSERT ... ON CONFLICT in the enqueue's own transaction (qmaint.enqueue_keyed),
 -- and a row leaves when its job leaves queued/running (trigger
--- qmaint_release_key on qmaint.jobs). The job is found by id only: a straggler
+-- qmaint_job_finished on qmaint.jobs). The job is found by id only: a straggler
 -- move changes a queued job's created_at.
 CREATE TABLE qmaint.job_keys (
   queue      text NOT NULL,

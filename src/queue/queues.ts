@@ -1,7 +1,7 @@
 /**
  * Queue control: pause and resume (the claim reads qmaint.queues.paused),
  * dead-letter queues (a job failing for good moves to its queue's dead-letter
- * queue, trigger qmaint_dead_letter) and redrive, and the list of queues with
+ * queue, trigger qmaint_job_finished) and redrive, and the list of queues with
  * their state, depth and rate. The state changes are SQL functions
  * (sql/functions/02_queue.sql); this module calls them and says what it would
  * call for a dry run.
