@@ -169,6 +169,11 @@ export const settingSpecs = {
   vacuumCron: { type: 'string', default: '20 * * * *', description: 'cron schedule of the vacuum task (UTC; "off" disables it)' },
   rescueCron: { type: 'string', default: '* * * * *', description: 'cron schedule of the rescue task (UTC; "off" disables it)' },
   healthCron: { type: 'string', default: '*/5 * * * *', description: 'cron schedule of the health task (UTC; "off" disables it)' },
+  recurringCron: {
+    type: 'string',
+    default: '* * * * *',
+    description: 'cron schedule of the recurring task, which enqueues due recurring jobs (qmaint cron add; UTC; "off" disables it)',
+  },
 } satisfies Record<string, SettingSpec>;
 
 export type SettingKey = keyof typeof settingSpecs;

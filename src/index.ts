@@ -34,8 +34,8 @@ export { installRoles, planRoles, ROLE_KINDS, ROLE_NAMES } from './roles.js';
 export type { InstallRolesOptions, MemberRequest, RoleKind, RolesPlan, RolesResult, RoleStep } from './roles.js';
 
 // Producing
-export { enqueue, enqueueMany } from './queue/enqueue.js';
-export type { EnqueueManyOptions, EnqueueOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
+export { enqueue, enqueueKeyed, enqueueMany } from './queue/enqueue.js';
+export type { EnqueueManyOptions, EnqueueOptions, EnqueueTarget, JobSpec, KeyMode, KeyOutcome, KeyedResult } from './queue/enqueue.js';
 export { JsonText } from './json.js';
 
 // Consuming
@@ -45,6 +45,14 @@ export type { ConsumerEvents, ConsumerOptions, ConsumerStats, Handler, Job, Stop
 // Administering jobs
 export { cancelJobs, listJobs, planJobAction, queueStatus, rescueExpired, retryJobs } from './queue/admin.js';
 export type { JobAction, JobFilter, JobRow, JobSelector, JobStatus, ListJobsOptions, PartitionStatus, QueueStatus, StatusReport } from './queue/admin.js';
+
+// Queues: pause, resume, dead letters
+export { listQueues, pauseQueue, redriveJobs, resumeQueue, setDeadLetter } from './queue/queues.js';
+export type { PauseResult, QueueInfo, RedriveSelector } from './queue/queues.js';
+
+// Recurring jobs
+export { cronAdd, cronList, cronRemove, refillTicks } from './cron/index.js';
+export type { CronDefinition, CronInfo, Missed } from './cron/index.js';
 
 // Plans and their results (partitions, vacuum)
 export type { Blocker, GaveUpDetails, PlanStep, StepEvent, StepResult } from './plan.js';

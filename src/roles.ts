@@ -7,8 +7,8 @@
  *   an owner may; a group role as owner lets every member do it, and new
  *   partitions are handed to the parent's owner by the create step itself.
  * - qmaint_producer: INSERT of the columns a new job may set, the id sequence,
- *   and three functions (enqueue, the SECURITY DEFINER ensure_jobs_partition
- *   and lower_low_water). Partitions need no grant: rows reach them through
+ *   and four functions (enqueue, and the SECURITY DEFINER enqueue_keyed,
+ *   ensure_jobs_partition and lower_low_water). Partitions need no grant: rows reach them through
  *   the parent, whose privileges are the ones checked.
  * - qmaint_worker: SELECT on jobs, UPDATE of the columns a claim, result or
  *   rescue changes, the low-water mark (two columns of the policy), and the
@@ -43,7 +43,7 @@ export const ROLE_NAMES: Record<RoleKind, string> = {
 
 export const ROLE_PURPOSE: Record<RoleKind, string> = {
   admin: 'owns the qmaint schema: migrate, rotate, vacuum, compact, detach/drop, schedule, jobs retry/cancel',
-  producer: 'enqueue only: qmaint.enqueue() and COPY into qmaint.jobs',
+  producer: 'enqueue only: qmaint.enqueue(), qmaint.enqueue_keyed() and COPY into qmaint.jobs',
   worker: 'claim, complete, fail, heartbeat, release, rescue; LISTEN; the low-water mark',
   readonly: 'status, health, explain dequeue (plan only), jobs list, partitions list: reads, never writes',
 };
@@ -52,7 +52,7 @@ export const ROLE_PURPOSE: Record<RoleKind, string> = {
 export const PRODUCER_INSERT_COLUMNS = ['id', 'queue', 'payload', 'run_at', 'priority', 'max_retries', 'created_at', 'updated_at', 'timeout_ms'] as const;
 /** Columns the claim, complete, fail, heartbeat, release and rescue statements change. */
 export const WORKER_UPDATE_COLUMNS = ['status', 'retry_count', 'run_at', 'last_error', 'locked_by', 'locked_until', 'updated_at', 'attempt'] as const;
-export const PRODUCER_FUNCTIONS = ['enqueue', 'ensure_jobs_partition', 'lower_low_water'] as const;
+export const PRODUCER_FUNCTIONS = ['enqueue', 'enqueue_keyed', 'ensure_jobs_partition', 'lower_low_water'] as const;
 export const WORKER_FUNCTIONS = ['retry_delay', 'next_try', 'queue_backoff', 'rescue_expired', 'rescue_lock_key', 'lower_low_water'] as const;
 /** Beside every function that cannot write: the SECURITY DEFINER plan of the claim (explain dequeue without ANALYZE). */
 export const READONLY_FUNCTIONS = ['explain_claim'] as const;
@@ -255,7 +255,8 @@ function grantSteps(all: RoutineRow[], tbls: TableRow[]): Omit<RoleStep, 'seq'>[
       action: 'grant',
       statement: `GRANT EXECUTE ON FUNCTION ${signaturesOf(all, PRODUCER_FUNCTIONS).join(', ')} TO ${producer}`,
       lockLevel: CATALOG_ONLY,
-      reason: 'producer: enqueue, and the two SECURITY DEFINER helpers it and COPY use (missing partition, low-water mark)',
+      reason:
+        'producer: enqueue, keyed enqueue (SECURITY DEFINER: keys and replacing a queued holder), and the two SECURITY DEFINER helpers enqueue and COPY use (missing partition, low-water mark)',
     },
     {
       action: 'grant',

@@ -135,6 +135,28 @@ async function copyVsInsert(env: Env, jobs: number): Promise<{ copy: number; ins
 }
 
 /**
+ * COPY of the same jobs (as JobSpecs) without keys, with a unique key each
+ * (staged COPY + qmaint.enqueue_keyed), and again with every key already held
+ * (all skipped). Jobs per second.
+ */
+async function keyedCopy(env: Env, jobs: number): Promise<{ plain: number; keyed: number; held: number }> {
+  const specs = (keyed: boolean) => Array.from({ length: jobs }, (_, i) => ({ payload: { n: i, kind: 'bench' }, ...(keyed ? { key: `k${i}` } : {}) }));
+  const time = async (fn: () => Promise<unknown>) => {
+    const start = performance.now();
+    await fn();
+    return jobs / ((performance.now() - start) / 1000);
+  };
+  await reset(env, 0);
+  const plain = await time(() => enqueueMany(env.db, QUEUE, specs(false), { specs: true }));
+  await reset(env, 0);
+  await env.db.query('TRUNCATE qmaint.job_keys');
+  const keyed = await time(() => enqueueMany(env.db, QUEUE, specs(true), { specs: true, keyMode: 'skip' }));
+  const held = await time(() => enqueueMany(env.db, QUEUE, specs(true), { specs: true, keyMode: 'skip' }));
+  await env.db.query('TRUNCATE qmaint.job_keys');
+  return { plain, keyed, held };
+}
+
+/**
  * Enqueue-to-handler latency of an idle consumer woken by NOTIFY (polling set
  * to a minute). The first wake-up after each enqueue is checked: a sample
  * served by the poll (a lost notification) fails the benchmark, whatever the
@@ -215,6 +237,8 @@ export const queueSuite: BenchSuite = {
 
     ctx.log(`queue: COPY vs INSERT, ${drainJobs} jobs`);
     const enq = await copyVsInsert(env, drainJobs);
+    ctx.log(`queue: COPY with and without unique keys, ${drainJobs} jobs`);
+    const keys = await keyedCopy(env, drainJobs);
 
     ctx.log(`queue: drain ${drainJobs} jobs at concurrency ${CONNECTIONS}, ${rounds} round(s)`);
     const drain = await paired(
@@ -288,6 +312,8 @@ export const queueSuite: BenchSuite = {
       '| --- | ---: | ---: | --- | --- |',
       ...targets.map((t) => `| ${t.what} | ${fmt(t.value)}× | ≥ ${t.goal}× | ${t.detail} | ${t.value >= t.goal ? 'met' : '**missed**'} |`),
       `| raw SQL with a snapshot held vs raw clean (for comparison) | ${fmt(rawHeld.ratio)}× | — | ${fmt(rawHeld.lib)} vs ${fmt(rawHeld.base)} jobs/s | — |`,
+      `| COPY enqueue with a unique key per job vs the same jobs without keys (staged COPY + enqueue_keyed) | ${fmt(keys.keyed / keys.plain)}× | — | ${fmt(keys.keyed)} vs ${fmt(keys.plain)} jobs/s | — |`,
+      `| COPY enqueue whose keys are all held (every job skipped) vs without keys | ${fmt(keys.held / keys.plain)}× | — | ${fmt(keys.held)} vs ${fmt(keys.plain)} jobs/s | — |`,
       '',
       `NOTIFY wake-up, enqueue commit to handler start of an idle consumer (polling once a minute), ${wake.length} samples: p50 ${fmt(percentile(wake, 50))} ms, p99 ${fmt(percentile(wake, 99))} ms, max ${fmt(wake[wake.length - 1]!)} ms. No sample was served by the poll (one that is fails the run).`,
       '',

@@ -10,7 +10,7 @@
 CREATE OR REPLACE FUNCTION qmaint.schedule_tasks() RETURNS text[]
   LANGUAGE sql IMMUTABLE PARALLEL SAFE
   SET search_path = pg_catalog, pg_temp
-  AS $$ SELECT ARRAY['rotate', 'vacuum', 'rescue', 'health'] $$;
+  AS $$ SELECT ARRAY['rotate', 'vacuum', 'rescue', 'health', 'recurring'] $$;
 
 -- Advisory lock class of the per-task locks (two-int form: class, task position).
 -- Distinct from the maintenance lock (bigint form) and from 29037 (partition creation).
@@ -37,6 +37,7 @@ CREATE OR REPLACE FUNCTION qmaint.task_function(p_task text) RETURNS text
       WHEN 'vacuum' THEN 'qmaint.vacuum_tune_all(timestamp with time zone)'
       WHEN 'rescue' THEN 'qmaint.rescue_expired(timestamp with time zone)'
       WHEN 'health' THEN 'qmaint.health_checks(timestamp with time zone,jsonb)'
+      WHEN 'recurring' THEN 'qmaint.cron_enqueue_due(timestamp with time zone)'
     END
   $$;
 
@@ -52,6 +53,7 @@ BEGIN
     WHEN 'rotate' THEN RETURN qmaint.rotate_all(p_now);
     WHEN 'vacuum' THEN RETURN qmaint.vacuum_tune_all(p_now);
     WHEN 'rescue' THEN RETURN qmaint.rescue_expired(p_now);
+    WHEN 'recurring' THEN RETURN qmaint.cron_enqueue_due(p_now);
     WHEN 'health' THEN
       SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.check_name), '[]'::jsonb) INTO v_checks
         FROM qmaint.health_checks(p_now, '{}'::jsonb) h;
@@ -87,7 +89,7 @@ AS $$
 $$;
 
 -- Run one maintenance task and record it in qmaint.maintenance_runs.
---   p_task    rotate | vacuum | rescue | health
+--   p_task    rotate | vacuum | rescue | health | recurring
 --   p_runner  pg_cron | daemon | cli (who started it)
 --   p_now     the time the task acts for (NULL: now())
 -- A task never overlaps itself: a second concurrent call records 'skipped' at
@@ -214,6 +216,10 @@ BEGIN
   RETURN QUERY
   SELECT 'qmaint_queue_jobs', jsonb_build_object('queue', queue, 'status', status::text), count(*)::double precision
     FROM qmaint.jobs WHERE status IN ('queued', 'running') GROUP BY queue, status;
+  -- 1 for a paused queue (qmaint queues pause), 0 for one resumed.
+  RETURN QUERY
+  SELECT 'qmaint_queue_paused', jsonb_build_object('queue', q.queue), CASE WHEN q.paused THEN 1 ELSE 0 END::double precision
+    FROM qmaint.queues q;
   RETURN QUERY
   SELECT 'qmaint_oldest_queued_seconds', jsonb_build_object('queue', queue),
          greatest(0, extract(epoch FROM v_now - min(run_at)))::double precision

@@ -1,15 +1,16 @@
 /**
  * Inspecting and repairing the queue: status counts, listing jobs, putting
- * failed jobs back, cancelling queued ones, rescuing expired leases.
+ * failed jobs back, cancelling queued ones, rescuing expired leases, pausing
+ * and resuming queues, dead-letter queues and redrive.
  */
 import pg from 'pg';
 import type { Queryable } from '../db.js';
 import { badInput, badOption } from '../errors.js';
 import { JsonText } from '../json.js';
 
-/** Where a job is in its life: queued, running, completed or failed. */
-export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
-const STATUSES: JobStatus[] = ['queued', 'running', 'completed', 'failed'];
+/** Where a job is in its life: queued, running, completed, failed or cancelled. */
+export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+const STATUSES: JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
 
 /** One queue's counts in a {@link StatusReport}. */
 export interface QueueStatus {
@@ -38,7 +39,7 @@ export interface StatusReport {
   partitions: PartitionStatus[];
 }
 
-const zero = (): Record<JobStatus, number> => ({ queued: 0, running: 0, completed: 0, failed: 0 });
+const zero = (): Record<JobStatus, number> => ({ queued: 0, running: 0, completed: 0, failed: 0, cancelled: 0 });
 
 /**
  * Counts per queue and status, the age of the oldest queued job, and jobs per
@@ -259,7 +260,7 @@ export async function retryJobs(db: Queryable, sel: JobSelector, now: Date): Pro
 }
 
 /**
- * Cancel queued jobs (they end failed, last_error says cancelled). Returns their ids.
+ * Cancel queued jobs (they end cancelled, last_error says when; a key they held is free again). Returns their ids.
  *
  * @param db - a Db, a pool or a client of your own
  * @param sel - job ids, a queue, or both (never neither)
@@ -296,7 +297,7 @@ export async function planJobAction(db: Queryable, action: 'retry' | 'cancel', s
     lockLevel:
       'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs)' +
       (action === 'retry' ? '; row lock on its qmaint.partition_policy row when the low-water mark is lowered' : ''),
-    reason: action === 'retry' ? `put ${from} jobs back in the queue` : `cancel ${from} jobs (they end failed)`,
+    reason: action === 'retry' ? `put ${from} jobs back in the queue` : `cancel ${from} jobs (they end cancelled)`,
     matching: Number(rows[0]!.n),
   };
 }

@@ -22,6 +22,11 @@ import type { SqlValue } from '../db.js';
  * planner then cannot estimate "rows after the cursor" from (usually stale)
  * statistics as almost none, which made it read and sort every remaining
  * row instead of walking the index in order.
+ *
+ * A paused queue (qmaint.queues.paused, `qmaint queues pause`) is claimed
+ * from by nobody: the NOT EXISTS names no column of jobs, so the planner
+ * evaluates it once per claim (a one-time filter over one primary-key probe
+ * of the small queues table) and skips the index scan entirely when paused.
  */
 export interface ClaimParams {
   queue: string;
@@ -49,6 +54,7 @@ export const CLAIM_SQL = `WITH next AS (
      AND run_at <= now()
      AND created_at >= $2
      AND ($6::integer IS NULL OR (priority = $6 AND ROW(run_at, id) > ROW((SELECT $7::timestamptz), (SELECT $8::bigint))))
+     AND NOT EXISTS (SELECT 1 FROM qmaint.queues p WHERE p.queue = $1 AND p.paused)
    ORDER BY priority DESC, run_at, id
    LIMIT $3
    FOR UPDATE SKIP LOCKED

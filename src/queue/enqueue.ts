@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { Db, type SqlValue } from '../db.js';
-import { badInput, badOption, toQmaintError } from '../errors.js';
+import { badInput, badOption, QmaintError, toQmaintError } from '../errors.js';
 import { JsonText, unstorable } from '../json.js';
 
 /** Channel every ready job is announced on; the payload is the queue name. */
@@ -29,6 +29,32 @@ export interface EnqueueOptions {
    * handler's signal aborts and the attempt fails.
    */
   timeout?: number;
+  /**
+   * A unique key (1 to 512 characters): while a queued or running job of the
+   * queue holds it, no second job with it is made (see keyMode). Free again
+   * once its job completes, fails for good or is cancelled.
+   */
+  key?: string;
+  /** With a key: 'skip' (default) the new job, or 'replace' the payload and run_at of a queued holder. */
+  keyMode?: KeyMode;
+}
+
+/**
+ * What a keyed enqueue does when a live job of the queue already holds the key:
+ * `skip` (the default) makes no new job; `replace` gives a queued holder the new
+ * payload and run_at, and skips when the holder is already running.
+ */
+export type KeyMode = 'skip' | 'replace';
+export const KEY_MODES: readonly KeyMode[] = ['skip', 'replace'];
+
+/** What a keyed enqueue did: made the job, replaced a queued holder's payload, or skipped it. */
+export type KeyOutcome = 'inserted' | 'replaced' | 'skipped';
+
+/** The result of a keyed enqueue: which job holds the key now, and what happened. */
+export interface KeyedResult {
+  /** The job holding the key afterwards (new, replaced or the one that made this one skip). */
+  id: string;
+  outcome: KeyOutcome;
 }
 
 /** Largest job timeout, in seconds (timeout_ms is an integer column). */
@@ -56,12 +82,23 @@ export function checkOptions(opts: EnqueueOptions): void {
   int(opts.priority, 'priority', -INT4_MAX);
   int(opts.maxRetries, 'maxRetries', 0);
   checkTimeout(opts.timeout);
+  if (opts.key !== undefined) checkKey(opts.key);
+  if (opts.keyMode !== undefined && !KEY_MODES.includes(opts.keyMode))
+    throw badInput(`key mode ${JSON.stringify(opts.keyMode)} is not one of ${KEY_MODES.join(', ')}`);
   for (const [what, d] of [
     ['runAt', opts.runAt],
     ['createdAt', opts.createdAt],
   ] as const) {
     if (d !== undefined && !(d instanceof Date && !Number.isNaN(d.getTime()))) throw badInput(`${what} must be a valid Date`);
   }
+}
+
+/** A unique key: 1 to 512 characters, no control characters (what qmaint.job_keys stores). */
+export function checkKey(key: unknown, where = 'key'): string {
+  if (typeof key !== 'string' || key === '' || key.length > 512 || /[\u0000-\u001f]/.test(key)) {
+    throw badInput(`${where} ${JSON.stringify(key)} is not valid; use 1 to 512 printable characters`);
+  }
+  return key;
 }
 
 function checkTimeout(timeout: unknown, where = 'timeout'): void {
@@ -111,11 +148,54 @@ function payloadJson(payload: unknown): string {
  * @throws {@link QmaintError} `bad_input` for an invalid queue name, option or payload (NaN, Infinity, a lone surrogate, \u0000, too deep), before anything is sent; through a Db, a classified QmaintError for a failing statement (your own client gets node-pg's error as it is)
  */
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
+  if (opts.key !== undefined) return (await enqueueKeyed(target, queue, payload, { ...opts, key: opts.key })).id;
   checkQueueName(queue);
   checkOptions(opts);
   const { text, values } = enqueueStatement(queue, payload, opts);
   const { rows } = await run(target, (q) => q.query<{ id: string }>(text, values));
   return rows[0]!.id;
+}
+
+/**
+ * Enqueue one job holding a unique key (opts.key) and say what happened:
+ * `inserted`, `replaced` (keyMode 'replace': a queued holder got the payload
+ * and run_at) or `skipped` (a live job holds the key; `id` is that job's).
+ * Runs qmaint.enqueue_keyed() (one statement, so inside the caller's
+ * transaction too). Should the holder finish between the skip and the look-up
+ * of its id, the key is free: the enqueue is tried again.
+ */
+export async function enqueueKeyed(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions & { key: string }): Promise<KeyedResult> {
+  checkQueueName(queue);
+  checkOptions(opts);
+  checkKey(opts.key);
+  const { text, values } = enqueueKeyedStatement(queue, payload, opts);
+  for (let tries = 0; ; tries++) {
+    const { rows } = await run(target, (q) => q.query<{ id: string | null; outcome: KeyOutcome }>(text, values));
+    const row = rows[0]!;
+    if (row.id !== null) return { id: row.id, outcome: row.outcome };
+    if (tries >= 5) throw new QmaintError('unexpected', `the key ${JSON.stringify(opts.key)} of queue ${queue} kept changing hands; try again`);
+  }
+}
+
+/** $1 queue, $2 key, $3 payload, $4 mode, $5 run_at, $6 priority, $7 max_retries, $8 created_at, $9 timeout in ms. */
+export const ENQUEUE_KEYED_SQL = 'SELECT id, outcome FROM qmaint.enqueue_keyed($1, ARRAY[$2::text], ARRAY[$3::jsonb], $4, $5, $6, $7, $8, ARRAY[$9::integer])';
+
+/** The statement enqueueKeyed() runs for these arguments, with its values (what a dry run prints). */
+export function enqueueKeyedStatement(queue: string, payload: unknown, opts: EnqueueOptions & { key: string }): { text: string; values: SqlValue[] } {
+  return {
+    text: ENQUEUE_KEYED_SQL,
+    values: [
+      queue,
+      opts.key,
+      payloadJson(payload),
+      opts.keyMode ?? 'skip',
+      opts.runAt ?? null,
+      opts.priority ?? 0,
+      opts.maxRetries ?? 5,
+      opts.createdAt ?? null,
+      opts.timeout === undefined ? null : timeoutMs(opts.timeout),
+    ],
+  };
 }
 
 /** $1 queue, $2 payload, $3 run_at, $4 priority, $5 max_retries, $6 created_at, $7 timeout in ms. */
@@ -146,6 +226,15 @@ export interface EnqueueManyOptions extends EnqueueOptions {
    * so jobs can carry their own timeout (overriding `timeout`).
    */
   specs?: boolean;
+  /**
+   * Unique keys: each JobSpec may carry a `key` (needs `specs: true`), and
+   * keyMode says what a key held by a live job does (see EnqueueOptions).
+   * The rows are COPYed into a temporary table first, then inserted from it:
+   * keyless ones as they are, keyed ones through qmaint.enqueue_keyed().
+   */
+  keyMode?: KeyMode;
+  /** With keyMode: called once at the end with what the keyed jobs did. */
+  onKeys?: (counts: Record<KeyOutcome, number>) => void;
 }
 
 /** One job of enqueueMany with `specs: true`. */
@@ -154,6 +243,8 @@ export interface JobSpec {
   payload: unknown;
   /** Seconds one attempt may run (overrides the call's `timeout`). */
   timeout?: number;
+  /** A unique key (needs the call's keyMode). */
+  key?: string;
 }
 
 /**
@@ -177,6 +268,8 @@ export async function enqueueMany(
 ): Promise<number> {
   checkQueueName(queue);
   checkOptions(opts);
+  if (opts.key !== undefined) throw badInput('a key belongs to one job: give each JobSpec its own key (specs: true, keyMode)');
+  if (opts.keyMode !== undefined && !opts.specs) throw badInput('keyMode needs specs: true (each JobSpec carries its key)');
   return withClient(target, async (client) => {
     const own = client.getTransactionStatus() !== 'T';
     if (own) await client.query('BEGIN');
@@ -188,7 +281,7 @@ export async function enqueueMany(
         `SELECT qmaint.ensure_jobs_partition(ts), qmaint.lower_low_water(ts) FROM (SELECT date_trunc('milliseconds', coalesce($1::timestamptz, now())) AS ts) s`,
         [created],
       );
-      const count = await copyJobs(client, queue, payloads, opts);
+      const count = opts.keyMode === undefined ? await copyJobs(client, queue, payloads, opts) : await stagedJobs(client, queue, payloads, opts);
       const ready = !opts.runAt || opts.runAt.getTime() <= Date.now();
       if (count > 0 && ready) await client.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, queue]);
       if (own) await client.query('COMMIT');
@@ -219,6 +312,7 @@ async function copyJobs(client: pg.ClientBase, queue: string, payloads: Iterable
       if (opts.specs) {
         const spec = item as JobSpec;
         if (!spec || typeof spec !== 'object' || !('payload' in spec)) throw badInput(`job ${count + 1} is not a { payload, timeout? } object`);
+        if (spec.key !== undefined) throw badInput(`job ${count + 1} has a key: give keyMode ('skip' or 'replace') to enqueue keyed jobs`);
         checkTimeout(spec.timeout, `job ${count + 1}: timeout`);
         const timeout = spec.timeout ?? opts.timeout;
         buf += prefix + copyText(payloadJson(spec.payload)) + '\t' + (timeout === undefined ? '\\N' : String(timeoutMs(timeout))) + tail + '\n';
@@ -239,6 +333,69 @@ async function copyJobs(client: pg.ClientBase, queue: string, payloads: Iterable
   const stream = client.query(copyFrom(`COPY qmaint.jobs (${columns}) FROM STDIN`));
   await pipeline(Readable.from(chunks()), stream);
   return count;
+}
+
+/** The temporary table keyed COPYs go through (one per session, emptied on commit). */
+const STAGE = 'pg_temp.qmaint_enqueue_stage';
+
+/**
+ * Keyed jobs: COPY every row into the stage, then keyless rows straight into
+ * qmaint.jobs and keyed ones through qmaint.enqueue_keyed() (one call for
+ * the lot, so a COPY of many keys is one statement and takes its keys in key
+ * order). Returns the jobs made (keyless + inserted); onKeys gets the counts.
+ */
+async function stagedJobs(
+  client: pg.ClientBase,
+  queue: string,
+  payloads: Iterable<unknown> | AsyncIterable<unknown>,
+  opts: EnqueueManyOptions,
+): Promise<number> {
+  await client.query(`CREATE TEMP TABLE IF NOT EXISTS qmaint_enqueue_stage (n bigint, key text, payload jsonb, timeout_ms integer) ON COMMIT DELETE ROWS`);
+  await client.query(`TRUNCATE ${STAGE}`);
+  let n = 0;
+  async function* chunks(): AsyncGenerator<string> {
+    let buf = '';
+    for await (const item of payloads as AsyncIterable<unknown>) {
+      n++;
+      const spec = item as JobSpec;
+      if (!spec || typeof spec !== 'object' || !('payload' in spec)) throw badInput(`job ${n} is not a { payload, timeout?, key? } object`);
+      checkTimeout(spec.timeout, `job ${n}: timeout`);
+      if (spec.key !== undefined) checkKey(spec.key, `job ${n}: key`);
+      const timeout = spec.timeout ?? opts.timeout;
+      buf += `${n}\t${spec.key === undefined ? '\\N' : copyText(spec.key)}\t${copyText(payloadJson(spec.payload))}\t${timeout === undefined ? '\\N' : String(timeoutMs(timeout))}\n`;
+      if (n % 2000 === 0) {
+        yield buf;
+        opts.onProgress?.(n);
+        buf = '';
+      }
+    }
+    if (buf) yield buf;
+    opts.onProgress?.(n);
+  }
+  await pipeline(Readable.from(chunks()), client.query(copyFrom(`COPY ${STAGE} (n, key, payload, timeout_ms) FROM STDIN`)));
+  const common = [opts.runAt ?? null, opts.priority ?? 0, opts.maxRetries ?? 5, opts.createdAt ?? null];
+  const plain = await client.query(
+    `INSERT INTO qmaint.jobs (queue, payload, timeout_ms, run_at, priority, max_retries, created_at)
+     SELECT $1, s.payload, s.timeout_ms, coalesce($2::timestamptz, date_trunc('milliseconds', coalesce($5::timestamptz, now()))), $3, $4,
+            date_trunc('milliseconds', coalesce($5::timestamptz, now()))
+       FROM ${STAGE} s WHERE s.key IS NULL ORDER BY s.n`,
+    [queue, ...common],
+  );
+  const { rows } = await client.query<{ outcome: KeyOutcome; n: string }>(
+    `SELECT k.outcome, count(*) AS n
+       FROM qmaint.enqueue_keyed($1,
+              (SELECT coalesce(array_agg(s.key ORDER BY s.n), '{}') FROM ${STAGE} s WHERE s.key IS NOT NULL),
+              (SELECT coalesce(array_agg(s.payload ORDER BY s.n), '{}') FROM ${STAGE} s WHERE s.key IS NOT NULL),
+              $6, $2, $3, $4, $5,
+              (SELECT coalesce(array_agg(s.timeout_ms ORDER BY s.n), '{}') FROM ${STAGE} s WHERE s.key IS NOT NULL)) k
+      GROUP BY k.outcome`,
+    [queue, ...common, opts.keyMode ?? 'skip'],
+  );
+  await client.query(`TRUNCATE ${STAGE}`);
+  const counts: Record<KeyOutcome, number> = { inserted: 0, replaced: 0, skipped: 0 };
+  for (const r of rows) counts[r.outcome] = Number(r.n);
+  opts.onKeys?.(counts);
+  return (plain.rowCount ?? 0) + counts.inserted;
 }
 
 /** Escape a value for COPY's text format. */

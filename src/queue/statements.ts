@@ -78,10 +78,13 @@ export const RELEASE_SQL = `UPDATE qmaint.jobs j
    AND j.status::text = 'running' AND j.locked_by = $4
 RETURNING j.id`;
 
-/** $1 queue. Is any job of the queue ready to run now (whatever the low-water mark says)? */
+/**
+ * $1 queue. Is any job of the queue ready to run now (whatever the low-water
+ * mark says)? A paused queue has none ready: a drain of it ends.
+ */
 export const READY_SQL = `SELECT EXISTS (
   SELECT 1 FROM qmaint.jobs WHERE queue = $1 AND status = 'queued' AND run_at <= now()
-) AS ready`;
+) AND NOT EXISTS (SELECT 1 FROM qmaint.queues p WHERE p.queue = $1 AND p.paused) AS ready`;
 
 export const RESCUE_SQL = `SELECT qmaint.rescue_expired() AS result`;
 

@@ -3,6 +3,7 @@ import type { Db } from '../db.js';
 import { toQmaintError } from '../errors.js';
 import { LeaderElection } from './leader.js';
 import { collectSamples, startMetricsServer, type Sample } from './metrics.js';
+import { refillTicks } from '../cron/index.js';
 import { runTask, type RunStatus } from './runs.js';
 import { TASKS, type Schedules, type TaskName } from './tasks.js';
 
@@ -164,6 +165,9 @@ export class Daemon {
       let runId: number | null = null;
       let details: unknown = null;
       try {
+        // Recurring jobs: store the ticks ahead first (computed here, in TypeScript, with the
+        // cron library); the task itself, like pg_cron's, only enqueues stored ticks.
+        if (task === 'recurring') await refillTicks(this.options.db, new Date());
         const run = await runTask(this.options.db, task, 'daemon');
         ({ status, message, details } = run);
         runId = run.id;

@@ -17,6 +17,7 @@ export const METRICS: Record<string, { type: MetricType; help: string }> = {
   qmaint_up: { type: 'gauge', help: '1 when the last scrape could read the queue database, else 0' },
   qmaint_jobs: { type: 'gauge', help: 'Live jobs by status (queued, running)' },
   qmaint_queue_jobs: { type: 'gauge', help: 'Live jobs by queue and status' },
+  qmaint_queue_paused: { type: 'gauge', help: '1 for a paused queue (qmaint queues pause), 0 for one that is not' },
   qmaint_oldest_queued_seconds: { type: 'gauge', help: 'Age of the oldest job that is ready to run and still queued, by queue' },
   qmaint_partitions_ahead: { type: 'gauge', help: 'Partitions made ahead that start after now, by parent table' },
   qmaint_runway_seconds: { type: 'gauge', help: 'Seconds from now to the end of the unbroken run of partitions holding now' },

@@ -4,7 +4,7 @@ import { envName } from '../config.js';
 import { QmaintError } from '../errors.js';
 
 /** The maintenance tasks a schedule runs, each through SELECT qmaint.run_task(task). */
-export const TASKS = ['rotate', 'vacuum', 'rescue', 'health'] as const;
+export const TASKS = ['rotate', 'vacuum', 'rescue', 'health', 'recurring'] as const;
 /** A scheduled maintenance task. */
 export type TaskName = (typeof TASKS)[number];
 
@@ -14,6 +14,7 @@ export const TASK_PURPOSE: Record<TaskName, string> = {
   vacuum: 're-profile partitions for autovacuum as they age (qmaint.vacuum_tune_all)',
   rescue: 'put jobs with expired leases back in the queue (qmaint.rescue_expired)',
   health: 'run the health checks and record the verdict (qmaint.health_checks)',
+  recurring: 'enqueue the due ticks of recurring jobs, once each (qmaint.cron_enqueue_due; qmaint cron add)',
 };
 
 /** A task's schedule: a cron expression, or null when switched off. */

@@ -446,7 +446,21 @@ describe.skipIf(pgcronUrl === undefined)('pg_cron jobs run as a member of qmaint
       );
       for (const p of future.rows) await t.db.query(`DROP TABLE ${p.partition}`);
       const schedule = await runCli(
-        ['schedule', 'install', '--pg-cron', '--rotate-cron', '* * * * *', '--vacuum-cron', 'off', '--rescue-cron', 'off', '--health-cron', 'off'],
+        [
+          'schedule',
+          'install',
+          '--pg-cron',
+          '--rotate-cron',
+          '* * * * *',
+          '--vacuum-cron',
+          'off',
+          '--rescue-cron',
+          'off',
+          '--health-cron',
+          'off',
+          '--recurring-cron',
+          'off',
+        ],
         { env: cleanEnv({ DATABASE_URL: ops.url }) },
       );
       expect(schedule.code, schedule.stderr).toBe(0);

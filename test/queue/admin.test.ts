@@ -114,7 +114,7 @@ describe('qmaint jobs and status', () => {
     const r = await runCli(['jobs', 'cancel', '--queue', 'cancel', '--json'], { env });
     expect(r.json()).toMatchObject({ count: 3 });
     const { rows } = await t.db.query(`SELECT DISTINCT status::text, last_error LIKE 'cancelled at%' AS why FROM qmaint.jobs WHERE queue = 'cancel'`);
-    expect(rows).toEqual([{ status: 'failed', why: true }]);
+    expect(rows).toEqual([{ status: 'cancelled', why: true }]);
     for (const args of [
       ['jobs', 'cancel'],
       ['jobs', 'retry', 'abc'],
@@ -127,10 +127,12 @@ describe('qmaint jobs and status', () => {
   });
 
   it('jobs list filters by queue and status', async () => {
-    const r = await runCli(['jobs', 'list', '--queue', 'cancel', '--status', 'failed', '--limit', '2', '--json'], { env });
+    const r = await runCli(['jobs', 'list', '--queue', 'cancel', '--status', 'cancelled', '--limit', '2', '--json'], { env });
     const jobs = r.json<{ jobs: { queue: string; status: string }[] }>().jobs;
     expect(jobs).toHaveLength(2);
-    expect(jobs.every((j) => j.queue === 'cancel' && j.status === 'failed')).toBe(true);
+    expect(jobs.every((j) => j.queue === 'cancel' && j.status === 'cancelled')).toBe(true);
+    const failed = await runCli(['jobs', 'list', '--queue', 'cancel', '--status', 'failed', '--json'], { env });
+    expect(failed.json<{ jobs: unknown[] }>().jobs).toEqual([]);
   });
 
   it('status counts per queue and status, oldest queued age, jobs per partition', async () => {
@@ -145,7 +147,8 @@ describe('qmaint jobs and status', () => {
       partitions: { partition: string; total: number }[];
     }>();
     const stat = doc.queues.find((q) => q.queue === 'stat')!;
-    expect(stat.counts).toEqual({ queued: 2, running: 1, completed: 0, failed: 0 });
+    expect(stat.counts).toEqual({ queued: 2, running: 1, completed: 0, failed: 0, cancelled: 0 });
+    expect(doc.queues.find((q) => q.queue === 'cancel')!.counts).toMatchObject({ failed: 0, cancelled: 3 });
     expect(stat.ready).toBe(1);
     expect(stat.oldestQueuedAgeSeconds).toBeGreaterThanOrEqual(600);
     const total = (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM qmaint.jobs')).rows[0]!.n;

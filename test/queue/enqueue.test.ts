@@ -116,7 +116,7 @@ describe('qmaint enqueue', () => {
       { payload: { a: 2 }, timeout_ms: 7000 },
     ]);
     for (const [line, message] of [
-      ['{"payload": 1, "priority": 2}', /stdin line 2 is not \{"payload": \.\.\., "timeout": seconds\}/],
+      ['{"payload": 1, "priority": 2}', /stdin line 2 is not \{"payload": \.\.\., "timeout": seconds, "key": "K"\}/],
       ['{"payload": 1, "timeout": -1}', /job 2: timeout must be a number of seconds/],
       ['[1]', /stdin line 2 is not/],
     ] as const) {

@@ -19,7 +19,13 @@ describe('cron expressions', () => {
 
   it('takes schedules from settings, "off" switches a task off, and a bad one names where it came from', () => {
     const settings = loadSettings({ rotateCron: '*/5 * * * *', healthCron: 'off' }, { QMAINT_VACUUM_CRON: '1 2 * * *' }, '/');
-    expect(schedulesFrom(settings, 'pg_cron')).toEqual({ rotate: '*/5 * * * *', vacuum: '1 2 * * *', rescue: '* * * * *', health: null });
+    expect(schedulesFrom(settings, 'pg_cron')).toEqual({
+      rotate: '*/5 * * * *',
+      vacuum: '1 2 * * *',
+      rescue: '* * * * *',
+      health: null,
+      recurring: '* * * * *',
+    });
     expect(() => schedulesFrom(loadSettings({}, { QMAINT_RESCUE_CRON: 'every minute' }, '/'), 'node-cron')).toThrow(
       /^QMAINT_RESCUE_CRON "every minute" is not a valid node-cron expression/,
     );
@@ -72,6 +78,8 @@ describe('qmaint schedule (CLI)', () => {
       '--rescue-cron',
       'OFF',
       '--health-cron',
+      'off',
+      '--recurring-cron',
       'off',
     ]);
     expect(off.code).toBe(2);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
+import { cronAdd } from '../../src/cron/index.js';
 import { currentLeader } from '../../src/schedule/leader.js';
 import { CLI, cleanEnv, eventually, freshDatabase, ROOT, runCli } from '../helpers.js';
 
@@ -78,7 +79,18 @@ const isLeader = (e: Event) => e.event === 'leader' && e.role === 'leader';
 describe('qmaint schedule run (the node-cron daemon)', () => {
   it('with two daemons each task runs once per tick: the leader runs it, the standby holds back', async () => {
     const t = await freshDatabase();
-    const crons = ['--rescue-cron', '* * * * * *', '--health-cron', '* * * * * *', '--rotate-cron', '*/2 * * * * *', '--vacuum-cron', 'off'];
+    const crons = [
+      '--rescue-cron',
+      '* * * * * *',
+      '--health-cron',
+      '* * * * * *',
+      '--rotate-cron',
+      '*/2 * * * * *',
+      '--vacuum-cron',
+      'off',
+      '--recurring-cron',
+      'off',
+    ];
     const a = new DaemonProcess(t.url, crons);
     await a.waitFor(isLeader);
     const b = new DaemonProcess(t.url, crons);
@@ -117,7 +129,7 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
 
   it('a killed leader is replaced by the standby, which then runs the tasks; SIGTERM stops cleanly', async () => {
     const t = await freshDatabase();
-    const crons = ['--rescue-cron', '* * * * * *', '--health-cron', 'off', '--rotate-cron', 'off', '--vacuum-cron', 'off'];
+    const crons = ['--rescue-cron', '* * * * * *', '--health-cron', 'off', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--recurring-cron', 'off'];
     const a = new DaemonProcess(t.url, crons);
     await a.waitFor(isLeader);
     await a.waitFor((e) => e.event === 'run');
@@ -208,12 +220,54 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     expect((await d.exited).code).toBe(0);
   });
 
+  it('runs the recurring task: stores ticks ahead, then enqueues the due one once', async () => {
+    const t = await freshDatabase();
+    // Added "two minutes ago": the tick of the last minute is stored and due (within the grace).
+    await cronAdd(t.db, { name: 'minutely', schedule: '* * * * *', queue: 'daemon-cron' }, new Date(Date.now() - 90_000));
+    const d = new DaemonProcess(t.url, [
+      '--recurring-cron',
+      '* * * * * *',
+      '--rescue-cron',
+      'off',
+      '--health-cron',
+      'off',
+      '--rotate-cron',
+      'off',
+      '--vacuum-cron',
+      'off',
+    ]);
+    await d.waitFor((e) => e.event === 'run' && e.task === 'recurring' && e.status === 'ok');
+    await eventually(async () => (await t.db.query(`SELECT 1 FROM qmaint.jobs WHERE queue = 'daemon-cron'`)).rowCount! >= 1);
+    // Several more runs within the same minute enqueue nothing more for that tick.
+    await d.waitFor((e) => e.event === 'run' && e.task === 'recurring' && e.status === 'ok' && d.runs().filter((r) => r.task === 'recurring').length >= 3);
+    d.kill('SIGTERM');
+    expect((await d.exited).code).toBe(0);
+    const { rows } = await t.db.query<{ jobs: number; enqueued: number; ahead: number }>(
+      `SELECT (SELECT count(*)::int FROM qmaint.jobs WHERE queue = 'daemon-cron') AS jobs,
+              (SELECT count(*)::int FROM qmaint.cron_ticks WHERE state = 'enqueued') AS enqueued,
+              (SELECT count(*)::int FROM qmaint.cron_ticks WHERE state = 'pending' AND tick > now() + interval '6 days') AS ahead`,
+    );
+    expect(rows[0]!.jobs).toBe(rows[0]!.enqueued);
+    expect(rows[0]!.ahead).toBeGreaterThan(0);
+  });
+
   it('a task never overlaps itself: a tick that finds the last run still going is skipped', async () => {
     const t = await freshDatabase();
     await t.db.query(`ALTER FUNCTION qmaint.rescue_expired(timestamptz) RENAME TO rescue_expired_real`);
     await t.db.query(`CREATE FUNCTION qmaint.rescue_expired(p_now timestamptz DEFAULT now()) RETURNS jsonb LANGUAGE plpgsql AS $$
       BEGIN PERFORM pg_sleep(1.5); RETURN qmaint.rescue_expired_real(p_now); END $$`);
-    const d = new DaemonProcess(t.url, ['--rescue-cron', '* * * * * *', '--health-cron', 'off', '--rotate-cron', 'off', '--vacuum-cron', 'off']);
+    const d = new DaemonProcess(t.url, [
+      '--rescue-cron',
+      '* * * * * *',
+      '--health-cron',
+      'off',
+      '--rotate-cron',
+      'off',
+      '--vacuum-cron',
+      'off',
+      '--recurring-cron',
+      'off',
+    ]);
     const overlap = await d.waitFor((e) => e.event === 'overlap' && e.task === 'rescue');
     await d.waitFor((e) => e.event === 'run' && e.status === 'ok');
     await sleep(200);

@@ -33,7 +33,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     await cron?.end();
   });
 
-  it('installs the four jobs, updates them in place, and uninstalls them', async () => {
+  it('installs the five jobs, updates them in place, and uninstalls them', async () => {
     const dry = await runCli(['schedule', 'install', '--pg-cron', '--dry-run', '--database-url', t.url]);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toContain(`SELECT cron.schedule_in_database('qmaint-rotate', '*/15 * * * *', 'SELECT qmaint.run_task(''rotate'')', '${t.name}');`);
@@ -42,10 +42,11 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
 
     const first = await runCli(['schedule', 'install', '--pg-cron', '--json', '--database-url', t.url]);
     expect(first.code, first.stderr).toBe(0);
-    expect(first.json<{ jobs: { action: string }[] }>().jobs.map((j) => j.action)).toEqual(['create', 'create', 'create', 'create']);
+    expect(first.json<{ jobs: { action: string }[] }>().jobs.map((j) => j.action)).toEqual(['create', 'create', 'create', 'create', 'create']);
     const installed = await jobsIn(t.name);
     expect(installed.map((j) => [j.jobname, j.schedule, j.command])).toEqual([
       ['qmaint-health', '*/5 * * * *', `SELECT qmaint.run_task('health')`],
+      ['qmaint-recurring', '* * * * *', `SELECT qmaint.run_task('recurring')`],
       ['qmaint-rescue', '* * * * *', `SELECT qmaint.run_task('rescue')`],
       ['qmaint-rotate', '*/15 * * * *', `SELECT qmaint.run_task('rotate')`],
       ['qmaint-vacuum', '20 * * * *', `SELECT qmaint.run_task('vacuum')`],
@@ -62,6 +63,8 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
       '*/2 * * * *',
       '--health-cron',
       'off',
+      '--recurring-cron',
+      'off',
     ]);
     expect(second.code, second.stderr).toBe(0);
     expect(second.json<{ jobs: { task: string; action: string }[] }>().jobs.map((j) => `${j.task}:${j.action}`)).toEqual([
@@ -69,6 +72,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
       'vacuum:unchanged',
       'rescue:unchanged',
       'health:remove',
+      'recurring:remove',
     ]);
     const updated = await jobsIn(t.name);
     expect(updated.map((j) => j.jobname)).toEqual(['qmaint-rescue', 'qmaint-rotate', 'qmaint-vacuum']);
@@ -84,7 +88,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
 
     const gone = await runCli(['schedule', 'uninstall', '--pg-cron', '--json', '--database-url', t.url]);
     expect(gone.code).toBe(0);
-    expect(gone.json<{ jobs: { action: string }[] }>().jobs.map((j) => j.action)).toEqual(['remove', 'remove', 'remove', 'absent']);
+    expect(gone.json<{ jobs: { action: string }[] }>().jobs.map((j) => j.action)).toEqual(['remove', 'remove', 'remove', 'absent', 'absent']);
     expect(await jobsIn(t.name)).toEqual([]);
   });
 
@@ -104,6 +108,40 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     expect(r.stderr).toMatch(/pg_cron job conflict-rotate already runs in database postgres/);
     expect(await jobsIn(t.name)).toEqual([]);
     expect((await jobsIn('postgres')).map((j) => j.jobname)).toContain('conflict-rotate');
+  });
+
+  it('a real pg_cron tick runs the recurring task: one job per tick of a recurring job', { timeout: 120_000 }, async () => {
+    const add = await runCli(['cron', 'add', 'tick', '--schedule', '* * * * *', '--queue', 'pgcron-tick', '--database-url', t.url]);
+    expect(add.code, add.stderr).toBe(0);
+    const install = await runCli([
+      'schedule',
+      'install',
+      '--pg-cron',
+      '--database-url',
+      t.url,
+      ...['rotate', 'vacuum', 'rescue', 'health'].flatMap((task) => [`--${task}-cron`, 'off']),
+    ]);
+    expect(install.code, install.stderr).toBe(0);
+    expect((await jobsIn(t.name)).map((j) => j.jobname)).toEqual(['qmaint-recurring']);
+    const run = await eventually(
+      async () => {
+        const { rows } = await t.db.query<{ status: string; message: string | null }>(
+          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'recurring' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
+        );
+        return rows[0];
+      },
+      80_000,
+      1000,
+    );
+    expect(run.status, run.message ?? '').toBe('ok');
+    const { rows } = await t.db.query<{ jobs: number; ticks: number }>(
+      `SELECT (SELECT count(*)::int FROM qmaint.jobs WHERE queue = 'pgcron-tick') AS jobs,
+              (SELECT count(*)::int FROM qmaint.cron_ticks WHERE name = 'tick' AND state = 'enqueued') AS ticks`,
+    );
+    expect(rows[0]!.ticks).toBeGreaterThanOrEqual(1);
+    expect(rows[0]!.jobs).toBe(rows[0]!.ticks);
+    const gone = await runCli(['schedule', 'uninstall', '--pg-cron', '--database-url', t.url]);
+    expect(gone.code).toBe(0);
   });
 
   it('a real pg_cron tick runs rotate in the queue database and records it', { timeout: 120_000 }, async () => {
@@ -132,6 +170,8 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
       '--rescue-cron',
       'off',
       '--health-cron',
+      'off',
+      '--recurring-cron',
       'off',
     ]);
     expect(install.code, install.stderr).toBe(0);

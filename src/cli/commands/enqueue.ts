@@ -3,7 +3,20 @@ import pg from 'pg';
 import type { SqlValue } from '../../db.js';
 import { badInput, QmaintError, sqlState } from '../../errors.js';
 import { JsonText, objectMembers } from '../../json.js';
-import { checkOptions, checkQueueName, enqueue, enqueueMany, enqueueStatement, type EnqueueOptions, type JobSpec } from '../../queue/enqueue.js';
+import {
+  checkOptions,
+  checkQueueName,
+  enqueue,
+  enqueueKeyed,
+  enqueueKeyedStatement,
+  enqueueMany,
+  enqueueStatement,
+  KEY_MODES,
+  type EnqueueOptions,
+  type JobSpec,
+  type KeyMode,
+  type KeyOutcome,
+} from '../../queue/enqueue.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
@@ -25,6 +38,8 @@ interface Args {
   priority?: number;
   maxRetries?: number;
   timeout?: number;
+  key?: string;
+  keyMode?: string;
   envelope: boolean;
   dryRun: boolean;
 }
@@ -42,10 +57,15 @@ const register: Register = (y) => {
         .option('priority', { type: 'number', description: 'higher runs first (default 0)' })
         .option('max-retries', { type: 'number', description: 'retries after the first attempt (default 5)' })
         .option('timeout', { type: 'number', description: "seconds one attempt may run before its signal aborts and it fails (default: the consumer's, 900)" })
+        .option('key', { type: 'string', description: 'a unique key: no second job while a queued or running job of the queue holds it' })
+        .option('key-mode', {
+          type: 'string',
+          description: 'skip (default): skip the new job while the key is held; replace: a queued holder gets the new payload and run_at',
+        })
         .option('envelope', {
           type: 'boolean',
           default: false,
-          description: 'with --file: each line is {"payload": ..., "timeout": S} (timeout optional, overrides --timeout)',
+          description: 'with --file: each line is {"payload": ..., "timeout": S, "key": K} (timeout and key optional; a key needs --key-mode)',
         })
         .option('dry-run', { type: 'boolean', default: false, description: 'check the input and print the SQL; enqueue nothing' })
         .conflicts('payload', 'file'),
@@ -56,6 +76,7 @@ const register: Register = (y) => {
       if (argv.envelope) throw badInput('--envelope describes the lines of --file; give --file F');
       if (argv.payload === undefined) throw badInput('give the job with --payload JSON, or many jobs with --file F (NDJSON, - for stdin)');
       const payload = payloadArgument(argv.payload);
+      if (argv.key !== undefined) return enqueueOneKeyed(ctx, argv, payload, { ...opts, key: argv.key });
       if (argv.dryRun) {
         const { text, values } = enqueueStatement(argv.queue, payload, opts);
         const sql = inlineValues(text, values);
@@ -70,8 +91,47 @@ const register: Register = (y) => {
   );
 };
 
+async function enqueueOneKeyed(ctx: Context, argv: Args, payload: JsonText, opts: EnqueueOptions & { key: string }): Promise<void> {
+  if (argv.dryRun) {
+    const { text, values } = enqueueKeyedStatement(argv.queue, payload, opts);
+    const steps = [
+      {
+        seq: 1,
+        action: 'enqueue',
+        statement: inlineValues(text, values),
+        lockLevel: 'ROW EXCLUSIVE on qmaint.jobs and qmaint.job_keys',
+        reason: `one job on queue ${argv.queue} holding key ${opts.key} (${opts.keyMode ?? 'skip'} while the key is held)`,
+      },
+    ];
+    ctx.out.emit({ ok: true, dryRun: true, steps }, () => ctx.out.plan(steps));
+    return;
+  }
+  const db = await ctx.migratedDb({ max: 2 });
+  const r = await enqueueKeyed(db, argv.queue, payload, opts).catch(refusedPayload);
+  const said: Record<KeyOutcome, string> = {
+    inserted: `enqueued job ${r.id} on queue ${argv.queue} holding key ${opts.key}`,
+    replaced: `job ${r.id} holding key ${opts.key} on queue ${argv.queue} got the new payload and run time`,
+    skipped: `skipped: job ${r.id} holds key ${opts.key} on queue ${argv.queue}`,
+  };
+  ctx.out.emit({ ok: true, queue: argv.queue, key: opts.key, outcome: r.outcome, enqueued: r.outcome === 'inserted' ? 1 : 0, id: r.id }, () =>
+    r.outcome === 'skipped' ? ctx.out.warn(said.skipped) : ctx.out.ok(said[r.outcome]),
+  );
+}
+
+function keyMode(value: string | undefined): KeyMode | undefined {
+  if (value === undefined) return undefined;
+  if (!KEY_MODES.includes(value as KeyMode)) throw badInput(`--key-mode ${JSON.stringify(value)} is not one of ${KEY_MODES.join(', ')}`);
+  return value as KeyMode;
+}
+
 function options(ctx: Context, argv: Args): EnqueueOptions {
   const opts: EnqueueOptions = {};
+  const mode = keyMode(argv.keyMode);
+  if (mode !== undefined) opts.keyMode = mode;
+  if (argv.key !== undefined && argv.file !== undefined)
+    throw badInput('--key names the key of one job; with --file give each line its own "key" (--envelope --key-mode skip|replace)');
+  if (mode !== undefined && argv.key === undefined && !(argv.file !== undefined && argv.envelope))
+    throw badInput('--key-mode needs --key K (one job) or --file F --envelope (a "key" per line)');
   if (argv.runAt !== undefined) opts.runAt = parseTimestamp(argv.runAt, '--run-at');
   if (argv.priority !== undefined) opts.priority = argv.priority;
   if (argv.maxRetries !== undefined) opts.maxRetries = argv.maxRetries;
@@ -156,7 +216,7 @@ async function* byteLines(input: NodeJS.ReadableStream): AsyncGenerator<Buffer> 
  * number (which aborts the COPY). Blank lines are skipped; a "\r" before the
  * "\n" is not part of the line.
  */
-async function* ndjson(input: NodeJS.ReadableStream, name: string, envelope = false): AsyncGenerator<JsonText | JobSpec> {
+async function* ndjson(input: NodeJS.ReadableStream, name: string, envelope = false, keyed = false): AsyncGenerator<JsonText | JobSpec> {
   const decoder = new TextDecoder('utf-8', { fatal: true });
   let n = 0;
   for await (const bytes of byteLines(input)) {
@@ -176,12 +236,17 @@ async function* ndjson(input: NodeJS.ReadableStream, name: string, envelope = fa
     }
     const value: unknown = JSON.parse(text.text);
     const keys = value && typeof value === 'object' && !Array.isArray(value) ? Object.keys(value) : null;
-    if (!keys || !keys.includes('payload') || keys.some((k) => k !== 'payload' && k !== 'timeout')) {
-      throw badInput(`${name} line ${n} is not {"payload": ..., "timeout": seconds} (--envelope); nothing was enqueued`);
+    if (!keys || !keys.includes('payload') || keys.some((k) => k !== 'payload' && k !== 'timeout' && k !== 'key')) {
+      throw badInput(`${name} line ${n} is not {"payload": ..., "timeout": seconds, "key": "K"} (--envelope); nothing was enqueued`);
     }
     const payload = JsonText.trusted(objectMembers(text.text).get('payload')!);
-    const timeout = (value as { timeout?: unknown }).timeout;
-    yield timeout === undefined ? { payload } : { payload, timeout: timeout as number };
+    const { timeout, key } = value as { timeout?: unknown; key?: unknown };
+    if (key !== undefined && !keyed) throw badInput(`${name} line ${n} has a key: give --key-mode skip or replace; nothing was enqueued`);
+    if (key !== undefined && typeof key !== 'string') throw badInput(`${name} line ${n}: key must be a string; nothing was enqueued`);
+    const spec: JobSpec = { payload };
+    if (timeout !== undefined) spec.timeout = timeout as number;
+    if (key !== undefined) spec.key = key;
+    yield spec;
   }
 }
 
@@ -202,17 +267,26 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
   const source = () => (stdin ? ctx.stdin : createReadStream(file));
   if (argv.dryRun) {
     let count = 0;
-    for await (const payload of ndjson(source(), name, argv.envelope)) {
+    for await (const payload of ndjson(source(), name, argv.envelope, opts.keyMode !== undefined)) {
       void payload;
       count++;
     }
-    const step = {
-      seq: 1,
-      action: 'enqueue',
-      statement: `COPY qmaint.jobs (queue, payload${opts.timeout !== undefined || argv.envelope ? ', timeout_ms' : ''}) FROM STDIN`,
-      lockLevel: 'ROW EXCLUSIVE on qmaint.jobs',
-      reason: `${count} jobs on queue ${argv.queue}, in one transaction`,
-    };
+    const step =
+      opts.keyMode === undefined
+        ? {
+            seq: 1,
+            action: 'enqueue',
+            statement: `COPY qmaint.jobs (queue, payload${opts.timeout !== undefined || argv.envelope ? ', timeout_ms' : ''}) FROM STDIN`,
+            lockLevel: 'ROW EXCLUSIVE on qmaint.jobs',
+            reason: `${count} jobs on queue ${argv.queue}, in one transaction`,
+          }
+        : {
+            seq: 1,
+            action: 'enqueue',
+            statement: `COPY pg_temp.qmaint_enqueue_stage (n, key, payload, timeout_ms) FROM STDIN; INSERT INTO qmaint.jobs ... (keyless lines); SELECT ... FROM qmaint.enqueue_keyed(...) (keyed lines, mode ${opts.keyMode})`,
+            lockLevel: 'ROW EXCLUSIVE on qmaint.jobs and qmaint.job_keys',
+            reason: `${count} jobs on queue ${argv.queue}, in one transaction; a key held by a live job: ${opts.keyMode}`,
+          };
     ctx.out.emit({ ok: true, dryRun: true, valid: count, steps: [step] }, () => ctx.out.plan([step]));
     return;
   }
@@ -220,16 +294,23 @@ async function enqueueFile(ctx: Context, argv: Args, opts: EnqueueOptions): Prom
   const total = stdin ? 0 : await countLines(file);
   const bar = stdin ? null : ctx.out.progress(total, 'enqueue');
   let shown = 0;
-  const count = await enqueueMany(db, argv.queue, ndjson(source(), name, argv.envelope), {
+  let keys: Record<KeyOutcome, number> | null = null;
+  const count = await enqueueMany(db, argv.queue, ndjson(source(), name, argv.envelope, opts.keyMode !== undefined), {
     ...opts,
     specs: argv.envelope,
+    onKeys: (counts) => {
+      keys = counts;
+    },
     onProgress: (sent) => {
       bar?.tick(sent - shown);
       shown = sent;
     },
   }).catch(refusedPayload);
   bar?.finish();
-  ctx.out.emit({ ok: true, queue: argv.queue, enqueued: count }, () => ctx.out.ok(`enqueued ${count} jobs on queue ${argv.queue}`));
+  const k = keys as Record<KeyOutcome, number> | null;
+  ctx.out.emit({ ok: true, queue: argv.queue, enqueued: count, ...(k ? { keys: k } : {}) }, () =>
+    ctx.out.ok(`enqueued ${count} jobs on queue ${argv.queue}` + (k ? ` (keyed: ${k.inserted} inserted, ${k.replaced} replaced, ${k.skipped} skipped)` : '')),
+  );
 }
 
 export default register;

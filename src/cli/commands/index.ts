@@ -1,5 +1,6 @@
 import type { Register } from '../register.js';
 import completion from './completion.js';
+import cron from './cron.js';
 import demo from './demo.js';
 import embedded from './embedded.js';
 import enqueue from './enqueue.js';
@@ -8,6 +9,7 @@ import health from './health.js';
 import jobs from './jobs.js';
 import migrate from './migrate.js';
 import partitions from './partitions.js';
+import queues from './queues.js';
 import roles from './roles.js';
 import schedule from './schedule.js';
 import status from './status.js';
@@ -15,4 +17,21 @@ import vacuum from './vacuum.js';
 import work from './work.js';
 
 /** Every command group, in the order --help lists them. */
-export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded, completion];
+export const groups: Register[] = [
+  migrate,
+  enqueue,
+  work,
+  status,
+  queues,
+  jobs,
+  partitions,
+  vacuum,
+  explain,
+  health,
+  schedule,
+  cron,
+  roles,
+  demo,
+  embedded,
+  completion,
+];

@@ -1,5 +1,6 @@
 import { cancelJobs, checkIds, checkLimit, checkStatus, listJobs, planJobAction, retryJobs } from '../../queue/admin.js';
 import { checkQueueName } from '../../queue/enqueue.js';
+import { redriveJobs, redriveStatement } from '../../queue/queues.js';
 import { handler, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
@@ -49,7 +50,7 @@ const register: Register = (y) => {
           c
             .positional('ids', { ...IDS, description: 'only these job ids' })
             .option('queue', { type: 'string', description: 'only this queue' })
-            .option('status', { type: 'string', description: 'queued, running, completed or failed' })
+            .option('status', { type: 'string', description: 'queued, running, completed, failed or cancelled' })
             .option('id', ID_OPTION)
             .option('limit', { type: 'number', default: 50, description: 'at most this many' }),
         handler<{ queue?: string; status?: string; ids?: string[]; id?: string[]; limit: number }>(async (ctx, argv) => {
@@ -92,7 +93,7 @@ const register: Register = (y) => {
       )
       .command(
         'cancel [ids..]',
-        'cancel queued jobs (they end failed) by id, or all queued jobs of --queue',
+        'cancel queued jobs (they end cancelled) by id, or all queued jobs of --queue',
         (c) =>
           c
             .positional('ids', { ...IDS, description: 'queued jobs to cancel' })
@@ -101,7 +102,34 @@ const register: Register = (y) => {
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
         handler<ActionArgs>((ctx, argv) => act(ctx, 'cancel', argv)),
       )
-      .demandCommand(1, 'name a jobs subcommand: list, retry or cancel'),
+      .command(
+        'redrive [ids..]',
+        'put the failed jobs of a dead-letter queue back in a queue (all of them, or these ids)',
+        (c) =>
+          c
+            .positional('ids', { type: 'string', array: true })
+            .option('from', { type: 'string', demandOption: true, description: 'the dead-letter queue' })
+            .option('to', { type: 'string', description: 'the queue they go back to (default: the one queue whose dead-letter queue --from is)' })
+            .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
+        handler<{ ids?: string[]; from: string; to?: string; dryRun: boolean }>(async (ctx, argv) => {
+          const sel = { from: argv.from, to: argv.to, ids: checkIds(argv.ids) };
+          const st = redriveStatement(sel, ctx.now);
+          const out = ctx.out;
+          if (argv.dryRun) {
+            const steps = [{ seq: 1, action: 'redrive', statement: st.literal, lockLevel: st.lockLevel, reason: st.reason }];
+            out.emit({ ok: true, dryRun: true, steps }, () => out.plan(steps));
+            return;
+          }
+          const db = await ctx.migratedDb({ max: 2 });
+          const ids = await redriveJobs(db, sel, ctx.now);
+          out.emit({ ok: true, action: 'redrive', from: argv.from, count: ids.length, ids }, () =>
+            ids.length === 0
+              ? out.warn(`no failed job of ${argv.from} was put back`)
+              : out.ok(`${ids.length} job(s) put back: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`),
+          );
+        }),
+      )
+      .demandCommand(1, 'name a jobs subcommand: list, retry, cancel or redrive'),
   );
 };
 

@@ -23,6 +23,7 @@ import {
   type Schedules,
 } from '../../schedule/index.js';
 import { checkJobPrefix } from '../../schedule/pgcron.js';
+import { refillTicks } from '../../cron/index.js';
 import { handler, type Context } from '../context.js';
 import { cliMessage, cliText } from '../exit.js';
 import type { Output } from '../output.js';
@@ -33,6 +34,7 @@ interface CronFlags {
   vacuumCron?: string;
   rescueCron?: string;
   healthCron?: string;
+  recurringCron?: string;
 }
 
 interface PgCronFlags extends CronFlags {
@@ -65,7 +67,13 @@ function pgCronOptions(b: Argv<any>) {
 
 function schedules(ctx: Context, argv: CronFlags, dialect: CronDialect): Schedules {
   return schedulesFrom(
-    ctx.settings({ rotateCron: argv.rotateCron, vacuumCron: argv.vacuumCron, rescueCron: argv.rescueCron, healthCron: argv.healthCron }),
+    ctx.settings({
+      rotateCron: argv.rotateCron,
+      vacuumCron: argv.vacuumCron,
+      rescueCron: argv.rescueCron,
+      healthCron: argv.healthCron,
+      recurringCron: argv.recurringCron,
+    }),
     dialect,
   );
 }
@@ -132,6 +140,8 @@ async function install(ctx: Context, argv: PgCronFlags): Promise<void> {
   try {
     const planned = await planInstall(site, wanted, prefix);
     const changes = argv.dryRun ? planned : await applyChanges(site, planned);
+    // pg_cron's recurring task enqueues stored ticks only: store them ahead now (qmaint cron refill).
+    if (!argv.dryRun && wanted.recurring !== null) await refillTicks(db, ctx.now);
     reportChanges(ctx.out, changes, {
       dryRun: argv.dryRun,
       where: `pg_cron ${site.version} in ${site.cronDatabase}, running in database ${site.queueDatabase}`,

@@ -24,6 +24,7 @@ const register: Register = (y) => {
               { key: 'running', header: 'running', align: 'right' },
               { key: 'completed', header: 'completed', align: 'right' },
               { key: 'failed', header: 'failed', align: 'right', format: (v) => (Number(v) > 0 ? out.c.red(String(v)) : String(v)) },
+              { key: 'cancelled', header: 'cancelled', align: 'right' },
               { key: 'oldest', header: 'oldest queued', align: 'right' },
             ],
             report.queues.map((q) => ({ queue: q.queue, ready: q.ready, ...q.counts, oldest: duration(q.oldestQueuedAgeSeconds) })),
@@ -39,6 +40,7 @@ const register: Register = (y) => {
             { key: 'running', header: 'running', align: 'right' },
             { key: 'completed', header: 'completed', align: 'right' },
             { key: 'failed', header: 'failed', align: 'right' },
+            { key: 'cancelled', header: 'cancelled', align: 'right' },
           ],
           report.partitions.map((p) => ({ partition: p.partition, from: p.lowerBound, to: p.upperBound, ...p.counts })),
         );
