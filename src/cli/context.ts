@@ -12,6 +12,7 @@ export interface GlobalArgs {
   json: boolean;
   verbose: boolean;
   color: boolean;
+  wide?: boolean;
   now?: string;
 }
 
@@ -25,6 +26,7 @@ export function globalOptions<T>(y: Argv<T>) {
     .option('json', { type: 'boolean', default: false, description: 'print one JSON document on stdout', global: true })
     .option('verbose', { type: 'boolean', default: false, description: 'show stack traces and debug lines', global: true })
     .option('color', { type: 'boolean', default: true, description: 'colour output (--no-color to disable; NO_COLOR is honoured)', global: true })
+    .option('wide', { type: 'boolean', default: false, description: 'tables at full width: every column, nothing wrapped or cut', global: true })
     .option('now', { type: 'string', description: 'pretend the time is this ISO timestamp (planning, tests)', global: true });
 }
 
@@ -80,7 +82,7 @@ export class Context {
 
   constructor(args: GlobalArgs) {
     this.args = args;
-    this.out = new Output({ json: args.json, color: args.color, verbose: args.verbose });
+    this.out = new Output({ json: args.json, color: args.color, verbose: args.verbose, wide: args.wide });
     this.now = parseNow(args.now);
     this.nowGiven = args.now !== undefined;
   }

@@ -24,3 +24,9 @@ export function duration(seconds: number | null): string {
   if (seconds < 172_800) return `${(seconds / 3600).toFixed(1)}h`;
   return `${Math.round(seconds / 86_400)}d`;
 }
+
+/** A timestamp for a table (the header says UTC): `2026-01-31 12:00:00`; '' for none. */
+export function timestamp(iso: string | null | undefined): string {
+  if (!iso) return '';
+  return iso.replace('T', ' ').replace(/(\.\d+)?(Z|\+00(:?00)?)$/, '');
+}

@@ -125,13 +125,15 @@ function holderRows(out: Output, holders: XminHolder[]): void {
   out.table(
     [
       { key: 'kind', header: 'holder' },
-      { key: 'who', header: 'pid / name' },
+      { key: 'who', header: 'pid / name', wrap: true },
       { key: 'xminAge', header: 'xmin age (xids)', align: 'right' },
       { key: 'age', header: 'age', align: 'right' },
-      { key: 'state', header: 'state' },
+      { key: 'state', header: 'state', priority: 2 },
       {
         key: 'query',
         header: 'query',
+        wrap: true,
+        priority: 1,
         format: (v) =>
           String(v ?? '')
             .replace(/\s+/g, ' ')
@@ -147,14 +149,14 @@ function partitionRows(out: Output, parts: PartitionVacuumStatus[]): void {
     [
       { key: 'partition', header: 'partition' },
       { key: 'state', header: 'state' },
-      { key: 'liveTuples', header: 'live', align: 'right' },
-      { key: 'deadTuples', header: 'dead', align: 'right' },
+      { key: 'liveTuples', header: 'live', align: 'right', priority: 5 },
+      { key: 'deadTuples', header: 'dead', align: 'right', priority: 2 },
       { key: 'dead', header: 'dead %', align: 'right' },
-      { key: 'vacuumed', header: 'last vacuum (manual/auto)' },
-      { key: 'analyzed', header: 'last analyze (manual/auto)' },
-      { key: 'size', header: 'table + index', align: 'right' },
-      { key: 'bloatText', header: 'bloat', align: 'right' },
-      { key: 'relfrozenxidAge', header: 'xid age', align: 'right' },
+      { key: 'vacuumed', header: 'last vacuum (manual/auto)', wrap: true, priority: 1 },
+      { key: 'analyzed', header: 'last analyze (manual/auto)', wrap: true, priority: 6 },
+      { key: 'size', header: 'table + index', align: 'right', priority: 3 },
+      { key: 'bloatText', header: 'bloat', align: 'right', priority: 1 },
+      { key: 'relfrozenxidAge', header: 'xid age', align: 'right', priority: 4 },
     ],
     parts.map((p) => ({
       ...p,
