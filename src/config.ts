@@ -1,6 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { durationMs, formatDurationMs } from './duration.js';
 import { badInput, QmaintError } from './errors.js';
+
+export { durationMs } from './duration.js';
 
 /** Where the connection came from, in precedence order. */
 export type ConnectionSource = 'flag' | 'DATABASE_URL' | 'libpq' | 'embedded' | 'pool';
@@ -178,39 +181,16 @@ export function envName(key: string): string {
   return 'QMAINT_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 }
 
-const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/**
- * Milliseconds of a duration as PostgreSQL's lock_timeout and statement_timeout
- * read it ("500ms", "2s", "1.5min", "1h", "1d"; a bare whole number is
- * milliseconds), or undefined when it is not one or is not a whole number of
- * milliseconds.
- */
-export function durationMs(text: string): number | undefined {
-  const m = DURATION.exec(text.trim());
-  if (!m || (m[2] === undefined && m[1]!.includes('.'))) return undefined;
-  const exact = Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!;
-  // 1.1 * 1000 is 1100.0000000000002 in floating point.
-  const ms = Math.round(exact);
-  return Number.isSafeInteger(ms) && Math.abs(exact - ms) < 1e-6 ? ms : undefined;
-}
-
-function formatMs(ms: number): string {
-  const unit = (['d', 'h', 'min', 's'] as const).find((u) => ms % UNIT_MS[u]! === 0);
-  return unit ? `${ms / UNIT_MS[unit]!}${unit}` : `${ms}ms`;
-}
-
 function coerce(key: string, spec: SettingSpec, raw: unknown, where: string): string | number | boolean {
   const fail = (what: string) => badInput(`${where}: ${key} ${what}`);
   switch (spec.type) {
     case 'duration': {
       const ms = typeof raw === 'string' ? durationMs(raw) : undefined;
-      const range = `more than 0 and at most ${formatMs(spec.max!)}`;
-      if (ms === undefined) throw fail(`must be a duration such as 500ms, 2s or 1min (${range}), got ${JSON.stringify(raw)}`);
+      const range = `more than 0 and at most ${formatDurationMs(spec.max!)}`;
+      if (ms === undefined) throw fail(`must be a duration such as 500ms, 2s or 5m (${range}), got ${JSON.stringify(raw)}`);
       if (ms < spec.min! || ms > spec.max!) throw fail(`must be ${range}, got ${JSON.stringify(raw)}`);
-      // With a unit, PostgreSQL reads the text the same way as a setting and as an interval.
-      return /[a-z]$/.test(raw as string) ? (raw as string).trim() : `${ms}ms`;
+      // In units PostgreSQL reads the same way as a setting and as an interval (5m becomes 5min).
+      return formatDurationMs(ms);
     }
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw fail('must be a non-empty string');

@@ -298,6 +298,11 @@ export class Output {
   progress(total: number, label: string): Progress {
     return new Progress(total, label, this.json ? null : this.stderr, this.c);
   }
+
+  /** A progress bar on a terminal (stderr); silent when stderr is not one, and under --json. */
+  ttyProgress(total: number, label: string): Progress {
+    return new Progress(total, label, this.json || !this.stderr.isTTY ? null : this.stderr, this.c);
+  }
 }
 
 export class Progress {

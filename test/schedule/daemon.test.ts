@@ -25,7 +25,7 @@ class DaemonProcess {
   private stderr = '';
 
   constructor(url: string, args: string[]) {
-    this.child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json', '--verbose', '--database-url', url, '--leader-interval-ms', '200', ...args], {
+    this.child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json', '--verbose', '--database-url', url, '--leader-interval', '200ms', ...args], {
       env: cleanEnv(),
       cwd: ROOT,
     });
@@ -164,8 +164,8 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
       'off',
       '--vacuum-cron',
       'off',
-      '--retry-base-ms',
-      '100',
+      '--retry-base',
+      '100ms',
       '--metrics-port',
       '0',
       '--metrics-host',

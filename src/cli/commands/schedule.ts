@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { checkConnectionUrl, redactDeep, redactSecrets } from '../../config.js';
 import type { Db } from '../../db.js';
+import { formatDurationMs } from '../../duration.js';
 import { badInput, QmaintError } from '../../errors.js';
 import {
   applyChanges,
@@ -24,6 +25,7 @@ import {
 } from '../../schedule/index.js';
 import { checkJobPrefix } from '../../schedule/pgcron.js';
 import { handler, type Context } from '../context.js';
+import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
 
@@ -103,10 +105,10 @@ const register: Register = (y) => {
           cronOptions(c, 'node-cron')
             .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
             .option('metrics-host', { type: 'string', default: '127.0.0.1', description: 'address the metrics server listens on (0.0.0.0: every interface)' })
-            .option('leader-interval-ms', { type: 'number', default: 2000, description: 'how often a standby tries to take over (bounds takeover time)' })
+            .options(durationOptions(LEADER_INTERVAL, 'how often a standby tries to take over, bounding takeover time (default 2s)'))
             .option('retries', { type: 'number', default: 3, description: 'retries of a failed run, with backoff, before the next tick' })
-            .option('retry-base-ms', { type: 'number', default: 1000, description: 'first retry delay; doubles each retry, ±50% jitter' })
-            .option('exit-after', { type: 'number', description: 'stop by itself after this many seconds' }),
+            .options(durationOptions(RETRY_BASE, 'first retry delay; doubles each retry, ±50% jitter (default 1s)'))
+            .options(durationOptions(EXIT_AFTER, 'stop by itself after this long')),
         handler<RunFlags>(run),
       )
       .demandCommand(1, 'name a schedule command: install, uninstall, list or run'),
@@ -343,27 +345,35 @@ function oneLine(text: string): string {
 interface RunFlags extends CronFlags {
   metricsPort?: number;
   metricsHost: string;
-  leaderIntervalMs: number;
+  leaderInterval?: string;
+  leaderIntervalMs?: number;
   retries: number;
-  retryBaseMs: number;
-  exitAfter?: number;
+  retryBase?: string;
+  retryBaseMs?: number;
+  exitAfter?: string;
 }
 
-function checkRunFlags(ctx: Context, argv: RunFlags): void {
+const LEADER_INTERVAL: DurationFlag = { flag: 'leader-interval', min: 50, max: 600_000, old: { flag: 'leader-interval-ms', unit: 'ms' } };
+const RETRY_BASE: DurationFlag = { flag: 'retry-base', min: 1, max: 3_600_000, old: { flag: 'retry-base-ms', unit: 'ms' } };
+const EXIT_AFTER: DurationFlag = { flag: 'exit-after', min: 1, max: 2_147_483_647, bare: 's' };
+
+function checkRunFlags(ctx: Context, argv: RunFlags): { leaderIntervalMs: number; retryBaseMs: number; exitAfterMs?: number } {
   if (ctx.nowGiven) throw badInput('qmaint schedule run works on the real clock; drop --now');
   const whole = (name: string, value: number | undefined, min: number, max: number) => {
     if (value !== undefined && (!Number.isInteger(value) || value < min || value > max))
       throw badInput(`--${name} ${value} must be a whole number from ${min} to ${max}`);
   };
   whole('metrics-port', argv.metricsPort, 0, 65535);
-  whole('leader-interval-ms', argv.leaderIntervalMs, 50, 600_000);
   whole('retries', argv.retries, 0, 100);
-  whole('retry-base-ms', argv.retryBaseMs, 1, 3_600_000);
-  if (argv.exitAfter !== undefined && !(argv.exitAfter > 0)) throw badInput(`--exit-after ${argv.exitAfter} must be a number of seconds above 0`);
+  return {
+    leaderIntervalMs: readDuration(ctx.out, LEADER_INTERVAL, argv.leaderInterval, argv.leaderIntervalMs) ?? 2000,
+    retryBaseMs: readDuration(ctx.out, RETRY_BASE, argv.retryBase, argv.retryBaseMs) ?? 1000,
+    exitAfterMs: readDuration(ctx.out, EXIT_AFTER, argv.exitAfter),
+  };
 }
 
 async function run(ctx: Context, argv: RunFlags): Promise<void> {
-  checkRunFlags(ctx, argv);
+  const timing = checkRunFlags(ctx, argv);
   const wanted = schedules(ctx, argv, 'node-cron');
   if (TASKS.every((t) => wanted[t] === null))
     throw badInput('every task is off, so the daemon would have nothing to do; give at least one task a schedule (e.g. --rescue-cron "* * * * *")');
@@ -373,9 +383,9 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
     db,
     schedules: wanted,
     log,
-    leaderIntervalMs: argv.leaderIntervalMs,
+    leaderIntervalMs: timing.leaderIntervalMs,
     retries: argv.retries,
-    retryBaseMs: argv.retryBaseMs,
+    retryBaseMs: timing.retryBaseMs,
     metricsPort: argv.metricsPort,
     metricsHost: argv.metricsHost,
   });
@@ -384,7 +394,8 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => stop(`received ${signal}`);
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
-  const timer = argv.exitAfter !== undefined ? setTimeout(() => stop(`--exit-after ${argv.exitAfter} s`), argv.exitAfter * 1000) : undefined;
+  const exitAfter = timing.exitAfterMs;
+  const timer = exitAfter !== undefined ? setTimeout(() => stop(`--exit-after ${formatDurationMs(exitAfter)}`), exitAfter) : undefined;
   try {
     await daemon.start();
     await daemon.stop(await stopped);
