@@ -19,7 +19,7 @@ export { enqueue, enqueueMany, NOTIFY_CHANNEL, MAX_TIMEOUT_SECONDS } from './que
 export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
 export { Consumer, JobTimeoutError, sanitizeErrorText, ERROR_TEXT_MAX, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
 export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
-export { queueStatus, listJobs, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
+export { queueStatus, listJobs, listJobPages, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
 export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';
 export {
   applyPolicies,

@@ -222,6 +222,11 @@ export class Output {
     this.stdout.write(stringifyJson(doc, 2) + '\n');
   }
 
+  /** Text as it is, on stdout (a document written in pieces as its rows arrive). */
+  raw(text: string): void {
+    this.stdout.write(text);
+  }
+
   /** One JSON document on one line (a stream of events under --json: `schedule run`). */
   jsonLine(doc: unknown): void {
     this.stdout.write(stringifyJson(doc) + '\n');

@@ -109,6 +109,8 @@ export interface JobFilter {
   status?: JobStatus;
   ids?: string[];
   limit?: number;
+  /** Keyset paging: only jobs listed after this id (newest first, so smaller ids); the last id of one page gives the next. */
+  after?: string;
 }
 
 export function checkStatus(status: string | undefined): JobStatus | undefined {
@@ -133,6 +135,27 @@ export function checkIds(ids: (string | number)[] | undefined): string[] | undef
       throw badInput(`job id ${JSON.stringify(text)} is not a job id; ids are whole numbers from 1 to ${BIGINT_MAX}`);
     return text;
   });
+}
+
+/**
+ * listJobs in pages of pageSize (default 1000) by keyset, up to filter.limit
+ * jobs in all, so a long listing streams instead of waiting for every row.
+ */
+export async function* listJobPages(
+  db: Queryable,
+  filter: JobFilter = {},
+  options: { payloadAs?: 'value' | 'text'; pageSize?: number } = {},
+): AsyncGenerator<JobRow[]> {
+  let remaining = checkLimit(filter.limit);
+  let after = filter.after;
+  const pageSize = options.pageSize ?? 1000;
+  while (remaining > 0) {
+    const page = await listJobs(db, { ...filter, after, limit: Math.min(pageSize, remaining) }, options);
+    if (page.length > 0) yield page;
+    if (page.length < Math.min(pageSize, remaining)) return;
+    remaining -= page.length;
+    after = page[page.length - 1]!.id;
+  }
 }
 
 /**
@@ -165,9 +188,10 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}, options: {
       WHERE ($1::text IS NULL OR queue = $1)
         AND ($2::qmaint.job_status IS NULL OR status = $2)
         AND ($3::bigint[] IS NULL OR id = ANY ($3))
+        AND ($5::bigint IS NULL OR id < $5)
       ORDER BY id DESC
       LIMIT $4`,
-    [filter.queue ?? null, filter.status ?? null, checkIds(filter.ids) ?? null, limit],
+    [filter.queue ?? null, filter.status ?? null, checkIds(filter.ids) ?? null, limit, filter.after === undefined ? null : checkIds([filter.after])![0]],
   );
   return rows.map((r) => ({
     id: r.id,

@@ -17,7 +17,7 @@ interface Event {
   port?: number;
 }
 
-/** A `qmaint schedule run --json` child process and the JSON lines it logged. */
+/** A `qmaint schedule run --json-lines` child process and the JSON lines it logged. */
 class DaemonProcess {
   readonly events: Event[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -25,7 +25,7 @@ class DaemonProcess {
   private stderr = '';
 
   constructor(url: string, args: string[]) {
-    this.child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json', '--verbose', '--database-url', url, '--leader-interval', '200ms', ...args], {
+    this.child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json-lines', '--verbose', '--database-url', url, '--leader-interval', '200ms', ...args], {
       env: cleanEnv(),
       cwd: ROOT,
     });

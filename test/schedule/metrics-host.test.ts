@@ -25,7 +25,7 @@ describe('the daemon /metrics server', () => {
         CLI,
         'schedule',
         'run',
-        '--json',
+        '--json-lines',
         '--database-url',
         t.url,
         '--metrics-port',

@@ -108,7 +108,8 @@ const register: Register = (y) => {
             .options(durationOptions(LEADER_INTERVAL, 'how often a standby tries to take over, bounding takeover time (default 2s)'))
             .option('retries', { type: 'number', default: 3, description: 'retries of a failed run, with backoff, before the next tick' })
             .options(durationOptions(RETRY_BASE, 'first retry delay; doubles each retry, ±50% jitter (default 1s)'))
-            .options(durationOptions(EXIT_AFTER, 'stop by itself after this long')),
+            .options(durationOptions(EXIT_AFTER, 'stop by itself after this long'))
+            .option('json-lines', { type: 'boolean', default: false, description: 'one JSON event per line on stdout as they happen (NDJSON)' }),
         handler<RunFlags>(run),
       )
       .demandCommand(1, 'name a schedule command: install, uninstall, list or run'),
@@ -351,6 +352,7 @@ interface RunFlags extends CronFlags {
   retryBase?: string;
   retryBaseMs?: number;
   exitAfter?: string;
+  jsonLines: boolean;
 }
 
 const LEADER_INTERVAL: DurationFlag = { flag: 'leader-interval', min: 50, max: 600_000, old: { flag: 'leader-interval-ms', unit: 'ms' } };
@@ -378,7 +380,8 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   if (TASKS.every((t) => wanted[t] === null))
     throw badInput('every task is off, so the daemon would have nothing to do; give at least one task a schedule (e.g. --rescue-cron "* * * * *")');
   const db = await ctx.migratedDb({ applicationName: 'qmaint-daemon', max: 8 });
-  const log = daemonLogger(ctx.out);
+  const summary = new RunSummary();
+  const log = daemonLogger(ctx.out, argv.jsonLines, summary);
   const daemon = new Daemon({
     db,
     schedules: wanted,
@@ -398,7 +401,9 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   const timer = exitAfter !== undefined ? setTimeout(() => stop(`--exit-after ${formatDurationMs(exitAfter)}`), exitAfter) : undefined;
   try {
     await daemon.start();
-    await daemon.stop(await stopped);
+    const reason = await stopped;
+    await daemon.stop(reason);
+    if (ctx.out.json && !argv.jsonLines) ctx.out.emitJson({ ok: true, stoppedBy: reason, ...summary.doc() });
   } finally {
     clearTimeout(timer);
     process.off('SIGTERM', onSignal);
@@ -407,14 +412,50 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   }
 }
 
-/** JSON lines with --json; otherwise one readable line per event. Debug events only with --verbose. */
-function daemonLogger(out: Output): (event: DaemonEvent) => void {
+/** What --json prints when the daemon stops: runs counted per task and status, warnings and errors, the metrics address. */
+class RunSummary {
+  private readonly runs = new Map<string, number>();
+  private warnings = 0;
+  private errors = 0;
+  private lastError: string | null = null;
+  private metrics: { host: string; port: number } | null = null;
+
+  add(event: DaemonEvent): void {
+    if (event.event === 'run') {
+      const key = `${String(event.task)}\u0000${String(event.status)}`;
+      this.runs.set(key, (this.runs.get(key) ?? 0) + 1);
+    }
+    if (event.event === 'metrics') this.metrics = { host: String(event.host), port: Number(event.port) };
+    if (event.level === 'warn') this.warnings++;
+    if (event.level === 'error') {
+      this.errors++;
+      this.lastError = redactSecrets(event.message);
+    }
+  }
+
+  doc() {
+    const runs = [...this.runs].map(([key, count]) => {
+      const [task, status] = key.split('\u0000');
+      return { task: task!, status: status!, count };
+    });
+    return { runs, warnings: this.warnings, errors: this.errors, lastError: this.lastError, metrics: this.metrics };
+  }
+}
+
+/**
+ * --json-lines: every event as a JSON line; --json: counted for the one
+ * document printed at exit; otherwise one readable line per event. Debug
+ * events only with --verbose.
+ */
+function daemonLogger(out: Output, jsonLines: boolean, summary: RunSummary): (event: DaemonEvent) => void {
   return (event) => {
+    summary.add(event);
     if (event.level === 'debug' && !out.verbose) return;
-    if (out.json) {
+    if (jsonLines) {
       out.jsonLine(redactDeep(event));
       return;
     }
+    if (out.json) return;
     const level = event.level === 'error' ? out.c.red(event.level) : event.level === 'warn' ? out.c.yellow(event.level) : out.dim(event.level);
     out.line(`${out.dim(event.time)} ${level.padEnd(5)} ${redactSecrets(event.message)}`);
   };
