@@ -79,6 +79,7 @@ export class Context {
   /** True when --now was given (time travel): callers pass it to SQL explicitly. */
   readonly nowGiven: boolean;
   private dbPromise: Promise<Db> | undefined;
+  private warned = false;
 
   constructor(args: GlobalArgs) {
     this.args = args;
@@ -89,7 +90,11 @@ export class Context {
 
   /** Settings with this command's flags on top (keys are the camelCase setting names). */
   settings(flags: Partial<Record<SettingKey, unknown>> = {}): LoadedSettings {
-    return loadSettings(flags);
+    const loaded = loadSettings(flags);
+    // Deprecation warnings of the config file, once per command.
+    if (!this.warned) for (const warning of loaded.warnings) this.out.note(`warning: ${warning}`);
+    this.warned = true;
+    return loaded;
   }
 
   /** The database: the configured one, else the embedded default (said once on stderr). */
@@ -137,7 +142,7 @@ export class Context {
  * Wrap a command body: build the context, run, map errors to exit codes, close
  * the pool. The body may return an exit code (e.g. 4 for a critical check).
  */
-export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise<number | void>) {
+export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise<number | void> | number | void) {
   // yargs hands over its own argv type; the body declares what it reads.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   return async (raw: any): Promise<void> => {
