@@ -3,6 +3,7 @@ import Table from 'cli-table3';
 import { redactSecrets } from '../config.js';
 import { stringifyJson } from '../json.js';
 import type { PlanStep, StepEvent } from '../plan.js';
+import { elapsed } from './format.js';
 import { invocation, type OutStream } from './invocation.js';
 import { stripVTControlCharacters } from 'node:util';
 
@@ -275,7 +276,7 @@ export class Output {
           bar?.tick(event.moved);
           break;
         case 'retry':
-          this.note(`${this.c.yellow('lock busy:')} ${name(event.step)}, attempt ${event.attempts + 1} in ${event.delayMs} ms`);
+          this.note(`${this.c.yellow('lock busy:')} ${name(event.step)}, attempt ${event.attempts + 1} in ${elapsed(event.delayMs)}`);
           break;
         case 'skipped':
           this.warn(`skipped ${name(event.step)}: ${event.reason ?? ''}`);
@@ -289,7 +290,7 @@ export class Output {
           bar?.finish();
           bar = undefined;
           this.ok(
-            `${name(event.step)}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${this.dim(`${event.ms} ms${tries(event.attempts)}`)}`,
+            `${name(event.step)}${event.moved !== undefined ? ` (${event.moved} jobs moved)` : ''} ${this.dim(`${elapsed(event.ms)}${tries(event.attempts)}`)}`,
           );
           break;
       }

@@ -25,6 +25,7 @@ import {
 } from '../../schedule/index.js';
 import { checkJobPrefix } from '../../schedule/pgcron.js';
 import { handler, type Context } from '../context.js';
+import { elapsed } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
@@ -283,7 +284,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
           key: 'finishedAt',
           header: 'took',
           align: 'right',
-          format: (_v, r) => (r.finishedAt ? `${Date.parse(r.finishedAt) - Date.parse(r.startedAt)} ms` : ''),
+          format: (_v, r) => (r.finishedAt ? elapsed(Date.parse(r.finishedAt) - Date.parse(r.startedAt)) : ''),
         },
         { key: 'message', header: 'message', format: (_v, r) => oneLine(r.message ?? '') },
       ],

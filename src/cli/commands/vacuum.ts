@@ -2,7 +2,7 @@ import { badInput } from '../../errors.js';
 import { runVacuum, planVacuumRun } from '../../vacuum/run.js';
 import { vacuumStatus, type PartitionVacuumStatus, type XminHolder } from '../../vacuum/status.js';
 import { tune, tuneServerSide, type TunePlan } from '../../vacuum/tune.js';
-import { bytes, duration } from '../format.js';
+import { bytes, duration, elapsed } from '../format.js';
 import { handler, type Context } from '../context.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Output } from '../output.js';
@@ -259,7 +259,7 @@ async function runCommand(ctx: Context, argv: RunArgs): Promise<void> {
         { key: 'partition', header: 'partition' },
         { key: 'deadTuplesBefore', header: 'dead before', align: 'right' },
         { key: 'deadTuplesAfter', header: 'dead after', align: 'right' },
-        { key: 'ms', header: 'ms', align: 'right' },
+        { key: 'ms', header: 'took', align: 'right', format: (v) => elapsed(Number(v)) },
       ],
       result.vacuumed,
     );

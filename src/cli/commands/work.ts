@@ -7,6 +7,7 @@ import { badInput } from '../../errors.js';
 import { Consumer, type Handler } from '../../queue/consumer.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
+import { duration } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Register } from '../register.js';
 
@@ -113,7 +114,7 @@ const register: Register = (y) => {
       consumer.on('lease-lost', (job) =>
         out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`),
       );
-      consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${job.timeout} s; its signal was aborted`));
+      consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
       consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
       let stoppedBy: NodeJS.Signals | null = null;
