@@ -25,7 +25,7 @@ import {
 } from '../../schedule/index.js';
 import { checkJobPrefix } from '../../schedule/pgcron.js';
 import { handler, type Context } from '../context.js';
-import { elapsed } from '../format.js';
+import { elapsed, timestamp } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
@@ -255,7 +255,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
             header: 'last pg_cron run',
             format: (_v, r) => (r.runs[0] ? `${r.runs[0].startedAt ?? '?'} ${verdictOf(out, r.runs[0].status)}` : out.dim('not yet')),
           },
-          { key: 'lastRun', header: 'message', format: (_v, r) => oneLine(r.runs[0]?.message ?? '') },
+          { key: 'lastRun', header: 'message', wrap: true, priority: 1, format: (_v, r) => oneLine(r.runs[0]?.message ?? '') },
         ],
         pgCron.jobs.map((j) => ({ ...j, lastRun: null })),
       );
@@ -276,7 +276,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
     }
     out.table(
       [
-        { key: 'startedAt', header: 'started (UTC)' },
+        { key: 'startedAt', header: 'started (UTC)', wrap: true, format: (v) => timestamp(v as string) },
         { key: 'task', header: 'task' },
         { key: 'runner', header: 'runner' },
         { key: 'status', header: 'status', format: (_v, r) => verdictOf(out, r.status) },
@@ -286,7 +286,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
           align: 'right',
           format: (_v, r) => (r.finishedAt ? elapsed(Date.parse(r.finishedAt) - Date.parse(r.startedAt)) : ''),
         },
-        { key: 'message', header: 'message', format: (_v, r) => oneLine(r.message ?? '') },
+        { key: 'message', header: 'message', wrap: true, priority: 1, format: (_v, r) => oneLine(r.message ?? '') },
       ],
       runs,
     );
