@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { durationMs, formatDurationMs } from './duration.js';
-import { badInput, QmaintError } from './errors.js';
+import { badInput, badOption, QmaintError } from './errors.js';
 
 export { durationMs } from './duration.js';
 
@@ -17,10 +17,10 @@ export interface ResolvedConnection {
 
 const LIBPQ_VARS = ['PGHOST', 'PGHOSTADDR', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'PGSERVICE'];
 
-/** --database-url, then DATABASE_URL, then libpq PG* variables, then the embedded default. */
+/** The given URL (the databaseUrl option, a CLI's --database-url), then DATABASE_URL, then libpq PG* variables, then the embedded default. */
 export function resolveConnection(flagUrl: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConnection {
   checkPgPort(env);
-  if (flagUrl !== undefined) return { source: 'flag', url: checkConnectionUrl(flagUrl, '--database-url') };
+  if (flagUrl !== undefined) return { source: 'flag', url: checkConnectionUrl(flagUrl, 'databaseUrl', 'databaseUrl') };
   if (env.DATABASE_URL) return { source: 'DATABASE_URL', url: checkConnectionUrl(env.DATABASE_URL, 'DATABASE_URL') };
   if (LIBPQ_VARS.some((name) => env[name])) return { source: 'libpq' };
   return { source: 'embedded' };
@@ -30,24 +30,27 @@ const USE_URL = 'use postgres://user:password@host:port/database';
 
 /**
  * A connection URL qmaint can use (postgres:// or postgresql://), or a config
- * error (exit 2) that never repeats the text: it may hold a password.
+ * error that never repeats the text: it may hold a password. `where` names
+ * the URL in the message; `option`, when the URL came from an option, is that
+ * option's name (see QmaintError.options).
  */
-export function checkConnectionUrl(url: string, where: string): string {
-  if (url.trim() === '') throw new QmaintError('config', `${where} is empty; ${USE_URL}, or leave it out`);
+export function checkConnectionUrl(url: string, where: string, option?: string): string {
+  const config = (message: string) => new QmaintError('config', message, { option });
+  if (url.trim() === '') throw config(`${where} is empty; ${USE_URL}, or leave it out`);
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     const keywords = /^\s*[a-z_]+\s*=/i.test(url) ? ' (keyword=value strings are not supported; the PG* variables are)' : '';
-    throw new QmaintError('config', `${where} is not a valid URL${keywords}; ${USE_URL}`);
+    throw config(`${where} is not a valid URL${keywords}; ${USE_URL}`);
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new QmaintError('config', `${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; ${USE_URL}`);
+    throw config(`${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; ${USE_URL}`);
   }
   try {
     for (const part of [parsed.username, parsed.password, parsed.pathname]) decodeURIComponent(part);
   } catch {
-    throw new QmaintError('config', `${where} holds a malformed %-escape in its user, password or database; write a literal % as %25`);
+    throw config(`${where} holds a malformed %-escape in its user, password or database; write a literal % as %25`);
   }
   return url;
 }
@@ -186,8 +189,9 @@ export function envName(key: string): string {
   return 'QMAINT_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 }
 
-function coerce(key: string, spec: SettingSpec, raw: unknown, where: string): string | number | boolean {
-  const fail = (what: string) => badInput(`${where}: ${key} ${what}`);
+/** `where` is where a value from the environment or a file came from; a value passed in (flags) is named by its key alone. */
+function coerce(key: string, spec: SettingSpec, raw: unknown, where: string | null): string | number | boolean {
+  const fail = (what: string) => (where === null ? badOption(key, `${key} ${what}`) : badInput(`${where}: ${key} ${what}`));
   switch (spec.type) {
     case 'duration': {
       const ms = typeof raw === 'string' ? durationMs(raw) : undefined;
@@ -317,7 +321,7 @@ export function loadSettings(
     const flag = flags[key];
     const envValue = env[envName(key)];
     if (flag !== undefined) {
-      values[key] = coerce(key, spec, flag, `--${key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`);
+      values[key] = coerce(key, spec, flag, null);
       origin[key] = 'flag';
     } else if (envValue !== undefined && envValue !== '') {
       values[key] = coerce(key, spec, envValue, envName(key));

@@ -2,16 +2,23 @@ import pg from 'pg';
 import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource } from './config.js';
 import { badInput, QmaintError, toQmaintError } from './errors.js';
 
+/** A node-pg client: one checked out of a pool, or a standalone one. */
 export type PgClient = pg.PoolClient | pg.Client;
-/** Anything that runs a parameterised query: a Db, a pool, or a client. */
 /** A value bound to a statement parameter ($n) by this library's queries. */
 export type SqlValue = string | number | boolean | Date | null;
 
+/**
+ * Anything that runs a parameterised query: a {@link Db}, a pg.Pool, a
+ * pg.Client or a pool client. Functions that take a Queryable work on an
+ * application's own client too, inside its transaction.
+ */
 export interface Queryable {
+  /** Run `text` with `values` bound to $1, $2, ... */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   query<R extends pg.QueryResultRow = any>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
 }
 
+/** Options of {@link connect}. */
 export interface ConnectOptions {
   /** Connection URL; when absent, DATABASE_URL, then the libpq PG* variables. */
   databaseUrl?: string;
@@ -22,8 +29,9 @@ export interface ConnectOptions {
    * works an empty local database. The CLI passes true.
    */
   embedded?: boolean;
+  /** Environment read for DATABASE_URL, the PG* variables and QMAINT_HOME (default process.env). */
   env?: NodeJS.ProcessEnv;
-  /** application_name reported in pg_stat_activity. */
+  /** application_name reported in pg_stat_activity (default 'qmaint'). */
   applicationName?: string;
   /** Pool size (default 10). */
   max?: number;
@@ -33,7 +41,7 @@ export interface ConnectOptions {
   onEmbeddedLog?: (line: string) => void;
   /**
    * How long making one connection may take, TCP and login together, before
-   * it fails as a connection error (exit 3). Default 10000 ms (setting connectTimeoutMs).
+   * it fails as a `connection` error. Default 10000 ms (setting connectTimeoutMs).
    */
   connectTimeoutMs?: number;
 }
@@ -41,7 +49,7 @@ export interface ConnectOptions {
 /** Default of ConnectOptions.connectTimeoutMs and of the connectTimeoutMs setting. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
-/** A client checked out of a Db's pool (see Db.checkout). */
+/** A client checked out of a Db's pool (see {@link Db.checkout}). */
 export interface CheckedOut {
   client: pg.PoolClient;
   /** The connection's error, once it dropped (the client is then unusable). */
@@ -50,7 +58,19 @@ export interface CheckedOut {
   release(destroy?: boolean): void;
 }
 
-/** A pool plus what we know about where it points. */
+/**
+ * A connection pool plus what is known about where it points: what every
+ * qmaint function that needs connections of its own (a consumer, migrate,
+ * maintenance under the session lock) takes.
+ *
+ * Two ways to get one: {@link connect} (qmaint makes and owns the pool), or
+ * {@link Db.fromPool} (your own pg.Pool; {@link Db.close} leaves it open).
+ * Your own pg.Client (or a client checked out of your pool) needs no Db:
+ * pass it directly to the functions that take a {@link Queryable} or an
+ * {@link EnqueueTarget} (enqueue, enqueueMany, queueStatus, listJobs,
+ * retryJobs, cancelJobs, rescueExpired, listPartitions, vacuumStatus,
+ * runTask, ...), which then run on it, inside its transaction if one is open.
+ */
 export class Db {
   readonly pool: pg.Pool;
   readonly source: ConnectionSource;
@@ -62,6 +82,14 @@ export class Db {
   /** Whether close() ends the pool: not when it is the application's own (fromPool). */
   private readonly ownsPool: boolean;
 
+  /**
+   * Prefer {@link connect} or {@link Db.fromPool}; this is what both use.
+   *
+   * @param pool - the pool every query runs on
+   * @param source - where the connection came from (`pool`: the application's own; close() then leaves it open)
+   * @param url - the connection URL, when there is one
+   * @param env - environment for the libpq PG* defaults of host, port and database
+   */
   constructor(pool: pg.Pool, source: ConnectionSource, url: string | undefined, env: NodeJS.ProcessEnv) {
     this.pool = pool;
     this.source = source;
@@ -80,11 +108,22 @@ export class Db {
    * then runs on it. qmaint checks clients out and returns them as usual, and
    * close() leaves the pool open (it is the application's to end). Errors the
    * pool emits for idle clients are the application's to handle, as before.
+   *
+   * @param pool - the application's pool; its connection settings (or the libpq PG* variables) say where it points
+   * @param env - environment for the libpq defaults when the pool's options leave host, port or database out (default process.env)
+   * @returns a Db on that pool; nothing is connected until the first query
    */
   static fromPool(pool: pg.Pool, env: NodeJS.ProcessEnv = process.env): Db {
     return new Db(pool, 'pool', pool.options.connectionString, env);
   }
 
+  /**
+   * Run one parameterised statement on a pool connection.
+   *
+   * @param text - SQL with $1, $2, ... placeholders
+   * @param values - the parameters (never spliced into the text)
+   * @throws {@link QmaintError} `connection` when the server cannot be reached or the connection dropped, `permission` when refused, `unexpected` otherwise
+   */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     try {
       return await this.pool.query<R>(text, values);
@@ -155,6 +194,7 @@ export class Db {
     return client;
   }
 
+  /** The connection settings of this Db's pool (URL, application_name, connect timeout), to open further connections to the same server. */
   clientConfig(): pg.ClientConfig {
     const opts = (this.pool as unknown as { options: pg.PoolConfig }).options;
     return {
@@ -183,8 +223,14 @@ export async function inTransaction<T>(client: PgClient, fn: (client: PgClient &
 }
 
 /**
- * Open a pool following the connection precedence. The embedded default is
- * started (or reused) on demand.
+ * Open a pool on the configured database and check that it answers. The
+ * embedded PostgreSQL is started (or reused) only with `embedded: true`.
+ *
+ * Where it connects, first match wins: `databaseUrl`, then `DATABASE_URL`, then the libpq `PG*` variables of `env`; with none of them, the embedded PostgreSQL when `embedded: true`. It runs `SELECT 1` before it returns, so an unreachable server fails here.
+ *
+ * @param options - see {@link ConnectOptions}; all optional (pool of 10, application_name `qmaint`, connect timeout 10000 ms, embedded false)
+ * @returns a {@link Db} owning its pool; end it with {@link Db.close}
+ * @throws {@link QmaintError} `config` when nothing is configured and `embedded` is not true, or the URL (or PGPORT) is malformed (its `options` names `databaseUrl` when the URL came from there); `connection` when the server cannot be reached in time; `permission` when the login is refused
  */
 export async function connect(options: ConnectOptions = {}): Promise<Db> {
   const env = options.env ?? process.env;
@@ -257,6 +303,7 @@ export const MAINTENANCE_LOCK_KEY = 7_170_514_283_201n;
  */
 export const SCHEMA_LOCK = [29037, 28009] as const;
 
+/** The session holding an advisory lock, as pg_stat_activity shows it. */
 export interface LockHolder {
   pid: number;
   applicationName: string | null;

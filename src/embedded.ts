@@ -102,7 +102,8 @@ async function binaries(): Promise<{ pg_ctl: string; initdb: string; postgres: s
   } catch {
     throw new QmaintError(
       'config',
-      `no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (package ${name}); run npm ci, or pass --database-url to use your own server`,
+      `no embedded PostgreSQL binaries for ${process.platform}-${process.arch} (package ${name}); run npm ci, or give a databaseUrl to use your own server`,
+      { option: 'databaseUrl' },
     );
   }
 }

@@ -1,47 +1,72 @@
 /**
- * One error type for the whole toolkit. Every failure the user can act on is a
- * QmaintError with a stable code and the process exit code the CLI should use.
+ * What kind of failure a {@link QmaintError} is. Branch on this, never on the
+ * message text:
+ *
+ * - `bad_input`: an argument or option is not valid; nothing was changed.
+ * - `config`: the configuration cannot work as it is (no database configured,
+ *   a malformed URL, pg_cron not set up, a transaction pooler where a session
+ *   lock is needed); nothing was changed.
+ * - `migration`: the qmaint schema is missing, behind this version, or a
+ *   released migration file changed.
+ * - `connection`: the server cannot be reached, or the connection was lost.
+ * - `permission`: the login or a statement was refused for lack of rights.
+ * - `critical`: a check found a critical problem.
+ * - `lock_timeout`: a step gave up waiting for its locks after its retries;
+ *   `details` is a {@link GaveUpDetails} when the executor gave up.
+ * - `unexpected`: anything else (a bug, or an error qmaint does not classify).
  */
-export const ExitCode = {
-  ok: 0,
-  unexpected: 1,
-  badInput: 2,
-  connection: 3,
-  critical: 4,
-  lockGaveUp: 5,
-} as const;
-export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
-
 export type ErrorCode = 'bad_input' | 'config' | 'connection' | 'permission' | 'migration' | 'critical' | 'lock_timeout' | 'unexpected';
 
-const exitFor: Record<ErrorCode, ExitCodeValue> = {
-  bad_input: ExitCode.badInput,
-  config: ExitCode.badInput,
-  migration: ExitCode.badInput,
-  connection: ExitCode.connection,
-  permission: ExitCode.connection,
-  critical: ExitCode.critical,
-  lock_timeout: ExitCode.lockGaveUp,
-  unexpected: ExitCode.unexpected,
-};
+/** Structured detail of a {@link QmaintError}: plain JSON-able data, never a secret. */
+export type ErrorDetails = Record<string, unknown>;
 
+/**
+ * The one error type of qmaint: every failure a caller can act on is a
+ * QmaintError with a stable {@link ErrorCode}, a message of one line that
+ * says what is wrong and how to fix it, and, where it helps, structured data.
+ *
+ * Messages name options the way the library spells them (`limit`,
+ * `databaseUrl`); `options` lists those names, so a front end (such as the
+ * qmaint CLI, which maps them to its `--flags` and to exit codes) can name
+ * them its own way.
+ */
 export class QmaintError extends Error {
+  /** What kind of failure this is. */
   readonly code: ErrorCode;
-  readonly exitCode: ExitCodeValue;
-  /** Structured detail for --json output (never contains secrets). */
-  readonly details: Record<string, unknown> | undefined;
+  /**
+   * The options or fields this error is about, by their library names
+   * (e.g. `['limit']`, `['databaseUrl']`): the one whose value is wrong, or the
+   * ones the message suggests using. Empty when none is.
+   */
+  readonly options: readonly string[];
+  /** Structured detail (never contains secrets). */
+  readonly details: ErrorDetails | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+  /**
+   * Make an error; library code uses it, and so may an application's handlers.
+   *
+   * @param code - what kind of failure this is
+   * @param message - one line: what is wrong and how to fix it
+   * @param options - `cause`: the underlying error; `details`: structured data;
+   *   `option`: the option name(s) the message is about
+   */
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: ErrorDetails; option?: string | readonly string[] } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'QmaintError';
     this.code = code;
-    this.exitCode = exitFor[code];
+    this.options = options.option === undefined ? [] : typeof options.option === 'string' ? [options.option] : [...options.option];
     this.details = options.details;
   }
 }
 
-export function badInput(message: string, details?: Record<string, unknown>): QmaintError {
+/** A `bad_input` error. */
+export function badInput(message: string, details?: ErrorDetails): QmaintError {
   return new QmaintError('bad_input', message, { details });
+}
+
+/** A `bad_input` error about an option (or options), which the message names by its library name. */
+export function badOption(option: string | readonly string[], message: string, details?: ErrorDetails): QmaintError {
+  return new QmaintError('bad_input', message, { details, option });
 }
 
 /**
@@ -72,14 +97,14 @@ const LOST_OR_UNREACHABLE = [
   /^Client was closed and is not queryable$/,
 ];
 
-/** True for a failure to reach the server or a lost connection (exit 3). */
+/** True for a failure to reach the server or a lost connection (code `connection`). */
 export function isConnectionError(err: unknown): boolean {
   return toQmaintError(err).code === 'connection';
 }
 
 /**
  * Turn anything thrown into a QmaintError, classifying the usual PostgreSQL and
- * network failures so the CLI can exit with the documented code.
+ * network failures by their code.
  */
 export function toQmaintError(err: unknown, where?: { host?: string; port?: number | string }): QmaintError {
   if (err instanceof QmaintError) return err;
@@ -87,14 +112,14 @@ export function toQmaintError(err: unknown, where?: { host?: string; port?: numb
   const netCode = err && typeof err === 'object' && 'code' in err ? String(err.code) : '';
   const target = where?.host ? ` at ${where.host}:${where.port ?? 5432}` : '';
   if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN'].includes(netCode)) {
-    return new QmaintError('connection', `cannot connect to PostgreSQL${target} (${netCode}); check that the server runs and --database-url is right`, {
+    return new QmaintError('connection', `cannot connect to PostgreSQL${target} (${netCode}); check that the server runs and the connection URL is right`, {
       cause: err,
     });
   }
   if (LOST_OR_UNREACHABLE.some((re) => re.test(message))) {
     return new QmaintError(
       'connection',
-      `cannot reach PostgreSQL${target} (${message}); check that the server runs and answers, and that --database-url is right`,
+      `cannot reach PostgreSQL${target} (${message}); check that the server runs and answers, and that the connection URL is right`,
       { cause: err },
     );
   }

@@ -1,99 +1,140 @@
-// The public API of qmaint. No CLI code (yargs, chalk, cli-table3) and no
-// process.exit here or in anything it imports.
-export { connect, Db, inTransaction, quoteIdent, validateIdentifier, parseQualifiedName, withMaintenanceLock, MAINTENANCE_LOCK_KEY } from './db.js';
-export type { CheckedOut, ConnectOptions, PgClient, Queryable, SqlValue } from './db.js';
-export { resolveConnection, loadSettings, redactUrl, redactSecrets, settingSpecs } from './config.js';
-export type { Settings, SettingKey, LoadedSettings } from './config.js';
-export { QmaintError, ExitCode } from './errors.js';
+/**
+ * qmaint as a library: a PostgreSQL job queue with time-range partitioned
+ * `qmaint.jobs`, per-partition autovacuum tuning, `explain dequeue`, health
+ * checks and scheduled maintenance.
+ *
+ * Start with {@link connect} (or {@link Db.fromPool} for a pool of your own),
+ * install or upgrade the schema with {@link migrate}, add jobs with
+ * {@link enqueue} / {@link enqueueMany}, and work them with a {@link Consumer}.
+ * Every failure the caller can act on is a {@link QmaintError}.
+ *
+ * This module is the whole public API; everything else in the package is
+ * internal and may change in any release.
+ *
+ * @packageDocumentation
+ */
+
+// No CLI code (yargs, chalk, cli-table3) and no process.exit here or in
+// anything it imports. test/foundation/public-api.test.ts pins this list.
+
+// Connecting
+export { connect, Db } from './db.js';
+export type { CheckedOut, ConnectOptions, LockHolder, Queryable } from './db.js';
+export type { ConnectionSource } from './config.js';
+
+// Errors
+export { QmaintError } from './errors.js';
+export type { ErrorCode, ErrorDetails } from './errors.js';
+export { JobTimeoutError } from './queue/consumer.js';
+
+// Schema
+export { migrate, migrationStatus, requireMigrated } from './migrate.js';
+export type { FunctionFile, FunctionFileStatus, MigrateOptions, MigrationFile, MigrateResult, MigrationStatus, SchemaStatus } from './migrate.js';
+export { installRoles, planRoles, ROLE_KINDS, ROLE_NAMES } from './roles.js';
+export type { InstallRolesOptions, MemberRequest, RoleKind, RolesPlan, RolesResult, RoleStep } from './roles.js';
+
+// Producing
+export { enqueue, enqueueMany } from './queue/enqueue.js';
+export type { EnqueueManyOptions, EnqueueOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
 export { JsonText } from './json.js';
-export type { ErrorCode } from './errors.js';
-export { migrate, migrationStatus, requireMigrated, loadMigrations } from './migrate.js';
-export { installRoles, planRoles, rolesInstalled, parseMember, ROLE_NAMES, ROLE_KINDS } from './roles.js';
-export type { RoleKind, RoleStep, RolesPlan, RolesResult, MemberRequest } from './roles.js';
-export { ensureEmbedded, stopEmbedded, embeddedStatus } from './embedded.js';
-export { executeSteps, findBlockers, toPlanStep } from './plan.js';
-export type { PlanStep, Blocker, ExecuteOptions, StepEvent, StepResult } from './plan.js';
-export { claimQuery, CLAIM_SQL, LOW_WATER_SQL } from './queue/claim.js';
-export type { ClaimParams } from './queue/claim.js';
-export { enqueue, enqueueMany, NOTIFY_CHANNEL, MAX_TIMEOUT_SECONDS } from './queue/enqueue.js';
-export type { EnqueueOptions, EnqueueManyOptions, EnqueueTarget, JobSpec } from './queue/enqueue.js';
-export { Consumer, JobTimeoutError, sanitizeErrorText, ERROR_TEXT_MAX, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
-export type { ConsumerOptions, ConsumerEvents, ConsumerStats, Job, Handler, StopReport, WakeReason } from './queue/consumer.js';
-export { queueStatus, listJobs, listJobPages, retryJobs, cancelJobs, rescueExpired } from './queue/admin.js';
-export type { StatusReport, QueueStatus, PartitionStatus, JobRow, JobFilter, JobSelector, JobStatus } from './queue/admin.js';
-export {
-  applyPolicies,
-  checkPolicyShape,
-  loadPolicies,
-  policyPaths,
-  listPartitions,
-  planRotate,
-  rotate,
-  createUntil,
-  detach,
-  drop,
-  compact,
-  summarize as summarizeRun,
-  runPlans,
-  previewPlans,
-  isPooled,
-} from './partitions/index.js';
+
+// Consuming
+export { Consumer, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
+export type { ConsumerEvents, ConsumerOptions, ConsumerStats, Handler, Job, StopReport, WakeReason } from './queue/consumer.js';
+
+// Administering jobs
+export { cancelJobs, listJobs, planJobAction, queueStatus, rescueExpired, retryJobs } from './queue/admin.js';
+export type { JobAction, JobFilter, JobRow, JobSelector, JobStatus, ListJobsOptions, PartitionStatus, QueueStatus, StatusReport } from './queue/admin.js';
+
+// Plans and their results (partitions, vacuum)
+export type { Blocker, GaveUpDetails, PlanStep, StepEvent, StepResult } from './plan.js';
+
+// Partitions
+export { applyPolicies, checkPolicyShape, compact, createUntil, detach, drop, listPartitions, planRotate, rotate } from './partitions/index.js';
 export type {
-  PolicyDocument,
-  PolicyFile,
   ApplyResult,
-  PartitionInfo,
-  TableSummary,
-  MaintainOptions,
   CreateOptions,
+  ListPartitionsOptions,
+  MaintainOptions,
+  PartitionInfo,
+  PolicyDocument,
   Preview,
-  PlanRequest,
   RunOptions,
   RunResult,
   TableRun,
+  TableSummary,
 } from './partitions/index.js';
-export * from './vacuum/index.js';
-export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
+
+// Vacuum
+export { AUTO, defaultVacuumProfiles, PROFILE_NAMES, planVacuumRun, runVacuum, tune, tuneServerSide, vacuumStatus } from './vacuum/index.js';
+export type {
+  Bloat,
+  BloatMethod,
+  ChurnMeasurement,
+  PartitionVacuumStatus,
+  ProfileName,
+  ProfileValue,
+  RunVacuumOptions,
+  StatusOptions as VacuumStatusOptions,
+  TuneOptions,
+  TunePlan,
+  TuneResult,
+  TuneTarget,
+  VacuumedPartition,
+  VacuumProfile,
+  VacuumProfiles,
+  VacuumProgress,
+  VacuumRunOptions,
+  VacuumStatus,
+  XminHolder,
+  XminHolderKind,
+} from './vacuum/index.js';
+
+// Health and explain dequeue
+export { DEFAULT_DEQUEUE_THRESHOLDS, explainDequeue, runHealth } from './health/index.js';
 export type {
   DequeueReport,
+  DequeueThresholds,
+  ExplainDocument,
   ExplainOptions,
   HealthCheck,
   HealthOptions,
   HealthReport,
-  DequeueThresholds,
-  ExplainDocument,
+  PartitionInfo as DequeuePartitionInfo,
+  PartitionState,
+  PlanNode,
   RuleResult,
-  Verdict,
   Thresholds,
+  Verdict,
 } from './health/index.js';
+
+// Scheduled maintenance
 export {
+  applyChanges,
+  collectSamples,
   Daemon,
-  runTask,
-  recentRuns,
+  jobRuns,
   locatePgCron,
   planInstall,
   planUninstall,
-  applyChanges,
   queueJobs,
-  jobRuns,
-  schedulesFrom,
-  cronProblem,
-  collectSamples,
+  recentRuns,
   renderPrometheus,
+  runTask,
   TASKS,
-  LEADER_LOCK_KEY,
 } from './schedule/index.js';
 export type {
-  DaemonOptions,
-  DaemonEvent,
-  MaintenanceRun,
-  RunStatus,
-  Runner,
-  PgCronSite,
   CronJob,
   CronJobRun,
+  DaemonEvent,
+  DaemonOptions,
   JobChange,
+  LogLevel,
+  MaintenanceRun,
+  PgCronSite,
+  Runner,
+  RunStatus,
+  Sample,
   Schedules,
   TaskName,
-  Sample,
 } from './schedule/index.js';

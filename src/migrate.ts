@@ -15,6 +15,7 @@ export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');
 /** Folder of the function files shipped with the package: re-applied whenever they change. */
 export const FUNCTIONS_DIR = path.join(SQL_DIR, 'functions');
 
+/** A numbered migration file: what is created once (tables, types, indexes). */
 export interface MigrationFile {
   version: number;
   name: string;
@@ -30,6 +31,7 @@ export interface FunctionFile {
   checksum: string;
 }
 
+/** A migration and whether this database has applied it. */
 export interface MigrationStatus {
   version: number;
   name: string;
@@ -38,6 +40,7 @@ export interface MigrationStatus {
   appliedAt: string | null;
 }
 
+/** A function file and whether this database has its current version (`changed`: an older version). */
 export interface FunctionFileStatus {
   file: string;
   checksum: string;
@@ -46,6 +49,7 @@ export interface FunctionFileStatus {
   appliedAt: string | null;
 }
 
+/** What {@link migrationStatus} reports: every migration and function file with its state. */
 export interface SchemaStatus {
   migrations: MigrationStatus[];
   functions: FunctionFileStatus[];
@@ -53,6 +57,7 @@ export interface SchemaStatus {
   retiredFunctionFiles: string[];
 }
 
+/** What {@link migrate} applied (or, with dryRun, would apply). */
 export interface MigrateResult {
   applied: MigrationFile[];
   /** Function files applied (or, with dryRun, to apply): new or changed since the last migrate. */
@@ -162,12 +167,17 @@ interface Loaded {
   functions: FunctionFile[];
 }
 
-interface Dirs {
-  /** Folder of numbered migrations (default: the package's). */
+/** Where {@link migrate} and {@link migrationStatus} read the SQL from (both default to the files this package ships). */
+export interface MigrateOptions {
+  /** Folder of numbered migrations (default: the package's `sql/migrations`). */
   dir?: string;
-  /** Folder of function files (default: the package's). */
+  /** Folder of function files (default: the package's `sql/functions`). */
   functionsDir?: string;
+  /** Change nothing: return what would be applied (default false). Ignored by migrationStatus. */
+  dryRun?: boolean;
 }
+
+type Dirs = Pick<MigrateOptions, 'dir' | 'functionsDir'>;
 
 function load(dirs: Dirs): Loaded {
   return { migrations: loadMigrations(dirs.dir), functions: loadFunctionFiles(dirs.functionsDir) };
@@ -195,8 +205,14 @@ async function plan(
   };
 }
 
-/** Every migration and function file with its state in this database. */
-export async function migrationStatus(db: Db, dirs: Dirs = {}): Promise<SchemaStatus> {
+/**
+ * Every migration and function file with its state in this database.
+ *
+ * @param db - the database
+ * @param dirs - where the SQL is read from (default: the package's)
+ * @throws {@link QmaintError} `migration` when a recorded migration's file changed
+ */
+export async function migrationStatus(db: Db, dirs: MigrateOptions = {}): Promise<SchemaStatus> {
   return (await plan(db, load(dirs))).status;
 }
 
@@ -207,8 +223,13 @@ export async function migrationStatus(db: Db, dirs: Dirs = {}): Promise<SchemaSt
  * checksum changed, in file order. Files the database recorded but this qmaint
  * no longer ships leave the ledger (their functions are dropped by the
  * migration that retired them).
+ *
+ * @param db - the database; its role needs CREATE on the database (the first time) or ownership of schema qmaint (member of qmaint_admin after installRoles)
+ * @param options - see {@link MigrateOptions}; defaults: the package's SQL, not a dry run
+ * @returns what was applied
+ * @throws {@link QmaintError} `migration` when a recorded migration's file changed or the files are misnamed; `unexpected` naming the file whose SQL failed (nothing is applied then)
  */
-export async function migrate(db: Db, options: Dirs & { dryRun?: boolean } = {}): Promise<MigrateResult> {
+export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
   const loaded = load(options);
   if (options.dryRun) {
     const p = await plan(db, loaded);
@@ -259,7 +280,14 @@ async function runFile(client: Queryable, label: string, sql: string): Promise<v
   }
 }
 
-/** Fail with a clear line when the schema or its functions are missing or behind this code. */
+/**
+ * Fail with a clear line when the schema or its functions are missing or behind this code.
+ *
+ * Applications may call it at startup; every CLI command does.
+ *
+ * @param db - the database
+ * @throws {@link QmaintError} `config` when migrations are pending or function files are older than this version (run `migrate`)
+ */
 export async function requireMigrated(db: Db): Promise<void> {
   const status = await migrationStatus(db);
   const pending = status.migrations.filter((s) => s.state === 'pending');

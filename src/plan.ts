@@ -143,7 +143,7 @@ export interface ExecuteOptions {
   onEvent?: (event: StepEvent) => void;
 }
 
-/** Details of the lock_timeout QmaintError (exit 5) the executor throws when it gives up. */
+/** Details of the `lock_timeout` QmaintError the executor throws when it gives up. */
 export interface GaveUpDetails {
   [key: string]: unknown;
   step: PlanStep;

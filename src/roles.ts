@@ -26,11 +26,14 @@
 import type pg from 'pg';
 import type { Db, Queryable } from './db.js';
 import { quoteIdent, SCHEMA_LOCK, validateIdentifier } from './db.js';
-import { badInput, QmaintError, sqlState } from './errors.js';
+import { badOption, QmaintError, sqlState } from './errors.js';
 
+/** The kinds of group role `installRoles` creates. */
 export const ROLE_KINDS = ['admin', 'producer', 'worker', 'readonly'] as const;
+/** A kind of group role: admin, producer, worker or readonly. */
 export type RoleKind = (typeof ROLE_KINDS)[number];
 
+/** The group role of each kind (`qmaint_admin`, `qmaint_producer`, `qmaint_worker`, `qmaint_readonly`). */
 export const ROLE_NAMES: Record<RoleKind, string> = {
   admin: 'qmaint_admin',
   producer: 'qmaint_producer',
@@ -56,6 +59,7 @@ export const READONLY_FUNCTIONS = ['explain_claim'] as const;
 /** The migration ledgers: every command checks them before it runs. */
 const LEDGERS = ['schema_migrations', 'schema_functions'] as const;
 
+/** One statement of a roles plan, with the lock it takes and why it runs. */
 export interface RoleStep {
   seq: number;
   action: 'create role' | 'grant membership' | 'owner' | 'revoke' | 'grant';
@@ -64,6 +68,7 @@ export interface RoleStep {
   reason: string;
 }
 
+/** What {@link planRoles} finds to do. */
 export interface RolesPlan {
   /** Roles that do not exist yet (created by the install). */
   createRoles: string[];
@@ -74,8 +79,11 @@ export interface RolesPlan {
   steps: RoleStep[];
 }
 
+/** Make the login role `login` a member of the group role of `kind`. */
 export interface MemberRequest {
+  /** Which group role: admin, producer, worker or readonly. */
   kind: RoleKind;
+  /** An existing login role of your own. */
   login: string;
 }
 
@@ -112,12 +120,12 @@ const quoteCatalogName = (name: string) => '"' + name.replace(/"/g, '""') + '"';
 const CATALOG_ONLY = 'no table lock (catalog rows only)';
 const CLUSTER_CATALOG = 'no table lock (cluster-wide role catalog)';
 
-/** Parse --member KIND=LOGIN (bad input exits 2). */
+/** Parse a member request written KIND=LOGIN (e.g. worker=app_worker); bad input otherwise. */
 export function parseMember(text: string): MemberRequest {
   const m = /^([a-z]+)=(.*)$/.exec(text);
   const kind = m?.[1] as RoleKind | undefined;
   if (!m || !kind || !ROLE_KINDS.includes(kind)) {
-    throw badInput(`--member ${JSON.stringify(text)} must be KIND=LOGIN with KIND one of ${ROLE_KINDS.join(', ')} (e.g. worker=app_worker)`);
+    throw badOption('member', `member ${JSON.stringify(text)} must be KIND=LOGIN with KIND one of ${ROLE_KINDS.join(', ')} (e.g. worker=app_worker)`);
   }
   return { kind, login: validateIdentifier(m[2]!, 'member login') };
 }
@@ -314,15 +322,31 @@ async function existingMembers(q: Queryable, wanted: MemberRequest[]): Promise<{
       [m.login, role],
     );
     if (rows[0]?.login === null || rows[0]?.login === undefined)
-      throw badInput(`--member ${m.kind}=${m.login}: there is no role ${m.login}; create it first (CREATE ROLE ${m.login} LOGIN ...)`);
+      throw badOption('member', `member ${m.kind}=${m.login}: there is no role ${m.login}; create it first (CREATE ROLE ${m.login} LOGIN ...)`);
     if (Object.values(ROLE_NAMES).includes(m.login))
-      throw badInput(`--member ${m.kind}=${m.login}: the member must be a login role of your own, not a qmaint group role`);
+      throw badOption('member', `member ${m.kind}=${m.login}: it must be a login role of your own, not a qmaint group role`);
     out.push({ role, member: m.login, present: rows[0].present });
   }
   return out;
 }
 
-/** What `qmaint roles install` would run here, in order. Reads the catalog only. */
+/** Options of {@link installRoles}. */
+export interface InstallRolesOptions {
+  /** Change nothing: return the plan (default false). */
+  dryRun?: boolean;
+  /** Login roles to make members of the group roles (default none). */
+  members?: MemberRequest[];
+  /** lock_timeout for the ownership and grant transaction (default '2s'). */
+  lockTimeout?: string;
+}
+
+/**
+ * What `qmaint roles install` would run here, in order. Reads the catalog only.
+ *
+ * @param q - a Db, a pool or a client of your own
+ * @param options - `members` to add (default none)
+ * @throws {@link QmaintError} `bad_input` when a member is not an existing login role of your own (`options: ['member']`)
+ */
 export async function planRoles(q: Queryable, options: { members?: MemberRequest[] } = {}): Promise<RolesPlan> {
   const f = await facts(q);
   const members = await existingMembers(q, options.members ?? []);
@@ -348,12 +372,13 @@ export async function planRoles(q: Queryable, options: { members?: MemberRequest
       action: 'grant membership',
       statement: `GRANT ${quoteIdent(m.role)} TO ${quoteIdent(m.member)}`,
       lockLevel: CLUSTER_CATALOG,
-      reason: `--member: ${m.member} acts as ${m.role}`,
+      reason: `member asked for: ${m.member} acts as ${m.role}`,
     });
   }
   return { createRoles, ownerChanges: owners.names, members, steps: numbered(steps) };
 }
 
+/** What {@link installRoles} did (or, with dryRun, would do). */
 export interface RolesResult extends RolesPlan {
   dryRun: boolean;
 }
@@ -398,9 +423,13 @@ async function runClusterStep(client: pg.ClientBase, step: RoleStep, installer: 
  * database waits for that, not for all of this one); then, in one transaction
  * under the lock `qmaint migrate` takes and under lock_timeout, the ownership
  * and the grants, planned again under that lock. A non-superuser without
- * CREATEROLE is refused (exit 3) before anything runs.
+ * CREATEROLE is refused (`permission`) before anything runs.
+ *
+ * @param db - the database
+ * @param options - see {@link InstallRolesOptions}
+ * @throws {@link QmaintError} `permission` when the role may not create roles; `bad_input` as for {@link planRoles}; `lock_timeout` when the grants gave up waiting for a lock
  */
-export async function installRoles(db: Db, options: { dryRun?: boolean; members?: MemberRequest[]; lockTimeout?: string } = {}): Promise<RolesResult> {
+export async function installRoles(db: Db, options: InstallRolesOptions = {}): Promise<RolesResult> {
   if (options.dryRun) return { ...(await planRoles(db, options)), dryRun: true };
   const installer = await assertMayInstallRoles(db);
   const first = await planRoles(db, options);

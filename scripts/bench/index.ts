@@ -1,14 +1,31 @@
-// npm run bench [-- SUITE...]: run the benchmark suites (all by default) on a
-// fresh embedded PostgreSQL and write their sections of docs/benchmarks.md.
+// npm run bench [-- SUITE... | --suite SUITE ...]: run the benchmark suites (all
+// by default) on a fresh embedded PostgreSQL and write their sections of
+// docs/benchmarks.md.
 import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSuite } from './harness.js';
 import { vacuumSuite } from './vacuum.js';
 import { queueSuite } from './queue.js';
 import { partitionsSuite } from './partitions.js';
+import { peersSuite } from './peers.js';
+import { poolerSuite } from './pooler.js';
+import { scaleSuite } from './scale.js';
 
-const suites: BenchSuite[] = [queueSuite, partitionsSuite, vacuumSuite];
+const suites: BenchSuite[] = [queueSuite, peersSuite, poolerSuite, partitionsSuite, vacuumSuite, scaleSuite];
 
 async function run(): Promise<number> {
-  const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const wanted: string[] = [];
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--suite') {
+      const next = args[++i];
+      if (next === undefined) {
+        process.stderr.write(`--suite needs a name; choose from ${suites.map((s) => s.id).join(', ')}\n`);
+        return 2;
+      }
+      wanted.push(...next.split(','));
+    } else if (a.startsWith('--suite=')) wanted.push(...a.slice('--suite='.length).split(','));
+    else if (!a.startsWith('-')) wanted.push(a);
+  }
   const unknown = wanted.filter((w) => !suites.some((s) => s.id === w));
   if (unknown.length > 0) {
     process.stderr.write(`unknown benchmark suite ${unknown.join(', ')}; choose from ${suites.map((s) => s.id).join(', ')}\n`);

@@ -1,7 +1,8 @@
 import type { Argv } from 'yargs';
 import { loadSettings, redactDeep, redactSecrets, type LoadedSettings, type SettingKey } from '../config.js';
 import { connect, type Db } from '../db.js';
-import { badInput, ExitCode, toQmaintError } from '../errors.js';
+import { badInput, toQmaintError } from '../errors.js';
+import { cliDetails, cliMessage, ExitCode, exitCodeFor } from './exit.js';
 import { requireMigrated } from '../migrate.js';
 import { invocation, type CommandIO, type CommandResult } from './invocation.js';
 import { Output } from './output.js';
@@ -155,7 +156,7 @@ export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise
     } catch (err) {
       const error = toQmaintError(err);
       reportError(error, argv, ctx);
-      invocation().exitCode = error.exitCode;
+      invocation().exitCode = exitCodeFor(error);
     } finally {
       await ctx?.close();
     }
@@ -166,8 +167,9 @@ export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise
 export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Context): void {
   const error = toQmaintError(err);
   const out = ctx?.out ?? new Output({ json: !!argv.json, color: argv.color !== false, verbose: !!argv.verbose });
-  const prefix = error.exitCode === ExitCode.unexpected ? 'unexpected error: ' : '';
-  const message = redactSecrets(error.message);
+  const exitCode = exitCodeFor(error);
+  const prefix = exitCode === ExitCode.unexpected ? 'unexpected error: ' : '';
+  const message = redactSecrets(cliMessage(error));
   out.note(`${out.c.red('error:')} ${prefix}${message}`);
   if (argv.verbose) {
     const cause = error.cause instanceof Error ? error.cause : error;
@@ -176,6 +178,6 @@ export function reportError(err: unknown, argv: Partial<GlobalArgs>, ctx?: Conte
   if (argv.json)
     out.emitJson({
       ok: false,
-      error: { code: error.code, exitCode: error.exitCode, message, ...(error.details ? { details: redactDeep(error.details) } : {}) },
+      error: { code: error.code, exitCode, message, ...(error.details ? { details: redactDeep(cliDetails(error)) } : {}) },
     });
 }

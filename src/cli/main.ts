@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import yargs from 'yargs';
-import { badInput, ExitCode, QmaintError } from '../errors.js';
+import { badInput, QmaintError } from '../errors.js';
+import { ExitCode, exitCodeFor } from './exit.js';
 import { globalOptions, reportError, type GlobalArgs } from './context.js';
 import { groups } from './commands/index.js';
 import { Capture, withInvocation, type CommandIO, type CommandResult, type Invocation } from './invocation.js';
@@ -50,7 +51,7 @@ async function parse(argv: string[], inv: Invocation): Promise<number> {
     const message = err instanceof Error ? err.message : String(err);
     const error = err instanceof QmaintError ? err : badInput(usageLine(message));
     reportError(error, peekGlobals(argv));
-    return error.exitCode;
+    return exitCodeFor(error);
   }
   return inv.exitCode;
 }

@@ -4,6 +4,7 @@ import { explainDequeue, type DequeueReport } from './explain.js';
 import { worstVerdict, type Verdict } from './plan.js';
 import { thresholdError, type Thresholds } from './thresholds.js';
 
+/** One check of a {@link HealthReport}. */
 export interface HealthCheck {
   check: string;
   status: Verdict;
@@ -13,17 +14,23 @@ export interface HealthCheck {
   message: string;
 }
 
+/** Options of {@link runHealth}. */
 export interface HealthOptions {
   /** The time the checks judge against (p_now). The claim itself runs at the server's now(). */
   now: Date;
+  /** Thresholds of every check (see docs/health.md); unnamed ones keep their defaults. */
   thresholds: Thresholds;
+  /** statement_timeout of the server-side checks and of the dequeue explain (PostgreSQL interval text, e.g. '10s'). */
   statementTimeout: string;
   /** Dequeue verdict: queue (default: the oldest due job's), batch and lease of the explained claim. */
   queue?: string;
+  /** Jobs per claim of the explained claim (the consumer's batch, 100 by default). */
   batch: number;
+  /** Lease of the explained claim, in seconds (the consumer's, 60 by default). */
   leaseSeconds: number;
 }
 
+/** What {@link runHealth} returns. */
 export interface HealthReport {
   now: string;
   status: Verdict;
@@ -74,7 +81,14 @@ export function summarize(checks: HealthCheck[]): { status: Verdict; counts: Rec
   return { status, counts, summaryLine: `qmaint-health status=${status} critical=${counts.critical} warn=${counts.warn} ok=${counts.ok}` };
 }
 
-/** Every health check: the server-side ones, then the dequeue verdict. */
+/**
+ * Every health check: the server-side ones, then the dequeue verdict.
+ *
+ * @param db - the database
+ * @param options - see {@link HealthOptions}
+ * @returns every check with its verdict; a dequeue explain that timed out is a critical check, not an error
+ * @throws {@link QmaintError} `bad_input` for an unknown or malformed threshold
+ */
 export async function runHealth(db: Db, options: HealthOptions): Promise<HealthReport> {
   const checks = await serverChecks(db, options.now, options.thresholds.server, options.statementTimeout);
   let dequeue: DequeueReport | null = null;

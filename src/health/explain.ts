@@ -15,13 +15,17 @@ import {
   type Verdict,
 } from './plan.js';
 
+/** Options of {@link explainDequeue}. */
 export interface ExplainOptions {
   /** Queue to explain; default: the queue of the oldest due job, else "default". */
   queue?: string;
+  /** Jobs per claim, as the consumer claims them (its default is 100). */
   batch: number;
+  /** Lease the claim would give, in seconds (the consumer's default is 60). */
   leaseSeconds: number;
   /** statement_timeout for the whole explain (PostgreSQL interval text). */
   statementTimeout: string;
+  /** What the plan is judged by (default {@link DEFAULT_DEQUEUE_THRESHOLDS}). */
   thresholds?: DequeueThresholds;
   /**
    * true: EXPLAIN ANALYZE the claim (it runs, then rolls back); false: plan it
@@ -31,6 +35,7 @@ export interface ExplainOptions {
   analyze?: boolean;
 }
 
+/** What {@link explainDequeue} returns: the plan of the claim statement and the verdict of each rule. */
 export interface DequeueReport {
   queue: string;
   /** How the queue was picked. */
@@ -131,6 +136,11 @@ function statement(list: ExplainStatement[], purpose: ExplainStatement['purpose'
  * Without ANALYZE the same statement is only planned, by
  * qmaint.explain_claim(), and judged by the rules a plan alone can answer.
  * It runs exactly explainStatements(), in that order.
+ *
+ * @param db - the database
+ * @param options - see {@link ExplainOptions}; thresholds default to {@link DEFAULT_DEQUEUE_THRESHOLDS}
+ * @returns the plan, each rule's verdict and the worst of them
+ * @throws {@link QmaintError} `critical` when the claim does not finish within `statementTimeout`; a classified QmaintError for any other failure of the server
  */
 export async function explainDequeue(db: Db, options: ExplainOptions): Promise<DequeueReport> {
   const thresholds = options.thresholds ?? DEFAULT_DEQUEUE_THRESHOLDS;

@@ -36,6 +36,7 @@ export interface ExplainDocument {
   [key: string]: unknown;
 }
 
+/** A partition's state: future, hot (holds now), warm (past, holds live jobs) or drained. */
 export type PartitionState = 'future' | 'hot' | 'warm' | 'drained';
 
 /** What the rules need to know about each partition of qmaint.jobs. */
@@ -78,6 +79,7 @@ export interface DequeueThresholds {
   dequeue_execution_ms_critical: number;
 }
 
+/** The thresholds {@link explainDequeue} judges a plan by when none are given. */
 export const DEFAULT_DEQUEUE_THRESHOLDS: DequeueThresholds = {
   dequeue_seq_scan_max_pages: 8,
   dequeue_bitmap_scan_max_pages: 128,
@@ -97,6 +99,7 @@ export const DEFAULT_DEQUEUE_THRESHOLDS: DequeueThresholds = {
   dequeue_execution_ms_critical: 1000,
 };
 
+/** One rule's verdict on the claim plan. */
 export interface RuleResult {
   rule: string;
   verdict: Verdict;

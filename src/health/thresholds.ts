@@ -1,4 +1,4 @@
-import { badInput, QmaintError, sqlState } from '../errors.js';
+import { badInput, badOption, QmaintError, sqlState } from '../errors.js';
 import { DEFAULT_DEQUEUE_THRESHOLDS, type DequeueThresholds } from './plan.js';
 
 /**
@@ -7,6 +7,7 @@ import { DEFAULT_DEQUEUE_THRESHOLDS, type DequeueThresholds } from './plan.js';
  * threshold, validated and defaulted by qmaint.health_checks() itself.
  */
 export interface Thresholds {
+  /** Limits of the dequeue plan rules. */
   dequeue: DequeueThresholds;
   /** Passed to qmaint.health_checks(p_thresholds) as they are. */
   server: Record<string, string | number>;
@@ -55,13 +56,13 @@ export function parseThresholdSetting(text: string, where = 'healthThresholds'):
   return parsed as ThresholdInput;
 }
 
-/** --threshold name=value flags; a numeric value becomes a number. */
+/** Thresholds given as name=value texts (the threshold option); a numeric value becomes a number. */
 export function parseThresholdFlags(flags: string[]): ThresholdInput {
   const out: ThresholdInput = {};
   for (const flag of flags) {
     const eq = flag.indexOf('=');
     if (eq <= 0 || eq === flag.length - 1)
-      throw badInput(`--threshold ${JSON.stringify(flag)} must look like name=value, e.g. --threshold oldest_queued_warn="5 minutes"`);
+      throw badOption('threshold', `threshold ${JSON.stringify(flag)} must look like name=value, e.g. oldest_queued_warn="5 minutes"`);
     const key = flag.slice(0, eq).trim();
     const value = flag.slice(eq + 1).trim();
     out[key] = /^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value;

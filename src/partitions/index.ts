@@ -1,6 +1,6 @@
 import { redactDeep, redactSecrets } from '../config.js';
 import type { Db, Queryable } from '../db.js';
-import { badInput, QmaintError } from '../errors.js';
+import { badOption, QmaintError } from '../errors.js';
 import type { PlanStep } from '../plan.js';
 import { policyTables } from './policy.js';
 import { previewPlans, runPlans, type PlanRequest, type RunOptions, type RunResult } from './runner.js';
@@ -39,6 +39,7 @@ export interface PartitionInfo {
   retiring: boolean;
 }
 
+/** A managed table with its partitions ({@link listPartitions}). */
 export interface TableSummary {
   table: string;
   interval: string;
@@ -57,8 +58,22 @@ function iso(d: Date | number | null): string | null {
   return d.toISOString();
 }
 
-/** Every partition of every managed table (or one) with its state at `now`. */
-export async function listPartitions(db: Queryable, options: { now: Date; table?: string }): Promise<TableSummary[]> {
+/** Options of {@link listPartitions}. */
+export interface ListPartitionsOptions {
+  /** The time states are judged at (usually `new Date()`). */
+  now: Date;
+  /** Only this managed table, `schema.table` (default: every table with a policy). */
+  table?: string;
+}
+
+/**
+ * Every partition of every managed table (or one) with its state at `now`.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param options - see {@link ListPartitionsOptions}
+ * @throws {@link QmaintError} `bad_input` when `table` has no policy
+ */
+export async function listPartitions(db: Queryable, options: ListPartitionsOptions): Promise<TableSummary[]> {
   const tables = await policyTables(db, options.table);
   const out: TableSummary[] = [];
   for (const table of tables) {
@@ -126,12 +141,15 @@ export async function listPartitions(db: Queryable, options: { now: Date; table?
   return out;
 }
 
+/** Options of the partition maintenance functions (rotate, detach, drop, compact). */
 export interface MaintainOptions extends RunOptions {
+  /** The time the maintenance acts for (usually `new Date()`). */
   now: Date;
   /** Only this managed table (default: all with a policy). */
   table?: string;
 }
 
+/** A dry run's plans: the steps each table would run, on this kind of connection. */
 export interface Preview {
   pooled: boolean;
   tables: { table: string | null; steps: PlanStep[] }[];
@@ -141,7 +159,15 @@ function rotateRequests(tables: string[], now: Date): PlanRequest[] {
   return tables.map((table) => ({ table, call: 'qmaint.rotate_plan($1, $2, $3)', values: [table, now], concurrentArg: true }));
 }
 
-/** The ordered DDL rotate would run now, each with its lock level and reason. */
+/**
+ * The ordered DDL rotate would run now, each with its lock level and reason.
+ *
+ * Changes nothing and takes no lock.
+ *
+ * @param db - the database
+ * @param options - `now`, and optionally one `table`
+ * @throws {@link QmaintError} `bad_input` when `table` has no policy
+ */
 export async function planRotate(db: Db, options: MaintainOptions): Promise<Preview> {
   return previewPlans(db, rotateRequests(await policyTables(db, options.table), options.now), options);
 }
@@ -150,6 +176,11 @@ export async function planRotate(db: Db, options: MaintainOptions): Promise<Prev
  * Rotate: make the runway, re-profile, move stragglers, advance the low-water
  * mark, retire expired drained partitions. Recorded in qmaint.maintenance_runs
  * (runner "cli").
+ *
+ * @param db - the database; a direct connection runs the steps one by one under the session maintenance lock, a transaction pooler in one transaction (see {@link RunOptions})
+ * @param options - see {@link MaintainOptions}
+ * @returns what ran, per table; `ran: false` when another maintenance run holds the lock
+ * @throws {@link QmaintError} `lock_timeout` with {@link GaveUpDetails} when a step gave up waiting for its locks after its retries; `bad_input` when `table` has no policy
  */
 export async function rotate(db: Db, options: MaintainOptions): Promise<RunResult> {
   const requests = rotateRequests(await policyTables(db, options.table), options.now);
@@ -192,11 +223,13 @@ export function summarize(result: RunResult): string {
 
 async function singleTable(db: Db, table: string | undefined): Promise<string> {
   const tables = await policyTables(db, table);
-  if (tables.length !== 1) throw badInput(`${tables.length} tables have a partition policy (${tables.join(', ')}); pick one with --table`);
+  if (tables.length !== 1) throw badOption('table', `${tables.length} tables have a partition policy (${tables.join(', ')}); name one with the table option`);
   return tables[0]!;
 }
 
+/** Options of {@link createUntil}. */
 export interface CreateOptions extends MaintainOptions {
+  /** Create through the partition holding this time. */
   until: Date;
   /** Refuse to make more partitions than this (default 1000). */
   max?: number;
@@ -206,7 +239,13 @@ function createRequest(table: string, options: CreateOptions): PlanRequest {
   return { table, call: 'qmaint.create_plan($1, $2, $3, $4)', values: [table, options.now, options.until, options.max ?? 1000], concurrentArg: false };
 }
 
-/** Create the partitions from the one holding `now` through the one holding `until`. */
+/**
+ * Create the partitions from the one holding `now` through the one holding `until`.
+ *
+ * @param db - the database
+ * @param options - see {@link CreateOptions}; with `dryRun` the plan is returned ({@link Preview}) and nothing runs
+ * @throws {@link QmaintError} `bad_input` when several tables have a policy and `table` is not given (`options: ['table']`), or qmaint.create_plan refuses the arguments; `lock_timeout` as for {@link rotate}
+ */
 export async function createUntil(db: Db, options: CreateOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
   const request = createRequest(await singleTable(db, options.table), options);
   return options.dryRun ? previewPlans(db, [request], options) : runPlans(db, [request], options);
@@ -228,17 +267,37 @@ async function retireOne(db: Db, name: string, drop: boolean, options: MaintainO
   return options.dryRun ? previewPlans(db, [request], options) : runPlans(db, [request], options);
 }
 
-/** Detach one past partition without live jobs and keep it as a table. */
+/**
+ * Detach one past partition without live jobs and keep it as a table.
+ *
+ * @param db - the database
+ * @param name - the partition, `schema.table`
+ * @param options - see {@link MaintainOptions}; with `dryRun` the plan is returned
+ * @throws {@link QmaintError} `bad_input` when the partition is not a past partition of a managed table, or still holds live jobs; `lock_timeout` as for {@link rotate}
+ */
 export function detach(db: Db, name: string, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
   return retireOne(db, name, false, options);
 }
 
-/** Detach and drop one past partition without live jobs (or drop a table qmaint detached). */
+/**
+ * Detach and drop one past partition without live jobs (or drop a table qmaint detached).
+ *
+ * @param db - the database
+ * @param name - the partition or detached table, `schema.table`
+ * @param options - see {@link MaintainOptions}; with `dryRun` the plan is returned
+ * @throws {@link QmaintError} `bad_input` when it is not a past partition (or a table qmaint detached) of a managed table, or still holds live jobs; `lock_timeout` as for {@link rotate}
+ */
 export function drop(db: Db, name: string, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
   return retireOne(db, name, true, options);
 }
 
-/** Move queued jobs out of expired partitions (whatever the policy's stragglers setting). */
+/**
+ * Move queued jobs out of expired partitions (whatever the policy's stragglers setting).
+ *
+ * @param db - the database
+ * @param options - see {@link MaintainOptions}; with `dryRun` the plan is returned
+ * @throws {@link QmaintError} `lock_timeout` as for {@link rotate}; `bad_input` when `table` has no policy
+ */
 export async function compact(db: Db, options: MaintainOptions & { dryRun?: boolean }): Promise<RunResult | Preview> {
   const requests = (await policyTables(db, options.table)).map((table) => ({
     table,

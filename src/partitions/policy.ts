@@ -37,7 +37,12 @@ const QUALIFIED = /^[A-Za-z_][A-Za-z0-9_$]{0,62}\.[A-Za-z_][A-Za-z0-9_$]{0,62}$/
 /** The folder of the policies shipped with qmaint. */
 export const PACKAGED_POLICIES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'partitions');
 
-/** Every problem of one parsed policy document that needs no database (empty when fine). */
+/**
+ * Every problem of one parsed policy document that needs no database (empty when fine).
+ *
+ * @param doc - a parsed policy document
+ * @returns one line per problem
+ */
 export function checkPolicyShape(doc: unknown): string[] {
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) return ['the file must hold one JSON object'];
   const obj = doc as Record<string, unknown>;
@@ -147,6 +152,7 @@ function upsertValues(p: PolicyDocument): SqlValue[] {
   ];
 }
 
+/** What {@link applyPolicies} stored (or, with dryRun, would store). */
 export interface ApplyResult {
   dryRun: boolean;
   applied: { file: string; table: string; created: boolean }[];
@@ -154,7 +160,14 @@ export interface ApplyResult {
   statements: { statement: string; lockLevel: string; reason: string }[];
 }
 
-/** Validate every file, then write all policies in one transaction (or, dry run, show the SQL). */
+/**
+ * Validate every file, then write all policies in one transaction (or, dry run, show the SQL).
+ *
+ * @param db - the database
+ * @param paths - policy files (JSON, see partitions/schema.json)
+ * @param options - `dryRun` (default false): return the SQL and store nothing
+ * @throws {@link QmaintError} `bad_input` listing every problem of every file (nothing is stored then)
+ */
 export async function applyPolicies(db: Db, paths: string[], options: { dryRun?: boolean } = {}): Promise<ApplyResult> {
   const policies = await loadPolicies(db, paths);
   const existing = new Set((await db.query<{ t: string }>('SELECT parent_table AS t FROM qmaint.partition_policy')).rows.map((r) => r.t));

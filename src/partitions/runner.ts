@@ -28,6 +28,7 @@ export interface PlanRequest {
   concurrentArg: boolean;
 }
 
+/** How maintenance steps run (lock_timeout, retries, direct or pooled). */
 export interface RunOptions {
   /** lock_timeout for every statement; default: the policy's lockTimeout. */
   lockTimeout?: string;
@@ -37,9 +38,11 @@ export interface RunOptions {
   moveBatches?: number;
   /** Force how to run; default: detect PgBouncer-style pooling. */
   mode?: 'auto' | 'direct' | 'pooled';
+  /** Called as each step starts, retries, moves rows and ends. */
   onEvent?: (event: StepEvent) => void;
 }
 
+/** One table's part of a {@link RunResult}. */
 export interface TableRun {
   table: string | null;
   steps: PlanStep[];
@@ -48,6 +51,9 @@ export interface TableRun {
   skipped: StepResult[];
 }
 
+/**
+ * What a maintenance run did: per table, the steps done and skipped; or `ran: false` when another run held the maintenance lock (`holder` names it).
+ */
 export type RunResult = { ran: true; pooled: boolean; tables: TableRun[] } | { ran: false; pooled: boolean; holder: LockHolder | null; message: string };
 
 /** The plan a request produces, as it would run now on this kind of connection. */

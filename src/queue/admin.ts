@@ -4,12 +4,14 @@
  */
 import pg from 'pg';
 import type { Queryable } from '../db.js';
-import { badInput } from '../errors.js';
+import { badInput, badOption } from '../errors.js';
 import { JsonText } from '../json.js';
 
+/** Where a job is in its life: queued, running, completed or failed. */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed';
 const STATUSES: JobStatus[] = ['queued', 'running', 'completed', 'failed'];
 
+/** One queue's counts in a {@link StatusReport}. */
 export interface QueueStatus {
   queue: string;
   counts: Record<JobStatus, number>;
@@ -19,6 +21,7 @@ export interface QueueStatus {
   oldestQueuedAgeSeconds: number | null;
 }
 
+/** One partition's counts in a {@link StatusReport}. */
 export interface PartitionStatus {
   partition: string;
   lowerBound: string;
@@ -27,6 +30,7 @@ export interface PartitionStatus {
   total: number;
 }
 
+/** What {@link queueStatus} returns. */
 export interface StatusReport {
   now: string;
   lowWater: string | null;
@@ -39,6 +43,9 @@ const zero = (): Record<JobStatus, number> => ({ queued: 0, running: 0, complete
 /**
  * Counts per queue and status, the age of the oldest queued job, and jobs per
  * partition, as of `now`. Exact counts: this reads the whole table once.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param now - the time ages and readiness are judged at
  */
 export async function queueStatus(db: Queryable, now: Date): Promise<StatusReport> {
   const { rows } = await db.query<{ part: string; queue: string; status: JobStatus; n: string; ready: string; oldest: Date | null }>(
@@ -88,6 +95,7 @@ function isoOrText(d: Date | string): string {
   return d instanceof Date && Number.isFinite(d.getTime()) ? d.toISOString() : String(d);
 }
 
+/** A job as {@link listJobs} returns it; times are ISO 8601 texts. */
 export interface JobRow {
   id: string;
   queue: string;
@@ -104,10 +112,15 @@ export interface JobRow {
   payload: unknown;
 }
 
+/** Which jobs {@link listJobs} returns. `limit` defaults to 50 (1 to 100000). */
 export interface JobFilter {
+  /** Only this queue (default all). */
   queue?: string;
+  /** Only jobs with this status (default all). */
   status?: JobStatus;
+  /** Only these job ids (default all). */
   ids?: string[];
+  /** At most this many jobs, 1 to 100000 (default 50). */
   limit?: number;
   /** Keyset paging: only jobs listed after this id (newest first, so smaller ids); the last id of one page gives the next. */
   after?: string;
@@ -123,7 +136,7 @@ const BIGINT_MAX = 9_223_372_036_854_775_807n;
 
 export function checkLimit(limit: number | undefined): number {
   const n = limit ?? 50;
-  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw badInput(`--limit must be a whole number from 1 to 100000, got ${limit}`);
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw badOption('limit', `limit must be a whole number from 1 to 100000, got ${limit}`);
   return n;
 }
 
@@ -135,6 +148,12 @@ export function checkIds(ids: (string | number)[] | undefined): string[] | undef
       throw badInput(`job id ${JSON.stringify(text)} is not a job id; ids are whole numbers from 1 to ${BIGINT_MAX}`);
     return text;
   });
+}
+
+/** Options of {@link listJobs}. */
+export interface ListJobsOptions {
+  /** `value` (default): payloads parsed; `text`: each payload a {@link JsonText} holding exactly what PostgreSQL returned. */
+  payloadAs?: 'value' | 'text';
 }
 
 /**
@@ -162,8 +181,13 @@ export async function* listJobPages(
  * Jobs matching the filter, newest first. Payloads are parsed values, or with
  * `payloadAs: 'text'` JsonText holding exactly what PostgreSQL returns (no
  * number rounded, no recursion however deep the value).
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param filter - queue, status, ids and limit (default 50, at most 100000)
+ * @param options - see {@link ListJobsOptions}
+ * @throws {@link QmaintError} `bad_input` for an unknown status, a malformed id, or a limit out of range (`options: ['limit']`)
  */
-export async function listJobs(db: Queryable, filter: JobFilter = {}, options: { payloadAs?: 'value' | 'text' } = {}): Promise<JobRow[]> {
+export async function listJobs(db: Queryable, filter: JobFilter = {}, options: ListJobsOptions = {}): Promise<JobRow[]> {
   const text = options.payloadAs === 'text';
   const limit = checkLimit(filter.limit);
   const { rows } = await db.query<{
@@ -210,6 +234,7 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}, options: {
   }));
 }
 
+/** What a retry or cancel would run ({@link planJobAction}). */
 export interface JobAction {
   /** The exact statement (values inlined as literals), for --dry-run. */
   statement: string;
@@ -219,14 +244,16 @@ export interface JobAction {
 
 /** Which jobs an action targets: ids, a queue, or both (never neither). */
 export interface JobSelector {
+  /** These jobs (decimal ids). */
   ids?: string[];
+  /** The jobs of this queue (with ids: those of them in this queue). */
   queue?: string;
 }
 
 function selector(sel: JobSelector): { ids: string[] | null; queue: string | null } {
   const ids = checkIds(sel.ids) ?? null;
   const queue = sel.queue ?? null;
-  if (ids === null && queue === null) throw badInput('name the jobs: give job ids, or --queue for all of a queue');
+  if (ids === null && queue === null) throw badOption('queue', 'name the jobs: give job ids, or queue for all its jobs');
   return { ids, queue };
 }
 
@@ -241,21 +268,45 @@ function actionStatement(fn: 'retry_jobs' | 'cancel_jobs', sel: JobSelector, now
   };
 }
 
-/** Put failed jobs back in the queue (retry_count 0, ready at now). Returns their ids. */
+/**
+ * Put failed jobs back in the queue (retry_count 0, ready at now). Returns their ids.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param sel - job ids, a queue, or both (never neither)
+ * @param now - when the jobs become ready again
+ * @throws {@link QmaintError} `bad_input` when `sel` names no job or holds a malformed id
+ */
 export async function retryJobs(db: Queryable, sel: JobSelector, now: Date): Promise<string[]> {
   const st = actionStatement('retry_jobs', sel, now);
   const { rows } = await db.query<{ id: string }>(st.text, st.values);
   return rows.map((r) => r.id);
 }
 
-/** Cancel queued jobs (they end failed, last_error says cancelled). Returns their ids. */
+/**
+ * Cancel queued jobs (they end failed, last_error says cancelled). Returns their ids.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param sel - job ids, a queue, or both (never neither)
+ * @param now - the time recorded as updated_at
+ * @throws {@link QmaintError} `bad_input` when `sel` names no job or holds a malformed id
+ */
 export async function cancelJobs(db: Queryable, sel: JobSelector, now: Date): Promise<string[]> {
   const st = actionStatement('cancel_jobs', sel, now);
   const { rows } = await db.query<{ id: string }>(st.text, st.values);
   return rows.map((r) => r.id);
 }
 
-/** What retryJobs/cancelJobs would run, and how many jobs it would touch. */
+/**
+ * What retryJobs/cancelJobs would run, and how many jobs it would touch.
+ *
+ * Changes nothing.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param action - retry or cancel
+ * @param sel - job ids, a queue, or both (never neither)
+ * @param now - as for the action
+ * @throws {@link QmaintError} `bad_input` when `sel` names no job or holds a malformed id
+ */
 export async function planJobAction(db: Queryable, action: 'retry' | 'cancel', sel: JobSelector, now: Date): Promise<JobAction & { matching: number }> {
   const st = actionStatement(action === 'retry' ? 'retry_jobs' : 'cancel_jobs', sel, now);
   const { ids, queue } = selector(sel);
@@ -274,7 +325,13 @@ export async function planJobAction(db: Queryable, action: 'retry' | 'cancel', s
   };
 }
 
-/** Run qmaint.rescue_expired(now): expired leases back to the queue or failed. */
+/**
+ * Run qmaint.rescue_expired(now): expired leases back to the queue or failed.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param now - the time leases are judged at (default: the server's clock)
+ * @returns how many jobs went back to the queue and how many failed; `skipped` when another session was rescuing at that moment
+ */
 export async function rescueExpired(db: Queryable, now?: Date): Promise<{ requeued: number; failed: number } | { skipped: true }> {
   const { rows } = await db.query<{ r: { requeued: number; failed: number } | { skipped: true } }>(
     now ? 'SELECT qmaint.rescue_expired($1) AS r' : 'SELECT qmaint.rescue_expired() AS r',

@@ -7,12 +7,13 @@ import { Readable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { Db, type SqlValue } from '../db.js';
-import { badInput, toQmaintError } from '../errors.js';
+import { badInput, badOption, toQmaintError } from '../errors.js';
 import { JsonText, unstorable } from '../json.js';
 
 /** Channel every ready job is announced on; the payload is the queue name. */
 export const NOTIFY_CHANNEL = 'qmaint_jobs';
 
+/** Options of one job ({@link enqueue}, and defaults for {@link enqueueMany}). */
 export interface EnqueueOptions {
   /** Not before this time (default: now). */
   runAt?: Date;
@@ -49,7 +50,7 @@ export function checkQueueName(queue: unknown): string {
 export function checkOptions(opts: EnqueueOptions): void {
   const int = (v: unknown, what: string, min: number) => {
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > INT4_MAX)) {
-      throw badInput(`${what} must be a whole number from ${min} to ${INT4_MAX}, got ${typeof v === 'number' ? v : JSON.stringify(v)}`);
+      throw badOption(what, `${what} must be a whole number from ${min} to ${INT4_MAX}, got ${typeof v === 'number' ? v : JSON.stringify(v)}`);
     }
   };
   int(opts.priority, 'priority', -INT4_MAX);
@@ -65,7 +66,8 @@ export function checkOptions(opts: EnqueueOptions): void {
 
 function checkTimeout(timeout: unknown, where = 'timeout'): void {
   if (timeout !== undefined && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeoutMs(timeout) >= 1 && timeout <= MAX_TIMEOUT_SECONDS)) {
-    throw badInput(`${where} must be a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(timeout)}`);
+    const message = `${where} must be a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(timeout)}`;
+    throw where === 'timeout' ? badOption('timeout', message) : badInput(message);
   }
 }
 
@@ -100,6 +102,13 @@ function payloadJson(payload: unknown): string {
  * Enqueue one job; returns its id (bigint as a string). Pass your own client
  * to make the job commit or roll back with your transaction. The payload is
  * any JSON value; a JsonText is stored exactly as its text says.
+ *
+ * @param target - a {@link Db}, a pg.Pool, or your own pg.Client / pool client (the job then commits or rolls back with your transaction)
+ * @param queue - queue name, 1 to 128 printable characters
+ * @param payload - any JSON value (undefined stores `{}`), or a {@link JsonText}
+ * @param opts - see {@link EnqueueOptions}: run at now, priority 0, 5 retries, the consumer's timeout
+ * @returns the job id, a bigint as a decimal string
+ * @throws {@link QmaintError} `bad_input` for an invalid queue name, option or payload (NaN, Infinity, a lone surrogate, \u0000, too deep), before anything is sent; through a Db, a classified QmaintError for a failing statement (your own client gets node-pg's error as it is)
  */
 export async function enqueue(target: EnqueueTarget, queue: string, payload: unknown, opts: EnqueueOptions = {}): Promise<string> {
   checkQueueName(queue);
@@ -128,6 +137,7 @@ export function enqueueStatement(queue: string, payload: unknown, opts: EnqueueO
   };
 }
 
+/** Options of {@link enqueueMany}: defaults for every job, plus batching. */
 export interface EnqueueManyOptions extends EnqueueOptions {
   /** Called after every chunk sent, with the number of jobs sent so far. */
   onProgress?: (sent: number) => void;
@@ -140,6 +150,7 @@ export interface EnqueueManyOptions extends EnqueueOptions {
 
 /** One job of enqueueMany with `specs: true`. */
 export interface JobSpec {
+  /** The job's payload, as for {@link enqueue}. */
   payload: unknown;
   /** Seconds one attempt may run (overrides the call's `timeout`). */
   timeout?: number;
@@ -150,6 +161,13 @@ export interface JobSpec {
  * caller's, when its client is inside one). One NOTIFY for the lot. Returns
  * how many were enqueued. An error from `payloads` (e.g. a malformed input
  * line) aborts the COPY: nothing is enqueued.
+ *
+ * @param target - as for {@link enqueue}; a pool or Db gets a client of its own and its own transaction
+ * @param queue - queue name, 1 to 128 printable characters
+ * @param payloads - the payloads (or, with `specs`, {@link JobSpec}s), sync or async; read as they are sent
+ * @param opts - see {@link EnqueueManyOptions}; the job options apply to every job
+ * @returns how many jobs were enqueued
+ * @throws {@link QmaintError} `bad_input` for an invalid queue name, option or payload; whatever `payloads` throws, after rolling the COPY back
  */
 export async function enqueueMany(
   target: EnqueueTarget,

@@ -6,6 +6,7 @@ import { collectSamples, startMetricsServer, type Sample } from './metrics.js';
 import { runTask, type RunStatus } from './runs.js';
 import { TASKS, type Schedules, type TaskName } from './tasks.js';
 
+/** Severity of a {@link DaemonEvent}. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 /** One log record of the daemon (a JSON line with --json). */
@@ -17,10 +18,13 @@ export interface DaemonEvent {
   [key: string]: unknown;
 }
 
+/** Options of {@link Daemon}. */
 export interface DaemonOptions {
   /** Pool on the queue database; tasks and metrics run through it. */
   db: Db;
+  /** Each task's node-cron expression (read in UTC), or null for off. */
   schedules: Schedules;
+  /** Receives every log record (ticks, runs, leadership changes, errors). */
   log: (event: DaemonEvent) => void;
   /** How often a standby tries to take over, and the leader checks its lock (default 2000). */
   leaderIntervalMs?: number;
@@ -56,6 +60,7 @@ export class Daemon {
   private metrics: { host: string; port: number; close(): Promise<void> } | null = null;
   private stopping = false;
 
+  /** A daemon that does nothing until {@link Daemon.start}. */
   constructor(private readonly options: DaemonOptions) {
     this.leader = new LeaderElection({
       newClient: () => options.db.newClient({ application_name: 'qmaint-daemon' }),
@@ -68,6 +73,7 @@ export class Daemon {
     });
   }
 
+  /** Whether this daemon holds the leader lock now (only the leader runs tasks). */
   get isLeader(): boolean {
     return this.leader.isLeader;
   }
@@ -77,6 +83,12 @@ export class Daemon {
     return this.metrics?.port ?? null;
   }
 
+  /**
+   * Serve metrics (when metricsPort is set), schedule every task that is not
+   * off, and start competing for leadership.
+   *
+   * @throws {@link QmaintError} `config` when /metrics cannot listen on metricsHost:metricsPort
+   */
   async start(): Promise<void> {
     if (this.options.metricsPort !== undefined) {
       this.metrics = await startMetricsServer(this.metricsSource(), this.options.metricsPort, this.options.metricsHost);

@@ -35,6 +35,10 @@ export const METRICS: Record<string, { type: MetricType; help: string }> = {
  * The database's samples (qmaint.metrics_samples), as of now (default: the
  * server's clock), in one transaction under a statement_timeout so a scrape
  * never hangs on a busy server. SET LOCAL keeps it working through poolers.
+ *
+ * @param db - the database
+ * @param now - the time the samples are for (default null: the server's clock)
+ * @param timeoutMs - statement_timeout of the scrape (default 10000)
  */
 export async function collectSamples(db: Db, now: Date | null = null, timeoutMs = 10_000): Promise<Sample[]> {
   const rows = await db.transaction(async (client) => {
@@ -57,7 +61,11 @@ function formatValue(value: number): string {
   return String(value);
 }
 
-/** Prometheus text exposition format 0.0.4: samples grouped by metric, each group with HELP and TYPE. */
+/**
+ * Prometheus text exposition format 0.0.4: samples grouped by metric, each group with HELP and TYPE.
+ *
+ * @param samples - from {@link collectSamples}
+ */
 export function renderPrometheus(samples: Sample[]): string {
   const groups = new Map<string, Sample[]>();
   for (const s of samples) {
@@ -115,8 +123,8 @@ export async function startMetricsServer(
       reject(
         new QmaintError(
           'config',
-          `cannot serve /metrics on ${host}:${port} (${err.code ?? err.message}); give --metrics-host an address of this machine (127.0.0.1, 0.0.0.0) and --metrics-port a free port`,
-          { cause: err },
+          `cannot serve /metrics on ${host}:${port} (${err.code ?? err.message}); give metricsHost an address of this machine (127.0.0.1, 0.0.0.0) and metricsPort a free port`,
+          { cause: err, option: ['metricsHost', 'metricsPort'] },
         ),
       );
     });

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { redactUrl } from '../config.js';
 import type { Db } from '../db.js';
-import { badInput, QmaintError, sqlState, toQmaintError } from '../errors.js';
+import { badInput, badOption, QmaintError, sqlState, toQmaintError } from '../errors.js';
 import { TASKS, type Schedules, type TaskName } from './tasks.js';
 
 /** A connection to the database pg_cron lives in, checked to be usable for the queue database. */
@@ -17,13 +17,14 @@ export interface PgCronSite {
   display: string;
   /** cron.schedule_in_database exists (pg_cron 1.4+). */
   inDatabase: boolean;
+  /** End the pg_cron connection. */
   close(): Promise<void>;
 }
 
 /** pg_cron cannot be used as things stand: why, and the steps that fix it. */
-export function pgCronProblem(reason: string, steps: string[], code: 'config' | 'permission' = 'config'): QmaintError {
+export function pgCronProblem(reason: string, steps: string[], code: 'config' | 'permission' = 'config', option?: string): QmaintError {
   const numbered = steps.map((s, i) => `(${i + 1}) ${s}`).join(' ');
-  return new QmaintError(code, `${reason}; to fix it: ${numbered}`, { details: { reason, steps } });
+  return new QmaintError(code, `${reason}; to fix it: ${numbered}`, { details: { reason, steps }, option });
 }
 
 const quoteLiteral = (value: string) => `'${value.replace(/'/g, "''")}'`;
@@ -39,12 +40,17 @@ interface ServerFacts {
 
 /**
  * Find and check pg_cron for the queue database behind `queue`. The pg_cron
- * connection is cronUrl when given, else the same server with the database
- * named by cron.database_name. Throws a config error (exit 2) carrying the
+ * connection is cronDatabaseUrl when given, else the same server with the database
+ * named by cron.database_name. Throws a `config` error carrying the
  * exact steps when pg_cron is missing, not preloaded, in another database than
- * cronUrl names, too old to run jobs in another database, or on another server.
+ * cronDatabaseUrl names, too old to run jobs in another database, or on another server.
+ *
+ * @param queue - the queue database
+ * @param cronDatabaseUrl - a connection URL to the database pg_cron keeps its jobs in (cron.database_name), when the queue's connection cannot reach it as it is
+ * @returns the site, with a connection of its own: close it with {@link PgCronSite.close}
+ * @throws {@link QmaintError} `config` (or `permission`) whose message and `details.steps` say how to fix it; `options: ['cronDatabaseUrl']` when that URL is what is wrong
  */
-export async function locatePgCron(queue: Db, cronUrl?: string): Promise<PgCronSite> {
+export async function locatePgCron(queue: Db, cronDatabaseUrl?: string): Promise<PgCronSite> {
   const facts = (
     await queue.query<ServerFacts>(
       `SELECT current_database() AS database,
@@ -57,13 +63,13 @@ export async function locatePgCron(queue: Db, cronUrl?: string): Promise<PgCronS
   const major = Math.floor(Number(facts.version_num) / 10000);
   if (facts.cron_database === null) throw notPreloaded(facts, major);
 
-  const client = await connectCron(queue, facts.cron_database, cronUrl);
+  const client = await connectCron(queue, facts.cron_database, cronDatabaseUrl);
   try {
-    const site = await checkCronDatabase(client, facts, cronUrl);
+    const site = await checkCronDatabase(client, facts, cronDatabaseUrl);
     return {
       ...site,
       client,
-      display: cronUrl ? redactUrl(cronUrl) : `${queue.target.host}:${queue.target.port}/${facts.cron_database}`,
+      display: cronDatabaseUrl ? redactUrl(cronDatabaseUrl) : `${queue.target.host}:${queue.target.port}/${facts.cron_database}`,
       close: () => client.end(),
     };
   } catch (err) {
@@ -78,7 +84,7 @@ function notPreloaded(facts: ServerFacts, major: number): QmaintError {
   const rest = [
     'restart PostgreSQL',
     `run CREATE EXTENSION pg_cron; in database ${db} as a superuser`,
-    'run qmaint schedule install --pg-cron again (or skip pg_cron: qmaint schedule run needs no extension)',
+    'install the pg_cron jobs again (or skip pg_cron: the qmaint daemon needs no extension)',
   ];
   if (!facts.available) {
     return pgCronProblem(`pg_cron is not installed on this PostgreSQL ${major} server`, [
@@ -90,10 +96,10 @@ function notPreloaded(facts: ServerFacts, major: number): QmaintError {
   return pgCronProblem('pg_cron is installed on this server but not loaded (it must be in shared_preload_libraries)', [preload, ...rest]);
 }
 
-async function connectCron(queue: Db, cronDatabase: string, cronUrl?: string): Promise<pg.Client> {
+async function connectCron(queue: Db, cronDatabase: string, cronDatabaseUrl?: string): Promise<pg.Client> {
   let config: pg.ClientConfig;
-  if (cronUrl) {
-    config = { connectionString: cronUrl };
+  if (cronDatabaseUrl) {
+    config = { connectionString: cronDatabaseUrl };
   } else if (queue.url) {
     const url = new URL(queue.url);
     url.pathname = '/' + encodeURIComponent(cronDatabase);
@@ -113,7 +119,7 @@ async function connectCron(queue: Db, cronDatabase: string, cronUrl?: string): P
   return client;
 }
 
-async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronUrl: string | undefined) {
+async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronDatabaseUrl: string | undefined) {
   const { rows } = await client.query<{
     database: string;
     cron_database: string | null;
@@ -138,21 +144,28 @@ async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronUrl:
   const cronDb = queue.cron_database!;
   if (here.started.getTime() !== queue.started.getTime() || !here.has_queue_db) {
     throw pgCronProblem(
-      `--cron-database-url points at another server than the queue database ${queue.database}, and pg_cron only runs jobs on its own server`,
-      [`point --cron-database-url at database ${cronDb} on the queue's server, or leave it out`],
+      `cronDatabaseUrl points at another server than the queue database ${queue.database}, and pg_cron only runs jobs on its own server`,
+      [`point cronDatabaseUrl at database ${cronDb} on the queue's server, or leave it out`],
+      'config',
+      'cronDatabaseUrl',
     );
   }
   if (here.database !== cronDb) {
-    throw pgCronProblem(`cron.database_name is ${cronDb}, but ${cronUrl ? '--cron-database-url' : 'the connection'} points at database ${here.database}`, [
-      `point --cron-database-url at database ${cronDb} (or leave it out), or set cron.database_name = '${here.database}' in postgresql.conf and restart PostgreSQL`,
-      `run CREATE EXTENSION pg_cron; in the database cron.database_name names, as a superuser`,
-    ]);
+    throw pgCronProblem(
+      `cron.database_name is ${cronDb}, but ${cronDatabaseUrl ? 'cronDatabaseUrl' : 'the connection'} points at database ${here.database}`,
+      [
+        `point cronDatabaseUrl at database ${cronDb} (or leave it out), or set cron.database_name = '${here.database}' in postgresql.conf and restart PostgreSQL`,
+        `run CREATE EXTENSION pg_cron; in the database cron.database_name names, as a superuser`,
+      ],
+      'config',
+      'cronDatabaseUrl',
+    );
   }
   if (here.version === null) {
     throw pgCronProblem(`pg_cron is loaded but its extension is not created in database ${cronDb}`, [
       `connect to database ${cronDb} as a superuser and run CREATE EXTENSION pg_cron;`,
       `if ${here.role} is not a superuser: GRANT USAGE ON SCHEMA cron TO ${quoteIdentText(here.role)};`,
-      'run qmaint schedule install --pg-cron again',
+      'install the pg_cron jobs again',
     ]);
   }
   if (!here.usage) {
@@ -174,6 +187,7 @@ async function checkCronDatabase(client: pg.Client, queue: ServerFacts, cronUrl:
 // ---------------------------------------------------------------------------
 // Jobs
 
+/** A pg_cron job registered for a qmaint task. */
 export interface CronJob {
   jobid: number;
   name: string;
@@ -184,6 +198,7 @@ export interface CronJob {
   active: boolean;
 }
 
+/** One run of a pg_cron job (cron.job_run_details). */
 export interface CronJobRun {
   runid: number;
   status: string | null;
@@ -198,7 +213,10 @@ export function jobName(prefix: string, task: TaskName): string {
 
 export function checkJobPrefix(prefix: string): string {
   if (!/^[A-Za-z0-9_-]{1,50}$/.test(prefix)) {
-    throw badInput(`--job-prefix ${JSON.stringify(prefix)} may only hold letters, digits, "_" and "-" (at most 50); e.g. qmaint or qmaint-${'orders'}`);
+    throw badOption(
+      'jobPrefix',
+      `jobPrefix ${JSON.stringify(prefix)} may only hold letters, digits, "_" and "-" (at most 50); e.g. qmaint or qmaint-${'orders'}`,
+    );
   }
   return prefix;
 }
@@ -238,7 +256,11 @@ async function jobsNamed(site: PgCronSite, names: string[]): Promise<CronJob[]> 
   return rows.map(toJob);
 }
 
-/** Every job that runs qmaint maintenance in the queue database, whatever its name. */
+/**
+ * Every job that runs qmaint maintenance in the queue database, whatever its name.
+ *
+ * @param site - from {@link locatePgCron}
+ */
 export async function queueJobs(site: PgCronSite): Promise<CronJob[]> {
   const { rows } = await site.client.query<JobRow>(
     `SELECT jobid, jobname, schedule, command, database, username, active FROM cron.job
@@ -248,7 +270,13 @@ export async function queueJobs(site: PgCronSite): Promise<CronJob[]> {
   return rows.map(toJob);
 }
 
-/** The last `limit` runs of each job from cron.job_run_details (newest first). */
+/**
+ * The last `limit` runs of each job from cron.job_run_details (newest first).
+ *
+ * @param site - from {@link locatePgCron}
+ * @param jobids - the jobs
+ * @param limit - runs per job
+ */
 export async function jobRuns(site: PgCronSite, jobids: number[], limit: number): Promise<Map<number, CronJobRun[]>> {
   const out = new Map<number, CronJobRun[]>(jobids.map((id) => [id, []]));
   const exists = await site.client.query<{ ok: boolean }>(`SELECT to_regclass('cron.job_run_details') IS NOT NULL AS ok`);
@@ -349,8 +377,9 @@ export function installChanges(target: InstallTarget, schedules: Schedules, pref
   const existing = new Map(jobs.map((j) => [j.name, j]));
   for (const job of jobs) {
     if (job.database !== target.queueDatabase) {
-      throw badInput(
-        `pg_cron job ${job.name} already runs in database ${job.database}; run qmaint schedule uninstall --pg-cron against that database first, or pass --job-prefix (e.g. --job-prefix qmaint-${target.queueDatabase.replace(/[^A-Za-z0-9_-]/g, '')}) to keep both`,
+      throw badOption(
+        'jobPrefix',
+        `pg_cron job ${job.name} already runs in database ${job.database}; uninstall the pg_cron jobs of that database first, or choose another jobPrefix (e.g. qmaint-${target.queueDatabase.replace(/[^A-Za-z0-9_-]/g, '')}) to keep both`,
       );
     }
   }
@@ -361,7 +390,16 @@ export function installChanges(target: InstallTarget, schedules: Schedules, pref
   });
 }
 
-/** installChanges against the jobs pg_cron holds now. */
+/**
+ * installChanges against the jobs pg_cron holds now.
+ *
+ * Changes nothing.
+ *
+ * @param site - from {@link locatePgCron}
+ * @param schedules - each task's cron expression, or null for off
+ * @param prefix - job names are `prefix-task`
+ * @throws {@link QmaintError} `bad_input` when a job of that name runs in another database (`options: ['jobPrefix']`)
+ */
 export async function planInstall(site: PgCronSite, schedules: Schedules, prefix: string): Promise<JobChange[]> {
   return installChanges(
     site,
@@ -374,14 +412,26 @@ export async function planInstall(site: PgCronSite, schedules: Schedules, prefix
   );
 }
 
-/** What uninstalling removes: this prefix's jobs that run in the queue database. */
+/**
+ * What uninstalling removes: this prefix's jobs that run in the queue database.
+ *
+ * Changes nothing.
+ *
+ * @param site - from {@link locatePgCron}
+ * @param prefix - job names are `prefix-task`
+ */
 export async function planUninstall(site: PgCronSite, prefix: string): Promise<JobChange[]> {
   const names = TASKS.map((t) => jobName(prefix, t));
   const existing = new Map((await jobsNamed(site, names)).filter((j) => j.database === site.queueDatabase).map((j) => [j.name, j]));
   return TASKS.map((task) => removeChange(task, jobName(prefix, task), existing.get(jobName(prefix, task))));
 }
 
-/** Apply the changes in one transaction: all of them or none. Returns them with their job ids. */
+/**
+ * Apply the changes in one transaction: all of them or none. Returns them with their job ids.
+ *
+ * @param site - from {@link locatePgCron}
+ * @param changes - from {@link planInstall} or {@link planUninstall}
+ */
 export async function applyChanges(site: PgCronSite, changes: JobChange[]): Promise<JobChange[]> {
   const done: JobChange[] = [];
   await site.client.query('BEGIN');

@@ -1,7 +1,9 @@
 import type { Queryable } from '../db.js';
 import type { TaskName } from './tasks.js';
 
+/** Who ran a maintenance task. */
 export type Runner = 'pg_cron' | 'daemon' | 'cli';
+/** How a maintenance run ended (or `running`). */
 export type RunStatus = 'running' | 'ok' | 'skipped' | 'failed' | 'lock_timeout';
 
 /** One row of qmaint.maintenance_runs. */
@@ -49,13 +51,23 @@ function toRun(row: RunRow): MaintenanceRun {
  * Run one task through qmaint.run_task, the entry point pg_cron uses too. It
  * records the run and never raises for a failing task: the returned status says
  * how it went. now (default: the server's clock) is the time the task acts for.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param task - the task to run
+ * @param runner - recorded as who ran it
+ * @param now - the time the task acts for (default null: the server's clock)
  */
 export async function runTask(db: Queryable, task: TaskName, runner: Runner, now: Date | null = null): Promise<MaintenanceRun> {
   const { rows } = await db.query<{ run: RunRow }>('SELECT qmaint.run_task($1, $2, $3) AS run', [task, runner, now]);
   return toRun(rows[0]!.run);
 }
 
-/** The latest runs of each task (limit per task and runner), newest first. */
+/**
+ * The latest runs of each task (limit per task and runner), newest first.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param options - `limit` per task and runner (default 5), and only one `runner` (default all)
+ */
 export async function recentRuns(db: Queryable, options: { limit?: number; runner?: Runner } = {}): Promise<MaintenanceRun[]> {
   const { rows } = await db.query<RunRow>(
     // One index probe per (task, runner) rather than a window over the whole log.

@@ -1,10 +1,11 @@
 import { validateDetailed } from 'node-cron';
 import type { LoadedSettings, SettingKey, SettingOrigin } from '../config.js';
 import { envName } from '../config.js';
-import { badInput } from '../errors.js';
+import { QmaintError } from '../errors.js';
 
 /** The maintenance tasks a schedule runs, each through SELECT qmaint.run_task(task). */
 export const TASKS = ['rotate', 'vacuum', 'rescue', 'health'] as const;
+/** A scheduled maintenance task. */
 export type TaskName = (typeof TASKS)[number];
 
 /** What each task does, for help texts and listings. */
@@ -25,12 +26,12 @@ export function settingKey(task: TaskName): SettingKey {
   return `${task}Cron` as SettingKey;
 }
 
-/** "--rotate-cron", "QMAINT_ROTATE_CRON", ...: where a schedule came from, for error messages. */
+/** "rotateCron", "QMAINT_ROTATE_CRON", ...: where a schedule came from, for error messages. */
 export function scheduleSource(task: TaskName, origin: SettingOrigin, configFile?: string): string {
   const key = settingKey(task);
   switch (origin) {
     case 'flag':
-      return `--${task}-cron`;
+      return key;
     case 'env':
       return envName(key);
     case 'file':
@@ -77,9 +78,10 @@ export function schedulesFrom(settings: LoadedSettings, dialect: CronDialect): S
     const problem = cronProblem(raw, dialect);
     if (problem) {
       const source = scheduleSource(task, settings.origin[key], settings.configFile);
-      throw badInput(
+      throw new QmaintError(
+        'bad_input',
         `${source} ${JSON.stringify(raw)} is not a valid ${dialect} expression (${problem}); use e.g. "*/15 * * * *"${dialect === 'node-cron' ? ' or, with seconds, "*/10 * * * * *"' : ''}, or "off"`,
-        { task, expression: raw, source },
+        { details: { task, expression: raw, source }, option: settings.origin[key] === 'flag' ? key : undefined },
       );
     }
     out[task] = raw;

@@ -5,13 +5,18 @@
  */
 import type { Queryable } from '../db.js';
 
+/** The three vacuum profiles a partition moves through. */
 export const PROFILE_NAMES = ['hot', 'warm', 'cold'] as const;
+/** A vacuum profile: hot (the partition taking inserts), warm, or cold (drained). */
 export type ProfileName = (typeof PROFILE_NAMES)[number];
 
 /** "auto": the threshold is derived from measured churn (see docs/vacuum.md). */
 export const AUTO = 'auto';
+/** A storage parameter's value in a profile. */
 export type ProfileValue = number | boolean | typeof AUTO;
+/** Storage parameters (autovacuum_*, fillfactor, ...) of one profile. */
 export type VacuumProfile = Record<string, ProfileValue>;
+/** The hot, warm and cold profiles of a policy. */
 export type VacuumProfiles = Record<ProfileName, VacuumProfile>;
 
 interface ParamSpec {
@@ -55,6 +60,8 @@ export const STORAGE_PARAMETERS: Readonly<Record<string, ParamSpec>> = {
  * The default profiles, read from the one place they are defined:
  * qmaint.vacuum_default_profiles() (sql/functions/04_vacuum.sql, documented in
  * docs/vacuum.md). A policy's profile is laid over them key by key.
+ *
+ * @param db - a Db, a pool or a client of your own
  */
 export async function defaultVacuumProfiles(db: Queryable): Promise<VacuumProfiles> {
   const { rows } = await db.query<{ d: VacuumProfiles }>('SELECT qmaint.vacuum_default_profiles() AS d');

@@ -3,11 +3,15 @@ import { parseQualifiedName, withMaintenanceLock, type LockHolder } from '../db.
 import { badInput } from '../errors.js';
 import { executeSteps, type PlanStep, type StepEvent } from '../plan.js';
 
+/** Which partitions {@link planVacuumRun} and {@link runVacuum} vacuum, and how (`freeze` and `analyze` default false). */
 export interface VacuumRunOptions {
+  /** The time partition states are judged at (future partitions are left out). */
   now: Date;
   /** One partition ("schema.table"); default every non-future partition of every managed table. */
   partition?: string;
+  /** VACUUM (FREEZE) (default false). */
   freeze?: boolean;
+  /** VACUUM (ANALYZE) (default false). */
   analyze?: boolean;
 }
 
@@ -21,6 +25,7 @@ export interface VacuumProgress {
   indexVacuumCount: number;
 }
 
+/** One VACUUM that {@link runVacuum} ran, with dead tuples before and after. */
 export interface VacuumedPartition {
   partition: string;
   statement: string;
@@ -30,7 +35,15 @@ export interface VacuumedPartition {
   deadTuplesAfter: number;
 }
 
-/** The VACUUM statements `vacuum run` would execute (each outside any transaction). */
+/**
+ * The VACUUM statements `vacuum run` would execute (each outside any transaction).
+ *
+ * Changes nothing.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param options - see {@link VacuumRunOptions}
+ * @throws {@link QmaintError} `bad_input` when `partition` is not a partition of a managed table
+ */
 export async function planVacuumRun(db: Queryable, options: VacuumRunOptions): Promise<PlanStep[]> {
   const { rows } = await db.query<{ partition: string; state: string }>(
     `SELECT format('%I.%I', n.nspname, c.relname) AS partition, st.state
@@ -67,13 +80,17 @@ async function deadTuples(db: Queryable, partition: string): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
+/** Options of {@link runVacuum}: which partitions, plus how the VACUUM statements run. */
 export interface RunVacuumOptions extends VacuumRunOptions {
+  /** lock_timeout of each VACUUM (PostgreSQL interval text, e.g. '2s'). */
   lockTimeout: string;
   /** Default: qmaint.lock_retries(). */
   retries?: number;
   /** Called with progress rows while a VACUUM runs. */
   onProgress?: (progress: VacuumProgress) => void;
+  /** Called as each step starts, retries and ends. */
   onEvent?: (event: StepEvent) => void;
+  /** How often progress is read while a VACUUM runs, in ms (default 250). */
   pollMs?: number;
 }
 
@@ -81,6 +98,10 @@ export interface RunVacuumOptions extends VacuumRunOptions {
  * Vacuum now, from the client, one partition at a time, under the maintenance
  * lock and lock_timeout; progress is read from pg_stat_progress_vacuum on a
  * second connection while each statement runs.
+ *
+ * @param db - the database (a direct connection: it takes the session maintenance lock)
+ * @param options - see {@link RunVacuumOptions}
+ * @throws {@link QmaintError} `bad_input` as for {@link planVacuumRun}; `config` through a transaction pooler; `lock_timeout` with {@link GaveUpDetails} when a VACUUM gave up waiting for its lock
  */
 export async function runVacuum(
   db: Db,

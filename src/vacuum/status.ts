@@ -1,8 +1,10 @@
 import type { Queryable } from '../db.js';
-import { badInput, sqlState } from '../errors.js';
+import { badOption, sqlState } from '../errors.js';
 
+/** How bloat was measured: pgstattuple_approx, or an estimate from statistics. */
 export type BloatMethod = 'pgstattuple_approx' | 'estimate';
 
+/** The free space of a partition, as {@link BloatMethod} measured it. */
 export interface Bloat {
   method: BloatMethod;
   /** Dead tuples plus free space beyond what the live rows need (null: no statistics yet). */
@@ -12,6 +14,7 @@ export interface Bloat {
   freeBytes: number | null;
 }
 
+/** One partition in a {@link VacuumStatus}. */
 export interface PartitionVacuumStatus {
   parentTable: string;
   partition: string;
@@ -33,9 +36,11 @@ export interface PartitionVacuumStatus {
   indexBytes: number;
   relfrozenxidAge: number;
   bloat: Bloat;
+  /** The partition's storage parameters as set (autovacuum_*, fillfactor, ...). */
   reloptions: Record<string, number | boolean | string>;
 }
 
+/** What holds the xmin horizon back: a transaction, an idle-in-transaction session, a standby, a replication slot or a prepared transaction. */
 export type XminHolderKind = 'transaction' | 'idle_in_transaction' | 'standby' | 'replication_slot' | 'prepared_transaction';
 
 /** Something that keeps VACUUM from removing rows that died after its xmin. */
@@ -58,6 +63,7 @@ export interface XminHolder {
   query: string | null;
 }
 
+/** What {@link vacuumStatus} returns. */
 export interface VacuumStatus {
   now: string;
   bloatMethod: BloatMethod;
@@ -68,7 +74,9 @@ export interface VacuumStatus {
   databaseFrozenXidAge: number;
 }
 
+/** Options of {@link vacuumStatus}. */
 export interface StatusOptions {
+  /** The time partition states are judged at. */
   now: Date;
   /** auto: pgstattuple_approx when the extension exists or can be created, else the estimate. */
   bloat?: 'auto' | 'approx' | 'estimate';
@@ -181,7 +189,15 @@ async function approxBloat(db: Queryable, schema: string, relid: string): Promis
   };
 }
 
-/** Per-partition vacuum state of every managed parent, and what holds the xmin horizon back. */
+/**
+ * Per-partition vacuum state of every managed parent, and what holds the xmin horizon back.
+ *
+ * Read-only; it creates the pgstattuple extension when it may.
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param options - see {@link VacuumStatusOptions}; bloat method `auto` by default
+ * @throws {@link QmaintError} `bad_input` when `bloat` is `approx` and pgstattuple cannot be used (`options: ['bloat']`)
+ */
 export async function vacuumStatus(db: Queryable, options: StatusOptions): Promise<VacuumStatus> {
   const mode = options.bloat ?? 'auto';
   let schema: string | null = null;
@@ -189,7 +205,7 @@ export async function vacuumStatus(db: Queryable, options: StatusOptions): Promi
   if (mode !== 'estimate') {
     const found = await pgstattupleSchema(db);
     if ('schema' in found) schema = found.schema;
-    else if (mode === 'approx') throw badInput(`${found.reason.replace(/; bloat is.*$/, '')}; install postgresql-contrib or use --bloat estimate`);
+    else if (mode === 'approx') throw badOption('bloat', `${found.reason.replace(/; bloat is.*$/, '')}; install postgresql-contrib or use bloat 'estimate'`);
     else bloatNote = found.reason;
   } else {
     bloatNote = 'statistics-based estimate requested';

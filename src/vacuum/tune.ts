@@ -34,6 +34,7 @@ export interface TuneTarget {
   relfrozenxidAge: number;
 }
 
+/** The measurements, targets and steps of a tune. */
 export interface TunePlan {
   now: string;
   measurements: ChurnMeasurement[];
@@ -41,6 +42,7 @@ export interface TunePlan {
   steps: PlanStep[];
 }
 
+/** Options of {@link planTune}. */
 export interface PlanTuneOptions {
   now: Date;
   /** Counters read earlier (readCounters), used as an extra sample. */
@@ -171,19 +173,24 @@ async function readPlan(db: Queryable, options: PlanTuneOptions): Promise<TunePl
   };
 }
 
+/** Options of {@link tune}. */
 export interface TuneOptions {
+  /** The time the tune acts for (usually `new Date()`). */
   now: Date;
+  /** Return the plan and run nothing, taking no lock (default false). */
   dryRun?: boolean;
   /**
    * When a parent has no churn history yet: read the counters, wait this long,
-   * and measure over that window (0: use the fallback thresholds).
+   * and measure over that window (default 0: use the fallback thresholds).
    */
   sampleSeconds?: number;
+  /** lock_timeout of each step (PostgreSQL interval text, e.g. '2s'). */
   lockTimeout: string;
   /** Default: qmaint.lock_retries(). */
   retries?: number;
+  /** Called as each step starts, retries and ends. */
   onEvent?: (event: StepEvent) => void;
-  /** Called before sampling: how long the wait will be. */
+  /** Called before waiting `sampleSeconds` for a first churn sample: how long the wait will be. */
   onWait?: (seconds: number) => void;
   /** Called about four times a second while sampling, and once at its end. */
   onWaitProgress?: (elapsedMs: number, totalMs: number) => void;
@@ -191,6 +198,7 @@ export interface TuneOptions {
   onStoredSample?: (sampledAt: string | null) => void;
 }
 
+/** What {@link tune} did: the plan and the executed steps; or `ran: false` when another run held the maintenance lock. */
 export type TuneResult =
   | { ran: true; plan: TunePlan; executed: StepResult[] }
   | { ran: false; plan: null; holder: { pid: number; applicationName: string | null; since: string | null } | null };
@@ -210,6 +218,11 @@ async function waitReporting(totalMs: number, report?: (elapsedMs: number, total
  * The client-side tune: under the session maintenance lock, measure, plan and
  * run the plan (freezing newly drained partitions with VACUUM (FREEZE)). With
  * dryRun the plan is returned and nothing is run (no lock is taken either).
+ *
+ * @param db - the database (a direct connection: it takes the session maintenance lock)
+ * @param options - see {@link TuneOptions}
+ * @returns the plan and the executed steps; `ran: false` when another maintenance run holds the lock
+ * @throws {@link QmaintError} `bad_input` when a stored policy's profile is one PostgreSQL would refuse; `config` through a transaction pooler (use {@link tuneServerSide}); `lock_timeout` with {@link GaveUpDetails} when a step gave up
  */
 export async function tune(db: Db, options: TuneOptions): Promise<TuneResult> {
   await checkStoredProfiles(db);
@@ -239,7 +252,13 @@ export async function tune(db: Db, options: TuneOptions): Promise<TuneResult> {
   });
 }
 
-/** The server-side tune in one transaction (what pg_cron runs; safe through PgBouncer). */
+/**
+ * The server-side tune in one transaction (what pg_cron runs; safe through PgBouncer).
+ *
+ * @param db - a Db, a pool or a client of your own
+ * @param now - the time the tune acts for
+ * @returns qmaint.vacuum_tune_all()'s report: per step its outcome, including the steps that gave up
+ */
 export async function tuneServerSide(db: Queryable, now: Date): Promise<Record<string, unknown>> {
   await checkStoredProfiles(db);
   const { rows } = await db.query<{ result: Record<string, unknown> }>('SELECT qmaint.vacuum_tune_all($1::timestamptz) AS result', [now.toISOString()]);

@@ -26,7 +26,8 @@ describe('connection precedence', () => {
       expect.unreachable();
     } catch (err) {
       expect(err).toBeInstanceOf(QmaintError);
-      expect((err as QmaintError).exitCode).toBe(2);
+      expect((err as QmaintError).code).toBe('config');
+      expect((err as QmaintError).options).toEqual(['databaseUrl']);
       expect((err as Error).message).not.toContain('secret');
     }
   });
@@ -83,7 +84,7 @@ describe('durations (lockTimeout, statementTimeout)', () => {
       statementTimeout: '90s',
     });
     expect(loadSettings({ lockTimeout: '5m' }, {}, empty).values.lockTimeout).toBe('5min');
-    expect(() => loadSettings({ lockTimeout: '0' }, {}, empty)).toThrow(/--lock-timeout: lockTimeout must be more than 0 and at most 10min, got "0"/);
+    expect(() => loadSettings({ lockTimeout: '0' }, {}, empty)).toThrow(/^lockTimeout must be more than 0 and at most 10min, got "0"/);
     expect(() => loadSettings({}, { QMAINT_STATEMENT_TIMEOUT: '2d' }, empty)).toThrow(
       /QMAINT_STATEMENT_TIMEOUT: statementTimeout must be more than 0 and at most 1d/,
     );

@@ -15,7 +15,7 @@ describe('connect() in an application', () => {
     try {
       const err = await connect({ env: {}, embeddedHome: home }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(QmaintError);
-      expect((err as QmaintError).exitCode).toBe(2);
+      expect((err as QmaintError).code).toBe('config');
       expect((err as QmaintError).message).toMatch(/no database is configured .*embedded: true/);
       expect((err as QmaintError).message).not.toMatch(/--/);
       expect(existsSync(home) ? readdirSync(home) : []).toEqual([]);

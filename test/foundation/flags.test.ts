@@ -44,7 +44,7 @@ describe('--lock-timeout and --statement-timeout', () => {
         refused(
           await runCli(args, { env }),
           args.join(' '),
-          /--lock-timeout: lockTimeout must be a duration such as 500ms, 2s or 5m \(more than 0 and at most 10min\), got "banana"/,
+          /--lock-timeout must be a duration such as 500ms, 2s or 5m \(more than 0 and at most 10min\), got "banana"/,
         );
       }
     }
@@ -54,7 +54,7 @@ describe('--lock-timeout and --statement-timeout', () => {
   it('refuses 0, as a policy does (PostgreSQL would wait forever), and out-of-range values; also from QMAINT_LOCK_TIMEOUT', async () => {
     const before = await snapshot();
     for (const value of ['0', '0ms', '11min', '1.5ms', '2 fortnights']) {
-      refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /lockTimeout must be .*more than 0 and at most 10min/);
+      refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /--lock-timeout must be .*more than 0 and at most 10min/);
     }
     refused(
       await runCli(['partitions', 'rotate'], { env: { ...env, QMAINT_LOCK_TIMEOUT: 'banana' } }),
@@ -84,7 +84,7 @@ describe('--lock-timeout and --statement-timeout', () => {
       ['explain', 'dequeue', '--dry-run', '--statement-timeout', 'banana'],
       ['health', '--statement-timeout', '0'],
     ]) {
-      refused(await runCli(args, { env }), args.join(' '), /--statement-timeout: statementTimeout must be .*more than 0 and at most 1d/);
+      refused(await runCli(args, { env }), args.join(' '), /--statement-timeout must be .*more than 0 and at most 1d/);
     }
     expect(await snapshot()).toEqual(before);
     expect((await runCli(['explain', 'dequeue', '--dry-run', '--statement-timeout', '5s'], { env })).code).toBe(0);
@@ -97,11 +97,13 @@ describe('other flags', () => {
     for (const [args, pattern] of [
       [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', 'banana', '--dry-run'], /priority must be a whole number .*, got NaN/],
       [['enqueue', '--queue', 'q', '--payload', '{}', '--priority', '1.5'], /priority must be a whole number/],
-      [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /maxRetries must be a whole number from 0/],
+      [['enqueue', '--queue', 'q', '--file', '-', '--max-retries', '-1', '--dry-run'], /--max-retries must be a whole number from 0/],
       [['partitions', 'detach', 'no.such.thing.x'], /partition "no\.such\.thing\.x" must be "table" or "schema\.table"/],
       [['partitions', 'rotate', '--table', 'a b', '--dry-run'], /--table "a b" is not a valid name/],
       [['explain', 'dequeue', '--queue', '', '--dry-run'], /queue name "" is not valid/],
       [['health', '--queue', 'tab\there'], /queue name "tab\\there" is not valid/],
+      [['jobs', 'list', '--limit', '0'], /^error: --limit must be a whole number from 1 to 100000, got 0$/m],
+      [['jobs', 'retry'], /^error: name the jobs: give job ids, or --queue for all its jobs$/m],
     ] as [string[], RegExp][]) {
       refused(await runCli(args, { env, input: '{}\n' }), args.join(' '), pattern);
     }

@@ -1,7 +1,7 @@
 import { explainDequeue, explainLockLevel, explainStatements, type DequeueReport, type ExplainOptions } from '../../health/explain.js';
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
-import { ExitCode } from '../../errors.js';
+import { ExitCode } from '../exit.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';

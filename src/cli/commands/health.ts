@@ -1,6 +1,6 @@
 import { runHealth, type HealthReport } from '../../health/checks.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
-import { ExitCode } from '../../errors.js';
+import { ExitCode } from '../exit.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
 import type { Output } from '../output.js';

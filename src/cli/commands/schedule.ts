@@ -27,6 +27,7 @@ import { checkJobPrefix } from '../../schedule/pgcron.js';
 import { handler, type Context } from '../context.js';
 import { elapsed, timestamp } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
+import { cliMessage, cliText } from '../exit.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
 
@@ -170,7 +171,8 @@ async function siteOrProblem(db: Db, argv: { cronDatabaseUrl?: string; dryRun: b
     if (!tolerate || !(err instanceof QmaintError) || (err.code !== 'config' && err.code !== 'permission')) throw err;
     const details = (err.details ?? {}) as { reason?: string; steps?: string[] };
     const queueDatabase = (await db.query<{ d: string }>('SELECT current_database() AS d')).rows[0]!.d;
-    return { problem: { reason: details.reason ?? err.message, steps: details.steps ?? [], message: err.message }, error: err, queueDatabase };
+    const problem = { reason: cliText(err, details.reason ?? err.message), steps: (details.steps ?? []).map((s) => cliText(err, s)), message: cliMessage(err) };
+    return { problem, error: err, queueDatabase };
   }
 }
 

@@ -1,0 +1,333 @@
+// Peers: the same drain (N pre-queued no-op jobs, concurrency 10) run by qmaint's
+// own CLI process, by graphile-worker (local queue + batched completion), by
+// pg-boss (batch fetch) and by the raw batch SQL on a minimal seed-style table.
+// Each contender gets its own database on the same server, and the contenders
+// take turns round by round, so each ratio compares runs that saw the same load.
+// Beside throughput, each drain's WAL (LSN delta) per job is recorded: the
+// write amplification the contender pays for its features.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeWorkerUtils, run as runGraphileWorker } from 'graphile-worker';
+import pg from 'pg';
+import PgBoss from 'pg-boss';
+import { enqueueMany } from '../../src/queue/enqueue.js';
+import { ROOT, fmt, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+
+const CONCURRENCY = 10;
+const BATCH = 100;
+const QUEUE = 'bench';
+
+interface Drain {
+  jobsPerSecond: number;
+  walBytesPerJob: number;
+}
+
+async function walLsn(client: pg.Client): Promise<bigint> {
+  const { rows } = await client.query<{ b: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint::text AS b`);
+  return BigInt(rows[0]!.b);
+}
+
+/** Time fn and count the WAL it wrote (server-wide; nothing else runs on the bench server). */
+async function measured(url: string, jobs: number, fn: () => Promise<void>): Promise<Drain> {
+  const probe = new pg.Client({ connectionString: url });
+  await probe.connect();
+  try {
+    await probe.query('CHECKPOINT');
+    const before = await walLsn(probe);
+    const start = performance.now();
+    await fn();
+    const seconds = (performance.now() - start) / 1000;
+    const after = await walLsn(probe);
+    return { jobsPerSecond: jobs / seconds, walBytesPerJob: Number(after - before) / jobs };
+  } finally {
+    await probe.end();
+  }
+}
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+// --- raw seed SQL on a minimal table -----------------------------------------
+
+const SEED_TABLE = `CREATE TABLE IF NOT EXISTS seed_jobs (
+  id bigserial PRIMARY KEY,
+  payload jsonb NOT NULL,
+  status text NOT NULL DEFAULT 'queued',
+  retry_count int NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS seed_jobs_queued ON seed_jobs (created_at, id) WHERE status = 'queued'`;
+const SEED_CLAIM = `WITH next AS (
+  SELECT id FROM seed_jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+UPDATE seed_jobs j SET status = 'running', updated_at = now() FROM next WHERE j.id = next.id RETURNING j.id`;
+const SEED_COMPLETE = `UPDATE seed_jobs SET status = 'completed', updated_at = now() WHERE id = ANY ($1::bigint[])`;
+
+async function seedFill(url: string, jobs: number): Promise<void> {
+  await withClient(url, async (c) => {
+    await c.query(SEED_TABLE);
+    await c.query('TRUNCATE seed_jobs');
+    await c.query(`INSERT INTO seed_jobs (payload) SELECT jsonb_build_object('n', g, 'kind', 'bench') FROM generate_series(1, $1) g`, [jobs]);
+    await c.query('VACUUM ANALYZE seed_jobs');
+  });
+}
+
+async function seedDrain(url: string, jobs: number): Promise<void> {
+  const conns = await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      const c = new pg.Client({ connectionString: url, application_name: 'qmaint-bench-seed' });
+      await c.connect();
+      return c;
+    }),
+  );
+  let done = 0;
+  try {
+    await Promise.all(
+      conns.map(async (c) => {
+        for (;;) {
+          const { rows } = await c.query<{ id: string }>(SEED_CLAIM, [BATCH]);
+          if (rows.length === 0) return;
+          await c.query(SEED_COMPLETE, [rows.map((r) => r.id)]);
+          done += rows.length;
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(conns.map((c) => c.end()));
+  }
+  if (done !== jobs) throw new Error(`seed SQL drained ${done} of ${jobs} jobs`);
+}
+
+// --- qmaint, the whole CLI process ---------------------------------------------
+
+async function qmaintFill(env: { url: string; db: import('../../src/db.js').Db }, jobs: number): Promise<void> {
+  await env.db.query('TRUNCATE qmaint.jobs');
+  let i = 0;
+  await enqueueMany(env.db, QUEUE, {
+    *[Symbol.iterator]() {
+      while (i < jobs) yield { n: i++, kind: 'bench' };
+    },
+  });
+  await env.db.query('VACUUM ANALYZE qmaint.jobs');
+}
+
+function qmaintDrain(url: string, handler: string, jobs: number): Promise<void> {
+  const args = [
+    path.join(ROOT, 'bin', 'qmaint.js'),
+    'work',
+    '--queue',
+    QUEUE,
+    '--handler',
+    handler,
+    '--concurrency',
+    String(CONCURRENCY),
+    '--batch',
+    String(BATCH),
+    '--drain',
+    '--json',
+    '--database-url',
+    url,
+  ];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`qmaint work exited ${code}: ${err.trim().split('\n').pop() ?? ''}`));
+      const completed = (JSON.parse(out) as { completed?: number }).completed;
+      if (completed !== jobs) return reject(new Error(`qmaint work completed ${completed} of ${jobs} jobs`));
+      resolve();
+    });
+  });
+}
+
+// --- graphile-worker -------------------------------------------------------------
+
+async function graphileFill(url: string, jobs: number): Promise<void> {
+  const utils = await makeWorkerUtils({ connectionString: url });
+  try {
+    await utils.migrate();
+    await withClient(url, (c) => c.query('DELETE FROM graphile_worker._private_jobs'));
+    for (let sent = 0; sent < jobs; sent += 10_000) {
+      const n = Math.min(10_000, jobs - sent);
+      await utils.addJobs(Array.from({ length: n }, (_, i) => ({ identifier: 'noop', payload: { n: sent + i, kind: 'bench' } })));
+    }
+  } finally {
+    await utils.release();
+  }
+  await withClient(url, (c) => c.query('VACUUM ANALYZE graphile_worker._private_jobs'));
+}
+
+async function graphileDrain(url: string, jobs: number): Promise<void> {
+  let done = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((r) => (finish = r));
+  const runner = await runGraphileWorker({
+    connectionString: url,
+    concurrency: CONCURRENCY,
+    maxPoolSize: CONCURRENCY + 2,
+    noHandleSignals: true,
+    pollInterval: 1000,
+    logger: new (await import('graphile-worker')).Logger(() => () => undefined),
+    taskList: {
+      noop: () => {
+        if (++done === jobs) finish();
+        return Promise.resolve();
+      },
+    },
+    preset: { worker: { localQueue: { size: BATCH }, completeJobBatchDelay: 0 } },
+  });
+  await finished;
+  // The last completions are batched: wait until the table is empty, then stop.
+  await withClient(url, async (c) => {
+    for (;;) {
+      const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM graphile_worker._private_jobs');
+      if (rows[0]!.n === 0) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  });
+  await runner.stop();
+}
+
+// --- pg-boss ---------------------------------------------------------------------
+
+async function bossStart(url: string): Promise<PgBoss> {
+  const boss = new PgBoss({ connectionString: url, max: CONCURRENCY + 2, supervise: false, schedule: false });
+  boss.on('error', () => undefined);
+  await boss.start();
+  return boss;
+}
+
+async function bossFill(url: string, jobs: number): Promise<void> {
+  const boss = await bossStart(url);
+  try {
+    await boss.deleteQueue(QUEUE).catch(() => undefined);
+    await boss.createQueue(QUEUE);
+    for (let sent = 0; sent < jobs; sent += 10_000) {
+      const n = Math.min(10_000, jobs - sent);
+      await boss.insert(Array.from({ length: n }, (_, i) => ({ name: QUEUE, data: { n: sent + i, kind: 'bench' } })));
+    }
+  } finally {
+    await boss.stop({ graceful: false, wait: true });
+  }
+  await withClient(url, (c) => c.query('VACUUM ANALYZE pgboss.job'));
+}
+
+async function bossDrain(url: string, jobs: number): Promise<void> {
+  const boss = await bossStart(url);
+  try {
+    let done = 0;
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    for (let i = 0; i < CONCURRENCY; i++) {
+      await boss.work(QUEUE, { batchSize: BATCH, pollingIntervalSeconds: 0.5 }, (batch) => {
+        done += batch.length;
+        if (done >= jobs) finish();
+        return Promise.resolve();
+      });
+    }
+    await finished;
+    await withClient(url, async (c) => {
+      for (;;) {
+        const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state <> 'completed'`, [QUEUE]);
+        if (rows[0]!.n === 0) return;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    });
+  } finally {
+    await boss.stop({ graceful: false, wait: true });
+  }
+}
+
+// --- the suite -------------------------------------------------------------------
+
+interface Contender {
+  name: string;
+  fill(jobs: number): Promise<void>;
+  drain(jobs: number): Promise<void>;
+  url: string;
+}
+
+export const peersSuite: BenchSuite = {
+  id: 'peers',
+  title: 'Peers: draining against graphile-worker, pg-boss and the raw SQL',
+  async run(ctx: BenchContext): Promise<BenchResult> {
+    const jobs = Math.max(2000, Math.round(100_000 * ctx.scale));
+    const small = Math.max(1000, Math.round(20_000 * ctx.scale));
+    const rounds = ctx.scale >= 1 ? 2 : 1;
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-peers-'));
+    const handler = path.join(tmp, 'noop.mjs');
+    writeFileSync(handler, 'export default async () => {};\n');
+    const q = await ctx.newDatabase();
+    const seed = await ctx.newDatabase();
+    const gw = await ctx.newDatabase();
+    const boss = await ctx.newDatabase();
+    const contenders: Contender[] = [
+      { name: 'seed', url: seed.url, fill: (n) => seedFill(seed.url, n), drain: (n) => seedDrain(seed.url, n) },
+      { name: 'qmaint', url: q.url, fill: (n) => qmaintFill(q, n), drain: (n) => qmaintDrain(q.url, handler, n) },
+      { name: 'graphile', url: gw.url, fill: (n) => graphileFill(gw.url, n), drain: (n) => graphileDrain(gw.url, n) },
+      { name: 'pgboss', url: boss.url, fill: (n) => bossFill(boss.url, n), drain: (n) => bossDrain(boss.url, n) },
+    ];
+    // best[size][name]: the best of the rounds (a shared machine only ever makes a run slower).
+    const best = new Map<number, Map<string, Drain>>();
+    try {
+      for (const size of [jobs, small]) {
+        const bySize = new Map<string, Drain>();
+        best.set(size, bySize);
+        for (let round = 0; round < rounds; round++) {
+          for (const c of contenders) {
+            if (size === small && c.name !== 'graphile') continue;
+            ctx.log(`peers: ${c.name}, ${size} jobs, round ${round + 1} of ${rounds}`);
+            await c.fill(size);
+            const d = await measured(c.url, size, () => c.drain(size));
+            const prev = bySize.get(c.name);
+            if (!prev || d.jobsPerSecond > prev.jobsPerSecond) bySize.set(c.name, d);
+          }
+        }
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    const big = best.get(jobs)!;
+    const get = (name: string) => big.get(name)!;
+    const gwBest = [get('graphile'), best.get(small)!.get('graphile')!].reduce((a, b) => (b.jobsPerSecond > a.jobsPerSecond ? b : a));
+    const qm = get('qmaint');
+    const targets = [
+      { what: 'qmaint vs graphile-worker (its better of the two sizes)', value: qm.jobsPerSecond / gwBest.jobsPerSecond, goal: 2 },
+      { what: 'qmaint vs the raw seed SQL on its minimal table', value: qm.jobsPerSecond / get('seed').jobsPerSecond, goal: 0.7 },
+    ];
+    const rows: [string, Drain][] = [
+      [`qmaint \`work --drain --batch ${BATCH}\` (whole CLI process, start-up included)`, qm],
+      [`graphile-worker 0.17, local queue ${BATCH}, batched completion, ${jobs.toLocaleString('en-US')} jobs`, get('graphile')],
+      [`graphile-worker 0.17, same settings, ${small.toLocaleString('en-US')} jobs`, best.get(small)!.get('graphile')!],
+      [`pg-boss 10, ${CONCURRENCY} workers fetching batches of ${BATCH}`, get('pgboss')],
+      [`raw seed SQL (batch ${BATCH} SKIP LOCKED CTE + batch complete) on a minimal table`, get('seed')],
+    ];
+    const markdown = [
+      `Parameters: ${jobs.toLocaleString('en-US')} pre-queued no-op jobs (graphile-worker also ${small.toLocaleString('en-US')}), concurrency ${CONCURRENCY}, each contender in its own database on the same server, contenders taking turns; the best of ${rounds} round(s) each. WAL is the server's LSN delta over the drain (enqueue excluded), per job. Scale ${ctx.scale}.`,
+      '',
+      '| contender | jobs/s | WAL bytes per job |',
+      '| --- | ---: | ---: |',
+      ...rows.map(([what, d]) => `| ${what} | ${fmt(d.jobsPerSecond)} | ${fmt(d.walBytesPerJob)} |`),
+      '',
+      '| target | ratio | goal | verdict |',
+      '| --- | ---: | ---: | --- |',
+      ...targets.map((t) => `| ${t.what} | ${fmt(t.value)}× | ≥ ${t.goal}× | ${t.value >= t.goal ? 'met' : '**missed**'} |`),
+      `| pg-boss vs qmaint (reported, no goal) | ${fmt(get('pgboss').jobsPerSecond / qm.jobsPerSecond)}× | — | — |`,
+    ].join('\n');
+    return { markdown, targetsMet: targets.every((t) => t.value >= t.goal) };
+  },
+};

@@ -1,0 +1,155 @@
+// PgBouncer in transaction pooling mode against a direct connection, on the same
+// PostgreSQL 15 server in the same run: the whole `qmaint work --drain` process,
+// and COPY enqueue. The embedded server has no PgBouncer, so this suite uses the
+// pair given in QMAINT_BENCH_PG15_URL / QMAINT_BENCH_PGBOUNCER_URL, or starts
+// its own throwaway cluster with scripts/pg15.sh (root on Debian) and stops it.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { connect, type Db } from '../../src/db.js';
+import { enqueueMany } from '../../src/queue/enqueue.js';
+import { migrate } from '../../src/migrate.js';
+import { ROOT, fmt, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+
+const QUEUE = 'bench';
+
+interface Rig {
+  direct: string;
+  pooled: string;
+  stop(): void;
+}
+
+function startRig(ctx: BenchContext): Rig {
+  const direct = process.env.QMAINT_BENCH_PG15_URL;
+  const pooled = process.env.QMAINT_BENCH_PGBOUNCER_URL;
+  if (direct && pooled) return { direct, pooled, stop: () => undefined };
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-pg15-'));
+  rmSync(dir, { recursive: true, force: true });
+  ctx.log(`pooler: starting PostgreSQL 15 and PgBouncer with scripts/pg15.sh in ${dir}`);
+  const out = execFileSync('bash', [path.join(ROOT, 'scripts', 'pg15.sh'), 'start', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const get = (name: string) => {
+    const m = new RegExp(`^export ${name}=(\\S+)$`, 'm').exec(out);
+    if (!m) throw new Error(`scripts/pg15.sh printed no ${name}`);
+    return m[1]!;
+  };
+  return {
+    direct: get('QMAINT_TEST_DATABASE_URL'),
+    pooled: get('QMAINT_TEST_PGBOUNCER_URL'),
+    stop: () => execFileSync('bash', [path.join(ROOT, 'scripts', 'pg15.sh'), 'stop', dir], { stdio: 'ignore' }),
+  };
+}
+
+function withDatabase(url: string, name: string): string {
+  const u = new URL(url);
+  u.pathname = '/' + name;
+  return u.toString();
+}
+
+function drainProcess(url: string, handler: string, jobs: number): Promise<number> {
+  const args = [
+    path.join(ROOT, 'bin', 'qmaint.js'),
+    'work',
+    '--queue',
+    QUEUE,
+    '--handler',
+    handler,
+    '--concurrency',
+    '10',
+    '--batch',
+    '100',
+    '--drain',
+    '--json',
+  ];
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...args, '--database-url', url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const seconds = (performance.now() - start) / 1000;
+      if (code !== 0) return reject(new Error(`qmaint work exited ${code}: ${err.trim().split('\n').pop() ?? ''}`));
+      const completed = (JSON.parse(out) as { completed?: number }).completed;
+      if (completed !== jobs) return reject(new Error(`qmaint work completed ${completed} of ${jobs} jobs`));
+      resolve(jobs / seconds);
+    });
+  });
+}
+
+async function fill(db: Db, jobs: number): Promise<number> {
+  await db.query('TRUNCATE qmaint.jobs');
+  let i = 0;
+  const start = performance.now();
+  await enqueueMany(db, QUEUE, {
+    *[Symbol.iterator]() {
+      while (i < jobs) yield { n: i++, kind: 'bench' };
+    },
+  });
+  return jobs / ((performance.now() - start) / 1000);
+}
+
+export const poolerSuite: BenchSuite = {
+  id: 'pooler',
+  title: 'PgBouncer: transaction pooling against a direct connection',
+  async run(ctx: BenchContext): Promise<BenchResult> {
+    const jobs = Math.max(2000, Math.round(100_000 * ctx.scale));
+    const rounds = ctx.scale >= 1 ? 3 : 1;
+    const rig = startRig(ctx);
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-pooler-'));
+    const handler = path.join(tmp, 'noop.mjs');
+    writeFileSync(handler, 'export default async () => {};\n');
+    const name = `qmaint_bench_pooler_${process.pid}`;
+    const admin = new pg.Client({ connectionString: rig.direct });
+    await admin.connect();
+    let version = '';
+    const rows: { direct: { drain: number; enqueue: number }; pooled: { drain: number; enqueue: number } }[] = [];
+    try {
+      version = (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
+      await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await admin.query(`CREATE DATABASE "${name}"`);
+      const directUrl = withDatabase(rig.direct, name);
+      const pooledUrl = withDatabase(rig.pooled, name);
+      const direct = await connect({ databaseUrl: directUrl, applicationName: 'qmaint-bench' });
+      const pooled = await connect({ databaseUrl: pooledUrl, applicationName: 'qmaint-bench' });
+      try {
+        await migrate(direct);
+        for (let r = 0; r < rounds; r++) {
+          ctx.log(`pooler: round ${r + 1} of ${rounds}, ${jobs} jobs`);
+          const dEnq = await fill(direct, jobs);
+          await direct.query('VACUUM ANALYZE qmaint.jobs');
+          const dDrain = await drainProcess(directUrl, handler, jobs);
+          const pEnq = await fill(pooled, jobs);
+          await direct.query('VACUUM ANALYZE qmaint.jobs');
+          const pDrain = await drainProcess(pooledUrl, handler, jobs);
+          rows.push({ direct: { drain: dDrain, enqueue: dEnq }, pooled: { drain: pDrain, enqueue: pEnq } });
+        }
+      } finally {
+        await direct.close();
+        await pooled.close();
+      }
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch(() => undefined);
+      await admin.end();
+      rig.stop();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    // The median round by drain ratio: both sides of a round saw about the same load.
+    rows.sort((a, b) => a.pooled.drain / a.direct.drain - b.pooled.drain / b.direct.drain);
+    const mid = rows[Math.floor((rows.length - 1) / 2)]!;
+    const drainRatio = mid.pooled.drain / mid.direct.drain;
+    const enqRatio = mid.pooled.enqueue / mid.direct.enqueue;
+    const markdown = [
+      `Parameters: PostgreSQL ${version} from Debian with PgBouncer in transaction pooling mode in front (scripts/pg15.sh), ${jobs.toLocaleString('en-US')} no-op jobs; the drain is the whole \`qmaint work --drain --concurrency 10 --batch 100\` process, enqueue is COPY through \`enqueueMany\`; direct then pooled in each of ${rounds} round(s), the median round by drain ratio. Scale ${ctx.scale}.`,
+      '',
+      '| measurement | through PgBouncer | direct | ratio | goal | verdict |',
+      '| --- | ---: | ---: | ---: | ---: | --- |',
+      `| drain, jobs/s | ${fmt(mid.pooled.drain)} | ${fmt(mid.direct.drain)} | ${fmt(drainRatio)}× | ≥ 0.8× | ${drainRatio >= 0.8 ? 'met' : '**missed**'} |`,
+      `| COPY enqueue, jobs/s | ${fmt(mid.pooled.enqueue)} | ${fmt(mid.direct.enqueue)} | ${fmt(enqRatio)}× | — | reported |`,
+    ].join('\n');
+    return { markdown, targetsMet: drainRatio >= 0.8 };
+  },
+};

@@ -1,0 +1,198 @@
+/**
+ * What a handler sees of a claimed job, the consumer's record of one attempt
+ * (`Attempt`), and running a handler under the attempt's timeout.
+ */
+import type pg from 'pg';
+import { fenceKey } from '../statements.js';
+
+/** What a handler receives. */
+export interface Job {
+  /** The job's id (a bigint, as text). */
+  id: string;
+  /** The queue it was claimed from. */
+  queue: string;
+  /** The payload given at enqueue (parsed JSON). */
+  payload: unknown;
+  /** Higher runs first. */
+  priority: number;
+  /** Failed attempts so far (0 on the first try). */
+  retryCount: number;
+  /** Failed attempts allowed before the job ends `failed`. */
+  maxRetries: number;
+  /** When it was enqueued (also its partition key). */
+  createdAt: Date;
+  /** When it became (or becomes again, after a retry) ready to run. */
+  runAt: Date;
+  /** Which claim of the job this is (1 for the first); every result is fenced by it. */
+  attempt: number;
+  /** How long this attempt may run, in seconds (the job's own timeout, else the consumer's). */
+  timeout: number;
+  /** Aborted when the job's timeout or a shutdown deadline passes, or the lease was lost. */
+  signal: AbortSignal;
+  /**
+   * Transaction mode only: the client whose transaction claimed the job and
+   * will mark it completed. Work done through it commits with the job.
+   */
+  client?: pg.PoolClient;
+}
+
+/**
+ * A job handler. Whatever it returns (or the promise it returns resolves to)
+ * completes the job; a throw (or rejection) fails the attempt, which is
+ * retried with backoff while retries remain.
+ */
+export type Handler = (job: Job) => unknown;
+
+/**
+ * Longest error text stored in last_error, in characters; NUL characters
+ * (which a PostgreSQL text value cannot hold) are removed first.
+ */
+export const ERROR_TEXT_MAX = 4000;
+
+/** What a handler's signal is aborted with, and what its attempt fails with, when the job's timeout passes. */
+export class JobTimeoutError extends Error {
+  /**
+   * An error whose message names the job and its timeout.
+   *
+   * @param jobId - the job whose attempt timed out
+   * @param seconds - its timeout
+   */
+  constructor(jobId: string, seconds: number) {
+    super(`job ${jobId} timed out after ${seconds} s`);
+    this.name = 'JobTimeoutError';
+  }
+}
+
+/** A row as the claim statement returns it. */
+export interface ClaimedRow {
+  id: string;
+  queue: string;
+  payload: unknown;
+  priority: number;
+  retry_count: number;
+  max_retries: number;
+  created_at: Date;
+  run_at: Date;
+  attempt: number;
+  timeout_ms: number | null;
+}
+
+/**
+ * Where one attempt stands in the consumer (see LocalBuffer, which makes
+ * every transition):
+ * - `claimed`: just claimed, not yet in the buffer;
+ * - `waiting`: in the local buffer, handler not started;
+ * - `running`: handler started (its result not yet settled);
+ * - `finished`: handler settled; its result is being (or was) recorded;
+ * - `returned`: given back to the queue unstarted (shutdown);
+ * - `lost`: the attempt no longer holds the job (its lease ran out, or a
+ *   fenced statement changed nothing); its result is dropped.
+ */
+export type AttemptState = 'claimed' | 'waiting' | 'running' | 'finished' | 'returned' | 'lost';
+
+/** One claim of one job, as the consumer holds it. */
+export class Attempt {
+  /** What the handler receives. */
+  readonly job: Job;
+  /** Aborts the handler's signal (timeout, shutdown deadline, lost lease). */
+  readonly abort = new AbortController();
+  /** Changed only by LocalBuffer, which asserts each transition. */
+  state: AttemptState = 'claimed';
+
+  /**
+   * @param row - the claimed row.
+   * @param defaultTimeout - seconds the attempt may run when the job has no timeout of its own.
+   */
+  constructor(
+    readonly row: ClaimedRow,
+    defaultTimeout: number,
+  ) {
+    this.job = {
+      id: row.id,
+      queue: row.queue,
+      payload: row.payload,
+      priority: row.priority,
+      retryCount: row.retry_count,
+      maxRetries: row.max_retries,
+      createdAt: row.created_at,
+      runAt: row.run_at,
+      attempt: row.attempt,
+      timeout: row.timeout_ms !== null ? row.timeout_ms / 1000 : defaultTimeout,
+      signal: this.abort.signal,
+    };
+  }
+
+  /** True once the attempt lost its job: its result must be dropped. */
+  get lost(): boolean {
+    return this.state === 'lost';
+  }
+}
+
+/** The distinct created_at values of a batch: the partition keys its statement prunes by. */
+export function partitionKeys(held: readonly Attempt[]): Date[] {
+  const seen = new Map<number, Date>();
+  for (const h of held) seen.set(h.row.created_at.getTime(), h.row.created_at);
+  return [...seen.values()];
+}
+
+/** The fence keys of the attempts held: what the statements may change. */
+export function fences(held: readonly Attempt[]): string[] {
+  return held.map((h) => fenceKey(h.row.id, h.row.attempt));
+}
+
+/**
+ * Run the handler under the attempt's timeout; null on success, the
+ * (sanitised) error text on failure. At the deadline the signal is aborted
+ * with a JobTimeoutError, `onTimeout` is called, and the attempt fails with
+ * that error; a handler that ignores its signal is left running, but its
+ * result no longer counts. Never throws.
+ */
+export async function runHandler(handler: Handler, attempt: Attempt, onTimeout: () => void): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<string>((resolve) => {
+    timer = setTimeout(
+      () => {
+        const err = new JobTimeoutError(attempt.job.id, attempt.job.timeout);
+        attempt.abort.abort(err);
+        onTimeout();
+        resolve(errorText(err));
+      },
+      Math.min(attempt.job.timeout * 1000, 2_147_483_647),
+    );
+  });
+  const ran = Promise.resolve()
+    .then(() => handler(attempt.job))
+    .then(
+      () => null,
+      (err: unknown) => errorText(err),
+    );
+  try {
+    return await Promise.race([ran, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Error text as stored in last_error: NUL characters removed (a text value
+ * cannot hold them) and at most ERROR_TEXT_MAX characters, never ending in
+ * half a surrogate pair.
+ */
+export function sanitizeErrorText(text: string): string {
+  let clean = text.replace(/\u0000/g, '');
+  if (clean.length > ERROR_TEXT_MAX) {
+    clean = clean.slice(0, ERROR_TEXT_MAX);
+    if (/[\uD800-\uDBFF]$/.test(clean)) clean = clean.slice(0, -1);
+  }
+  return clean;
+}
+
+/** A thrown value as stored in last_error: its stack (else name and message), sanitised. */
+export function errorText(err: unknown): string {
+  return sanitizeErrorText(err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err));
+}
+
+/** A thrown value as an Error (for events). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

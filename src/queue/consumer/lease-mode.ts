@@ -1,0 +1,113 @@
+/**
+ * Lease mode: claim lanes fill the local buffer in batches (each claim
+ * commits at once), handlers run up to `concurrency` at once, and results
+ * go to the result batcher.
+ */
+import { sqlState } from '../../errors.js';
+import { ClaimLane } from './claimer.js';
+import type { ClaimedRow } from './job.js';
+import { Backoff, drainedNow, failedStep, idle, SERIAL_RETRIES, type ConsumerMode, type ModeContext } from './mode.js';
+
+/**
+ * Claims in flight at once in lease mode. One claim after another leaves the
+ * server idle while each result travels back and is handed out; a second lane
+ * overlaps that (about +7% drain throughput measured on 2 cores).
+ */
+export const CLAIM_LANES = 2;
+
+/** Lease mode (the default): see the module comment. */
+export class LeaseMode implements ConsumerMode {
+  /** Jobs asked for by claims in flight. */
+  private claiming = 0;
+  private loops: Promise<void> = Promise.resolve();
+
+  /** @param ctx - the consumer's parts. */
+  constructor(private readonly ctx: ModeContext) {}
+
+  /** Start CLAIM_LANES claim loops; resolves once all ended (stop(), or a finished drain). */
+  run(): Promise<void> {
+    const lanes = Array.from({ length: CLAIM_LANES }, () => this.claimLoop(new ClaimLane()));
+    this.loops = Promise.all(lanes).then(() => undefined);
+    return this.loops;
+  }
+
+  /** The claim loops end after at most one claim in flight each. */
+  claimsSettled(): Promise<void> {
+    return this.loops;
+  }
+
+  /**
+   * One claim lane: claims whenever fewer than `concurrency` jobs wait
+   * locally, and never lets the consumer hold more than concurrency + 2 x
+   * batch jobs (claims in flight included). Each lane starts its claims after
+   * its own last key. Any failing step is reported (`db-error`) and retried
+   * with backoff: the loop only ends on stop() or a finished drain.
+   */
+  private async claimLoop(lane: ClaimLane): Promise<void> {
+    const { ctx } = this;
+    const { buffer, options: o } = ctx;
+    let idleMs = o.pollMinMs;
+    const backoff = new Backoff();
+    let serial = 0;
+    while (!ctx.stopping()) {
+      const want = Math.min(o.batch, o.concurrency + CLAIM_LANES * o.batch - buffer.waitingCount - buffer.runningCount - this.claiming);
+      if (buffer.waitingCount >= o.concurrency || want <= 0) {
+        await buffer.roomChanged();
+        continue;
+      }
+      const fromCursor = lane.cursor !== null;
+      const wakesBefore = ctx.listener.wakeCount;
+      let during = 'claim';
+      try {
+        let rows: ClaimedRow[];
+        this.claiming += want;
+        try {
+          rows = await ctx.claimer.claim(ctx.db, want, lane);
+        } finally {
+          this.claiming -= want;
+        }
+        serial = 0;
+        if (rows.length > 0) {
+          idleMs = o.pollMinMs;
+          for (const row of rows) buffer.add(ctx.hold(row));
+          this.pump();
+          backoff.reset();
+          continue;
+        }
+        if (fromCursor) continue;
+        during = 'low-water refresh';
+        await ctx.claimer.refreshLowWater(true, ctx.db);
+        if (o.drain) {
+          during = 'drain check';
+          if (await drainedNow(ctx, true)) {
+            ctx.emit('drained');
+            return;
+          }
+        }
+        backoff.reset();
+      } catch (err) {
+        if (during === 'claim' && sqlState(err) === '40001' && ++serial <= SERIAL_RETRIES) continue;
+        serial = 0;
+        await failedStep(ctx, err, during, backoff);
+        continue;
+      }
+      idleMs = await idle(ctx, idleMs, wakesBefore);
+    }
+  }
+
+  /** Start buffered jobs while slots are free; each settled handler's result goes to the batcher. */
+  private pump(): void {
+    const { buffer, results } = this.ctx;
+    for (let held = buffer.start(); held !== null; held = buffer.start()) {
+      const a = held;
+      void this.ctx.run(a).then((error) => {
+        // A lost job's result is dropped (counted when the loss was found).
+        if (buffer.settle(a)) {
+          if (error === null) results.addCompletion(a);
+          else results.addFailure(a, error);
+        }
+        this.pump();
+      });
+    }
+  }
+}

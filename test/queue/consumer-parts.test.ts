@@ -1,0 +1,433 @@
+// The parts of the consumer that talk SQL, each on its own, on a real server:
+// the claimer, the lease keeper, the result batcher, the listener, and the two
+// modes driven through a hand-built context.
+import { describe, expect, it } from 'vitest';
+import { connect } from '../../src/db.js';
+import { claimQuery } from '../../src/queue/claim.js';
+import { LocalBuffer } from '../../src/queue/consumer/buffer.js';
+import { ClaimLane, Claimer, type ClaimerOptions } from '../../src/queue/consumer/claimer.js';
+import { Attempt, runHandler, type ClaimedRow } from '../../src/queue/consumer/job.js';
+import { LeaseKeeper } from '../../src/queue/consumer/lease-keeper.js';
+import { LeaseMode } from '../../src/queue/consumer/lease-mode.js';
+import { Listener } from '../../src/queue/consumer/listener.js';
+import type { ModeContext } from '../../src/queue/consumer/mode.js';
+import { resolveOptions, type ConsumerOptions } from '../../src/queue/consumer/options.js';
+import { ResultBatcher, type FailOutcome, type ResultHooks } from '../../src/queue/consumer/result-batcher.js';
+import { TransactionMode } from '../../src/queue/consumer/transaction-mode.js';
+import { QmaintError } from '../../src/errors.js';
+import { enqueue } from '../../src/queue/enqueue.js';
+import { eventually, freshDatabase } from '../helpers.js';
+
+const t = await freshDatabase();
+
+function claimerOptions(queue: string, extra: Partial<ClaimerOptions> = {}): ClaimerOptions {
+  return { queue, workerId: 'parts-test', leaseSeconds: 60, lowWaterRefreshMs: 3_600_000, rescanMs: 3_600_000, ...extra };
+}
+
+async function enqueueN(queue: string, n: number, opts: { priority?: number; maxRetries?: number } = {}): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) ids.push(await enqueue(t.db, queue, { i }, opts));
+  return ids;
+}
+
+async function rows(
+  ids: string[],
+): Promise<
+  { id: string; status: string; attempt: number; retry_count: number; locked_by: string | null; lease_s: number | null; last_error: string | null }[]
+> {
+  const { rows } = await t.db.query<{
+    id: string;
+    status: string;
+    attempt: number;
+    retry_count: number;
+    locked_by: string | null;
+    lease_s: number | null;
+    last_error: string | null;
+  }>(
+    `SELECT id, status::text, attempt, retry_count, locked_by, extract(epoch FROM locked_until - now())::float8 AS lease_s, last_error
+       FROM qmaint.jobs WHERE id = ANY ($1::bigint[]) ORDER BY id`,
+    [ids],
+  );
+  return rows;
+}
+
+/** Claim jobs as the test's consumer would, and hold them as attempts. */
+async function claimed(queue: string, want: number, workerId = 'parts-test'): Promise<Attempt[]> {
+  const c = new Claimer(claimerOptions(queue, { workerId }));
+  return (await c.claim(t.db, want, null)).map((r) => new Attempt(r, 900));
+}
+
+/** Expire the given jobs' leases, rescue them, and claim them again as `workerId` (a newer attempt), in one transaction. */
+async function rescueAndReclaim(queue: string, ids: string[], workerId: string): Promise<void> {
+  const c = await t.client();
+  await c.query('BEGIN');
+  await c.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE id = ANY ($1::bigint[])`, [ids]);
+  await c.query('SELECT qmaint.rescue_expired()');
+  await c.query(`UPDATE qmaint.jobs SET run_at = date_trunc('milliseconds', now()) WHERE id = ANY ($1::bigint[])`, [ids]);
+  const q = claimQuery({ queue, batch: ids.length, leaseSeconds: 60, workerId, lowWater: null });
+  await c.query(q.text, q.values);
+  await c.query('COMMIT');
+}
+
+function recordingHooks() {
+  const seen = { completed: [] as string[], failed: [] as { id: string; error: string; outcome: FailOutcome }[], lost: [] as string[], errors: [] as string[] };
+  const hooks: ResultHooks = {
+    completed: (h) => seen.completed.push(h.job.id),
+    failed: (h, error, outcome) => seen.failed.push({ id: h.job.id, error, outcome }),
+    lost: (h) => seen.lost.push(h.job.id),
+    error: (err, during) => seen.errors.push(`${during}: ${err.message}`),
+  };
+  return { seen, hooks };
+}
+
+const batcherOptions = { workerId: 'parts-test', batch: 2, backoffBaseMs: 60_000, backoffCapMs: 120_000 };
+
+describe('Claimer', () => {
+  it('claims in claim order, marks the rows running under its lease and worker, and reports the count', async () => {
+    const low = await enqueueN('cl-order', 2, { priority: 0 });
+    const high = await enqueueN('cl-order', 2, { priority: 5 });
+    const counts: number[] = [];
+    const c = new Claimer(claimerOptions('cl-order'), (n) => counts.push(n));
+    const got = await c.claim(t.db, 3, null);
+    expect(got.map((r) => r.id)).toEqual([...high, low[0]].sort((a, b) => Number(a) - Number(b)));
+    expect(counts).toEqual([3]);
+    const after = await rows([...low, ...high]);
+    expect(after.filter((r) => r.status === 'running').map((r) => r.id)).toEqual([...high, low[0]].sort((a, b) => Number(a) - Number(b)));
+    for (const r of after.filter((x) => x.status === 'running')) {
+      expect(r).toMatchObject({ locked_by: 'parts-test', attempt: 1 });
+      expect(r.lease_s).toBeGreaterThan(50);
+    }
+    expect(await c.claim(t.db, 3, null)).toHaveLength(1);
+    expect(await c.claim(t.db, 3, null)).toEqual([]);
+    expect(counts).toEqual([3, 1]);
+  });
+
+  it('a lane continues after its cursor, past a job put back before it, until a short claim sends it to the head', async () => {
+    const ids = await enqueueN('cl-lane', 5);
+    const c = new Claimer(claimerOptions('cl-lane'));
+    const lane = new ClaimLane();
+    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual(ids.slice(0, 2));
+    expect(lane.cursor?.id).toBe(ids[1]);
+    // The first job goes back to the queue: the lane does not look behind its cursor.
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'queued', locked_by = NULL, locked_until = NULL WHERE id = $1`, [ids[0]]);
+    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual(ids.slice(2, 4));
+    expect(lane.cursor?.id).toBe(ids[3]);
+    // Short (one of two): the next claim starts at the head.
+    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual([ids[4]]);
+    expect(lane.cursor).toBeNull();
+    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual([ids[0]]);
+  });
+
+  it('a lane older than rescanMs starts over from the head', () => {
+    const lane = new ClaimLane();
+    const row = { id: '7', priority: 1, run_at: new Date('2026-01-01T00:00:00Z') } as ClaimedRow;
+    lane.advance([row], 1, 1_000);
+    expect(lane.cursor).toEqual({ priority: 1, runAt: row.run_at, id: '7' });
+    lane.expire(1_500, 1_000);
+    expect(lane.cursor).not.toBeNull();
+    lane.advance([{ ...row, id: '8' }], 1, 1_900);
+    lane.expire(2_001, 1_000);
+    expect(lane.cursor).toBeNull();
+  });
+
+  it('caches the low-water mark until its refresh interval passes or a refresh is forced', async () => {
+    const [id] = await enqueueN('cl-low', 1);
+    const c = new Claimer(claimerOptions('cl-low'));
+    const future = new Date(Date.now() + 3_600_000);
+    await t.db.query(`UPDATE qmaint.partition_policy SET low_water = $1 WHERE parent_table = 'qmaint.jobs'`, [future]);
+    try {
+      await c.refreshLowWater(true, t.db);
+      expect(c.lowWaterMark?.getTime()).toBe(future.getTime());
+      expect(await c.claim(t.db, 1, null)).toEqual([]);
+      await t.db.query(`UPDATE qmaint.partition_policy SET low_water = '-infinity' WHERE parent_table = 'qmaint.jobs'`);
+      // Still the cached mark: the job is below it.
+      expect(await c.claim(t.db, 1, null)).toEqual([]);
+      await c.refreshLowWater(true, t.db);
+      expect(c.lowWaterMark).toBeNull();
+      expect((await c.claim(t.db, 1, null)).map((r) => r.id)).toEqual([id]);
+    } finally {
+      await t.db.query(`UPDATE qmaint.partition_policy SET low_water = '-infinity' WHERE parent_table = 'qmaint.jobs'`);
+    }
+  });
+});
+
+describe('LeaseKeeper', () => {
+  it('extends the leases it holds; an attempt whose job was rescued and claimed again is reported, and the new lease is untouched', async () => {
+    const ids = await enqueueN('lk-extend', 2);
+    const held = await claimed('lk-extend', 2);
+    await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() + interval '5 seconds' WHERE id = ANY ($1::bigint[])`, [ids]);
+    const keeper = new LeaseKeeper(t.db, { queue: 'lk-extend', workerId: 'parts-test', leaseSeconds: 600 });
+    expect(await keeper.extend(held)).toEqual([]);
+    for (const r of await rows(ids)) expect(r.lease_s).toBeGreaterThan(500);
+    // Same worker id, newer attempt: the fence alone tells them apart.
+    await rescueAndReclaim('lk-extend', [ids[0]!], 'parts-test');
+    await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() + interval '5 seconds' WHERE id = $1`, [ids[0]]);
+    const lost = await keeper.extend(held);
+    expect(lost.map((h) => h.job.id)).toEqual([ids[0]]);
+    const [stale, kept] = await rows(ids);
+    expect(stale).toMatchObject({ status: 'running', attempt: 2 });
+    expect(stale!.lease_s).toBeLessThan(10);
+    expect(kept!.lease_s).toBeGreaterThan(500);
+  });
+
+  it('release puts unstarted jobs back as they were, but not a job a newer attempt holds', async () => {
+    const ids = await enqueueN('lk-release', 3);
+    const held = await claimed('lk-release', 3);
+    await rescueAndReclaim('lk-release', [ids[2]!], 'parts-test');
+    const keeper = new LeaseKeeper(t.db, { queue: 'lk-release', workerId: 'parts-test', leaseSeconds: 60 });
+    const notifyErrors: unknown[] = [];
+    expect(await keeper.release(held, (e) => notifyErrors.push(e))).toBe(2);
+    expect(notifyErrors).toEqual([]);
+    expect((await rows(ids)).map((r) => [r.status, r.retry_count, r.locked_by])).toEqual([
+      ['queued', 0, null],
+      ['queued', 0, null],
+      ['running', 1, 'parts-test'],
+    ]);
+    expect(await keeper.release([])).toBe(0);
+  });
+
+  it("rescue puts an expired lease back with the queue's backoff, and records the backoff it is given", async () => {
+    const [id] = await enqueueN('lk-rescue', 1);
+    await claimed('lk-rescue', 1);
+    const keeper = new LeaseKeeper(t.db, { queue: 'lk-rescue', workerId: 'parts-test', leaseSeconds: 60 });
+    await keeper.recordBackoff(7_000, 9_000);
+    const { rows: q } = await t.db.query<{ base: number; cap: number }>(
+      `SELECT extract(epoch FROM backoff_base)::float8 AS base, extract(epoch FROM backoff_cap)::float8 AS cap FROM qmaint.queues WHERE queue = 'lk-rescue'`,
+    );
+    expect(q).toEqual([{ base: 7, cap: 9 }]);
+    await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [id]);
+    expect(await keeper.rescue()).toMatchObject({ requeued: 1 });
+    const { rows: j } = await t.db.query<{ status: string; retry_count: number; wait: number }>(
+      `SELECT status::text, retry_count, extract(epoch FROM run_at - now())::float8 AS wait FROM qmaint.jobs WHERE id = $1`,
+      [id],
+    );
+    expect(j[0]).toMatchObject({ status: 'queued', retry_count: 1 });
+    // Equal jitter over [base/2, base]: at least 3.5 s, at most 7 s from the rescue.
+    expect(j[0]!.wait).toBeGreaterThan(3);
+    expect(j[0]!.wait).toBeLessThanOrEqual(7);
+  });
+});
+
+describe('ResultBatcher', () => {
+  it('sends queued completions and failures, fenced by attempt: a stale attempt changes nothing and is reported lost', async () => {
+    const ids = await enqueueN('rb-fence', 5, { maxRetries: 1 });
+    const held = await claimed('rb-fence', 5);
+    await rescueAndReclaim('rb-fence', [ids[1]!, ids[4]!], 'parts-test');
+    const { seen, hooks } = recordingHooks();
+    const b = new ResultBatcher(t.db, batcherOptions, hooks);
+    b.addCompletion(held[0]!);
+    b.addCompletion(held[1]!);
+    b.addCompletion(held[2]!);
+    b.addFailure(held[3]!, 'boom');
+    b.addFailure(held[4]!, 'stale boom');
+    expect(b.pending).toBe(5);
+    await eventually(() => b.pending === 0);
+    await b.flushAll();
+    expect(seen.completed.sort()).toEqual([ids[0], ids[2]].sort());
+    expect(seen.failed.map((f) => [f.id, f.error, f.outcome.status, f.outcome.retryCount])).toEqual([[ids[3], 'boom', 'queued', 1]]);
+    expect(seen.failed[0]!.outcome.runAt.getTime()).toBeGreaterThan(Date.now() + 20_000);
+    expect(seen.lost.sort()).toEqual([ids[1], ids[4]].sort());
+    expect(seen.errors).toEqual([]);
+    const after = await rows(ids);
+    expect(after.map((r) => [r.status, r.attempt])).toEqual([
+      ['completed', 1],
+      ['running', 2],
+      ['completed', 1],
+      ['queued', 1],
+      ['running', 2],
+    ]);
+    expect(after[3]!.last_error).toBe('boom');
+    // The stale failure's text never landed: what is there is the rescuer's note.
+    expect(after[4]!.last_error).toMatch(/^lease of attempt 1 held by parts-test expired/);
+  });
+
+  it('a row the server refuses is recorded with a stand-in text, the rest of the batch as it is', async () => {
+    await t.db.query(`CREATE FUNCTION parts_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$`);
+    await t.db.query(`CREATE TRIGGER parts_refuse BEFORE UPDATE ON qmaint.jobs FOR EACH ROW
+      WHEN (NEW.queue = 'rb-refuse' AND NEW.last_error LIKE '%poison%') EXECUTE FUNCTION parts_refuse()`);
+    try {
+      const ids = await enqueueN('rb-refuse', 2, { maxRetries: 0 });
+      const held = await claimed('rb-refuse', 2);
+      const { seen, hooks } = recordingHooks();
+      const b = new ResultBatcher(t.db, batcherOptions, hooks);
+      await b.recordFailures([
+        { held: held[0]!, error: 'poison' },
+        { held: held[1]!, error: 'plain' },
+      ]);
+      expect(seen.errors).toEqual(['fail (batch refused; recording row by row): refused by a test trigger']);
+      expect((await rows(ids)).map((r) => [r.status, r.last_error])).toEqual([
+        ['failed', "the handler's error could not be stored (refused by a test trigger)"],
+        ['failed', 'plain'],
+      ]);
+    } finally {
+      await t.db.query('DROP TRIGGER parts_refuse ON qmaint.jobs');
+    }
+  });
+
+  it('after close() nothing more is sent: the leases decide', async () => {
+    const ids = await enqueueN('rb-close', 1);
+    const held = await claimed('rb-close', 1);
+    const { seen, hooks } = recordingHooks();
+    const b = new ResultBatcher(t.db, batcherOptions, hooks);
+    b.close();
+    b.addCompletion(held[0]!);
+    await b.flushAll();
+    expect(seen.completed).toEqual([]);
+    expect((await rows(ids))[0]!.status).toBe('running');
+  });
+});
+
+describe('Listener', () => {
+  const listening: boolean[] = [];
+  const hooks = { listening: (ok: boolean) => listening.push(ok), error: () => undefined };
+
+  it('a NOTIFY for its queue ends the sleep; one for another queue does not', async () => {
+    const l = new Listener(t.db, 'li-a', true, hooks);
+    await l.start();
+    try {
+      expect(l.connected).toBe(true);
+      const other = l.sleep(300);
+      await t.db.query(`SELECT pg_notify('qmaint_jobs', 'li-b')`);
+      expect(await other).toBe('poll');
+      const mine = l.sleep(30_000);
+      await t.db.query(`SELECT pg_notify('qmaint_jobs', 'li-a')`);
+      expect(await mine).toBe('notify');
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('a wake-up counted before the sleep is not lost: the sleep returns at once', async () => {
+    const l = new Listener(t.db, 'li-count', true, hooks);
+    await l.start();
+    try {
+      const before = l.wakeCount;
+      await enqueue(t.db, 'li-count', {});
+      await eventually(() => l.wakeCount > before);
+      expect(await l.sleep(30_000, before)).toBe('notify');
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('reconnects when its connection is killed, and then looks once for what it missed', async () => {
+    listening.length = 0;
+    const l = new Listener(t.db, 'li-kill', true, hooks);
+    await l.start();
+    try {
+      expect(listening).toEqual([true]);
+      const before = l.wakeCount;
+      const woken = l.sleep(30_000);
+      await t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`);
+      // Woken by the reconnect (a counted wake-up), not by the sleep's own timer.
+      expect(await woken).toBe('poll');
+      expect(l.wakeCount).toBe(before + 1);
+      expect(listening).toEqual([true, true]);
+      const again = l.sleep(30_000);
+      await t.db.query(`SELECT pg_notify('qmaint_jobs', 'li-kill')`);
+      expect(await again).toBe('notify');
+    } finally {
+      await l.close();
+    }
+  });
+
+  it('stop() wakes every sleeper for good; listen: false never connects', async () => {
+    const l = new Listener(t.db, 'li-stop', false, hooks);
+    await l.start();
+    expect(l.connected).toBe(false);
+    const sleeping = l.sleep(30_000);
+    l.stop();
+    expect(await sleeping).toBe('stop');
+    expect(await l.sleep(30_000)).toBe('stop');
+    await l.close();
+  });
+});
+
+/** The parts wired as the Consumer wires them, without the Consumer. */
+function context(db: typeof t.db, options: ConsumerOptions, stopping: { now: boolean }) {
+  const o = resolveOptions(options);
+  const events: { event: string; args: unknown[] }[] = [];
+  const emit: ModeContext['emit'] = (event, ...args) => void events.push({ event, args });
+  const buffer = new LocalBuffer(o.concurrency);
+  const { seen, hooks } = recordingHooks();
+  const keeper = new LeaseKeeper(db, o);
+  const ctx: ModeContext = {
+    db,
+    options: o,
+    claimer: new Claimer(o),
+    buffer,
+    results: new ResultBatcher(db, o, {
+      ...hooks,
+      lost: (h) => {
+        buffer.lose(h);
+        hooks.lost(h);
+      },
+    }),
+    listener: new Listener(db, o.queue, false, { listening: () => undefined, error: () => undefined }),
+    keeper,
+    emit,
+    stopping: () => stopping.now,
+    hold: (row) => new Attempt(row, o.timeout),
+    run: (held) => runHandler(o.handler, held, () => undefined),
+    lose: (held) => void buffer.lose(held),
+    rescue: () => keeper.rescue(),
+  };
+  return { ctx, seen, events, buffer };
+}
+
+describe('modes', () => {
+  it('lease mode never holds more than concurrency + 2 x batch jobs, and drains the queue', async () => {
+    const ids = await enqueueN('md-lease', 12);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { ctx, seen, events, buffer } = context(
+      t.db,
+      { queue: 'md-lease', handler: () => gate, concurrency: 2, batch: 3, drain: true, listen: false, pollMinMs: 5, pollMaxMs: 10 },
+      { now: false },
+    );
+    const mode = new LeaseMode(ctx);
+    const ran = mode.run();
+    await eventually(() => buffer.runningCount === 2 && buffer.waitingCount >= 2);
+    const { rows: held } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.jobs WHERE queue = 'md-lease' AND status = 'running'`);
+    expect(held[0]!.n).toBe(buffer.runningCount + buffer.waitingCount);
+    expect(held[0]!.n).toBeLessThanOrEqual(2 + 2 * 3);
+    release();
+    await ran;
+    await ctx.results.flushAll();
+    expect(seen.completed.sort()).toEqual([...ids].sort());
+    expect(events.map((e) => e.event)).toContain('drained');
+    expect((await rows(ids)).every((r) => r.status === 'completed')).toBe(true);
+  });
+
+  it('transaction mode commits the handler writes with the completion, and refuses a pool smaller than concurrency + 1', async () => {
+    const small = await connect({ databaseUrl: t.url, max: 2 });
+    try {
+      expect(() => new TransactionMode(context(small, { queue: 'md-tx', handler: () => undefined, concurrency: 2 }, { now: false }).ctx)).toThrow(QmaintError);
+    } finally {
+      await small.close();
+    }
+    await t.db.query('CREATE TABLE parts_tx_writes (job bigint PRIMARY KEY)');
+    const ids = await enqueueN('md-tx', 3);
+    const { ctx, seen } = context(
+      t.db,
+      {
+        queue: 'md-tx',
+        handler: async (job) => {
+          await job.client!.query('INSERT INTO parts_tx_writes VALUES ($1)', [job.id]);
+        },
+        mode: 'transaction',
+        concurrency: 2,
+        drain: true,
+        listen: false,
+        pollMinMs: 5,
+        pollMaxMs: 10,
+      },
+      { now: false },
+    );
+    await new TransactionMode(ctx).run();
+    expect(seen.completed.sort()).toEqual([...ids].sort());
+    const { rows: written } = await t.db.query<{ job: string }>('SELECT job::text FROM parts_tx_writes ORDER BY job');
+    expect(written.map((r) => r.job)).toEqual(ids);
+    expect((await rows(ids)).every((r) => r.status === 'completed')).toBe(true);
+  });
+});
