@@ -1,6 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { z } from 'zod';
+import { durationMs, formatDurationMs } from './duration.js';
 import { badInput, badOption, QmaintError } from './errors.js';
+
+export { durationMs } from './duration.js';
 
 /** Where the connection came from, in precedence order. */
 export type ConnectionSource = 'flag' | 'DATABASE_URL' | 'libpq' | 'embedded' | 'pool';
@@ -164,7 +168,11 @@ export const settingSpecs = {
     max: 86_400_000,
     description: 'statement_timeout for explain and checks (more than 0 and at most 1d)',
   },
-  healthThresholds: { type: 'string', default: '{}', description: 'JSON object of health and dequeue thresholds overriding the defaults (docs/health.md)' },
+  healthThresholds: {
+    type: 'string',
+    default: '{}',
+    description: 'health and dequeue thresholds overriding the defaults (docs/health.md): an object in the config file, JSON text in the environment',
+  },
   rotateCron: { type: 'string', default: '*/15 * * * *', description: 'cron schedule of the rotate task (UTC; "off" disables it)' },
   vacuumCron: { type: 'string', default: '20 * * * *', description: 'cron schedule of the vacuum task (UTC; "off" disables it)' },
   rescueCron: { type: 'string', default: '* * * * *', description: 'cron schedule of the rescue task (UTC; "off" disables it)' },
@@ -186,40 +194,17 @@ export function envName(key: string): string {
   return 'QMAINT_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 }
 
-const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/**
- * Milliseconds of a duration as PostgreSQL's lock_timeout and statement_timeout
- * read it ("500ms", "2s", "1.5min", "1h", "1d"; a bare whole number is
- * milliseconds), or undefined when it is not one or is not a whole number of
- * milliseconds.
- */
-export function durationMs(text: string): number | undefined {
-  const m = DURATION.exec(text.trim());
-  if (!m || (m[2] === undefined && m[1]!.includes('.'))) return undefined;
-  const exact = Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!;
-  // 1.1 * 1000 is 1100.0000000000002 in floating point.
-  const ms = Math.round(exact);
-  return Number.isSafeInteger(ms) && Math.abs(exact - ms) < 1e-6 ? ms : undefined;
-}
-
-function formatMs(ms: number): string {
-  const unit = (['d', 'h', 'min', 's'] as const).find((u) => ms % UNIT_MS[u]! === 0);
-  return unit ? `${ms / UNIT_MS[unit]!}${unit}` : `${ms}ms`;
-}
-
 /** `where` is where a value from the environment or a file came from; a value passed in (flags) is named by its key alone. */
 function coerce(key: string, spec: SettingSpec, raw: unknown, where: string | null): string | number | boolean {
   const fail = (what: string) => (where === null ? badOption(key, `${key} ${what}`) : badInput(`${where}: ${key} ${what}`));
   switch (spec.type) {
     case 'duration': {
       const ms = typeof raw === 'string' ? durationMs(raw) : undefined;
-      const range = `more than 0 and at most ${formatMs(spec.max!)}`;
-      if (ms === undefined) throw fail(`must be a duration such as 500ms, 2s or 1min (${range}), got ${JSON.stringify(raw)}`);
+      const range = `more than 0 and at most ${formatDurationMs(spec.max!)}`;
+      if (ms === undefined) throw fail(`must be a duration such as 500ms, 2s or 5m (${range}), got ${JSON.stringify(raw)}`);
       if (ms < spec.min! || ms > spec.max!) throw fail(`must be ${range}, got ${JSON.stringify(raw)}`);
-      // With a unit, PostgreSQL reads the text the same way as a setting and as an interval.
-      return /[a-z]$/.test(raw as string) ? (raw as string).trim() : `${ms}ms`;
+      // In units PostgreSQL reads the same way as a setting and as an interval (5m becomes 5min).
+      return formatDurationMs(ms);
     }
     case 'string':
       if (typeof raw !== 'string' || raw === '') throw fail('must be a non-empty string');
@@ -245,6 +230,60 @@ export interface LoadedSettings {
   values: Settings;
   origin: Record<SettingKey, SettingOrigin>;
   configFile?: string;
+  /** Deprecated forms that still work (a warning for stderr each). */
+  warnings: string[];
+}
+
+const THRESHOLD_VALUE = z.union([z.number(), z.string()]);
+
+/** The schema of one setting's value in the config file. */
+function fileSchema(key: string, spec: SettingSpec): z.ZodType {
+  if (key === 'healthThresholds')
+    return z.union([z.record(z.string(), THRESHOLD_VALUE), z.string().describe('deprecated: JSON text of the object')]).describe(spec.description);
+  switch (spec.type) {
+    case 'duration':
+      return z.string().describe(`${spec.description}; a duration such as 500ms, 2s or 5m`);
+    case 'string':
+      return z.string().min(1).describe(spec.description);
+    case 'boolean':
+      return z.boolean().describe(spec.description);
+    case 'integer':
+    case 'number': {
+      let n = spec.type === 'integer' ? z.number().int() : z.number();
+      if (spec.min !== undefined) n = n.min(spec.min);
+      if (spec.max !== undefined) n = n.max(spec.max);
+      return n.describe(spec.description);
+    }
+  }
+}
+
+/**
+ * The schema of qmaint.config.json (zod): every setting optional, nothing
+ * else but "$schema" (the editor's pointer to qmaint.schema.json).
+ */
+export const configFileSchema = z
+  .object({
+    $schema: z.string().optional(),
+    ...Object.fromEntries(Object.entries(settingSpecs).map(([key, spec]) => [key, fileSchema(key, spec).optional()])),
+  })
+  .strict();
+
+/** The JSON Schema of qmaint.config.json for editors (qmaint.schema.json at the repository root is this, committed). */
+export function configJsonSchema(): Record<string, unknown> {
+  return { ...z.toJSONSchema(configFileSchema), title: 'qmaint.config.json' };
+}
+
+/** One line per problem zod found in a config file: where, and what is wrong. */
+function describeIssues(file: string, error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const at = issue.path.join('.');
+      if (issue.code === 'unrecognized_keys')
+        return `unknown setting ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; known settings are ${Object.keys(settingSpecs).join(', ')}`;
+      return `${at}: ${issue.message}`;
+    })
+    .map((line) => `${file}: ${line}`)
+    .join('; ');
 }
 
 /**
@@ -259,6 +298,7 @@ export function loadSettings(
   const file = env.QMAINT_CONFIG ?? path.join(cwd, 'qmaint.config.json');
   let fromFile: Record<string, unknown> = {};
   let configFile: string | undefined;
+  const warnings: string[] = [];
   if (existsSync(file)) {
     configFile = file;
     try {
@@ -268,12 +308,14 @@ export function loadSettings(
     } catch (err) {
       throw new QmaintError('config', `${file} is not a JSON object (${(err as Error).message}); fix or remove it`);
     }
-    const unknown = Object.keys(fromFile).filter((k) => !(k in settingSpecs));
-    if (unknown.length > 0) {
-      throw new QmaintError(
-        'config',
-        `${file}: unknown setting ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known settings are ${Object.keys(settingSpecs).join(', ')}`,
-      );
+    const checked = configFileSchema.safeParse(fromFile);
+    if (!checked.success) throw new QmaintError('config', describeIssues(file, checked.error));
+    delete fromFile.$schema;
+    const thresholds = fromFile.healthThresholds;
+    if (typeof thresholds === 'string') {
+      warnings.push(`${path.basename(file)}: healthThresholds as JSON text is deprecated; write the object itself, e.g. "healthThresholds": ${thresholds}`);
+    } else if (thresholds !== undefined) {
+      fromFile.healthThresholds = JSON.stringify(thresholds);
     }
   } else if (env.QMAINT_CONFIG) {
     throw new QmaintError('config', `QMAINT_CONFIG names ${file}, which does not exist; fix the path or unset it`);
@@ -297,5 +339,5 @@ export function loadSettings(
       origin[key] = 'default';
     }
   }
-  return { values: values as Settings, origin, configFile };
+  return { values: values as Settings, origin, configFile, warnings };
 }

@@ -13,6 +13,7 @@ export interface GlobalArgs {
   json: boolean;
   verbose: boolean;
   color: boolean;
+  wide?: boolean;
   now?: string;
 }
 
@@ -26,6 +27,7 @@ export function globalOptions<T>(y: Argv<T>) {
     .option('json', { type: 'boolean', default: false, description: 'print one JSON document on stdout', global: true })
     .option('verbose', { type: 'boolean', default: false, description: 'show stack traces and debug lines', global: true })
     .option('color', { type: 'boolean', default: true, description: 'colour output (--no-color to disable; NO_COLOR is honoured)', global: true })
+    .option('wide', { type: 'boolean', default: false, description: 'tables at full width: every column, nothing wrapped or cut', global: true })
     .option('now', { type: 'string', description: 'pretend the time is this ISO timestamp (planning, tests)', global: true });
 }
 
@@ -78,17 +80,22 @@ export class Context {
   /** True when --now was given (time travel): callers pass it to SQL explicitly. */
   readonly nowGiven: boolean;
   private dbPromise: Promise<Db> | undefined;
+  private warned = false;
 
   constructor(args: GlobalArgs) {
     this.args = args;
-    this.out = new Output({ json: args.json, color: args.color, verbose: args.verbose });
+    this.out = new Output({ json: args.json, color: args.color, verbose: args.verbose, wide: args.wide });
     this.now = parseNow(args.now);
     this.nowGiven = args.now !== undefined;
   }
 
   /** Settings with this command's flags on top (keys are the camelCase setting names). */
   settings(flags: Partial<Record<SettingKey, unknown>> = {}): LoadedSettings {
-    return loadSettings(flags);
+    const loaded = loadSettings(flags);
+    // Deprecation warnings of the config file, once per command.
+    if (!this.warned) for (const warning of loaded.warnings) this.out.note(`warning: ${warning}`);
+    this.warned = true;
+    return loaded;
   }
 
   /** The database: the configured one, else the embedded default (said once on stderr). */
@@ -136,7 +143,7 @@ export class Context {
  * Wrap a command body: build the context, run, map errors to exit codes, close
  * the pool. The body may return an exit code (e.g. 4 for a critical check).
  */
-export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise<number | void>) {
+export function handler<A>(body: (ctx: Context, argv: A & GlobalArgs) => Promise<number | void> | number | void) {
   // yargs hands over its own argv type; the body declares what it reads.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   return async (raw: any): Promise<void> => {

@@ -54,17 +54,21 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint jobs retry --queue emails', 'every failed job of emails'],
   ],
   'jobs cancel': [
-    ['qmaint jobs cancel 43', 'cancel one queued job (it ends failed)'],
+    ['qmaint jobs cancel 43', 'cancel one queued job (it ends cancelled)'],
     ['qmaint jobs cancel --queue reports --dry-run', 'how many queued jobs of reports would be cancelled, and the SQL'],
     ['qmaint jobs cancel --queue reports', 'cancel every queued job of reports'],
   ],
+  'jobs redrive': [
+    ['qmaint jobs redrive --from emails-dead --to emails --dry-run', 'how many failed jobs of the dead-letter queue would go back, and the SQL'],
+    ['qmaint jobs redrive --from emails-dead --to emails', 'put every failed job of emails-dead back on emails'],
+  ],
   vacuum: [
     ['qmaint vacuum status', 'dead rows, last vacuum, bloat and xid age per partition'],
-    ['qmaint vacuum tune --dry-run --sample-seconds 2', 'proposed autovacuum settings and the SQL'],
+    ['qmaint vacuum tune --dry-run --sample 2s', 'proposed autovacuum settings and the SQL'],
   ],
   'vacuum tune': [
-    ['qmaint vacuum tune --dry-run --sample-seconds 2', 'measure churn for 2 s, show current and proposed settings and the SQL'],
-    ['qmaint vacuum tune --sample-seconds 2', 'apply them, each ALTER TABLE under lock_timeout'],
+    ['qmaint vacuum tune --dry-run --sample 2s', 'measure churn for 2 s, show current and proposed settings and the SQL'],
+    ['qmaint vacuum tune --sample 2s', 'apply them, each ALTER TABLE under lock_timeout'],
     ['qmaint vacuum tune --server-side', 'the same in one transaction in the server (what pg_cron runs; works through PgBouncer)'],
   ],
   'vacuum status': [
@@ -125,7 +129,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
   ],
   schedule: [
     ['qmaint schedule install --dry-run', 'the pg_cron jobs that install would create'],
-    ['qmaint schedule daemon --exit-after 3', 'the node-cron daemon instead (without --exit-after: until SIGTERM)'],
+    ['qmaint schedule daemon --exit-after 3s', 'the node-cron daemon instead (without --exit-after: until SIGTERM)'],
   ],
   'schedule install': [
     ['qmaint schedule install --dry-run', 'print the cron.schedule calls; pg_cron is the only backend to install'],
@@ -140,8 +144,8 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint schedule list --limit 20 --json', 'more runs, as JSON'],
   ],
   'schedule daemon': [
-    ['qmaint schedule daemon --exit-after 3', 'run the default schedules for 3 s (without --exit-after: until SIGTERM)'],
-    ["qmaint schedule daemon --rescue-cron '*/10 * * * * *' --metrics-port 0 --exit-after 3", 'rescue every 10 s; Prometheus /metrics on a free port'],
+    ['qmaint schedule daemon --exit-after 3s', 'run the default schedules for 3 s (without --exit-after: until SIGTERM)'],
+    ["qmaint schedule daemon --rescue-cron '*/10 * * * * *' --metrics-port 0 --exit-after 3s", 'rescue every 10 s; Prometheus /metrics on a free port'],
   ],
   roles: [
     ['qmaint roles install --dry-run', 'print the CREATE ROLE and GRANT statements'],
@@ -161,6 +165,55 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint embedded status --show-password', 'the psql line with the password in it'],
     ['qmaint embedded start', 'start it (any command with no database configured does)'],
     ['qmaint embedded stop', 'stop it; the data stays'],
+  ],
+  config: [
+    ['qmaint config', 'every setting with its value and where it came from; the connection, password masked'],
+    ['qmaint config --lease 2m', 'what a command given --lease 2m would use'],
+    ['qmaint config --json', 'the same as one JSON document'],
+  ],
+  queues: [
+    ['qmaint queues list', 'every queue: paused or not, depth and completions per minute'],
+    ['qmaint queues pause emails', 'stop claiming from a queue; running jobs finish'],
+  ],
+  'queues list': [
+    ['qmaint queues list', 'depth, state and dead-letter queue of every queue'],
+    ['qmaint queues list --window 1m', 'completions per minute over the last minute'],
+  ],
+  'queues pause': [
+    ['qmaint queues pause emails --dry-run', 'print the SQL'],
+    ['qmaint queues pause emails', 'consumers stop claiming from emails'],
+  ],
+  'queues resume': [
+    ['qmaint queues resume emails --dry-run', 'print the SQL'],
+    ['qmaint queues resume emails', 'consumers claim from emails again'],
+  ],
+  'queues dead-letter': [
+    ['qmaint queues dead-letter emails --to emails-dead', 'jobs of emails that fail for good move to emails-dead'],
+    ['qmaint queues dead-letter emails --clear --dry-run', 'print the SQL that would stop moving them'],
+  ],
+  cron: [
+    ["qmaint cron add nightly-report --schedule '30 2 * * *' --tz Europe/Berlin --queue reports", 'a job on queue reports every night at 02:30 Berlin time'],
+    ['qmaint cron list', 'recurring jobs with their next runs'],
+  ],
+  'cron add': [
+    ["qmaint cron add nightly-report --schedule '30 2 * * *' --tz Europe/Berlin --queue reports", 'every night at 02:30 in Berlin (DST handled)'],
+    [
+      'qmaint cron add heartbeat --schedule \'*/5 * * * *\' --queue pings --payload \'{"kind":"ping"}\' --missed backfill:3',
+      'every 5 minutes; after downtime, up to 3 missed runs',
+    ],
+    ['qmaint cron add hourly --schedule @hourly --queue reports --dry-run', 'check the expression and print the SQL'],
+  ],
+  'cron list': [
+    ['qmaint cron list', 'every recurring job, its schedule read out and its next 3 runs'],
+    ['qmaint cron list --next 5 --json', 'the next 5 runs of each, as JSON'],
+  ],
+  'cron remove': [
+    ['qmaint cron remove hourly --dry-run', 'print the SQL'],
+    ['qmaint cron remove heartbeat', 'remove a recurring job and its stored ticks'],
+  ],
+  'cron refill': [
+    ['qmaint cron refill', 'store the ticks of the next days (the daemon does this itself)'],
+    ['qmaint cron refill --json', 'how many ticks were added, as JSON'],
   ],
   completion: [
     ['qmaint completion bash', 'save as ~/.local/share/bash-completion/completions/qmaint'],

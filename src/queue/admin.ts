@@ -123,6 +123,8 @@ export interface JobFilter {
   ids?: string[];
   /** At most this many jobs, 1 to 100000 (default 50). */
   limit?: number;
+  /** Keyset paging: only jobs listed after this id (newest first, so smaller ids); the last id of one page gives the next. */
+  after?: string;
 }
 
 export function checkStatus(status: string | undefined): JobStatus | undefined {
@@ -153,6 +155,27 @@ export function checkIds(ids: (string | number)[] | undefined): string[] | undef
 export interface ListJobsOptions {
   /** `value` (default): payloads parsed; `text`: each payload a {@link JsonText} holding exactly what PostgreSQL returned. */
   payloadAs?: 'value' | 'text';
+}
+
+/**
+ * listJobs in pages of pageSize (default 1000) by keyset, up to filter.limit
+ * jobs in all, so a long listing streams instead of waiting for every row.
+ */
+export async function* listJobPages(
+  db: Queryable,
+  filter: JobFilter = {},
+  options: { payloadAs?: 'value' | 'text'; pageSize?: number } = {},
+): AsyncGenerator<JobRow[]> {
+  let remaining = checkLimit(filter.limit);
+  let after = filter.after;
+  const pageSize = options.pageSize ?? 1000;
+  while (remaining > 0) {
+    const page = await listJobs(db, { ...filter, after, limit: Math.min(pageSize, remaining) }, options);
+    if (page.length > 0) yield page;
+    if (page.length < Math.min(pageSize, remaining)) return;
+    remaining -= page.length;
+    after = page[page.length - 1]!.id;
+  }
 }
 
 /**
@@ -190,9 +213,10 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}, options: L
       WHERE ($1::text IS NULL OR queue = $1)
         AND ($2::qmaint.job_status IS NULL OR status = $2)
         AND ($3::bigint[] IS NULL OR id = ANY ($3))
+        AND ($5::bigint IS NULL OR id < $5)
       ORDER BY id DESC
       LIMIT $4`,
-    [filter.queue ?? null, filter.status ?? null, checkIds(filter.ids) ?? null, limit],
+    [filter.queue ?? null, filter.status ?? null, checkIds(filter.ids) ?? null, limit, filter.after === undefined ? null : checkIds([filter.after])![0]],
   );
   return rows.map((r) => ({
     id: r.id,

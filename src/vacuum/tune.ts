@@ -71,6 +71,15 @@ export async function readCounters(db: Queryable, now: Date): Promise<unknown[]>
   return rows[0]?.doc ?? [];
 }
 
+/** The newest counters sample stored within the churn window (1 hour before now), or null. */
+export async function latestStoredSample(db: Queryable, now: Date): Promise<string | null> {
+  const { rows } = await db.query<{ at: Date | null }>(
+    `SELECT max(sampled_at) AS at FROM qmaint.vacuum_samples WHERE sampled_at > $1::timestamptz - interval '1 hour' AND sampled_at < $1::timestamptz`,
+    [now.toISOString()],
+  );
+  return rows[0]?.at ? rows[0].at.toISOString() : null;
+}
+
 /** Whether some managed parent has no churn measurement without a fresh baseline. */
 export async function needsBaseline(db: Queryable, now: Date): Promise<boolean> {
   const { rows } = await db.query<{ missing: boolean }>('SELECT bool_or(NOT measured) AS missing FROM qmaint.vacuum_measure($1::timestamptz)', [
@@ -181,8 +190,12 @@ export interface TuneOptions {
   retries?: number;
   /** Called as each step starts, retries and ends. */
   onEvent?: (event: StepEvent) => void;
-  /** Called before waiting `sampleSeconds` for a first churn sample. */
+  /** Called before waiting `sampleSeconds` for a first churn sample: how long the wait will be. */
   onWait?: (seconds: number) => void;
+  /** Called about four times a second while sampling, and once at its end. */
+  onWaitProgress?: (elapsedMs: number, totalMs: number) => void;
+  /** Called instead of waiting when every parent is measured from stored samples: the newest one's time (null: none in the window). */
+  onStoredSample?: (sampledAt: string | null) => void;
 }
 
 /** What {@link tune} did: the plan and the executed steps; or `ran: false` when another run held the maintenance lock. */
@@ -191,6 +204,15 @@ export type TuneResult =
   | { ran: false; plan: null; holder: { pid: number; applicationName: string | null; since: string | null } | null };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitReporting(totalMs: number, report?: (elapsedMs: number, totalMs: number) => void): Promise<void> {
+  const start = Date.now();
+  for (let elapsed = 0; elapsed < totalMs; elapsed = Date.now() - start) {
+    report?.(elapsed, totalMs);
+    await sleep(Math.min(250, totalMs - elapsed));
+  }
+  report?.(totalMs, totalMs);
+}
 
 /**
  * The client-side tune: under the session maintenance lock, measure, plan and
@@ -210,8 +232,10 @@ export async function tune(db: Db, options: TuneOptions): Promise<TuneResult> {
   if (wait > 0 && (await needsBaseline(db, now))) {
     baseline = await readCounters(db, now);
     options.onWait?.(wait);
-    await sleep(wait * 1000);
+    await waitReporting(wait * 1000, options.onWaitProgress);
     now = new Date(now.getTime() + wait * 1000);
+  } else if (options.onStoredSample) {
+    options.onStoredSample(await latestStoredSample(db, now));
   }
   if (options.dryRun) {
     const plan = await db.withClient((client) => planTune(client, { now, baseline, clientVacuum: true }));

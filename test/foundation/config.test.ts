@@ -70,19 +70,20 @@ describe('settings precedence: flags > QMAINT_* > qmaint.config.json > defaults'
 });
 
 describe('durations (lockTimeout, statementTimeout)', () => {
-  it('read as PostgreSQL reads lock_timeout: a unit, or milliseconds', () => {
-    expect(['500ms', '2s', '1.1s', '1.5min', '1h', '1d', '1500', ' 3 s '].map(durationMs)).toEqual([
-      500, 2000, 1100, 90_000, 3_600_000, 86_400_000, 1500, 3000,
+  it('one syntax (the ms package): a unit, or milliseconds', () => {
+    expect(['500ms', '2s', '1.1s', '1.5min', '5m', '1h', '1d', '1500', ' 3 s ', '2 seconds', '2S'].map(durationMs)).toEqual([
+      500, 2000, 1100, 90_000, 300_000, 3_600_000, 86_400_000, 1500, 3000, 2000, 2000,
     ]);
-    expect(['banana', '', '1.5', '1.5ms', '2 seconds', '-1s', '2S', 's'].map(durationMs)).toEqual(Array(8).fill(undefined));
+    expect(['banana', '', '1.5', '1.5ms', '-1s', 's', '2 fortnights'].map(durationMs)).toEqual(Array(7).fill(undefined));
   });
 
-  it('a bare number becomes milliseconds; a value with a unit is kept as written', () => {
+  it('a setting is kept in units PostgreSQL reads too: 1500 is 1500ms, 1.5min is 90s, 5m is 5min', () => {
     const empty = mkdtempSync(path.join(os.tmpdir(), 'qmaint-duration-'));
     expect(loadSettings({ lockTimeout: '1500', statementTimeout: '1.5min' }, {}, empty).values).toMatchObject({
       lockTimeout: '1500ms',
-      statementTimeout: '1.5min',
+      statementTimeout: '90s',
     });
+    expect(loadSettings({ lockTimeout: '5m' }, {}, empty).values.lockTimeout).toBe('5min');
     expect(() => loadSettings({ lockTimeout: '0' }, {}, empty)).toThrow(/^lockTimeout must be more than 0 and at most 10min, got "0"/);
     expect(() => loadSettings({}, { QMAINT_STATEMENT_TIMEOUT: '2d' }, empty)).toThrow(
       /QMAINT_STATEMENT_TIMEOUT: statementTimeout must be more than 0 and at most 1d/,

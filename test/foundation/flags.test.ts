@@ -31,7 +31,7 @@ const LOCK_COMMANDS = [
   ['partitions', 'detach', 'qmaint.jobs_p20200101'],
   ['partitions', 'drop', 'qmaint.jobs_p20200101'],
   ['partitions', 'compact'],
-  ['vacuum', 'tune', '--sample-seconds', '0'],
+  ['vacuum', 'tune', '--sample', '0s'],
   ['vacuum', 'run'],
 ];
 
@@ -44,7 +44,7 @@ describe('--lock-timeout and --statement-timeout', () => {
         refused(
           await runCli(args, { env }),
           args.join(' '),
-          /--lock-timeout must be a duration such as 500ms, 2s or 1min \(more than 0 and at most 10min\), got "banana"/,
+          /--lock-timeout must be a duration such as 500ms, 2s or 5m \(more than 0 and at most 10min\), got "banana"/,
         );
       }
     }
@@ -53,7 +53,7 @@ describe('--lock-timeout and --statement-timeout', () => {
 
   it('refuses 0, as a policy does (PostgreSQL would wait forever), and out-of-range values; also from QMAINT_LOCK_TIMEOUT', async () => {
     const before = await snapshot();
-    for (const value of ['0', '0ms', '11min', '1.5ms', '2 seconds']) {
+    for (const value of ['0', '0ms', '11min', '1.5ms', '2 fortnights']) {
       refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /--lock-timeout must be .*more than 0 and at most 10min/);
     }
     refused(
@@ -68,7 +68,7 @@ describe('--lock-timeout and --statement-timeout', () => {
     for (let i = 0; i < 3; i++) expect((await runCli(['partitions', 'rotate', '--lock-timeout', 'bananna'], { env })).code).toBe(2);
     const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.maintenance_runs WHERE status <> 'ok'`);
     expect(rows[0]!.n).toBe(0);
-    for (const value of ['1500', '1.5s', '1min']) {
+    for (const value of ['1500', '1.5s', '1m']) {
       const r = await runCli(['partitions', 'rotate', '--lock-timeout', value, '--json'], { env });
       expect(r.code, value).toBe(0);
     }

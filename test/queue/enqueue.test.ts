@@ -92,23 +92,26 @@ describe('qmaint enqueue', () => {
   });
 
   it('--timeout sets the job timeout (one job, or every job of a file); a bad one exits 2 and enqueues nothing', async () => {
-    const one = await runCli(['enqueue', '--queue', 'cli-timeout', '--payload', '{}', '--timeout', '2.5', '--json'], { env });
+    const one = await runCli(['enqueue', '--queue', 'cli-timeout', '--payload', '{}', '--timeout', '2500ms', '--json'], { env });
     expect(one.code, one.stderr).toBe(0);
+    expect(one.stderr).toBe('');
     const { rows } = await t.db.query('SELECT timeout_ms FROM qmaint.jobs WHERE id = $1', [one.json<{ id: string }>().id]);
     expect(rows[0]).toEqual({ timeout_ms: 2500 });
     const many = await runCli(['enqueue', '--queue', 'cli-timeout-file', '--file', '-', '--timeout', '30'], { env, input: '{"a":1}\n{"a":2}\n' });
     expect(many.code, many.stderr).toBe(0);
+    // A bare number is the old form: seconds, with a warning.
+    expect(many.stderr).toContain('warning: a bare number for --timeout is deprecated (read as seconds); write --timeout 30s');
     const all = await t.db.query(`SELECT DISTINCT timeout_ms FROM qmaint.jobs WHERE queue = 'cli-timeout-file'`);
     expect(all.rows).toEqual([{ timeout_ms: 30000 }]);
     const bad = await runCli(['enqueue', '--queue', 'cli-timeout-bad', '--payload', '{}', '--timeout', '-1'], { env });
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/timeout must be a number of seconds/);
+    expect(bad.stderr).toMatch(/--timeout must be from 1ms to .*, got -1/);
     expect(await count('cli-timeout-bad')).toBe(0);
   });
 
   it('--envelope: each NDJSON line may carry its own timeout; a bad line exits 2 and enqueues nothing', async () => {
     const input = '{"payload": {"a": 1}, "timeout": 2}\n\n{"payload": {"a": 2}}\n';
-    const r = await runCli(['enqueue', '--queue', 'envelope', '--file', '-', '--envelope', '--timeout', '7'], { env, input });
+    const r = await runCli(['enqueue', '--queue', 'envelope', '--file', '-', '--envelope', '--timeout', '7s'], { env, input });
     expect(r.code, r.stderr).toBe(0);
     const { rows } = await t.db.query(`SELECT payload, timeout_ms FROM qmaint.jobs WHERE queue = 'envelope' ORDER BY id`);
     expect(rows).toEqual([

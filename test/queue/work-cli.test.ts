@@ -91,7 +91,7 @@ describe('qmaint work', () => {
 
   it('a consumer killed with SIGKILL mid-job: another consumer completes its jobs after the lease', async () => {
     const ids = await Promise.all([1, 2, 3].map((i) => enqueue(t.db, 'crash', { hang: true, i })));
-    const child = spawn(process.execPath, [CLI, 'work', '--queue', 'crash', '--handler', recorder, '--lease-seconds', '2', '--concurrency', '3'], { env });
+    const child = spawn(process.execPath, [CLI, 'work', '--queue', 'crash', '--handler', recorder, '--lease', '2s', '--concurrency', '3'], { env });
     const exited = new Promise<NodeJS.Signals | null>((r) => child.on('close', (_code, signal) => r(signal)));
     await eventually(async () => (await t.db.query('SELECT count(*)::int AS n FROM hung')).rows[0]!.n === 3);
     child.kill('SIGKILL');
@@ -123,7 +123,7 @@ describe('qmaint work', () => {
 
   it('an idle worker survives a failed low-water refresh (statement_timeout under a lock) and keeps working', async () => {
     await t.db.query(`ALTER DATABASE "${t.name}" SET statement_timeout = '1s'`);
-    const child = spawn(process.execPath, [CLI, 'work', '--queue', 'idle-fault', '--handler', recorder, '--poll-max-ms', '200', '--json'], { env });
+    const child = spawn(process.execPath, [CLI, 'work', '--queue', 'idle-fault', '--handler', recorder, '--poll-max', '200ms', '--json'], { env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -154,7 +154,7 @@ describe('qmaint work', () => {
   it('transaction mode: an attempt that crashed the worker counts (the claim committed before the handler ran)', async () => {
     const suicide = module('suicide.mjs', `export default async () => { process.kill(process.pid, 'SIGKILL'); await new Promise(() => {}); };\n`);
     const id = await enqueue(t.db, 'tx-crash', {}, { maxRetries: 0 });
-    const r = await runCli(['work', '--queue', 'tx-crash', '--handler', suicide, '--mode', 'transaction', '--concurrency', '1', '--lease-seconds', '5'], {
+    const r = await runCli(['work', '--queue', 'tx-crash', '--handler', suicide, '--mode', 'transaction', '--concurrency', '1', '--lease', '5s'], {
       env,
     });
     expect(r.signal).toBe('SIGKILL');

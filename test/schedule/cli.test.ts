@@ -35,7 +35,7 @@ describe('cron expressions', () => {
 describe('qmaint schedule (CLI)', () => {
   it('an invalid cron expression exits 2 naming which one, before touching the database', async () => {
     const t = await freshDatabase();
-    const run = await runCli(['schedule', 'run', '--database-url', t.url, '--vacuum-cron', '99 * * * *', '--exit-after', '1']);
+    const run = await runCli(['schedule', 'run', '--database-url', t.url, '--vacuum-cron', '99 * * * *', '--exit-after', '1s']);
     expect(run.code).toBe(2);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toMatch(/--vacuum-cron "99 \* \* \* \*" is not a valid node-cron expression \(99 is an invalid expression for minute\)/);

@@ -18,7 +18,7 @@ interface Event {
   port?: number;
 }
 
-/** A `qmaint schedule run --json` child process and the JSON lines it logged. */
+/** A `qmaint schedule run --json-lines` child process and the JSON lines it logged. */
 class DaemonProcess {
   readonly events: Event[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -26,7 +26,7 @@ class DaemonProcess {
   private stderr = '';
 
   constructor(url: string, args: string[]) {
-    this.child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json', '--verbose', '--database-url', url, '--leader-interval-ms', '200', ...args], {
+    this.child = spawn(process.execPath, [CLI, 'schedule', 'run', '--json-lines', '--verbose', '--database-url', url, '--leader-interval', '200ms', ...args], {
       env: cleanEnv(),
       cwd: ROOT,
     });
@@ -176,8 +176,8 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
       'off',
       '--vacuum-cron',
       'off',
-      '--retry-base-ms',
-      '100',
+      '--retry-base',
+      '100ms',
       '--metrics-port',
       '0',
       '--metrics-host',

@@ -38,7 +38,7 @@ describe('profiles follow a partition as it ages through rotate', () => {
     await rotate(at(27));
     expect(await reloptions(t.db, partition)).toMatchObject(profileWith('cold', FALLBACK));
 
-    const tune = await runCli(['vacuum', 'tune', '--now', at(27), '--sample-seconds', '0', '--json', '--database-url', t.url]);
+    const tune = await runCli(['vacuum', 'tune', '--now', at(27), '--sample', '0s', '--json', '--database-url', t.url]);
     expect(tune.code, tune.stderr).toBe(0);
     expect(
       tune

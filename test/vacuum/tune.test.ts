@@ -17,7 +17,7 @@ let hot: string;
 const cli = (args: string[], url = t.url) => runCli([...args, '--database-url', url]);
 
 async function tuneJson(now: string, extra: string[] = []) {
-  const r = await cli(['vacuum', 'tune', '--now', now, '--sample-seconds', '0', '--json', ...extra]);
+  const r = await cli(['vacuum', 'tune', '--now', now, '--sample', '0s', '--json', ...extra]);
   expect(r.code, r.stderr).toBe(0);
   return r.json<{
     measurements: { parentTable: string; measured: boolean; deadPerSec: number; vacuumThreshold: number; analyzeThreshold: number }[];
@@ -78,14 +78,14 @@ describe('vacuum tune', () => {
   it('--dry-run shows the plan and changes nothing', async () => {
     const before = await catalogSnapshot();
     // A day later the partition holds running jobs: it would go warm.
-    const r = await cli(['vacuum', 'tune', '--dry-run', '--now', at(DAY + HOUR), '--sample-seconds', '0', '--json']);
+    const r = await cli(['vacuum', 'tune', '--dry-run', '--now', at(DAY + HOUR), '--sample', '0s', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const doc = r.json<{ dryRun: boolean; steps: { action: string; target: string; statement: string; lockLevel: string }[] }>();
     expect(doc.dryRun).toBe(true);
     const step = doc.steps.find((s) => s.action === 'profile' && s.target === hot)!;
     expect(step.statement).toMatch(/^ALTER TABLE .* SET \(.*autovacuum_vacuum_scale_factor = 0\.02.*\), RESET \(.*autovacuum_vacuum_insert_threshold/);
     expect(step.lockLevel).toBe(`SHARE UPDATE EXCLUSIVE on ${hot}`);
-    const human = await cli(['vacuum', 'tune', '--dry-run', '--now', at(DAY + HOUR), '--sample-seconds', '0']);
+    const human = await cli(['vacuum', 'tune', '--dry-run', '--now', at(DAY + HOUR), '--sample', '0s']);
     expect(human.code).toBe(0);
     expect(human.stdout).toContain(step.statement);
     expect(await catalogSnapshot()).toEqual(before);
@@ -130,7 +130,7 @@ describe('vacuum tune', () => {
     await holder.query('SELECT pg_advisory_lock($1::bigint)', [MAINTENANCE_LOCK_KEY.toString()]);
     try {
       const before = await catalogSnapshot();
-      const r = await cli(['vacuum', 'tune', '--now', at(5 * DAY), '--sample-seconds', '0', '--json']);
+      const r = await cli(['vacuum', 'tune', '--now', at(5 * DAY), '--sample', '0s', '--json']);
       expect(r.code).toBe(0);
       expect(r.json()).toMatchObject({ skipped: true, holder: { pid: (holder as unknown as { processID: number }).processID } });
       const sql = await t.db.query(`SELECT qmaint.vacuum_tune_all($1) AS r`, [at(5 * DAY)]);
@@ -147,7 +147,7 @@ describe('vacuum tune', () => {
       `UPDATE qmaint.partition_policy SET vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '0') WHERE parent_table = 'qmaint.jobs'`,
     );
     try {
-      const r = await cli(['vacuum', 'tune', '--now', at(5 * DAY), '--sample-seconds', '0']);
+      const r = await cli(['vacuum', 'tune', '--now', at(5 * DAY), '--sample', '0s']);
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toContain("vacuum.hot.autovacuum_vacuum_cost_limit: 0 is outside PostgreSQL's limits 1..10000");
@@ -157,9 +157,21 @@ describe('vacuum tune', () => {
         `UPDATE qmaint.partition_policy SET vacuum = jsonb_set(vacuum, '{hot,autovacuum_vacuum_cost_limit}', '2000') WHERE parent_table = 'qmaint.jobs'`,
       );
     }
-    const bad = await cli(['vacuum', 'tune', '--sample-seconds', '-3']);
-    expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--sample-seconds');
+    for (const [flags, message] of [
+      [['--sample', 'banana'], '--sample "banana" is not a duration'],
+      [['--sample', '3'], '--sample "3" needs a unit'],
+      [['--sample', '11m'], '--sample must be from 0s to 10min'],
+      [['--sample-seconds', '-3'], '--sample must be from 0s to 10min, got -3'],
+      [['--sample', '1s', '--sample-seconds', '1'], 'give --sample or --sample-seconds, not both'],
+    ] as const) {
+      const bad = await cli(['vacuum', 'tune', ...flags]);
+      expect(bad.code, flags.join(' ')).toBe(2);
+      expect(bad.stderr).toContain(message);
+    }
+    // The old flag still works, with a warning on stderr.
+    const old = await cli(['vacuum', 'tune', '--dry-run', '--sample-seconds', '0', '--json']);
+    expect(old.code).toBe(0);
+    expect(old.stderr).toContain('warning: --sample-seconds is deprecated and goes away in the next release; use --sample 0s');
   });
 
   it.runIf(pgbouncerUrl)('runs server-side through PgBouncer in transaction pooling mode', async () => {
@@ -168,5 +180,22 @@ describe('vacuum tune', () => {
     expect(r.json()).toMatchObject({ ok: true, serverSide: true, result: { skipped: false } });
     const status = await cli(['vacuum', 'status', '--now', at(5 * DAY), '--json'], t.bouncerUrl);
     expect(status.code, status.stderr).toBe(0);
+  });
+});
+
+describe('vacuum tune: the churn sample', () => {
+  it('says before waiting how long it samples; then reuses the stored sample and says which, without waiting', async () => {
+    const fresh = await freshDatabase();
+    const sampled = await runCli(['vacuum', 'tune', '--dry-run', '--now', at(0), '--sample', '1s', '--json', '--database-url', fresh.url]);
+    expect(sampled.code, sampled.stderr).toBe(0);
+    expect(sampled.stderr).toContain('no churn sample stored in the last hour: sampling pg_stat_user_tables for 1s');
+    // A dry run stores nothing; a real tune stores its sample.
+    expect((await fresh.db.query('SELECT 1 FROM qmaint.vacuum_samples')).rowCount).toBe(0);
+    expect((await runCli(['vacuum', 'tune', '--now', at(0), '--sample', '0s', '--database-url', fresh.url])).code).toBe(0);
+    const reused = await runCli(['vacuum', 'tune', '--dry-run', '--now', at(120), '--sample', '10m', '--json', '--database-url', fresh.url]);
+    expect(reused.code, reused.stderr).toBe(0);
+    expect(reused.stderr).toContain(`churn measured from the stored sample of ${at(0).replace('T', ' ').replace('.000Z', 'Z')} (2min ago); no wait`);
+    expect(reused.stderr).not.toContain('sampling');
+    expect(reused.json<{ measurements: { measured: boolean; windowStart: string }[] }>().measurements[0]).toMatchObject({ measured: true });
   });
 });

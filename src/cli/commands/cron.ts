@@ -16,14 +16,14 @@ interface AddArgs {
 }
 
 const register: Register = (y) => {
-  y.command('cron', 'recurring jobs: add, list, remove (enqueued by the recurring task of schedule run or pg_cron)', (b) =>
+  y.command('cron', 'recurring jobs: add, list, remove, refill (enqueued by the recurring task of schedule daemon or pg_cron)', (b) =>
     b
       .command(
         'add <name>',
         'add or replace a recurring job',
         (c) =>
           c
-            .positional('name', { type: 'string', demandOption: true })
+            .positional('name', { type: 'string', demandOption: true, description: "the recurring job's name (letters, digits, . _ -)" })
             .option('schedule', {
               type: 'string',
               demandOption: true,
@@ -95,7 +95,7 @@ const register: Register = (y) => {
         'remove a recurring job (jobs it enqueued stay)',
         (c) =>
           c
-            .positional('name', { type: 'string', demandOption: true })
+            .positional('name', { type: 'string', demandOption: true, description: 'the recurring job to remove' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
         handler<{ name: string; dryRun: boolean }>(async (ctx, argv) => {
           const name = checkCronName(argv.name);

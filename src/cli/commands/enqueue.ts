@@ -18,6 +18,7 @@ import {
   type KeyOutcome,
 } from '../../queue/enqueue.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
+import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Register } from '../register.js';
 
 /** A statement with its $n parameters written in as literals (what --dry-run prints). */
@@ -37,7 +38,7 @@ interface Args {
   runAt?: string;
   priority?: number;
   maxRetries?: number;
-  timeout?: number;
+  timeout?: string;
   key?: string;
   keyMode?: string;
   envelope: boolean;
@@ -56,7 +57,7 @@ const register: Register = (y) => {
         .option('run-at', { type: 'string', description: 'not before this ISO timestamp (default now)' })
         .option('priority', { type: 'number', description: 'higher runs first (default 0)' })
         .option('max-retries', { type: 'number', description: 'retries after the first attempt (default 5)' })
-        .option('timeout', { type: 'number', description: "seconds one attempt may run before its signal aborts and it fails (default: the consumer's, 900)" })
+        .options(durationOptions(JOB_TIMEOUT, "how long one attempt may run before its signal aborts and it fails (default: the consumer's, 15m)"))
         .option('key', { type: 'string', description: 'a unique key: no second job while a queued or running job of the queue holds it' })
         .option('key-mode', {
           type: 'string',
@@ -124,6 +125,8 @@ function keyMode(value: string | undefined): KeyMode | undefined {
   return value as KeyMode;
 }
 
+const JOB_TIMEOUT: DurationFlag = { flag: 'timeout', min: 1, max: 2_147_483_000, bare: 's' };
+
 function options(ctx: Context, argv: Args): EnqueueOptions {
   const opts: EnqueueOptions = {};
   const mode = keyMode(argv.keyMode);
@@ -135,7 +138,8 @@ function options(ctx: Context, argv: Args): EnqueueOptions {
   if (argv.runAt !== undefined) opts.runAt = parseTimestamp(argv.runAt, '--run-at');
   if (argv.priority !== undefined) opts.priority = argv.priority;
   if (argv.maxRetries !== undefined) opts.maxRetries = argv.maxRetries;
-  if (argv.timeout !== undefined) opts.timeout = argv.timeout;
+  const timeout = readDuration(ctx.out, JOB_TIMEOUT, argv.timeout);
+  if (timeout !== undefined) opts.timeout = timeout / 1000;
   // --now: the job is created "then" (it lands in that time's partition).
   if (ctx.nowGiven) opts.createdAt = ctx.now;
   checkOptions(opts);

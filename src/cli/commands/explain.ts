@@ -60,10 +60,10 @@ const register: Register = (y) => {
 
 function printReport(out: Output, report: DequeueReport, withPlan: boolean): void {
   if (withPlan) {
-    for (const line of planTree(report.explain)) out.line(line);
+    for (const line of planTree(report.explain)) out.line(out.wrap(line, ' '.repeat(line.search(/\S|$/) + 5)));
     out.line();
   }
-  out.line(
+  out.wrapped(
     `claim on queue '${report.queue}'${report.queueSource === 'given' ? '' : report.queueSource === 'oldest_due' ? ' (oldest due job)' : ' (no job is due)'}, ` +
       `batch ${report.batch}, low-water ${report.lowWater ?? '-infinity'}: ` +
       (report.analyzed ? `${report.claimed} job(s) would be claimed (rolled back)` : 'planned only, not run (plan-time rules only)'),
@@ -80,13 +80,13 @@ export function printRules(out: Output, rules: RuleResult[]): void {
     [
       { key: 'rule', header: 'rule' },
       { key: 'verdict', header: 'verdict', format: (v) => out.verdict(String(v)) },
-      { key: 'observed', header: 'observed' },
-      { key: 'threshold', header: 'threshold' },
+      { key: 'observed', header: 'observed', wrap: true },
+      { key: 'threshold', header: 'threshold', wrap: true, priority: 1 },
     ],
     rules,
   );
   for (const rule of rules) {
-    if (rule.recommendation) out.line(`${rule.verdict === 'critical' ? out.c.red('✖') : out.c.yellow('!')} ${rule.rule}: ${rule.recommendation}`);
+    if (rule.recommendation) out.line(out.wrap(`${rule.verdict === 'critical' ? out.c.red('✖') : out.c.yellow('!')} ${rule.rule}: ${rule.recommendation}`));
   }
 }
 

@@ -51,13 +51,13 @@ function printReport(out: Output, report: HealthReport): void {
     [
       { key: 'check', header: 'check' },
       { key: 'status', header: 'status', format: (v) => out.verdict(String(v)) },
-      { key: 'observed', header: 'observed' },
-      { key: 'threshold', header: 'threshold' },
+      { key: 'observed', header: 'observed', wrap: true },
+      { key: 'threshold', header: 'threshold', wrap: true, priority: 1 },
     ],
     report.checks,
   );
   for (const c of report.checks) {
-    if (c.status !== 'ok') out.line(`${c.status === 'critical' ? out.c.red('✖') : out.c.yellow('!')} ${c.check}: ${c.message}`);
+    if (c.status !== 'ok') out.line(out.wrap(`${c.status === 'critical' ? out.c.red('✖') : out.c.yellow('!')} ${c.check}: ${c.message}`));
   }
   // The last line is for monitoring: plain key=value pairs, never coloured.
   out.line(report.summaryLine);

@@ -1,6 +1,7 @@
 import type { Register } from '../register.js';
 import completion from './completion.js';
 import cron from './cron.js';
+import config from './config.js';
 import demo from './demo.js';
 import embedded from './embedded.js';
 import enqueue from './enqueue.js';
@@ -31,6 +32,7 @@ export const groups: Register[] = [
   schedule,
   cron,
   roles,
+  config,
   demo,
   embedded,
   completion,

@@ -1,4 +1,6 @@
-import { cancelJobs, checkIds, checkLimit, checkStatus, listJobs, planJobAction, retryJobs } from '../../queue/admin.js';
+import { cancelJobs, checkIds, checkLimit, checkStatus, listJobPages, planJobAction, retryJobs, type JobRow } from '../../queue/admin.js';
+import { stringifyJson } from '../../json.js';
+import { timestamp } from '../format.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { redriveJobs, redriveStatement } from '../../queue/queues.js';
 import { handler, type Context } from '../context.js';
@@ -40,6 +42,29 @@ async function act(ctx: Context, action: 'retry' | 'cancel', argv: ActionArgs): 
   );
 }
 
+/** Job rows a table shows at most: rendering is what costs at 100000 rows. */
+const TABLE_ROWS = 1000;
+
+/**
+ * --json: one document, written as the pages arrive ({"ok", "jobs", "next"}: next is the
+ * --after of the following page, null when this was the last); --json-lines: one job per line.
+ */
+async function streamJobs(ctx: Context, filter: Parameters<typeof listJobPages>[1] & { limit: number }, lines: boolean): Promise<void> {
+  const db = await ctx.migratedDb({ max: 2 });
+  const write = (text: string) => ctx.out.raw(text);
+  let count = 0;
+  let last: string | null = null;
+  if (!lines) write('{\n  "ok": true,\n  "jobs": [');
+  for await (const page of listJobPages(db, filter, { payloadAs: 'text' })) {
+    for (const job of page) {
+      write(lines ? stringifyJson(job) + '\n' : `${count === 0 ? '' : ','}\n    ${stringifyJson(job, 2).replace(/\n/g, '\n    ')}`);
+      count++;
+      last = job.id;
+    }
+  }
+  if (!lines) write(`${count === 0 ? '' : '\n  '}],\n  "next": ${count === filter.limit ? JSON.stringify(last) : 'null'}\n}\n`);
+}
+
 const register: Register = (y) => {
   y.command('jobs', 'list, retry and cancel jobs', (b) =>
     b
@@ -52,32 +77,46 @@ const register: Register = (y) => {
             .option('queue', { type: 'string', description: 'only this queue' })
             .option('status', { type: 'string', description: 'queued, running, completed, failed or cancelled' })
             .option('id', ID_OPTION)
-            .option('limit', { type: 'number', default: 50, description: 'at most this many' }),
-        handler<{ queue?: string; status?: string; ids?: string[]; id?: string[]; limit: number }>(async (ctx, argv) => {
+            .option('limit', { type: 'number', default: 50, description: `at most this many (tables show at most ${TABLE_ROWS})` })
+            .option('after', { type: 'string', description: 'the page after this job id (the last id of the previous page)' })
+            .option('json-lines', { type: 'boolean', default: false, description: 'one job per line (NDJSON), streamed' }),
+        handler<{ queue?: string; status?: string; ids?: string[]; id?: string[]; limit: number; after?: string; jsonLines: boolean }>(async (ctx, argv) => {
           const filter = {
             queue: argv.queue === undefined ? undefined : checkQueueName(argv.queue),
             status: checkStatus(argv.status),
             ids: checkIds(idsOf(argv)),
             limit: checkLimit(argv.limit),
+            after: argv.after === undefined ? undefined : checkIds([argv.after])![0],
           };
           const db = await ctx.migratedDb({ max: 2 });
-          const jobs = await listJobs(db, filter, { payloadAs: 'text' });
           const out = ctx.out;
-          out.emit({ ok: true, jobs }, () => {
-            if (jobs.length === 0) return out.line('no jobs match');
-            out.table(
-              [
-                { key: 'id', header: 'id', align: 'right' },
-                { key: 'queue', header: 'queue' },
-                { key: 'status', header: 'status' },
-                { key: 'priority', header: 'prio', align: 'right' },
-                { key: 'tries', header: 'retries', align: 'right' },
-                { key: 'runAt', header: 'run at (UTC)' },
-                { key: 'lastError', header: 'last error', format: (_v, r) => (r.lastError ? r.lastError.split('\n')[0]!.slice(0, 60) : '') },
-              ],
-              jobs.map((j) => ({ ...j, tries: `${j.retryCount}/${j.maxRetries}` })),
-            );
-          });
+          if (argv.jsonLines || out.json) return streamJobs(ctx, filter, argv.jsonLines);
+          const shown = Math.min(filter.limit, TABLE_ROWS);
+          const jobs: JobRow[] = [];
+          for await (const page of listJobPages(db, { ...filter, limit: shown }, { payloadAs: 'text' })) jobs.push(...page);
+          if (jobs.length === 0) return out.line('no jobs match');
+          out.table(
+            [
+              { key: 'id', header: 'id', align: 'right' },
+              { key: 'queue', header: 'queue' },
+              { key: 'status', header: 'status' },
+              { key: 'priority', header: 'prio', align: 'right', priority: 2 },
+              { key: 'tries', header: 'retries', align: 'right', priority: 3 },
+              { key: 'runAt', header: 'run at (UTC)', wrap: true, format: (v) => timestamp(v as string) },
+              {
+                key: 'lastError',
+                header: 'last error',
+                wrap: true,
+                priority: 1,
+                format: (_v, r) => (r.lastError ? r.lastError.split('\n')[0]!.slice(0, 120) : ''),
+              },
+            ],
+            jobs.map((j) => ({ ...j, tries: `${j.retryCount}/${j.maxRetries}` })),
+          );
+          if (jobs.length === shown) {
+            const cut = filter.limit > TABLE_ROWS ? `tables stop at ${TABLE_ROWS} rows; use --json or --json-lines (streamed) for bulk output. ` : '';
+            out.line(out.dim(out.wrap(`${cut}Next page: --after ${jobs[jobs.length - 1]!.id}`)));
+          }
         }),
       )
       .command(
@@ -107,7 +146,7 @@ const register: Register = (y) => {
         'put the failed jobs of a dead-letter queue back in a queue (all of them, or these ids)',
         (c) =>
           c
-            .positional('ids', { type: 'string', array: true })
+            .positional('ids', { type: 'string', array: true, description: 'only these job ids of the dead-letter queue' })
             .option('from', { type: 'string', demandOption: true, description: 'the dead-letter queue' })
             .option('to', { type: 'string', description: 'the queue they go back to (default: the one queue whose dead-letter queue --from is)' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),

@@ -17,7 +17,7 @@ import {
   type Preview,
   type RunResult,
 } from '../../partitions/index.js';
-import { bytes } from '../format.js';
+import { bytes, timestamp } from '../format.js';
 import { handler, parseTimestamp, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
@@ -120,13 +120,13 @@ const register: Register = (y) => {
               out.table<PartitionInfo>(
                 [
                   { key: 'name', header: 'partition' },
-                  { key: 'from', header: 'from (UTC)', format: (v, r) => (r.isDefault ? 'DEFAULT' : String(v)) },
-                  { key: 'to', header: 'to', format: (v) => (v === null ? '' : String(v)) },
-                  { key: 'state', header: 'state', format: (_v, r) => stateLabel(r) },
-                  { key: 'estimatedRows', header: 'est. rows', align: 'right' },
+                  { key: 'from', header: 'from (UTC)', wrap: true, format: (v, r) => (r.isDefault ? 'DEFAULT' : timestamp(v as string)) },
+                  { key: 'to', header: 'to', wrap: true, priority: 2, format: (v) => timestamp(v as string | null) },
+                  { key: 'state', header: 'state', wrap: true, format: (_v, r) => stateLabel(r) },
+                  { key: 'estimatedRows', header: 'est. rows', align: 'right', priority: 4 },
                   { key: 'liveJobs', header: 'live jobs', align: 'right' },
-                  { key: 'bytes', header: 'size', align: 'right', format: (v) => bytes(Number(v)) },
-                  { key: 'profile', header: 'profile' },
+                  { key: 'bytes', header: 'size', align: 'right', priority: 1, format: (v) => bytes(Number(v)) },
+                  { key: 'profile', header: 'profile', priority: 3 },
                 ],
                 t.partitions,
               );

@@ -3,6 +3,7 @@ import { deadLetterStatement, listQueues, pauseQueue, pauseStatement, resumeQueu
 import { badInput } from '../../errors.js';
 import { handler, type Context } from '../context.js';
 import type { Register } from '../register.js';
+import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 
 interface PauseArgs {
   queue: string;
@@ -26,16 +27,20 @@ async function pauseOrResume(ctx: Context, argv: PauseArgs, paused: boolean): Pr
   );
 }
 
+/** The window of `queues list`'s completion rate: whole seconds, 1 s to a day. */
+const WINDOW: DurationFlag = { flag: 'window', min: 1000, max: 86_400_000, step: 1000 };
+
 const register: Register = (y) => {
   y.command('queues', 'list queues; pause, resume; dead-letter queues', (b) =>
     b
       .command(
         'list',
         'every queue: paused or not, dead-letter queue, depth (queued, ready, running) and completions per minute',
-        (c) => c.option('window', { type: 'number', default: 300, description: 'seconds the completion rate is measured over' }),
-        handler<{ window: number }>(async (ctx, argv) => {
+        (c) => c.options(durationOptions(WINDOW, 'how far back completions per minute are measured (default 5m)')),
+        handler<{ window?: string }>(async (ctx, argv) => {
+          const windowMs = readDuration(ctx.out, WINDOW, argv.window) ?? 300_000;
           const db = await ctx.migratedDb({ max: 2 });
-          const queues = await listQueues(db, ctx.now, argv.window);
+          const queues = await listQueues(db, ctx.now, windowMs / 1000);
           const out = ctx.out;
           out.emit({ ok: true, queues }, () => {
             if (queues.length === 0) return out.line('no queues yet');
@@ -59,7 +64,7 @@ const register: Register = (y) => {
         'stop consumers claiming from a queue (running jobs finish)',
         (c) =>
           c
-            .positional('queue', { type: 'string', demandOption: true })
+            .positional('queue', { type: 'string', demandOption: true, description: 'the queue to pause' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
         handler<PauseArgs>((ctx, argv) => pauseOrResume(ctx, argv, true)),
       )
@@ -68,7 +73,7 @@ const register: Register = (y) => {
         'let consumers claim from a paused queue again',
         (c) =>
           c
-            .positional('queue', { type: 'string', demandOption: true })
+            .positional('queue', { type: 'string', demandOption: true, description: 'the paused queue' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),
         handler<PauseArgs>((ctx, argv) => pauseOrResume(ctx, argv, false)),
       )
@@ -77,7 +82,7 @@ const register: Register = (y) => {
         'name the queue that jobs failing for good move to (--to DLQ), or stop moving them (--clear)',
         (c) =>
           c
-            .positional('queue', { type: 'string', demandOption: true })
+            .positional('queue', { type: 'string', demandOption: true, description: 'the queue whose failed jobs move' })
             .option('to', { type: 'string', description: 'the dead-letter queue' })
             .option('clear', { type: 'boolean', default: false, description: 'keep failed jobs in the queue again' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL; change nothing' }),

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { checkConnectionUrl, redactDeep, redactSecrets } from '../../config.js';
 import type { Db } from '../../db.js';
+import { formatDurationMs } from '../../duration.js';
 import { badInput, QmaintError } from '../../errors.js';
 import {
   applyChanges,
@@ -25,6 +26,8 @@ import {
 import { checkJobPrefix } from '../../schedule/pgcron.js';
 import { refillTicks } from '../../cron/index.js';
 import { handler, type Context } from '../context.js';
+import { elapsed, timestamp } from '../format.js';
+import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import { cliMessage, cliText } from '../exit.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
@@ -112,10 +115,11 @@ const register: Register = (y) => {
           cronOptions(c, 'node-cron')
             .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
             .option('metrics-host', { type: 'string', default: '127.0.0.1', description: 'address the metrics server listens on (0.0.0.0: every interface)' })
-            .option('leader-interval-ms', { type: 'number', default: 2000, description: 'how often a standby tries to take over (bounds takeover time)' })
+            .options(durationOptions(LEADER_INTERVAL, 'how often a standby tries to take over, bounding takeover time (default 2s)'))
             .option('retries', { type: 'number', default: 3, description: 'retries of a failed run, with backoff, before the next tick' })
-            .option('retry-base-ms', { type: 'number', default: 1000, description: 'first retry delay; doubles each retry, ±50% jitter' })
-            .option('exit-after', { type: 'number', description: 'stop by itself after this many seconds' }),
+            .options(durationOptions(RETRY_BASE, 'first retry delay; doubles each retry, ±50% jitter (default 1s)'))
+            .options(durationOptions(EXIT_AFTER, 'stop by itself after this long'))
+            .option('json-lines', { type: 'boolean', default: false, description: 'one JSON event per line on stdout as they happen (NDJSON)' }),
         handler<RunFlags>(run),
       )
       .demandCommand(1, 'name a schedule command: install, uninstall, list or daemon'),
@@ -268,7 +272,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
             header: 'last pg_cron run',
             format: (_v, r) => (r.runs[0] ? `${r.runs[0].startedAt ?? '?'} ${verdictOf(out, r.runs[0].status)}` : out.dim('not yet')),
           },
-          { key: 'lastRun', header: 'message', format: (_v, r) => oneLine(r.runs[0]?.message ?? '') },
+          { key: 'lastRun', header: 'message', wrap: true, priority: 1, format: (_v, r) => oneLine(r.runs[0]?.message ?? '') },
         ],
         pgCron.jobs.map((j) => ({ ...j, lastRun: null })),
       );
@@ -289,7 +293,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
     }
     out.table(
       [
-        { key: 'startedAt', header: 'started (UTC)' },
+        { key: 'startedAt', header: 'started (UTC)', wrap: true, format: (v) => timestamp(v as string) },
         { key: 'task', header: 'task' },
         { key: 'runner', header: 'runner' },
         { key: 'status', header: 'status', format: (_v, r) => verdictOf(out, r.status) },
@@ -297,9 +301,9 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
           key: 'finishedAt',
           header: 'took',
           align: 'right',
-          format: (_v, r) => (r.finishedAt ? `${Date.parse(r.finishedAt) - Date.parse(r.startedAt)} ms` : ''),
+          format: (_v, r) => (r.finishedAt ? elapsed(Date.parse(r.finishedAt) - Date.parse(r.startedAt)) : ''),
         },
-        { key: 'message', header: 'message', format: (_v, r) => oneLine(r.message ?? '') },
+        { key: 'message', header: 'message', wrap: true, priority: 1, format: (_v, r) => oneLine(r.message ?? '') },
       ],
       runs,
     );
@@ -360,39 +364,49 @@ function oneLine(text: string): string {
 interface RunFlags extends CronFlags {
   metricsPort?: number;
   metricsHost: string;
-  leaderIntervalMs: number;
+  leaderInterval?: string;
+  leaderIntervalMs?: number;
   retries: number;
-  retryBaseMs: number;
-  exitAfter?: number;
+  retryBase?: string;
+  retryBaseMs?: number;
+  exitAfter?: string;
+  jsonLines: boolean;
 }
 
-function checkRunFlags(ctx: Context, argv: RunFlags): void {
+const LEADER_INTERVAL: DurationFlag = { flag: 'leader-interval', min: 50, max: 600_000, old: { flag: 'leader-interval-ms', unit: 'ms' } };
+const RETRY_BASE: DurationFlag = { flag: 'retry-base', min: 1, max: 3_600_000, old: { flag: 'retry-base-ms', unit: 'ms' } };
+const EXIT_AFTER: DurationFlag = { flag: 'exit-after', min: 1, max: 2_147_483_647, bare: 's' };
+
+function checkRunFlags(ctx: Context, argv: RunFlags): { leaderIntervalMs: number; retryBaseMs: number; exitAfterMs?: number } {
   if (ctx.nowGiven) throw badInput('qmaint schedule daemon works on the real clock; drop --now');
   const whole = (name: string, value: number | undefined, min: number, max: number) => {
     if (value !== undefined && (!Number.isInteger(value) || value < min || value > max))
       throw badInput(`--${name} ${value} must be a whole number from ${min} to ${max}`);
   };
   whole('metrics-port', argv.metricsPort, 0, 65535);
-  whole('leader-interval-ms', argv.leaderIntervalMs, 50, 600_000);
   whole('retries', argv.retries, 0, 100);
-  whole('retry-base-ms', argv.retryBaseMs, 1, 3_600_000);
-  if (argv.exitAfter !== undefined && !(argv.exitAfter > 0)) throw badInput(`--exit-after ${argv.exitAfter} must be a number of seconds above 0`);
+  return {
+    leaderIntervalMs: readDuration(ctx.out, LEADER_INTERVAL, argv.leaderInterval, argv.leaderIntervalMs) ?? 2000,
+    retryBaseMs: readDuration(ctx.out, RETRY_BASE, argv.retryBase, argv.retryBaseMs) ?? 1000,
+    exitAfterMs: readDuration(ctx.out, EXIT_AFTER, argv.exitAfter),
+  };
 }
 
 async function run(ctx: Context, argv: RunFlags): Promise<void> {
-  checkRunFlags(ctx, argv);
+  const timing = checkRunFlags(ctx, argv);
   const wanted = schedules(ctx, argv, 'node-cron');
   if (TASKS.every((t) => wanted[t] === null))
     throw badInput('every task is off, so the daemon would have nothing to do; give at least one task a schedule (e.g. --rescue-cron "* * * * *")');
   const db = await ctx.migratedDb({ applicationName: 'qmaint-daemon', max: 8 });
-  const log = daemonLogger(ctx.out);
+  const summary = new RunSummary();
+  const log = daemonLogger(ctx.out, argv.jsonLines, summary);
   const daemon = new Daemon({
     db,
     schedules: wanted,
     log,
-    leaderIntervalMs: argv.leaderIntervalMs,
+    leaderIntervalMs: timing.leaderIntervalMs,
     retries: argv.retries,
-    retryBaseMs: argv.retryBaseMs,
+    retryBaseMs: timing.retryBaseMs,
     metricsPort: argv.metricsPort,
     metricsHost: argv.metricsHost,
   });
@@ -401,10 +415,13 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => stop(`received ${signal}`);
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
-  const timer = argv.exitAfter !== undefined ? setTimeout(() => stop(`--exit-after ${argv.exitAfter} s`), argv.exitAfter * 1000) : undefined;
+  const exitAfter = timing.exitAfterMs;
+  const timer = exitAfter !== undefined ? setTimeout(() => stop(`--exit-after ${formatDurationMs(exitAfter)}`), exitAfter) : undefined;
   try {
     await daemon.start();
-    await daemon.stop(await stopped);
+    const reason = await stopped;
+    await daemon.stop(reason);
+    if (ctx.out.json && !argv.jsonLines) ctx.out.emitJson({ ok: true, stoppedBy: reason, ...summary.doc() });
   } finally {
     clearTimeout(timer);
     process.off('SIGTERM', onSignal);
@@ -413,14 +430,50 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   }
 }
 
-/** JSON lines with --json; otherwise one readable line per event. Debug events only with --verbose. */
-function daemonLogger(out: Output): (event: DaemonEvent) => void {
+/** What --json prints when the daemon stops: runs counted per task and status, warnings and errors, the metrics address. */
+class RunSummary {
+  private readonly runs = new Map<string, number>();
+  private warnings = 0;
+  private errors = 0;
+  private lastError: string | null = null;
+  private metrics: { host: string; port: number } | null = null;
+
+  add(event: DaemonEvent): void {
+    if (event.event === 'run') {
+      const key = `${String(event.task)}\u0000${String(event.status)}`;
+      this.runs.set(key, (this.runs.get(key) ?? 0) + 1);
+    }
+    if (event.event === 'metrics') this.metrics = { host: String(event.host), port: Number(event.port) };
+    if (event.level === 'warn') this.warnings++;
+    if (event.level === 'error') {
+      this.errors++;
+      this.lastError = redactSecrets(event.message);
+    }
+  }
+
+  doc() {
+    const runs = [...this.runs].map(([key, count]) => {
+      const [task, status] = key.split('\u0000');
+      return { task: task!, status: status!, count };
+    });
+    return { runs, warnings: this.warnings, errors: this.errors, lastError: this.lastError, metrics: this.metrics };
+  }
+}
+
+/**
+ * --json-lines: every event as a JSON line; --json: counted for the one
+ * document printed at exit; otherwise one readable line per event. Debug
+ * events only with --verbose.
+ */
+function daemonLogger(out: Output, jsonLines: boolean, summary: RunSummary): (event: DaemonEvent) => void {
   return (event) => {
+    summary.add(event);
     if (event.level === 'debug' && !out.verbose) return;
-    if (out.json) {
+    if (jsonLines) {
       out.jsonLine(redactDeep(event));
       return;
     }
+    if (out.json) return;
     const level = event.level === 'error' ? out.c.red(event.level) : event.level === 'warn' ? out.c.yellow(event.level) : out.dim(event.level);
     out.line(`${out.dim(event.time)} ${level.padEnd(5)} ${redactSecrets(event.message)}`);
   };

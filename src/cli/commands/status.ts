@@ -1,5 +1,5 @@
 import { queueStatus } from '../../queue/admin.js';
-import { duration } from '../format.js';
+import { duration, timestamp } from '../format.js';
 import { handler } from '../context.js';
 import type { Register } from '../register.js';
 
@@ -34,8 +34,8 @@ const register: Register = (y) => {
         out.table(
           [
             { key: 'partition', header: 'partition' },
-            { key: 'from', header: 'from (UTC)' },
-            { key: 'to', header: 'to (UTC)' },
+            { key: 'from', header: 'from (UTC)', wrap: true, format: (v) => timestamp(v as string | null) },
+            { key: 'to', header: 'to (UTC)', wrap: true, priority: 1, format: (v) => timestamp(v as string | null) },
             { key: 'queued', header: 'queued', align: 'right' },
             { key: 'running', header: 'running', align: 'right' },
             { key: 'completed', header: 'completed', align: 'right' },

@@ -2,14 +2,16 @@ import { badInput } from '../../errors.js';
 import { runVacuum, planVacuumRun } from '../../vacuum/run.js';
 import { vacuumStatus, type PartitionVacuumStatus, type XminHolder } from '../../vacuum/status.js';
 import { tune, tuneServerSide, type TunePlan } from '../../vacuum/tune.js';
-import { bytes, duration } from '../format.js';
+import { bytes, duration, elapsed } from '../format.js';
 import { handler, type Context } from '../context.js';
+import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
 
 interface TuneArgs {
   dryRun: boolean;
-  sampleSeconds: number;
+  sample?: string;
+  sampleSeconds?: number;
   serverSide: boolean;
   lockTimeout?: string;
   lockRetries?: number;
@@ -67,10 +69,10 @@ function showTunePlan(out: Output, plan: TunePlan): void {
   );
 }
 
+const SAMPLE: DurationFlag = { flag: 'sample', min: 0, max: 600_000, old: { flag: 'sample-seconds', unit: 's' } };
+
 async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
-  if (!Number.isInteger(argv.sampleSeconds) || argv.sampleSeconds < 0 || argv.sampleSeconds > 600) {
-    throw badInput(`--sample-seconds ${argv.sampleSeconds} must be a whole number of seconds from 0 to 600`);
-  }
+  const sampleMs = readDuration(ctx.out, SAMPLE, argv.sample, argv.sampleSeconds) ?? 10_000;
   const { lockTimeout, retries } = lockSettings(ctx, argv);
   const db = await ctx.migratedDb({ max: 3 });
   const out = ctx.out;
@@ -86,13 +88,28 @@ async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
     });
     return;
   }
+  let bar: ReturnType<Output['progress']> | undefined;
+  let shown = 0;
   const result = await tune(db, {
     now: ctx.now,
     dryRun: argv.dryRun,
-    sampleSeconds: argv.sampleSeconds,
+    sampleSeconds: sampleMs / 1000,
     lockTimeout,
     retries,
-    onWait: (s) => out.note(`no churn history yet: sampling pg_stat_user_tables for ${s}s`),
+    onWait: (s) => {
+      out.note(`no churn sample stored in the last hour: sampling pg_stat_user_tables for ${duration(s)} (--sample 2s shortens it, --sample 0 skips it)`);
+      bar = out.ttyProgress(Math.ceil(s), 'sampling churn, seconds');
+    },
+    onWaitProgress: (elapsed, total) => {
+      const seconds = Math.ceil(elapsed / 1000);
+      if (seconds > shown) bar?.tick(seconds - shown);
+      shown = Math.max(shown, seconds);
+      if (elapsed >= total) bar?.finish();
+    },
+    onStoredSample: (at) => {
+      if (at !== null)
+        out.note(`churn measured from the stored sample of ${shortTime(at)} (${duration((ctx.now.getTime() - Date.parse(at)) / 1000)} ago); no wait`);
+    },
     onEvent: out.stepPrinter(),
   });
   if (!result.ran) {
@@ -125,13 +142,15 @@ function holderRows(out: Output, holders: XminHolder[]): void {
   out.table(
     [
       { key: 'kind', header: 'holder' },
-      { key: 'who', header: 'pid / name' },
+      { key: 'who', header: 'pid / name', wrap: true },
       { key: 'xminAge', header: 'xmin age (xids)', align: 'right' },
       { key: 'age', header: 'age', align: 'right' },
-      { key: 'state', header: 'state' },
+      { key: 'state', header: 'state', priority: 2 },
       {
         key: 'query',
         header: 'query',
+        wrap: true,
+        priority: 1,
         format: (v) =>
           String(v ?? '')
             .replace(/\s+/g, ' ')
@@ -147,14 +166,14 @@ function partitionRows(out: Output, parts: PartitionVacuumStatus[]): void {
     [
       { key: 'partition', header: 'partition' },
       { key: 'state', header: 'state' },
-      { key: 'liveTuples', header: 'live', align: 'right' },
-      { key: 'deadTuples', header: 'dead', align: 'right' },
+      { key: 'liveTuples', header: 'live', align: 'right', priority: 5 },
+      { key: 'deadTuples', header: 'dead', align: 'right', priority: 2 },
       { key: 'dead', header: 'dead %', align: 'right' },
-      { key: 'vacuumed', header: 'last vacuum (manual/auto)' },
-      { key: 'analyzed', header: 'last analyze (manual/auto)' },
-      { key: 'size', header: 'table + index', align: 'right' },
-      { key: 'bloatText', header: 'bloat', align: 'right' },
-      { key: 'relfrozenxidAge', header: 'xid age', align: 'right' },
+      { key: 'vacuumed', header: 'last vacuum (manual/auto)', wrap: true, priority: 1 },
+      { key: 'analyzed', header: 'last analyze (manual/auto)', wrap: true, priority: 6 },
+      { key: 'size', header: 'table + index', align: 'right', priority: 3 },
+      { key: 'bloatText', header: 'bloat', align: 'right', priority: 1 },
+      { key: 'relfrozenxidAge', header: 'xid age', align: 'right', priority: 4 },
     ],
     parts.map((p) => ({
       ...p,
@@ -240,7 +259,7 @@ async function runCommand(ctx: Context, argv: RunArgs): Promise<void> {
         { key: 'partition', header: 'partition' },
         { key: 'deadTuplesBefore', header: 'dead before', align: 'right' },
         { key: 'deadTuplesAfter', header: 'dead after', align: 'right' },
-        { key: 'ms', header: 'ms', align: 'right' },
+        { key: 'ms', header: 'took', align: 'right', format: (v) => elapsed(Number(v)) },
       ],
       result.vacuumed,
     );
@@ -262,11 +281,7 @@ const register: Register = (y) => {
         (c) =>
           c
             .option('dry-run', { type: 'boolean', default: false, description: 'show current and proposed settings and the SQL; change nothing' })
-            .option('sample-seconds', {
-              type: 'number',
-              default: 10,
-              description: 'without churn history, sample pg_stat_user_tables over this many seconds (0: skip)',
-            })
+            .options(durationOptions(SAMPLE, 'without a churn sample stored in the last hour, sample pg_stat_user_tables this long (default 10s; 0: skip)'))
             .option('server-side', {
               type: 'boolean',
               default: false,

@@ -2,10 +2,13 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { checkConnectionUrl } from '../../config.js';
+import { formatDurationMs } from '../../duration.js';
 import { badInput } from '../../errors.js';
 import { Consumer, type Handler } from '../../queue/consumer.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
+import { duration } from '../format.js';
+import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Register } from '../register.js';
 
 interface Args {
@@ -13,15 +16,23 @@ interface Args {
   handler: string;
   concurrency?: number;
   batch?: number;
+  lease?: string;
   leaseSeconds?: number;
+  pollMax?: string;
   pollMaxMs?: number;
-  timeout?: number;
+  timeout?: string;
   drain: boolean;
   mode: 'lease' | 'transaction';
   listen: boolean;
   listenUrl?: string;
-  shutdownSeconds: number;
+  shutdown?: string;
+  shutdownSeconds?: number;
 }
+
+const LEASE: DurationFlag = { flag: 'lease', min: 1000, max: 86_400_000, step: 1000, old: { flag: 'lease-seconds', unit: 's' } };
+const POLL_MAX: DurationFlag = { flag: 'poll-max', min: 10, max: 600_000, old: { flag: 'poll-max-ms', unit: 'ms' } };
+const TIMEOUT: DurationFlag = { flag: 'timeout', min: 1, max: 2_147_483_000, bare: 's' };
+const SHUTDOWN: DurationFlag = { flag: 'shutdown', min: 0, max: 86_400_000, old: { flag: 'shutdown-seconds', unit: 's' } };
 
 /**
  * Import the handler module; anything wrong with it is bad input (exit 2), in
@@ -53,12 +64,9 @@ const register: Register = (y) => {
         .option('handler', { type: 'string', demandOption: true, description: 'module whose default export is async (job) => {}' })
         .option('concurrency', { type: 'number', description: 'handlers running at once (setting concurrency, default 10)' })
         .option('batch', { type: 'number', description: 'jobs claimed per statement (setting batch, default 100)' })
-        .option('lease-seconds', { type: 'number', description: 'lease of a claimed job (setting leaseSeconds, default 60)' })
-        .option('poll-max-ms', { type: 'number', description: 'longest idle poll interval (setting pollMaxMs, default 5000)' })
-        .option('timeout', {
-          type: 'number',
-          description: 'seconds a handler may run when its job has no timeout of its own (setting jobTimeoutSeconds, default 900)',
-        })
+        .options(durationOptions(LEASE, 'lease of a claimed job, whole seconds (setting leaseSeconds, default 60s)'))
+        .options(durationOptions(POLL_MAX, 'longest idle poll interval (setting pollMaxMs, default 5s)'))
+        .options(durationOptions(TIMEOUT, 'how long a handler may run when its job has no timeout of its own (setting jobTimeoutSeconds, default 15m)'))
         .option('drain', { type: 'boolean', default: false, description: 'exit 0 once no job of the queue is ready to run now' })
         .option('mode', {
           choices: ['lease', 'transaction'] as const,
@@ -67,17 +75,20 @@ const register: Register = (y) => {
         })
         .option('listen', { type: 'boolean', default: true, description: 'wake on NOTIFY (--no-listen: poll only, e.g. behind PgBouncer)' })
         .option('listen-url', { type: 'string', description: 'direct PostgreSQL URL for LISTEN when --database-url goes through PgBouncer' })
-        .option('shutdown-seconds', { type: 'number', default: 30, description: 'on SIGINT/SIGTERM, how long running handlers may finish' }),
+        .options(durationOptions(SHUTDOWN, 'on SIGINT/SIGTERM, how long running handlers may finish (default 30s)')),
     handler<Args>(async (ctx, argv) => {
       checkQueueName(argv.queue);
       if (argv.listenUrl !== undefined) checkConnectionUrl(argv.listenUrl, '--listen-url');
-      if (!(argv.shutdownSeconds >= 0)) throw badInput(`--shutdown-seconds must be 0 or more, got ${argv.shutdownSeconds}`);
+      const lease = readDuration(ctx.out, LEASE, argv.lease, argv.leaseSeconds);
+      const pollMax = readDuration(ctx.out, POLL_MAX, argv.pollMax, argv.pollMaxMs);
+      const timeout = readDuration(ctx.out, TIMEOUT, argv.timeout);
+      const shutdownMs = readDuration(ctx.out, SHUTDOWN, argv.shutdown, argv.shutdownSeconds) ?? 30_000;
       const settings = ctx.settings({
         concurrency: argv.concurrency,
         batch: argv.batch,
-        leaseSeconds: argv.leaseSeconds,
-        pollMaxMs: argv.pollMaxMs,
-        jobTimeoutSeconds: argv.timeout,
+        leaseSeconds: lease === undefined ? undefined : lease / 1000,
+        pollMaxMs: pollMax,
+        jobTimeoutSeconds: timeout === undefined ? undefined : timeout / 1000,
       }).values;
       const mod = await loadHandler(argv.handler);
       const out = ctx.out;
@@ -103,14 +114,14 @@ const register: Register = (y) => {
       consumer.on('lease-lost', (job) =>
         out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`),
       );
-      consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${job.timeout} s; its signal was aborted`));
+      consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
       consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
       let stoppedBy: NodeJS.Signals | null = null;
       const onSignal = (signal: NodeJS.Signals) => {
         stoppedBy = signal;
-        out.note(`${signal}: stopping (running handlers get ${argv.shutdownSeconds}s; unstarted jobs go back to the queue)`);
-        void consumer.stop({ deadlineMs: argv.shutdownSeconds * 1000 });
+        out.note(`${signal}: stopping (running handlers get ${formatDurationMs(shutdownMs)}; unstarted jobs go back to the queue)`);
+        void consumer.stop({ deadlineMs: shutdownMs });
       };
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);

@@ -24,9 +24,9 @@ export const scheduleStep: DemoStep = {
       '--vacuum-cron',
       '1-59/2 * * * * *',
       '--exit-after',
-      '5',
-      '--leader-interval-ms',
-      '200',
+      '5s',
+      '--leader-interval',
+      '200ms',
     ]);
     d.say('Every run is kept in qmaint.maintenance_runs, whoever ran it; schedule list shows them with any pg_cron jobs:');
     await d.qmaint(['schedule', 'list', '--limit', '2']);

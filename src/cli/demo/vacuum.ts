@@ -26,16 +26,16 @@ export const vacuumStep: DemoStep = {
       d.say('Here is the state of each partition, and what (if anything) holds the xmin horizon back:');
       await d.qmaint(['vacuum', 'status', ...at(0)]);
       d.say('`vacuum tune` keeps a history of pg_stat_user_tables samples. The first run records one:');
-      await d.qmaint(['vacuum', 'tune', '--sample-seconds', '0', ...at(0)]);
+      await d.qmaint(['vacuum', 'tune', '--sample', '0s', ...at(0)]);
       d.say('Now 3,000 jobs are claimed and 1,500 completed (4,500 dead row versions), and we pretend a minute passed.');
       await worker.query(`UPDATE qmaint.jobs SET status = 'running' WHERE queue = 'vacuum-demo'`);
       await worker.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE queue = 'vacuum-demo' AND (payload->>'n')::int % 2 = 0`);
       await settle();
       d.say('With --dry-run, tune shows the churn it measured, the thresholds it derives (the dead rows half an');
       d.say('autovacuum_naptime of churn makes), current against proposed settings, and the exact SQL:');
-      await d.qmaint(['vacuum', 'tune', '--dry-run', '--sample-seconds', '0', ...at(60)]);
+      await d.qmaint(['vacuum', 'tune', '--dry-run', '--sample', '0s', ...at(60)]);
       d.say('Applied, each ALTER TABLE runs under lock_timeout with retries, under the maintenance lock:');
-      await d.qmaint(['vacuum', 'tune', '--sample-seconds', '0', ...at(60)]);
+      await d.qmaint(['vacuum', 'tune', '--sample', '0s', ...at(60)]);
       d.say('`vacuum run` vacuums now, from the client, outside any transaction, with progress:');
       await d.qmaint(['vacuum', 'run', ...at(60)]);
       // Finish the demo's jobs so the partition can drain and be retired later in the tour.

@@ -1,0 +1,105 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { describe, expect, it } from 'vitest';
+import { runCommand } from '../../src/cli/main.js';
+import { ROOT, freshDatabase } from '../helpers.js';
+
+const schema = JSON.parse(readFileSync(path.join(ROOT, 'docs/json/cli-output.schema.json'), 'utf8')) as { $defs: Record<string, unknown> };
+const ajv = new Ajv2020({ strict: true, allowUnionTypes: true, allErrors: true });
+ajv.addSchema(schema, 'cli');
+
+function check(def: string, doc: unknown, what: string): void {
+  expect(schema.$defs[def], `no $defs/${def}`).toBeDefined();
+  const validate = ajv.getSchema(`cli#/$defs/${def}`)!;
+  const valid = validate(doc);
+  expect(valid ? [] : validate.errors, `${what} against $defs/${def}`).toEqual([]);
+}
+
+describe('--json output validates against docs/json/cli-output.schema.json', () => {
+  it('every command: one document on stdout (NDJSON lines with --json-lines), matching its definition', async () => {
+    const t = await freshDatabase();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-json-'));
+    const handlerFile = path.join(dir, 'handler.mjs');
+    writeFileSync(handlerFile, 'export default async (job) => { if (job.payload.fail) throw new Error("boom"); };\n');
+    const db = ['--database-url', t.url];
+    const cases: [string, string[], number[]?][] = [
+      ['migrate', ['migrate']],
+      ['enqueue', ['enqueue', '--queue', 'js', '--payload', '{"n":1}']],
+      ['enqueue', ['enqueue', '--queue', 'js', '--payload', '{"fail":true}', '--max-retries', '0']],
+      ['work', ['work', '--queue', 'js', '--handler', handlerFile, '--drain']],
+      ['status', ['status']],
+      ['jobsList', ['jobs', 'list']],
+      ['jobsAction', ['jobs', 'retry', '--queue', 'js', '--dry-run']],
+      ['jobsAction', ['jobs', 'retry', '--queue', 'js']],
+      ['jobsAction', ['jobs', 'cancel', '--queue', 'js']],
+      ['partitionsList', ['partitions', 'list']],
+      ['partitionsPlan', ['partitions', 'plan']],
+      ['partitionsRun', ['partitions', 'rotate', '--dry-run']],
+      ['partitionsRun', ['partitions', 'rotate']],
+      ['vacuumStatus', ['vacuum', 'status']],
+      ['vacuumTune', ['vacuum', 'tune', '--dry-run', '--sample', '0s']],
+      ['vacuumTune', ['vacuum', 'tune', '--sample', '0s']],
+      ['vacuumRun', ['vacuum', 'run', '--dry-run']],
+      ['vacuumRun', ['vacuum', 'run']],
+      ['explainDequeue', ['explain', 'dequeue'], [0, 4]],
+      ['explainDryRun', ['explain', 'dequeue', '--dry-run']],
+      ['health', ['health'], [0, 4]],
+      ['scheduleList', ['schedule', 'list']],
+      ['scheduleInstall', ['schedule', 'install', '--pg-cron', '--dry-run']],
+      [
+        'scheduleRun',
+        ['schedule', 'run', '--exit-after', '1500ms', '--rescue-cron', '* * * * * *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off'],
+      ],
+      ['config', ['config']],
+      ['error', ['jobs', 'list', '--status', 'weird'], [2]],
+    ];
+    for (const [def, argv, codes = [0]] of cases) {
+      const r = await runCommand([...argv, ...db, '--json']);
+      expect(codes, `${argv.join(' ')}: ${r.stderr}`).toContain(r.exitCode);
+      let doc: unknown;
+      expect(
+        () => {
+          doc = JSON.parse(r.stdout) as unknown;
+        },
+        `${argv.join(' ')} printed one JSON document`,
+      ).not.toThrow();
+      check(def, doc, argv.join(' '));
+    }
+    // The streams: one JSON value per line.
+    for (const [def, argv] of [
+      ['jobsListLine', ['jobs', 'list', '--json-lines']],
+      [
+        'scheduleRunLine',
+        [
+          'schedule',
+          'run',
+          '--json-lines',
+          '--exit-after',
+          '1s',
+          '--rescue-cron',
+          '* * * * * *',
+          '--rotate-cron',
+          'off',
+          '--vacuum-cron',
+          'off',
+          '--health-cron',
+          'off',
+        ],
+      ],
+    ] as const) {
+      const r = await runCommand([...argv, ...db]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const lines = r.stdout.trimEnd().split('\n');
+      expect(lines.length).toBeGreaterThan(1);
+      for (const line of lines) check(def, JSON.parse(line), argv.join(' '));
+    }
+  });
+
+  it('a document that breaks a definition is refused (the schemas say something)', () => {
+    const validate = ajv.getSchema('cli#/$defs/jobsList')!;
+    expect(validate({ ok: true, jobs: [{ id: 1 }], next: null })).toBe(false);
+    expect(ajv.getSchema('cli#/$defs/error')!({ ok: false, error: { code: 'x', exitCode: 9, message: 'm' } })).toBe(false);
+  });
+});
