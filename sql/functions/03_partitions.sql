@@ -598,6 +598,10 @@ RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the column lists and conditions in the EXECUTEd text are
+-- built here with quote_ident/%I from the policy's column names and %L from
+-- its status value; no caller text reaches it unquoted)
 DECLARE
   v_parent regclass;
   v_key text;

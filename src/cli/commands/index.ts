@@ -1,4 +1,5 @@
 import type { Register } from '../register.js';
+import adopt from './adopt.js';
 import demo from './demo.js';
 import embedded from './embedded.js';
 import enqueue from './enqueue.js';
@@ -14,4 +15,4 @@ import vacuum from './vacuum.js';
 import work from './work.js';
 
 /** Every command group, in the order --help lists them. */
-export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, vacuum, explain, health, schedule, roles, demo, embedded];
+export const groups: Register[] = [migrate, enqueue, work, status, jobs, partitions, adopt, vacuum, explain, health, schedule, roles, demo, embedded];
