@@ -160,4 +160,43 @@ describe('qmaint adopt', () => {
     // The sequence survived the legacy partition and still feeds inserts.
     await t.db.query(`INSERT INTO app.jobs (payload, created_at) VALUES ('{}', $1)`, [later]);
   });
+
+  it('--revert before the old table is retired: it takes back its name, its indexes and the rows written since; the policy goes', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`CREATE SCHEMA app; ${seedTableSql('app.jobs', 1000)}
+      CREATE VIEW app.queued AS SELECT id, payload FROM app.jobs WHERE status = 'queued'`);
+    const indexesBefore = await t.db.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY 1`);
+    const adopted = await cli(t, ['adopt', '--table', 'app.jobs', '--column', 'created_at', '--interval', '1 day']);
+    expect(adopted.code, adopted.stderr).toBe(0);
+    const bound = adopted.json<{ bound: string }>().bound;
+    await t.db.query(
+      `INSERT INTO app.jobs (payload, created_at) SELECT jsonb_build_object('after', i), $1::timestamptz + i * interval '1 minute' FROM generate_series(1, 50) i`,
+      [bound],
+    );
+    const all = await checksum(t, 'true');
+
+    const dry = await cli(t, ['adopt', '--revert', '--table', 'app.jobs', '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.json<{ rowsToMerge: number; steps: { lockLevel: string }[] }>()).toMatchObject({ rowsToMerge: 50 });
+    expect((await t.db.query(`SELECT relkind::text FROM pg_class WHERE oid = 'app.jobs'::regclass`)).rows[0]).toEqual({ relkind: 'p' });
+
+    const reverted = await cli(t, ['adopt', '--revert', '--table', 'app.jobs']);
+    expect(reverted.code, reverted.stderr).toBe(0);
+    expect((await t.db.query(`SELECT relkind::text FROM pg_class WHERE oid = 'app.jobs'::regclass`)).rows[0]).toEqual({ relkind: 'r' });
+    expect(await checksum(t, 'true')).toEqual(all);
+    expect((await t.db.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'app' ORDER BY 1`)).rows).toEqual(indexesBefore.rows);
+    expect((await t.db.query(`SELECT count(*)::int AS n FROM app.queued`)).rows[0]).toEqual({ n: (await checksum(t, `status = 'queued'`)).n });
+    expect((await t.db.query(`SELECT count(*)::int AS n FROM qmaint.partition_policy WHERE parent_table = 'app.jobs'`)).rows[0]).toEqual({ n: 0 });
+    expect((await t.db.query(`SELECT pg_get_serial_sequence('app.jobs', 'id') AS s`)).rows[0]).toEqual({ s: 'app.jobs_id_seq' });
+    expect(
+      (
+        await t.db.query(
+          `SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app' AND c.relname ~ '^jobs_p[0-9]'`,
+        )
+      ).rows[0],
+    ).toEqual({ n: 0 });
+    // A second revert has nothing to undo.
+    const again = await cli(t, ['adopt', '--revert', '--table', 'app.jobs']);
+    expect(again.code).toBe(2);
+  });
 });

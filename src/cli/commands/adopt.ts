@@ -1,12 +1,14 @@
 import { adopt, type AdoptResult } from '../../adopt/index.js';
+import { revertAdoption, type RevertResult } from '../../adopt/revert.js';
 import { badInput } from '../../errors.js';
 import { handler, type Context } from '../context.js';
 import type { Register } from '../register.js';
 
 interface AdoptArgs {
   table: string;
-  column: string;
-  interval: string;
+  column?: string;
+  interval?: string;
+  revert: boolean;
   statusColumn?: string;
   liveValues?: string;
   keyColumns?: string;
@@ -47,6 +49,22 @@ function print(ctx: Context, result: AdoptResult): number {
   return 0;
 }
 
+function printRevert(ctx: Context, result: RevertResult): number {
+  const out = ctx.out;
+  if (!result.dryRun && !result.ran) {
+    out.emit({ ok: true, skipped: true, message: result.message, holder: result.holder }, () => out.warn(result.message));
+    return 0;
+  }
+  out.emit({ ok: true, ...result }, () => {
+    out.heading(
+      `-- revert ${result.table}: ${result.legacy} takes back its name and ${result.rowsToMerge} newer row(s); dropped: ${result.dropped.join(', ') || 'none'}`,
+    );
+    if (result.dryRun) out.plan(result.steps);
+    else out.ok(`${result.table} is a plain table again (${result.ms} ms); its partition policy is removed`);
+  });
+  return 0;
+}
+
 const register: Register = (y) => {
   y.command(
     'adopt',
@@ -54,8 +72,13 @@ const register: Register = (y) => {
     (b) =>
       b
         .option('table', { type: 'string', demandOption: true, description: 'the table, schema.table' })
-        .option('column', { type: 'string', demandOption: true, description: 'its time column (timestamptz), the partition key' })
-        .option('interval', { type: 'string', demandOption: true, description: "width of one partition, e.g. '1 day'" })
+        .option('column', { type: 'string', description: 'its time column (timestamptz), the partition key (required unless --revert)' })
+        .option('interval', { type: 'string', description: "width of one partition, e.g. '1 day' (required unless --revert)" })
+        .option('revert', {
+          type: 'boolean',
+          default: false,
+          description: 'undo an adoption while its first partition (the old table) still exists: it takes back its name and the newer rows',
+        })
         .option('status-column', { type: 'string', description: 'the column saying whether a row is live (default: status)' })
         .option('live-values', { type: 'string', description: 'comma-separated values meaning live; the first is the waiting state (default: queued,running)' })
         .option('key-columns', {
@@ -74,6 +97,14 @@ const register: Register = (y) => {
     handler<AdoptArgs>(async (ctx, argv) => {
       const loaded = ctx.settings({ lockTimeout: argv.lockTimeout, lockRetries: argv.lockRetries });
       if (argv.premake !== undefined && !Number.isInteger(argv.premake)) throw badInput(`--premake must be a whole number, got ${argv.premake}`);
+      const lockTimeout = loaded.origin.lockTimeout === 'default' ? undefined : loaded.values.lockTimeout;
+      const retries = loaded.origin.lockRetries === 'default' ? undefined : loaded.values.lockRetries;
+      if (argv.revert) {
+        const db = await ctx.migratedDb({ applicationName: 'qmaint adopt' });
+        return printRevert(ctx, await revertAdoption(db, { table: argv.table, lockTimeout, retries, dryRun: argv.dryRun, onEvent: ctx.out.stepPrinter() }));
+      }
+      if (argv.column === undefined || argv.interval === undefined)
+        throw badInput('name the time column and the partition width: --column COLUMN --interval INTERVAL');
       const db = await ctx.migratedDb({ applicationName: 'qmaint adopt' });
       const result = await adopt(db, {
         table: argv.table,
@@ -85,8 +116,8 @@ const register: Register = (y) => {
         touchColumn: argv.touchColumn === undefined ? undefined : argv.touchColumn === '' ? null : argv.touchColumn,
         retention: argv.retention,
         premake: argv.premake,
-        lockTimeout: loaded.origin.lockTimeout === 'default' ? undefined : loaded.values.lockTimeout,
-        retries: loaded.origin.lockRetries === 'default' ? undefined : loaded.values.lockRetries,
+        lockTimeout,
+        retries,
         now: ctx.now,
         dryRun: argv.dryRun,
         onEvent: ctx.out.stepPrinter(),
