@@ -4,8 +4,9 @@ import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSui
 import { vacuumSuite } from './vacuum.js';
 import { queueSuite } from './queue.js';
 import { partitionsSuite } from './partitions.js';
+import { adoptSuite } from './adopt.js';
 
-const suites: BenchSuite[] = [queueSuite, partitionsSuite, vacuumSuite];
+const suites: BenchSuite[] = [queueSuite, partitionsSuite, vacuumSuite, adoptSuite];
 
 async function run(): Promise<number> {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
