@@ -38,6 +38,10 @@ export {
   previewPlans,
   isPooled,
 } from './partitions/index.js';
+export { adopt, planAdopt } from './adopt/index.js';
+export type { AdoptOptions, AdoptPlan, AdoptResult } from './adopt/index.js';
+export { planRevert, revertAdoption } from './adopt/revert.js';
+export type { RevertOptions, RevertPlan, RevertResult } from './adopt/revert.js';
 export type {
   PolicyDocument,
   PolicyFile,
@@ -53,7 +57,16 @@ export type {
   TableRun,
 } from './partitions/index.js';
 export * from './vacuum/index.js';
-export { explainDequeue, runHealth, serverChecks, judgePlan, planTree, resolveThresholds, DEFAULT_DEQUEUE_THRESHOLDS } from './health/index.js';
+export {
+  explainClaimSql,
+  explainDequeue,
+  runHealth,
+  serverChecks,
+  judgePlan,
+  planTree,
+  resolveThresholds,
+  DEFAULT_DEQUEUE_THRESHOLDS,
+} from './health/index.js';
 export type {
   DequeueReport,
   ExplainOptions,

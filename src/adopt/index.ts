@@ -145,8 +145,18 @@ export async function planAdopt(client: PgClient, options: AdoptOptions): Promis
        FROM b`,
     [now, options.interval, target.name, premake],
   );
-  // quote_literal() of a timestamptz renders in the session's zone; pin it for the statements.
   const { bound, bound_literal: boundLiteral, slots } = b[0]!;
+  const { rows: late } = await client.query<{ n: number; newest: Date }>(
+    `SELECT count(*)::int AS n, max(${q(options.column)}) AS newest FROM ${target.quoted} WHERE ${q(options.column)} >= $1`,
+    [bound],
+  );
+  if (late[0]!.n > 0) {
+    throw refusal(target.text, [
+      {
+        message: `${late[0]!.n} row(s) have ${options.column} at or after ${bound.toISOString()} (the newest ${late[0]!.newest.toISOString()}): the old table becomes the partition of everything before that bound, so future-dated rows must be moved back or wait until the bound passes them`,
+      },
+    ]);
+  }
 
   const lockTimeout = options.lockTimeout ?? '2s';
   const policy = {

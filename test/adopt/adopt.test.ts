@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { seedTableSql, startLoad } from '../../scripts/adopt/load.js';
 import { freshDatabase, runCli, type TestDatabase } from '../helpers.js';
@@ -198,5 +199,52 @@ describe('qmaint adopt', () => {
     // A second revert has nothing to undo.
     const again = await cli(t, ['adopt', '--revert', '--table', 'app.jobs']);
     expect(again.code).toBe(2);
+  });
+
+  it('explain dequeue --sql judges your own claim on the adopted table (rolled back): the classic claim uses the partial index, one without it is critical', async () => {
+    const t = await freshDatabase();
+    await t.db.query(`CREATE SCHEMA app; ${seedTableSql('app.jobs', 5000)}`);
+    // A future-dated row stops the adoption (it would not fit the first partition), nothing changed.
+    await t.db.query(`INSERT INTO app.jobs (payload, created_at) VALUES ('{}', now() + interval '3 days')`);
+    const before = await fingerprint(t);
+    const late = await cli(t, ['adopt', '--table', 'app.jobs', '--column', 'created_at', '--interval', '1 day']);
+    expect(late.code).toBe(2);
+    expect(late.json<{ error: { message: string } }>().error.message).toMatch(/1 row\(s\) have created_at at or after/);
+    expect(await fingerprint(t)).toEqual(before);
+    await t.db.query(`DELETE FROM app.jobs WHERE created_at > now() + interval '1 day'`);
+    const adopted = await cli(t, ['adopt', '--table', 'app.jobs', '--column', 'created_at', '--interval', '1 day']);
+    expect(adopted.code, adopted.stderr).toBe(0);
+    await t.db.query('ANALYZE app.jobs');
+    const queued = await checksum(t, `status = 'queued'`);
+
+    const classic = `/tmp/${t.name}-claim.sql`;
+    writeFileSync(
+      classic,
+      `WITH c AS (SELECT id, created_at FROM app.jobs WHERE status = 'queued' ORDER BY created_at LIMIT 10 FOR UPDATE SKIP LOCKED)
+      UPDATE app.jobs j SET status = 'running' FROM c WHERE j.id = c.id AND j.created_at = c.created_at RETURNING j.id;\n`,
+    );
+    const good = await cli(t, ['explain', 'dequeue', '--sql', classic, '--table', 'app.jobs']);
+    expect(good.code, good.stderr).toBe(0);
+    const report = good.json<{ claimed: number; verdict: string; rules: { rule: string; verdict: string }[] }>();
+    expect(report.claimed).toBe(10);
+    expect(report.rules.find((r) => r.rule === 'claim_index')?.verdict).toBe('ok');
+    // Rolled back: nothing was claimed.
+    expect(await checksum(t, `status = 'queued'`)).toEqual(queued);
+
+    const unindexed = `/tmp/${t.name}-claim2.sql`;
+    writeFileSync(
+      unindexed,
+      `WITH c AS (SELECT id, created_at FROM app.jobs WHERE retry_count = 0 AND status <> 'done' ORDER BY payload LIMIT 10 FOR UPDATE SKIP LOCKED)
+      UPDATE app.jobs j SET status = 'running' FROM c WHERE j.id = c.id AND j.created_at = c.created_at`,
+    );
+    const bad = await cli(t, ['explain', 'dequeue', '--sql', unindexed, '--table', 'app.jobs']);
+    expect(bad.code).toBe(4);
+    expect(bad.json<{ rules: { rule: string; verdict: string }[] }>().rules.find((r) => r.rule === 'claim_index')?.verdict).toBe('critical');
+
+    const two = `/tmp/${t.name}-claim3.sql`;
+    writeFileSync(two, 'SELECT 1; DELETE FROM app.jobs');
+    const refused = await cli(t, ['explain', 'dequeue', '--sql', two, '--table', 'app.jobs']);
+    expect(refused.code).toBe(2);
+    expect(refused.json<{ error: { message: string } }>().error.message).toMatch(/one statement/);
   });
 });
