@@ -317,15 +317,20 @@ $$;
 
 -- Row trigger on a partition being retired: no job may become live in it
 -- between the check that it is drained and the end of its detach (the
--- concurrent detach spans several transactions). TG_ARGV[0] names the parent.
+-- concurrent detach spans several transactions). TG_ARGV[0] names the parent,
+-- TG_ARGV[1] the status column and the rest the live values (the policy's
+-- mapping, given when the guard is made, so a writer needs no right to read
+-- the policy; a guard made before migration 0015 has only the parent: qmaint's
+-- own status column and values).
 CREATE OR REPLACE FUNCTION qmaint.refuse_live_jobs() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_pol qmaint.partition_policy := qmaint.policy_of(to_regclass(TG_ARGV[0]));
+  v_column text := CASE WHEN TG_NARGS >= 3 THEN TG_ARGV[1] ELSE 'status' END;
+  v_live text[] := CASE WHEN TG_NARGS >= 3 THEN TG_ARGV[2:TG_NARGS - 1] ELSE ARRAY['queued', 'running'] END;
 BEGIN
-  IF to_jsonb(NEW) ->> coalesce(v_pol.status_column, 'status') = ANY (coalesce(v_pol.live_values, ARRAY['queued', 'running'])) THEN
+  IF to_jsonb(NEW) ->> v_column = ANY (v_live) THEN
     RAISE EXCEPTION 'partition % of % is being retired and takes no queued or running job', TG_TABLE_NAME, TG_ARGV[0]
       USING ERRCODE = '55000', HINT = 'retry: a job made live again belongs in a newer partition';
   END IF;
@@ -860,8 +865,10 @@ DECLARE
 BEGIN
   IF p_concurrent THEN
     RETURN NEXT ROW(0, 'guard', p_partition::text,
-      format('CREATE OR REPLACE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs(%L); SELECT qmaint.assert_drained(%L)',
-             p_partition, v_parent_text, p_partition::text),
+      format('CREATE OR REPLACE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs(%L, %L, %s); SELECT qmaint.assert_drained(%L)',
+             p_partition, v_parent_text, coalesce(v_pol.status_column, 'status'),
+             (SELECT string_agg(quote_literal(v), ', ' ORDER BY n) FROM unnest(coalesce(v_pol.live_values, ARRAY['queued', 'running'])) WITH ORDINALITY AS u(v, n)),
+             p_partition::text),
       format('SHARE ROW EXCLUSIVE on %s', p_partition),
       p_reason || '; no job may become live in it from here on', true, ARRAY[p_partition::text])::qmaint.plan_step;
     RETURN NEXT ROW(0, 'detach', p_partition::text,
@@ -895,7 +902,7 @@ AS $$
    WHERE t.tgname = 'qmaint_retire'
      AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = p_parent)
      AND NOT c.relispartition
-     AND encode(t.tgargs, 'escape') = qmaint.relation_text(p_parent) || '\000'
+     AND split_part(encode(t.tgargs, 'escape'), '\000', 1) = qmaint.relation_text(p_parent)
    ORDER BY 1
 $$;
 

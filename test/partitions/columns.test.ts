@@ -113,10 +113,14 @@ describe('policy column mapping (a table with its own job columns)', () => {
     await cli(t, ['partitions', 'rotate', '--table', 'app.tasks', '--now', T0.toISOString()]);
     await t.db.query(`INSERT INTO app.tasks (body, state, created_at) VALUES ('x', 'done', $1)`, [T0]);
     await t.db.query(
-      `CREATE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON app.tasks_p20310310 FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs('app.tasks')`,
+      `CREATE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON app.tasks_p20310310 FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs('app.tasks', 'state', 'pending', 'working')`,
     );
     await expect(t.db.query(`UPDATE app.tasks SET state = 'working' WHERE body = 'x'`)).rejects.toThrow(/being retired/);
     await t.db.query(`UPDATE app.tasks SET body = 'y' WHERE body = 'x'`);
+    // Rotate's own guard carries the mapping in its arguments (a writer needs no right to read the policy).
+    const plan = await cli(t, ['partitions', 'plan', '--table', 'app.tasks', '--now', at(5).toISOString()]);
+    const guard = plan.json<{ tables: { steps: { action: string; statement: string }[] }[] }>().tables[0]!.steps.find((s) => s.action === 'guard');
+    expect(guard?.statement).toContain(`qmaint.refuse_live_jobs('app.tasks', 'state', 'pending', 'working')`);
     await expect(t.db.query(`SELECT qmaint.assert_drained('app.tasks_p20310310')`)).resolves.toBeDefined();
   });
 });
