@@ -14,8 +14,6 @@ export interface TableFacts {
   /** "schema"."table" */
   quoted: string;
   owner: string;
-  /** The time column's NOT NULL. */
-  timeNotNull: boolean;
   /** Problems that stop the adoption (nothing is changed while there is one). */
   problems: Problem[];
   /** Primary key and unique constraints, as ALTER TABLE ... ADD CONSTRAINT text. */
@@ -90,7 +88,6 @@ export async function inspectTable(db: Queryable, req: InspectRequest): Promise<
     name: req.name,
     quoted: table,
     owner: rel.owner,
-    timeNotNull: false,
     problems,
     keyConstraints: [],
     indexes: [],
@@ -117,8 +114,8 @@ export async function inspectTable(db: Queryable, req: InspectRequest): Promise<
   if (rel.relpersistence !== 'p') problems.push({ message: `${req.schema}.${req.name} is unlogged or temporary; only a permanent table can be adopted` });
 
   const cols = (
-    await db.query<{ name: string; type: string; notnull: boolean; identity: string; tz: boolean; ts: boolean }>(
-      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS notnull, attidentity::text AS identity,
+    await db.query<{ name: string; type: string; identity: string; tz: boolean; ts: boolean }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attidentity::text AS identity,
               atttypid = 'timestamptz'::regtype AS tz, atttypid = 'timestamp'::regtype AS ts
          FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
       [rel.oid],
@@ -133,7 +130,6 @@ export async function inspectTable(db: Queryable, req: InspectRequest): Promise<
       fix: `ALTER TABLE ${table} ALTER COLUMN ${q(req.column)} TYPE timestamptz USING ${q(req.column)} AT TIME ZONE 'UTC';`,
     });
   } else if (!time.tz) problems.push({ message: `the time column ${req.column} is ${time.type}; it must be timestamptz` });
-  facts.timeNotNull = !!time?.notnull;
   for (const c of cols.filter((c) => c.identity !== '')) {
     problems.push({
       message: `column ${c.name} is an identity column; PostgreSQL before 17 cannot carry an identity across ATTACH PARTITION. Give it a sequence default instead (keeps its values; run while writers are paused, or it races with inserts)`,
