@@ -19,7 +19,7 @@
 
 // Connecting
 export { connect, Db } from './db.js';
-export type { CheckedOut, ConnectOptions, LockHolder, Queryable } from './db.js';
+export type { CheckedOut, ConnectOptions, LockHolder, PgClient, Queryable } from './db.js';
 export type { ConnectionSource } from './config.js';
 
 // Errors
@@ -65,6 +65,7 @@ export type {
   ListPartitionsOptions,
   MaintainOptions,
   PartitionInfo,
+  PolicyColumns,
   PolicyDocument,
   Preview,
   RunOptions,
@@ -146,3 +147,9 @@ export type {
   Schedules,
   TaskName,
 } from './schedule/index.js';
+
+// Adopting an existing table
+export { adopt, planAdopt } from './adopt/index.js';
+export type { AdoptOptions, AdoptPlan, AdoptResult } from './adopt/index.js';
+export { planRevert, revertAdoption } from './adopt/revert.js';
+export type { RevertOptions, RevertPlan, RevertResult } from './adopt/revert.js';

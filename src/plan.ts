@@ -258,10 +258,8 @@ export async function executeSteps(client: PgClient, steps: PlanStep[], options:
   return results;
 }
 
-/** Queued jobs in one partition (the total of a move step's progress). */
+/** Waiting jobs in one partition (the total of a move step's progress; the policy's status column and first live value). */
 async function queuedIn(client: Queryable, partition: string): Promise<number> {
-  const { rows } = await client.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM ${parseQualifiedName(partition, 'partition').quoted} WHERE status = 'queued'`,
-  );
+  const { rows } = await client.query<{ n: number }>('SELECT qmaint.waiting_jobs($1::regclass)::int AS n', [parseQualifiedName(partition, 'partition').quoted]);
   return rows[0]?.n ?? 0;
 }

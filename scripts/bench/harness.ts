@@ -29,6 +29,8 @@ export interface BenchResult {
   charts?: { name: string; svg: string }[];
   /** False when a target was missed; printed in the summary, never hidden. */
   targetsMet?: boolean;
+  /** The section states its own server and machine: the shared header (the other suites' server) stays as it is. */
+  ownHeader?: boolean;
 }
 
 export interface BenchSuite {
@@ -100,7 +102,9 @@ export function writeSection(suite: BenchSuite, result: BenchResult, header: str
   if (!doc.startsWith('# Benchmarks')) {
     doc = `# Benchmarks\n\nWritten by \`npm run bench\` (scripts/bench/). Every figure is compared with a baseline measured in the same run on the same server.\n\n<!-- bench:header:start -->\n<!-- bench:header:end -->\n`;
   }
-  doc = doc.replace(/<!-- bench:header:start -->[\s\S]*?<!-- bench:header:end -->/, `<!-- bench:header:start -->\n${header}\n<!-- bench:header:end -->`);
+  if (!result.ownHeader) {
+    doc = doc.replace(/<!-- bench:header:start -->[\s\S]*?<!-- bench:header:end -->/, `<!-- bench:header:start -->\n${header}\n<!-- bench:header:end -->`);
+  }
   const re = new RegExp(`${escape(start)}[\\s\\S]*?${escape(end)}`);
   doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
   writeFileSync(DOC, doc);

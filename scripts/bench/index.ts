@@ -5,11 +5,12 @@ import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSui
 import { vacuumSuite } from './vacuum.js';
 import { queueSuite } from './queue.js';
 import { partitionsSuite } from './partitions.js';
+import { adoptSuite } from './adopt.js';
 import { peersSuite } from './peers.js';
 import { poolerSuite } from './pooler.js';
 import { scaleSuite } from './scale.js';
 
-const suites: BenchSuite[] = [queueSuite, peersSuite, poolerSuite, partitionsSuite, vacuumSuite, scaleSuite];
+const suites: BenchSuite[] = [queueSuite, peersSuite, poolerSuite, partitionsSuite, vacuumSuite, scaleSuite, adoptSuite];
 
 async function run(): Promise<number> {
   const wanted: string[] = [];

@@ -79,16 +79,31 @@ AS $$
     FROM pg_attribute WHERE attrelid = p_rel AND attnum > 0 AND NOT attisdropped
 $$;
 
+-- The job-column mapping of a policy row (migration 0015) as the JSON a
+-- policy file carries under "columns"; {} (qmaint's own layout) for no policy.
+CREATE OR REPLACE FUNCTION qmaint.policy_columns(p_pol qmaint.partition_policy) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN p_pol.parent_table IS NULL THEN '{}'::jsonb
+              ELSE jsonb_build_object('time', p_pol.time_column, 'status', p_pol.status_column, 'live', to_jsonb(p_pol.live_values),
+                                      'key', to_jsonb(p_pol.key_columns), 'touch', p_pol.touch_column) END
+$$;
+
 -- Why a table cannot be managed by qmaint, or NULL when it can: it must exist,
 -- be range-partitioned on one timestamptz column, and have the job columns
--- qmaint reads (id, status with queued/running, updated_at).
-CREATE OR REPLACE FUNCTION qmaint.check_managed_table(p_table text) RETURNS text
+-- maintenance reads. p_columns is the policy's mapping ({"time", "status",
+-- "live", "key", "touch"}); a key left out means qmaint's own column (status
+-- with queued/running, key id, touched updated_at); "touch": null means none.
+CREATE OR REPLACE FUNCTION qmaint.check_managed_table(p_table text, p_columns jsonb) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_rel regclass := to_regclass(p_table);
+  v_cols jsonb := coalesce(p_columns, '{}'::jsonb);
   v_key text;
+  v_need text[];
   v_missing text;
 BEGIN
   IF v_rel IS NULL THEN
@@ -101,13 +116,73 @@ BEGIN
   IF (SELECT atttypid FROM pg_attribute WHERE attrelid = v_rel AND attname = v_key) <> 'timestamptz'::regtype THEN
     RETURN format('table %s is partitioned on %s, which is not a timestamptz column', p_table, v_key);
   END IF;
-  SELECT string_agg(c, ', ') INTO v_missing
-    FROM unnest(ARRAY['id', 'status', 'updated_at']) AS c
-   WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = c AND NOT attisdropped);
+  IF v_cols ->> 'time' IS NOT NULL AND v_cols ->> 'time' <> v_key THEN
+    RETURN format('table %s is partitioned on %s, not on its time column %s', p_table, v_key, v_cols ->> 'time');
+  END IF;
+  v_need := ARRAY[coalesce(v_cols ->> 'status', 'status')]
+            || CASE WHEN v_cols ? 'key' THEN ARRAY(SELECT jsonb_array_elements_text(v_cols -> 'key')) ELSE ARRAY['id'] END
+            || CASE WHEN v_cols ? 'touch' THEN ARRAY[v_cols ->> 'touch'] ELSE ARRAY['updated_at'] END;
+  SELECT string_agg(DISTINCT c, ', ') INTO v_missing
+    FROM unnest(v_need) AS c
+   WHERE c IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = c AND attnum > 0 AND NOT attisdropped);
   IF v_missing IS NOT NULL THEN
     RETURN format('table %s lacks the job column(s) %s that qmaint reads', p_table, v_missing);
   END IF;
+  IF v_cols ? 'key' AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(v_cols -> 'key') k WHERE k <> v_key) THEN
+    RETURN format('the key columns of %s must name a column besides the time column %s', p_table, v_key);
+  END IF;
   RETURN NULL;
+END;
+$$;
+
+-- The same check with the mapping of the table's own policy (qmaint's
+-- layout when it has none).
+CREATE OR REPLACE FUNCTION qmaint.check_managed_table(p_table text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT qmaint.check_managed_table(p_table, coalesce((SELECT qmaint.policy_columns(pol) FROM qmaint.partition_policy pol WHERE pol.parent_table = p_table), '{}'::jsonb))
+$$;
+
+-- One SELECT per live value of the table's status column, joined by UNION
+-- ALL: each arm can use its own partial index (claim and rescue on
+-- qmaint.jobs, an adopted table's own), where one "status IN (...)" arm
+-- would match none and read every row. p_which: live (every live value),
+-- waiting (the first: the state a straggler move carries forward) or held
+-- (the others: a consumer owns those rows). p_where is SQL the caller built
+-- (quoted identifiers, literals or $n parameters). No policy: qmaint's own
+-- status column and values.
+CREATE OR REPLACE FUNCTION qmaint.live_arms(p_pol qmaint.partition_policy, p_rel regclass, p_select text, p_where text, p_which text DEFAULT 'live')
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(string_agg(format('SELECT %s FROM %s WHERE %I = %L AND %s', p_select, p_rel, coalesce(p_pol.status_column, 'status'), u.v, p_where),
+                             ' UNION ALL ' ORDER BY u.n),
+                  format('SELECT %s FROM %s WHERE false', p_select, p_rel))
+    FROM unnest(coalesce(p_pol.live_values, ARRAY['queued', 'running'])) WITH ORDINALITY AS u(v, n)
+   WHERE p_which = 'live' OR (p_which = 'waiting') = (u.n = 1)
+$$;
+
+-- The policy of the table a partition belongs to (all NULL when it has none).
+CREATE OR REPLACE FUNCTION qmaint.policy_of_partition(p_partition regclass) RETURNS qmaint.partition_policy
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT qmaint.policy_of(i.inhparent) FROM pg_inherits i WHERE i.inhrelid = p_partition
+$$;
+
+-- Waiting jobs (status = the first live value) in one partition: what a
+-- straggler move will carry forward (the TypeScript executor's progress total).
+CREATE OR REPLACE FUNCTION qmaint.waiting_jobs(p_partition regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_n bigint;
+BEGIN
+  EXECUTE format('SELECT count(*) FROM (%s) w', qmaint.live_arms(qmaint.policy_of_partition(p_partition), p_partition, '1', 'true', 'waiting')) INTO v_n;
+  RETURN v_n;
 END;
 $$;
 
@@ -242,13 +317,20 @@ $$;
 
 -- Row trigger on a partition being retired: no job may become live in it
 -- between the check that it is drained and the end of its detach (the
--- concurrent detach spans several transactions). TG_ARGV[0] names the parent.
+-- concurrent detach spans several transactions). TG_ARGV[0] names the parent,
+-- TG_ARGV[1] the status column and the rest the live values (the policy's
+-- mapping, given when the guard is made, so a writer needs no right to read
+-- the policy; a guard made before migration 0015 has only the parent: qmaint's
+-- own status column and values).
 CREATE OR REPLACE FUNCTION qmaint.refuse_live_jobs() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_column text := CASE WHEN TG_NARGS >= 3 THEN TG_ARGV[1] ELSE 'status' END;
+  v_live text[] := CASE WHEN TG_NARGS >= 3 THEN TG_ARGV[2:TG_NARGS - 1] ELSE ARRAY['queued', 'running'] END;
 BEGIN
-  IF NEW.status IN ('queued', 'running') THEN
+  IF to_jsonb(NEW) ->> v_column = ANY (v_live) THEN
     RAISE EXCEPTION 'partition % of % is being retired and takes no queued or running job', TG_TABLE_NAME, TG_ARGV[0]
       USING ERRCODE = '55000', HINT = 'retry: a job made live again belongs in a newer partition';
   END IF;
@@ -265,8 +347,7 @@ AS $$
 DECLARE
   v_live boolean;
 BEGIN
-  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %1$s WHERE status = ''queued'') OR EXISTS (SELECT 1 FROM %1$s WHERE status = ''running'')', p_partition)
-    INTO v_live;
+  EXECUTE format('SELECT EXISTS (%s)', qmaint.live_arms(qmaint.policy_of_partition(p_partition), p_partition, '1', 'true')) INTO v_live;
   IF v_live THEN
     RAISE EXCEPTION '% holds queued or running jobs; it is not retired', p_partition
       USING ERRCODE = 'QM001', HINT = 'its jobs must finish or be moved (qmaint partitions compact) first';
@@ -522,6 +603,10 @@ RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- @plpgsql_check_options: security_warnings = false
+-- (plpgsql_check: the column lists and conditions in the EXECUTEd text are
+-- built here with quote_ident/%I from the policy's column names and %L from
+-- its status value; no caller text reaches it unquoted)
 DECLARE
   v_parent regclass;
   v_key text;
@@ -529,12 +614,23 @@ DECLARE
   v_src record;
   v_target timestamptz;
   v_moved integer;
+  v_pol qmaint.partition_policy;
+  v_status text;
+  v_keys text;
+  v_join text;
+  v_touch text;
 BEGIN
   SELECT inhparent INTO v_parent FROM pg_inherits WHERE inhrelid = p_partition;
   IF v_parent IS NULL THEN
     RAISE EXCEPTION '% is not a partition', p_partition USING ERRCODE = '22023';
   END IF;
   v_key := qmaint.partition_key(v_parent);
+  v_pol := qmaint.policy_of(v_parent);
+  v_status := format('%I = %L', coalesce(v_pol.status_column, 'status'), coalesce(v_pol.live_values[1], 'queued'));
+  SELECT string_agg(quote_ident(k), ', ' ORDER BY n), string_agg(format('j.%1$I = s.%1$I', k), ' AND ' ORDER BY n) INTO v_keys, v_join
+    FROM unnest(coalesce(v_pol.key_columns, ARRAY['id'])) WITH ORDINALITY AS u(k, n) WHERE k <> v_key;
+  v_touch := CASE WHEN v_pol.parent_table IS NULL THEN ', updated_at = now()'
+                  WHEN v_pol.touch_column IS NOT NULL THEN format(', %I = now()', v_pol.touch_column) ELSE '' END;
   v_parts := qmaint.bounds_of(v_parent);
   SELECT lower_bound, upper_bound INTO v_src FROM unnest(v_parts) WHERE partition = p_partition;
   SELECT lower_bound INTO v_target FROM unnest(v_parts) WHERE NOT is_default AND lower_bound <= p_now AND p_now < upper_bound;
@@ -546,10 +642,10 @@ BEGIN
     RAISE EXCEPTION 'cannot move jobs of % forward: it is not older than the partition holding %', p_partition, p_now USING ERRCODE = '22023';
   END IF;
   EXECUTE format(
-    'WITH s AS (SELECT id, %1$I FROM %2$s WHERE status = ''queued'' ORDER BY id LIMIT %3$s FOR UPDATE SKIP LOCKED) '
-    'UPDATE %4$s j SET %1$I = $1, updated_at = now() FROM s '
-    'WHERE j.id = s.id AND j.%1$I = s.%1$I AND j.%1$I >= $2 AND j.%1$I < $3 AND j.status = ''queued''',
-    v_key, p_partition, greatest(1, p_batch), v_parent)
+    'WITH s AS (SELECT %5$s, %1$I FROM %2$s WHERE %6$s ORDER BY %5$s LIMIT %3$s FOR UPDATE SKIP LOCKED) '
+    'UPDATE %4$s j SET %1$I = $1%7$s FROM s '
+    'WHERE %8$s AND j.%1$I = s.%1$I AND j.%1$I >= $2 AND j.%1$I < $3 AND j.%6$s',
+    v_key, p_partition, greatest(1, p_batch), v_parent, v_keys, v_status, v_touch, v_join)
     USING v_target, v_src.lower_bound, v_src.upper_bound;
   GET DIAGNOSTICS v_moved = ROW_COUNT;
   RETURN v_moved;
@@ -568,10 +664,8 @@ AS $$
 DECLARE
   v_live jsonb;
 BEGIN
-  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT t, count(*) AS n FROM ('
-                 'SELECT tableoid::oid AS t FROM %1$s WHERE status = ''queued'' AND %2$I >= $1 '
-                 'UNION ALL SELECT tableoid::oid FROM %1$s WHERE status = ''running'' AND %2$I >= $1) a GROUP BY 1) s',
-                 p_parent, qmaint.partition_key(p_parent))
+  EXECUTE format('SELECT coalesce(jsonb_object_agg(t::text, n), ''{}'') FROM (SELECT t, count(*) AS n FROM (%s) a GROUP BY 1) s',
+                 qmaint.live_arms(qmaint.policy_of(p_parent), p_parent, 'tableoid::oid AS t', format('%I >= $1', qmaint.partition_key(p_parent))))
     INTO v_live USING p_from;
   RETURN v_live;
 END;
@@ -603,15 +697,13 @@ BEGIN
   -- live below the mark lowers it in the same transaction (enqueue, retry,
   -- rescue), and rescue_expired searches below it as a safety net.
   IF v_mark < v_recent THEN
-    EXECUTE format('SELECT array_agg(DISTINCT t) FROM (SELECT tableoid AS t FROM %1$s WHERE status = ''queued'' AND %2$I >= %3$L AND %2$I < %4$L '
-                   'UNION ALL SELECT tableoid FROM %1$s WHERE status = ''running'' AND %2$I >= %3$L AND %2$I < %4$L) s',
-                   p_parent, v_key, v_mark, v_recent)
+    EXECUTE format('SELECT array_agg(DISTINCT t) FROM (%s) s',
+                   qmaint.live_arms(v_pol, p_parent, 'tableoid AS t', format('%1$I >= %2$L AND %1$I < %3$L', v_key, v_mark, v_recent)))
       INTO v_live;
     SELECT min(lower_bound) INTO v_oldest FROM unnest(v_parts) WHERE partition::oid = ANY (v_live) AND NOT is_default;
   END IF;
   IF v_default IS NOT NULL THEN
-    EXECUTE format('SELECT least((SELECT min(%1$I) FROM %2$s WHERE status = ''queued''), (SELECT min(%1$I) FROM %2$s WHERE status = ''running''))',
-                   v_key, v_default) INTO v_default_live;
+    EXECUTE format('SELECT min(m) FROM (%s) s', qmaint.live_arms(v_pol, v_default, format('min(%I) AS m', v_key), 'true')) INTO v_default_live;
   END IF;
   RETURN least(v_recent, v_oldest, v_default_live);
 END;
@@ -773,8 +865,10 @@ DECLARE
 BEGIN
   IF p_concurrent THEN
     RETURN NEXT ROW(0, 'guard', p_partition::text,
-      format('CREATE OR REPLACE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs(%L); SELECT qmaint.assert_drained(%L)',
-             p_partition, v_parent_text, p_partition::text),
+      format('CREATE OR REPLACE TRIGGER qmaint_retire BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION qmaint.refuse_live_jobs(%L, %L, %s); SELECT qmaint.assert_drained(%L)',
+             p_partition, v_parent_text, coalesce(v_pol.status_column, 'status'),
+             (SELECT string_agg(quote_literal(v), ', ' ORDER BY n) FROM unnest(coalesce(v_pol.live_values, ARRAY['queued', 'running'])) WITH ORDINALITY AS u(v, n)),
+             p_partition::text),
       format('SHARE ROW EXCLUSIVE on %s', p_partition),
       p_reason || '; no job may become live in it from here on', true, ARRAY[p_partition::text])::qmaint.plan_step;
     RETURN NEXT ROW(0, 'detach', p_partition::text,
@@ -808,7 +902,7 @@ AS $$
    WHERE t.tgname = 'qmaint_retire'
      AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = p_parent)
      AND NOT c.relispartition
-     AND encode(t.tgargs, 'escape') = qmaint.relation_text(p_parent) || '\000'
+     AND split_part(encode(t.tgargs, 'escape'), '\000', 1) = qmaint.relation_text(p_parent)
    ORDER BY 1
 $$;
 
@@ -949,7 +1043,8 @@ BEGIN
       IF r.live_jobs = 0 THEN
         v_retiring := v_retiring || r.partition;
       ELSIF v_pol.stragglers = 'move' THEN
-        EXECUTE format('SELECT (SELECT count(*) FROM %1$s WHERE status = ''queued''), (SELECT count(*) FROM %1$s WHERE status = ''running'')', r.partition)
+        EXECUTE format('SELECT (SELECT count(*) FROM (%s) w), (SELECT count(*) FROM (%s) h)',
+                       qmaint.live_arms(v_pol, r.partition, '1', 'true', 'waiting'), qmaint.live_arms(v_pol, r.partition, '1', 'true', 'held'))
           INTO v_queued, v_running;
         IF v_queued > 0 THEN
           v_steps := v_steps || ROW(0, 'move', r.partition::text,
@@ -1147,7 +1242,7 @@ BEGIN
   v_parent := to_regclass(p_parent_table);
   FOR r IN SELECT * FROM qmaint.partition_states(v_parent, p_now) s
             WHERE NOT s.is_default AND s.upper_bound <= p_now - v_pol.retention AND s.live_jobs > 0 ORDER BY s.lower_bound LOOP
-    EXECUTE format('SELECT count(*) FROM %s WHERE status = ''queued''', r.partition) INTO v_queued;
+    v_queued := qmaint.waiting_jobs(r.partition);
     IF v_queued > 0 THEN
       v_steps := v_steps || ROW(0, 'move', r.partition::text,
         format('SELECT qmaint.move_stragglers(%L, %L, %s)', r.partition::text, p_now, qmaint.move_batch_size()),
@@ -1346,7 +1441,7 @@ DECLARE
   v_problem text;
 BEGIN
   IF jsonb_typeof(p_policy -> 'table') = 'string' THEN
-    v_problem := qmaint.check_managed_table(p_policy ->> 'table');
+    v_problem := qmaint.check_managed_table(p_policy ->> 'table', CASE WHEN jsonb_typeof(p_policy -> 'columns') = 'object' THEN p_policy -> 'columns' ELSE '{}'::jsonb END);
     IF v_problem IS NOT NULL THEN
       v_problems := v_problems || v_problem;
     END IF;

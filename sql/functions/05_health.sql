@@ -223,18 +223,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_grace interval := qmaint.health_interval(p_t, 'retention_grace');
-  v_policy record;
+  v_policy qmaint.partition_policy;
   v_part record;
   v_live boolean;
   v_overdue text[] := '{}'::text[];
   v_pending text[];
 BEGIN
-  FOR v_policy IN SELECT parent_table, retention FROM qmaint.partition_policy
+  FOR v_policy IN SELECT * FROM qmaint.partition_policy
                    WHERE to_regclass(parent_table) IS NOT NULL ORDER BY parent_table LOOP
     FOR v_part IN SELECT p.partition FROM qmaint.partitions_of(to_regclass(v_policy.parent_table)) p
                    WHERE NOT p.is_default AND p.upper_bound <= p_now - v_policy.retention - v_grace
                    ORDER BY p.lower_bound LOOP
-      EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE status IN (''queued'', ''running''))', v_part.partition) INTO v_live;
+      EXECUTE format('SELECT EXISTS (%s)', qmaint.live_arms(v_policy, v_part.partition, '1', 'true')) INTO v_live;
       IF NOT v_live THEN
         v_overdue := v_overdue || v_part.partition::text;
       END IF;

@@ -168,7 +168,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
   ],
   config: [
     ['qmaint config', 'every setting with its value and where it came from; the connection, password masked'],
-    ['qmaint config --lease 2m', 'what a command given --lease 2m would use'],
+    ['qmaint config --concurrency 20', 'what a command given --concurrency 20 would use'],
     ['qmaint config --json', 'the same as one JSON document'],
   ],
   queues: [
@@ -197,10 +197,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
   ],
   'cron add': [
     ["qmaint cron add nightly-report --schedule '30 2 * * *' --tz Europe/Berlin --queue reports", 'every night at 02:30 in Berlin (DST handled)'],
-    [
-      'qmaint cron add heartbeat --schedule \'*/5 * * * *\' --queue pings --payload \'{"kind":"ping"}\' --missed backfill:3',
-      'every 5 minutes; after downtime, up to 3 missed runs',
-    ],
+    ["qmaint cron add heartbeat --schedule '*/5 * * * *' --queue pings --missed backfill:3", 'every 5 minutes; after downtime, up to 3 missed runs'],
     ['qmaint cron add hourly --schedule @hourly --queue reports --dry-run', 'check the expression and print the SQL'],
   ],
   'cron list': [
@@ -219,6 +216,12 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint completion bash', 'save as ~/.local/share/bash-completion/completions/qmaint'],
     ['qmaint completion zsh', 'save as _qmaint in a directory of $fpath'],
     ['qmaint completion fish', 'save as ~/.config/fish/completions/qmaint.fish'],
+  ],
+  adopt: [
+    ["qmaint adopt --table public.legacy_jobs --column created_at --interval '1 day' --dry-run", 'the checks, then every statement with its lock level'],
+    ["qmaint adopt --table public.legacy_jobs --column created_at --interval '1 day'", 'put the live table behind daily partitions'],
+    ['qmaint adopt --table public.legacy_jobs --revert --dry-run', 'what undoing it would run'],
+    ['qmaint adopt --table public.legacy_jobs --revert', 'the table as it was, with the rows written since'],
   ],
 };
 

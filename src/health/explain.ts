@@ -240,3 +240,122 @@ function partitionInfo(rows: PartitionRow[]): PartitionInfo[] {
     liveTuples: r.live,
   }));
 }
+
+export interface ExplainSqlOptions {
+  /** The user's own claim statement: one statement, literal values, no parameters. */
+  sql: string;
+  /** The managed table it claims from (schema.table); it must have a partition policy. */
+  table: string;
+  statementTimeout: string;
+  thresholds?: DequeueThresholds;
+  /** false: plan only (EXPLAIN without ANALYZE); default true: run it, rolled back. */
+  analyze?: boolean;
+}
+
+export interface SqlClaimReport {
+  table: string;
+  analyzed: boolean;
+  /** Rows the statement would have claimed (rolled back); 0 when not analyzed. */
+  claimed: number;
+  planningMs: number;
+  executionMs: number;
+  verdict: Verdict;
+  rules: RuleResult[];
+  partitions: PartitionInfo[];
+  explain: ExplainDocument;
+}
+
+/**
+ * Each partition of a managed table, for judging a user's claim: the claim
+ * index of a partition is a valid partial index whose predicate names the
+ * policy's waiting value (status = 'queued' on the seed-style table).
+ */
+const TABLE_PARTITION_CONTEXT_SQL = `SELECT c.relname AS name, n.nspname || '.' || c.relname AS qualified, s.state, s.is_default,
+       (pg_relation_size(s.partition) / current_setting('block_size')::int)::int AS pages,
+       ci.relname AS claim_index,
+       coalesce(st.n_dead_tup, 0)::float8 AS dead, coalesce(st.n_live_tup, 0)::float8 AS live
+  FROM qmaint.partition_states($1::regclass, now()) s
+  JOIN pg_class c ON c.oid = s.partition
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_stat_user_tables st ON st.relid = s.partition
+  LEFT JOIN LATERAL (
+    SELECT ic.relname
+      FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
+     WHERE x.indrelid = s.partition AND x.indisvalid AND x.indisready AND x.indpred IS NOT NULL
+       AND strpos(pg_get_expr(x.indpred, x.indrelid), quote_literal($2)) > 0
+     ORDER BY ic.relname LIMIT 1) ci ON true
+ ORDER BY s.lower_bound`;
+
+/** Why a claim statement cannot be explained as given, or null. */
+export function checkClaimSql(sql: string): string | null {
+  const text = sql.trim().replace(/;\s*$/, '').trim();
+  if (text === '') return 'the claim statement is empty';
+  if (text.includes(';')) return 'the claim statement must be one statement (found a ";" inside it)';
+  if (/\$\d/.test(text)) return 'the claim statement has parameters ($1 ...); put literal values in their place';
+  if (!/^(with|update|select|delete)\b/i.test(text)) return 'the claim statement must be a WITH, UPDATE, SELECT or DELETE statement';
+  return null;
+}
+
+/**
+ * EXPLAIN a user's own claim statement on a managed table (an adopted one, say)
+ * the way explainDequeue explains qmaint's: inside BEGIN ... ROLLBACK under
+ * statement_timeout, planned once to warm the caches, then EXPLAIN (ANALYZE,
+ * BUFFERS) so it really runs and nothing it did survives; judged by the same
+ * plan rules, with the table's partitions and their claim indexes.
+ */
+/** Every statement explainClaimSql runs, in order (what `explain dequeue --sql FILE --dry-run` prints); $2 of partitions is the policy's waiting value. */
+export function explainSqlStatements(options: ExplainSqlOptions): { purpose: string; sql: string; values: SqlValue[] }[] {
+  const problem = checkClaimSql(options.sql);
+  if (problem) throw new QmaintError('bad_input', problem);
+  const sql = options.sql.trim().replace(/;\s*$/, '');
+  return [
+    { purpose: 'policy', sql: `SELECT live_values[1] AS waiting FROM qmaint.partition_policy WHERE parent_table = $1`, values: [options.table] },
+    { purpose: 'begin', sql: 'BEGIN', values: [] },
+    { purpose: 'timeout', sql: `SELECT set_config('statement_timeout', $1, true)`, values: [options.statementTimeout] },
+    { purpose: 'partitions', sql: TABLE_PARTITION_CONTEXT_SQL, values: [options.table, '<the waiting value read above>'] },
+    { purpose: 'warm-up', sql: `EXPLAIN (FORMAT JSON) ${sql}`, values: [] },
+    { purpose: 'explain', sql: `EXPLAIN (${options.analyze === false ? '' : 'ANALYZE, BUFFERS, '}FORMAT JSON) ${sql}`, values: [] },
+    { purpose: 'rollback', sql: 'ROLLBACK', values: [] },
+  ];
+}
+
+export async function explainClaimSql(db: Db, options: ExplainSqlOptions): Promise<SqlClaimReport> {
+  const steps = explainSqlStatements(options);
+  const st = (purpose: string) => steps.find((x) => x.purpose === purpose)!;
+  const analyze = options.analyze ?? true;
+  const thresholds = options.thresholds ?? DEFAULT_DEQUEUE_THRESHOLDS;
+  return db.withClient(async (client) => {
+    const policy = (await client.query<{ waiting: string }>(st('policy').sql, st('policy').values)).rows[0];
+    if (!policy)
+      throw new QmaintError('bad_input', `${options.table} has no partition policy; name a managed table (qmaint adopt or qmaint partitions apply makes one)`);
+    await client.query(st('begin').sql);
+    try {
+      await client.query(st('timeout').sql, st('timeout').values);
+      const partitions = partitionInfo((await client.query<PartitionRow>(st('partitions').sql, [options.table, policy.waiting])).rows);
+      await client.query(st('warm-up').sql);
+      const result = await client.query<{ 'QUERY PLAN': ExplainDocument[] }>(st('explain').sql);
+      const doc = result.rows[0]!['QUERY PLAN'][0]!;
+      const rules = judgePlan(doc, { partitions }, thresholds);
+      return {
+        table: options.table,
+        analyzed: analyze,
+        claimed: rowsClaimed(doc),
+        planningMs: doc['Planning Time'] ?? 0,
+        executionMs: doc['Execution Time'] ?? 0,
+        verdict: worstVerdict(rules.map((r) => r.verdict)),
+        rules,
+        partitions,
+        explain: doc,
+      };
+    } catch (err) {
+      if (sqlState(err) === '57014') {
+        throw new QmaintError('critical', `the claim did not finish within statement_timeout ${options.statementTimeout}: dequeue is critically slow`, {
+          cause: err,
+        });
+      }
+      throw err;
+    } finally {
+      await client.query(st('rollback').sql).catch(() => undefined);
+    }
+  });
+}

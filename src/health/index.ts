@@ -1,5 +1,5 @@
-export { explainDequeue, explainLockLevel, explainStatements } from './explain.js';
-export type { DequeueReport, ExplainOptions } from './explain.js';
+export { explainClaimSql, explainDequeue, explainLockLevel, explainSqlStatements, explainStatements } from './explain.js';
+export type { DequeueReport, ExplainOptions, ExplainSqlOptions, SqlClaimReport } from './explain.js';
 export { runHealth, serverChecks, dequeueCheck, summarize } from './checks.js';
 export type { HealthCheck, HealthOptions, HealthReport } from './checks.js';
 export { judgePlan, planTree, scans, worstVerdict, DEFAULT_DEQUEUE_THRESHOLDS, PLAN_RULES } from './plan.js';

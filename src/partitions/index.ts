@@ -6,7 +6,7 @@ import { policyTables } from './policy.js';
 import { previewPlans, runPlans, type PlanRequest, type RunOptions, type RunResult } from './runner.js';
 
 export { applyPolicies, checkPolicyShape, loadPolicies, policyPaths, PACKAGED_POLICIES } from './policy.js';
-export type { ApplyResult, PolicyDocument, PolicyFile } from './policy.js';
+export type { ApplyResult, PolicyColumns, PolicyDocument, PolicyFile } from './policy.js';
 export { runPlans, previewPlans } from './runner.js';
 export { isPooled } from '../db.js';
 export type { PlanRequest, RunOptions, RunResult, TableRun } from './runner.js';

@@ -21,6 +21,22 @@ export interface PolicyDocument {
   defaultPartition: boolean;
   lockTimeout: string;
   vacuum: Record<string, Record<string, unknown>>;
+  columns?: PolicyColumns;
+}
+
+/**
+ * The job columns maintenance reads (qmaint.partition_policy since migration
+ * 0015). Left out, each means qmaint's own: time = the partition key, status
+ * `status`, live `queued, running` (the first is the waiting state a
+ * straggler move carries forward), key `id`, touch `updated_at` (null: the
+ * table has no such column).
+ */
+export interface PolicyColumns {
+  time?: string;
+  status?: string;
+  live?: string[];
+  key?: string[];
+  touch?: string | null;
 }
 
 export interface PolicyFile {
@@ -29,9 +45,11 @@ export interface PolicyFile {
 }
 
 /** Keys a policy file may carry; `$schema` lets editors find policy.schema.json. */
-const KEYS = ['table', 'interval', 'premake', 'retention', 'retentionMode', 'stragglers', 'defaultPartition', 'lockTimeout', 'vacuum'] as const;
+const KEYS = ['table', 'interval', 'premake', 'retention', 'retentionMode', 'stragglers', 'defaultPartition', 'lockTimeout', 'vacuum', 'columns'] as const;
 const REQUIRED = ['table', 'interval', 'premake', 'retention'] as const;
 const DEFAULTS = { retentionMode: 'drop', stragglers: 'move', defaultPartition: false, lockTimeout: '2s', vacuum: {} } as const;
+const COLUMN_KEYS = ['time', 'status', 'live', 'key', 'touch'] as const;
+const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 const QUALIFIED = /^[A-Za-z_][A-Za-z0-9_$]{0,62}\.[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 
 /** The folder of the policies shipped with qmaint. */
@@ -70,7 +88,34 @@ export function checkPolicyShape(doc: unknown): string[] {
   oneOf('retentionMode', ['drop', 'detach', 'archive']);
   oneOf('stragglers', ['move', 'wait']);
   oneOf('defaultPartition', [true, false]);
+  if ('columns' in obj) problems.push(...checkColumnsShape(obj.columns).map((p) => `columns: ${p}`));
   if ('vacuum' in obj) problems.push(...validateVacuumProfiles(obj.vacuum).map((p) => `vacuum: ${p}`));
+  return problems;
+}
+
+/** Problems of a policy's `columns` object (empty when fine). */
+export function checkColumnsShape(cols: unknown): string[] {
+  if (!cols || typeof cols !== 'object' || Array.isArray(cols)) return ['must be an object with time, status, live, key, touch'];
+  const obj = cols as Record<string, unknown>;
+  const problems: string[] = [];
+  for (const key of Object.keys(obj)) {
+    if (!(COLUMN_KEYS as readonly string[]).includes(key)) problems.push(`unknown key ${JSON.stringify(key)} (known: ${COLUMN_KEYS.join(', ')})`);
+  }
+  for (const key of ['time', 'status'] as const) {
+    if (key in obj && (typeof obj[key] !== 'string' || !IDENT.test(obj[key]))) problems.push(`${key} must be a column name, got ${JSON.stringify(obj[key])}`);
+  }
+  if ('touch' in obj && obj.touch !== null && (typeof obj.touch !== 'string' || !IDENT.test(obj.touch))) {
+    problems.push(`touch must be a column name or null, got ${JSON.stringify(obj.touch)}`);
+  }
+  const list = (key: string, max: number, valid: (v: unknown) => boolean, what: string) => {
+    if (!(key in obj)) return;
+    const v = obj[key];
+    if (!Array.isArray(v) || v.length === 0 || v.length > max || !v.every(valid) || new Set(v).size !== v.length) {
+      problems.push(`${key} must be a list of 1 to ${max} distinct ${what}, got ${JSON.stringify(v)}`);
+    }
+  };
+  list('live', 16, (v) => typeof v === 'string' && v !== '' && v.length <= 200, 'non-empty strings');
+  list('key', 8, (v) => typeof v === 'string' && IDENT.test(v), 'column names');
   return problems;
 }
 
@@ -130,14 +175,24 @@ export async function loadPolicies(db: Queryable, paths: string[]): Promise<Poli
 }
 
 const UPSERT = `INSERT INTO qmaint.partition_policy AS p
-    (parent_table, partition_interval, premake, retention, retention_mode, stragglers, default_partition, lock_timeout, vacuum, source, updated_at)
-  VALUES ($1, $2::interval, $3, $4::interval, $5, $6, $7, $8::interval, $9::jsonb, $10::jsonb, now())
+    (parent_table, partition_interval, premake, retention, retention_mode, stragglers, default_partition, lock_timeout, vacuum, source,
+     time_column, status_column, live_values, key_columns, touch_column, updated_at)
+  VALUES ($1, $2::interval, $3, $4::interval, $5, $6, $7, $8::interval, $9::jsonb, $10::jsonb,
+     $11, coalesce($12, 'status'), coalesce($13::text[], '{queued,running}'), coalesce($14::text[], '{id}'), CASE WHEN $15::boolean THEN $16 ELSE 'updated_at' END, now())
   ON CONFLICT (parent_table) DO UPDATE SET
     partition_interval = EXCLUDED.partition_interval, premake = EXCLUDED.premake, retention = EXCLUDED.retention,
     retention_mode = EXCLUDED.retention_mode, stragglers = EXCLUDED.stragglers, default_partition = EXCLUDED.default_partition,
-    lock_timeout = EXCLUDED.lock_timeout, vacuum = EXCLUDED.vacuum, source = EXCLUDED.source, updated_at = now()`;
+    lock_timeout = EXCLUDED.lock_timeout, vacuum = EXCLUDED.vacuum, source = EXCLUDED.source,
+    time_column = EXCLUDED.time_column, status_column = EXCLUDED.status_column, live_values = EXCLUDED.live_values,
+    key_columns = EXCLUDED.key_columns, touch_column = EXCLUDED.touch_column, updated_at = now()`;
+
+/** A text[] literal (for the --dry-run rendering too, so values stay text). */
+function pgArray(values: string[]): string {
+  return `{${values.map((v) => `"${v.replace(/["\\]/g, (ch) => `\\${ch}`)}"`).join(',')}}`;
+}
 
 function upsertValues(p: PolicyDocument): SqlValue[] {
+  const c = p.columns ?? {};
   return [
     p.table,
     p.interval,
@@ -149,6 +204,12 @@ function upsertValues(p: PolicyDocument): SqlValue[] {
     p.lockTimeout,
     JSON.stringify(p.vacuum ?? {}),
     JSON.stringify(p),
+    c.time ?? null,
+    c.status ?? null,
+    c.live ? pgArray(c.live) : null,
+    c.key ? pgArray(c.key) : null,
+    'touch' in c,
+    c.touch ?? null,
   ];
 }
 

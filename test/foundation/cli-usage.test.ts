@@ -50,7 +50,7 @@ function examplesIn(help: string): string[] {
     .map((line) => line.trim());
 }
 
-// What the examples name: jobs 41-43, two past partitions, files in the working directory, a login role.
+// What the examples name: jobs 41-43, two past partitions, files in the working directory, a login role, a table to adopt.
 async function seed(commandPath: string): Promise<void> {
   if (commandPath === 'jobs retry' || commandPath === 'jobs list' || commandPath === '') {
     await t.db.query(`DELETE FROM qmaint.jobs WHERE id IN (41, 42, 43)`);
@@ -60,6 +60,14 @@ async function seed(commandPath: string): Promise<void> {
          (42, 'emails', '{"to":"b@example.com"}', 'failed', 'mailbox full'),
          (43, 'reports', '{}', 'queued', NULL)`,
     );
+  }
+  if (commandPath === 'adopt') {
+    await t.db.query(
+      `CREATE TABLE IF NOT EXISTS public.legacy_jobs (
+         id bigserial, payload jsonb NOT NULL, status text NOT NULL DEFAULT 'queued', retry_count int NOT NULL DEFAULT 0,
+         created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at))`,
+    );
+    await t.db.query(`INSERT INTO public.legacy_jobs (payload, created_at) SELECT '{}', now() - g * interval '1 hour' FROM generate_series(1, 50) g`);
   }
   if (commandPath === 'jobs cancel') await t.db.query(`UPDATE qmaint.jobs SET status = 'queued' WHERE id = 43`);
   if (commandPath === 'partitions detach' || commandPath === 'vacuum run') {
@@ -128,7 +136,7 @@ describe('--help', () => {
     }
     // They did what they say: the failed jobs went back, 43 was cancelled, the day was detached and dropped.
     const { rows } = await t.db.query<{ id: string; status: string }>(`SELECT id::text, status FROM qmaint.jobs WHERE id IN (41, 42, 43) ORDER BY id`);
-    expect(rows.find((r) => r.id === '43')?.status).toBe('failed');
+    expect(rows.find((r) => r.id === '43')?.status).toBe('cancelled');
     const gone = await t.db.query(`SELECT 1 FROM pg_class WHERE oid = to_regclass('qmaint.jobs_p20260101')`);
     expect(gone.rowCount).toBe(0);
   }, 900_000);
@@ -164,7 +172,7 @@ describe('completion', () => {
         )
           .stdout.split('\n')
           .filter(Boolean);
-      expect(complete(`qmaint jobs re`)).toEqual(['retry']);
+      expect(complete(`qmaint jobs re`).sort()).toEqual(['redrive', 'retry']);
       expect(complete(`qmaint sched`)).toEqual(['schedule']);
       expect(complete(`qmaint jobs list --sta`)).toEqual(['--status']);
     } finally {
@@ -246,7 +254,7 @@ describe('command shapes', () => {
 
   it('schedule daemon is the daemon; schedule run still works as its old name', async () => {
     for (const name of ['daemon', 'run']) {
-      const r = await runCli(['schedule', name, '--rescue-cron', '* * * * * *', '--exit-after', '1', '--json'], { env });
+      const r = await runCli(['schedule', name, '--rescue-cron', '* * * * * *', '--exit-after', '1s', '--json-lines'], { env });
       expect(r.code, name + r.stderr).toBe(0);
       expect(r.stdout, name).toMatch(/"event":"(started|leader|run)"/);
     }

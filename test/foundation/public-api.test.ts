@@ -12,6 +12,18 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
  * regenerate docs/api (npm run docs:api).
  */
 const PUBLIC_API = [
+  'adopt',
+  'planAdopt',
+  'planRevert',
+  'revertAdoption',
+  'AdoptOptions',
+  'AdoptPlan',
+  'AdoptResult',
+  'RevertOptions',
+  'RevertPlan',
+  'RevertResult',
+  'PolicyColumns',
+  'PgClient',
   'enqueueKeyed',
   'KeyMode',
   'KeyOutcome',

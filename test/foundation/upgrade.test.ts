@@ -63,6 +63,9 @@ async function populate010(t: TestDatabase): Promise<void> {
   expect(vacuum.rows[0]!.r.status).toBe('ok');
 }
 
+/** The policy columns migration 0015 adds (checked on their own in the test). */
+const MAPPING = ['time_column', 'status_column', 'live_values', 'key_columns', 'touch_column'];
+
 async function state(t: TestDatabase): Promise<Record<string, unknown>> {
   // The columns 0.1.0 had; later migrations add columns with defaults (checked in the test).
   const jobs = await t.db.query(`SELECT id, queue, payload, status, priority, run_at, retry_count, max_retries, created_at, updated_at,
@@ -73,7 +76,8 @@ async function state(t: TestDatabase): Promise<Record<string, unknown>> {
                                         WHERE i.inhparent = 'qmaint.jobs'::regclass ORDER BY 1`);
   const runs = await t.db.query(`SELECT task, runner, status FROM qmaint.maintenance_runs ORDER BY id`);
   const tuning = await t.db.query(`SELECT * FROM qmaint.vacuum_tuning ORDER BY 1`);
-  return { jobs: jobs.rows, policy: policy.rows, partitions: partitions.rows, runs: runs.rows, tuning: tuning.rows };
+  const withoutMapping = (p: Record<string, unknown>) => Object.fromEntries(Object.entries(p).filter(([k]) => !MAPPING.includes(k)));
+  return { jobs: jobs.rows, policy: policy.rows.map(withoutMapping), partitions: partitions.rows, runs: runs.rows, tuning: tuning.rows };
 }
 
 describe('upgrade from release 0.1.0', () => {
@@ -102,6 +106,11 @@ describe('upgrade from release 0.1.0', () => {
 
     // Jobs, policy, partitions with their reloptions, run history and tuning all survive as they were.
     expect(await state(t)).toEqual(before);
+    // Migration 0015's column mapping gives every existing policy qmaint's own job columns.
+    const mapping = await t.db.query(`SELECT ${MAPPING.join(', ')} FROM qmaint.partition_policy`);
+    expect(mapping.rows).toEqual([
+      { time_column: null, status_column: 'status', live_values: ['queued', 'running'], key_columns: ['id'], touch_column: 'updated_at' },
+    ]);
     const added = await t.db.query(`SELECT DISTINCT attempt, timeout_ms FROM qmaint.jobs`);
     expect(added.rows).toEqual([{ attempt: 0, timeout_ms: null }]);
     const recorded = await t.db.query<{ version: number; checksum: string }>(

@@ -1,7 +1,19 @@
-import { explainDequeue, explainLockLevel, explainStatements, type DequeueReport, type ExplainOptions } from '../../health/explain.js';
+import { readFileSync } from 'node:fs';
+import {
+  explainClaimSql,
+  explainDequeue,
+  explainLockLevel,
+  explainSqlStatements,
+  explainStatements,
+  type DequeueReport,
+  type ExplainOptions,
+  type SqlClaimReport,
+} from '../../health/explain.js';
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
+import { badInput } from '../../errors.js';
 import { ExitCode } from '../exit.js';
+import { parseQualifiedName } from '../../db.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
@@ -16,6 +28,8 @@ interface ExplainArgs {
   statementTimeout?: string;
   dryRun: boolean;
   analyze?: boolean;
+  sql?: string;
+  table?: string;
 }
 
 const register: Register = (y) => {
@@ -35,6 +49,8 @@ const register: Register = (y) => {
           description:
             'run the claim under EXPLAIN ANALYZE, rolled back (default when this role may update jobs); --no-analyze: only plan it, through qmaint.explain_claim() (qmaint_readonly), judged by the plan-time rules',
         })
+        .option('sql', { type: 'string', description: "judge your own claim statement from this file (one statement, literal values) instead of qmaint's" })
+        .option('table', { type: 'string', description: 'with --sql: the managed table it claims from (schema.table, with a partition policy)' })
         .option('dry-run', { type: 'boolean', default: false, description: 'print the statements explain would run, run nothing' }),
     handler<ExplainArgs>(async (ctx, argv) => {
       if (argv.queue !== undefined) checkQueueName(argv.queue);
@@ -48,6 +64,7 @@ const register: Register = (y) => {
         thresholds: thresholds.dequeue,
         analyze: argv.analyze,
       };
+      if (argv.sql !== undefined) return ownClaim(ctx, argv, options);
       if (argv.dryRun) return dryRun(ctx, options);
       const db = await ctx.migratedDb({ max: 2 });
       const report = await explainDequeue(db, options);
@@ -88,6 +105,48 @@ export function printRules(out: Output, rules: RuleResult[]): void {
   for (const rule of rules) {
     if (rule.recommendation) out.line(out.wrap(`${rule.verdict === 'critical' ? out.c.red('✖') : out.c.yellow('!')} ${rule.rule}: ${rule.recommendation}`));
   }
+}
+
+/** `--sql FILE --table T`: judge the user's own claim statement on a managed table. */
+async function ownClaim(ctx: Context, argv: ExplainArgs, base: ExplainOptions): Promise<number> {
+  if (argv.table === undefined) throw badInput('--sql needs --table schema.table: the managed table the statement claims from');
+  const table = parseQualifiedName(argv.table, '--table').text;
+  let sql: string;
+  try {
+    sql = readFileSync(argv.sql!, 'utf8');
+  } catch (err) {
+    throw badInput(`--sql ${argv.sql}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const options = { sql, table, statementTimeout: base.statementTimeout, thresholds: base.thresholds, analyze: argv.analyze };
+  if (argv.dryRun) {
+    const statements = explainSqlStatements(options).map((st) => ({
+      purpose: st.purpose,
+      sql: st.sql,
+      params: st.values.map((v) => (v === null ? null : String(v))),
+    }));
+    ctx.out.emit({ ok: true, dryRun: true, statements }, () => {
+      for (const st of statements) {
+        ctx.out.line(ctx.out.dim(`-- ${st.purpose}${st.params.length > 0 ? `: ${st.params.map((p, i) => `$${i + 1}=${p}`).join(' ')}` : ''}`));
+        ctx.out.line(st.sql.trim().replace(/;?\s*$/, ';'));
+      }
+    });
+    return ExitCode.ok;
+  }
+  const db = await ctx.migratedDb({ max: 2 });
+  const report: SqlClaimReport = await explainClaimSql(db, options);
+  const code = report.verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
+  ctx.out.emit({ ok: code === ExitCode.ok, ...report }, () => {
+    if (argv.plan) for (const line of planTree(report.explain)) ctx.out.line(line);
+    ctx.out.line(
+      `your claim on ${report.table}: ${report.analyzed ? `${report.claimed} row(s) would be claimed (rolled back)` : 'planned only, not run (plan-time rules only)'}`,
+    );
+    printRules(ctx.out, report.rules);
+    const line = `dequeue verdict: ${ctx.out.verdict(report.verdict)}`;
+    if (report.verdict === 'ok') ctx.out.ok(line);
+    else if (report.verdict === 'warn') ctx.out.warn(line);
+    else ctx.out.bad(line);
+  });
+  return code;
 }
 
 /** The statements explainDequeue would run, as the library lists them. */

@@ -2,6 +2,7 @@ import type { Register } from '../register.js';
 import completion from './completion.js';
 import cron from './cron.js';
 import config from './config.js';
+import adopt from './adopt.js';
 import demo from './demo.js';
 import embedded from './embedded.js';
 import enqueue from './enqueue.js';
@@ -26,6 +27,7 @@ export const groups: Register[] = [
   queues,
   jobs,
   partitions,
+  adopt,
   vacuum,
   explain,
   health,
