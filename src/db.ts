@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource } from './config.js';
 import { badInput, QmaintError, toQmaintError } from './errors.js';
+import { clientOptions, FailoverClient, type FailoverClientConfig } from './failover.js';
 
 export type PgClient = pg.PoolClient | pg.Client;
 /** Anything that runs a parameterised query: a Db, a pool, or a client. */
@@ -148,19 +149,25 @@ export class Db {
     return this.withClient((client) => inTransaction(client, fn));
   }
 
-  /** A fresh, unpooled client on the same server (for LISTEN, long sessions, tests). */
+  /**
+   * A fresh, unpooled client on the same server (for LISTEN, long sessions,
+   * tests). With several hosts it picks its host as the pool's connections do
+   * (a FailoverClient), so it follows the primary too.
+   */
   newClient(extra: Partial<pg.ClientConfig> = {}): pg.Client {
-    const client = new pg.Client({ ...this.clientConfig(), ...extra });
+    const config = { ...this.clientConfig(), ...extra };
+    const client = config.qmaintFailover ? new FailoverClient(config as FailoverClientConfig) : new pg.Client(config);
     client.on('error', () => undefined);
     return client;
   }
 
-  clientConfig(): pg.ClientConfig {
-    const opts = (this.pool as unknown as { options: pg.PoolConfig }).options;
+  clientConfig(): pg.ClientConfig & { qmaintFailover?: FailoverClientConfig['qmaintFailover'] } {
+    const opts = (this.pool as unknown as { options: pg.PoolConfig & { qmaintFailover?: FailoverClientConfig['qmaintFailover'] } }).options;
     return {
       connectionString: opts.connectionString,
       application_name: opts.application_name,
       connectionTimeoutMillis: opts.connectionTimeoutMillis,
+      ...(opts.qmaintFailover ? { qmaintFailover: opts.qmaintFailover } : {}),
     };
   }
 
@@ -202,7 +209,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Db> {
     url = server.url;
   }
   const pool = new pg.Pool({
-    connectionString: url,
+    // Several hosts (or target_session_attrs): every connection picks the node, read-write unless the string says otherwise.
+    ...(url !== undefined ? clientOptions(url, resolved.source === 'flag' ? '--database-url' : resolved.source) : {}),
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'qmaint',
     connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,

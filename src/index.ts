@@ -2,7 +2,10 @@
 // process.exit here or in anything it imports.
 export { connect, Db, inTransaction, quoteIdent, validateIdentifier, parseQualifiedName, withMaintenanceLock, MAINTENANCE_LOCK_KEY } from './db.js';
 export type { CheckedOut, ConnectOptions, PgClient, Queryable, SqlValue } from './db.js';
-export { resolveConnection, loadSettings, redactUrl, redactSecrets, settingSpecs } from './config.js';
+export { resolveConnection, loadSettings, redactUrl, redactSecrets, settingSpecs, parseConnectionString, TARGET_SESSION_ATTRS } from './config.js';
+export type { ConnectionPlan, TargetSessionAttrs } from './config.js';
+export { FailoverClient, clientOptions, newClientFor } from './failover.js';
+export type { FailoverSpec } from './failover.js';
 export type { Settings, SettingKey, LoadedSettings } from './config.js';
 export { QmaintError, ExitCode } from './errors.js';
 export { JsonText } from './json.js';

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { CheckedOut, Db, Queryable } from '../db.js';
 import { badInput, isConnectionError, sqlState } from '../errors.js';
+import { newClientFor } from '../failover.js';
 import { claimQuery, LOW_WATER_SQL, type ClaimCursor } from './claim.js';
 import { checkQueueName, NOTIFY_CHANNEL } from './enqueue.js';
 import { COMPLETE_SQL, FAIL_SQL, fenceKey, HEARTBEAT_SQL, READY_SQL, RECORD_BACKOFF_SQL, RELEASE_SQL, RESCUE_SQL } from './statements.js';
@@ -904,8 +905,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     const client =
       typeof this.o.listen === 'string'
         ? // Same connect timeout as the pool: a listen URL that never answers must not hold start() up.
-          new pg.Client({
-            connectionString: this.o.listen,
+          newClientFor(this.o.listen, 'the listen URL', {
             application_name: 'qmaint-listen',
             connectionTimeoutMillis: this.db.clientConfig().connectionTimeoutMillis,
           })
