@@ -83,6 +83,19 @@ export class FailoverClient extends pg.Client {
   }
 
   private async open(): Promise<pg.Client> {
+    // Until connect() returns, nobody listens for 'error' (pg-pool adds its listener
+    // after); a connection that drops during the role check would otherwise be
+    // an unhandled 'error' event. The pending query rejects instead.
+    const swallow = () => undefined;
+    this.on('error', swallow);
+    try {
+      return await this.openListened();
+    } finally {
+      this.off('error', swallow);
+    }
+  }
+
+  private async openListened(): Promise<pg.Client> {
     const index = this.spec.urls.length > 1 ? await this.pick() : 0;
     const url = this.spec.urls[index]!;
     // Where that URL points, as node-pg reads it (no connection is made).
