@@ -127,8 +127,8 @@ export class FailoverRun {
     const take = (d: Buffer) => {
       for (const text of d.toString().split('\n')) if (text) c.lines.push({ at: this.now(), text });
     };
-    child.stdout!.on('data', take);
-    child.stderr!.on('data', (d: Buffer) => {
+    child.stdout.on('data', take);
+    child.stderr.on('data', (d: Buffer) => {
       c.stderr = (c.stderr + d.toString()).slice(-8000);
       take(d);
     });
