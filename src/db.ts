@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource } from './config.js';
+import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource, type TargetSessionAttrs } from './config.js';
 import { badInput, QmaintError, toQmaintError } from './errors.js';
 import { clientOptions, FailoverClient, type FailoverClientConfig } from './failover.js';
 
@@ -37,6 +37,12 @@ export interface ConnectOptions {
    * it fails as a connection error (exit 3). Default 10000 ms (setting connectTimeoutMs).
    */
   connectTimeoutMs?: number;
+  /**
+   * target_session_attrs for a string naming several hosts without one
+   * (default read-write: the node that takes writes). A read-only connection
+   * (qmaint's --read-url) passes 'any'.
+   */
+  targetSessionAttrs?: TargetSessionAttrs;
 }
 
 /** Default of ConnectOptions.connectTimeoutMs and of the connectTimeoutMs setting. */
@@ -210,7 +216,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Db> {
   }
   const pool = new pg.Pool({
     // Several hosts (or target_session_attrs): every connection picks the node, read-write unless the string says otherwise.
-    ...(url !== undefined ? clientOptions(url, resolved.source === 'flag' ? '--database-url' : resolved.source) : {}),
+    ...(url !== undefined ? clientOptions(url, resolved.source === 'flag' ? '--database-url' : resolved.source, options.targetSessionAttrs) : {}),
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'qmaint',
     connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,

@@ -1,7 +1,8 @@
 import { explainDequeue, explainLockLevel, explainStatements, type DequeueReport, type ExplainOptions } from '../../health/explain.js';
+import { isInRecovery } from '../../health/checks.js';
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
-import { ExitCode } from '../../errors.js';
+import { badInput, ExitCode } from '../../errors.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
 import type { Output } from '../output.js';
@@ -50,6 +51,11 @@ const register: Register = (y) => {
       };
       if (argv.dryRun) return dryRun(ctx, options);
       const db = await ctx.migratedDb({ max: 2 });
+      if (await isInRecovery(db)) {
+        throw badInput(
+          `explain dequeue plans the claim, which runs on the primary only, and ${db.target.host}:${db.target.port} is a standby (in recovery); point --database-url at the primary, or list every node with target_session_attrs=read-write`,
+        );
+      }
       const report = await explainDequeue(db, options);
       const code = report.verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
       ctx.out.emit({ ok: code === ExitCode.ok, ...report }, () => printReport(ctx.out, report, argv.plan));

@@ -47,7 +47,7 @@ const register: Register = (y) => {
             ids: checkIds(argv.id),
             limit: checkLimit(argv.limit),
           };
-          const db = await ctx.migratedDb({ max: 2 });
+          const db = await ctx.migratedReadDb({ max: 2 });
           const jobs = await listJobs(db, filter, { payloadAs: 'text' });
           const out = ctx.out;
           out.emit({ ok: true, jobs }, () => {

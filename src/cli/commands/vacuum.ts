@@ -169,7 +169,7 @@ function partitionRows(out: Output, parts: PartitionVacuumStatus[]): void {
 
 async function statusCommand(ctx: Context, argv: StatusArgs): Promise<void> {
   if (!['auto', 'approx', 'estimate'].includes(argv.bloat)) throw badInput(`--bloat ${JSON.stringify(argv.bloat)} must be auto, approx or estimate`);
-  const db = await ctx.migratedDb({ max: 2 });
+  const db = await ctx.migratedReadDb({ max: 2 });
   const status = await vacuumStatus(db, { now: ctx.now, bloat: argv.bloat as 'auto' | 'approx' | 'estimate' });
   const out = ctx.out;
   out.emit({ ok: true, ...status }, () => {
