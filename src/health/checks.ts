@@ -46,7 +46,7 @@ export interface HealthReport {
  * replicated tables and catalogs, so a standby answers them as the primary
  * did as of its replay.
  */
-export const NEED_PRIMARY = ['dequeue', 'dead_tuples', 'xmin_horizon', 'idle_in_transaction'] as const;
+export const NEED_PRIMARY = ['dequeue', 'dead_tuples', 'xmin_horizon', 'idle_in_transaction', 'replication_slots'] as const;
 
 /** The server-side checks: qmaint.health_checks(p_now, p_thresholds) under statement_timeout. */
 export async function serverChecks(db: Db, now: Date, thresholds: Record<string, string | number>, statementTimeout: string): Promise<HealthCheck[]> {

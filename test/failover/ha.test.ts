@@ -14,6 +14,51 @@ const rig = rigFromEnv();
 /** Nothing listens on port 1: a command that used the database URL instead of the read URL would fail. */
 const NOWHERE = 'postgres://postgres@127.0.0.1:1/postgres';
 
+describe.skipIf(!rig)('replication health', () => {
+  it('health and vacuum status report the standby and flag an inactive slot', { timeout: 120_000 }, async () => {
+    const db = await connect({ databaseUrl: rig!.url, max: 2 });
+    try {
+      await migrate(db);
+      const env = cleanEnv({ DATABASE_URL: rig!.url });
+      type Check = { check: string; status: string; observed: string };
+      const checks = async (...extra: string[]) => (await runCli(['health', '--json', ...extra], { env })).json<{ checks: Check[] }>().checks;
+      const byName = (list: Check[], name: string) => list.find((c) => c.check === name)!;
+      let list = await checks();
+      expect(byName(list, 'replication_lag').observed).toMatch(/^qmaint_standby /);
+      expect(byName(list, 'replication_slots')).toMatchObject({ status: 'ok', observed: '1 slot(s), 0 inactive' });
+      // An inactive slot holding WAL: warn, and critical under a lower threshold.
+      await db.query(`SELECT pg_create_physical_replication_slot('qmaint_test_idle', true)`);
+      try {
+        list = await checks();
+        expect(byName(list, 'replication_slots')).toMatchObject({ status: 'warn' });
+        expect(byName(list, 'replication_slots').observed).toMatch(/2 slot\(s\), 1 inactive: qmaint_test_idle \(physical, .* WAL held\)/);
+        list = await checks('--threshold', 'inactive_slot_wal_critical=0');
+        expect(byName(list, 'replication_slots').status).toBe('critical');
+        const vacuum = await runCli(['vacuum', 'status', '--json'], { env });
+        const r = vacuum.json<{
+          replication: { inRecovery: boolean; slots: { name: string; active: boolean; retainedWalBytes: number }[]; standbys: { name: string }[] };
+        }>().replication;
+        expect(r.inRecovery).toBe(false);
+        expect(r.slots.map((s) => [s.name, s.active])).toEqual([
+          ['qmaint_standby', true],
+          ['qmaint_test_idle', false],
+        ]);
+        expect(r.slots[1]!.retainedWalBytes).toBeGreaterThanOrEqual(0);
+        expect(r.standbys.map((s) => s.name)).toEqual(['qmaint_standby']);
+        const text = await runCli(['vacuum', 'status'], { env });
+        expect(text.stdout).toMatch(/slot qmaint_test_idle \(physical\): INACTIVE, holds/);
+      } finally {
+        await db.query(`SELECT pg_drop_replication_slot('qmaint_test_idle')`);
+      }
+      // On the standby: its own replay delay.
+      const standby = await runCli(['health', '--json', '--read-url', rig!.standbyUrl], { env });
+      expect(byName(standby.json<{ checks: Check[] }>().checks, 'replication_lag').observed).toMatch(/^this standby /);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
 describe.skipIf(!rig)('read-only commands on the standby', () => {
   it('status, jobs list, partitions list, vacuum status and health read the standby; explain dequeue refuses it', { timeout: 180_000 }, async () => {
     const db = await connect({ databaseUrl: rig!.url, max: 2 });

@@ -184,6 +184,21 @@ async function statusCommand(ctx: Context, argv: StatusArgs): Promise<void> {
     out.line();
     out.heading(`xmin horizon (oldest holder ${status.horizon.oldestXminAge ?? 0} transactions back; database frozen xid age ${status.databaseFrozenXidAge})`);
     holderRows(out, status.horizon.holders);
+    const r = status.replication;
+    out.line();
+    out.heading(`replication (${r.inRecovery ? 'this server is a standby' : 'this server is a primary'})`);
+    if (r.slots.length === 0 && r.standbys.length === 0) out.line('no replication slots, no standbys streaming from this server');
+    for (const s of r.slots) {
+      const held = s.retainedWalBytes === null ? '' : `, holds ${bytes(s.retainedWalBytes)} of WAL`;
+      const xmin = s.xminAge === null ? '' : `, xmin ${s.xminAge} transactions back`;
+      const line = `slot ${s.name} (${s.type}): ${s.active ? 'active' : 'INACTIVE'}${held}${xmin}`;
+      out.line(s.active ? line : out.c.yellow(line));
+    }
+    for (const s of r.standbys) {
+      out.line(
+        `standby ${s.name}: ${s.state}, ${s.syncState}, replay lag ${s.replayLagMs === null ? 'none' : `${Math.round(s.replayLagMs)} ms`}${s.replayLagBytes === null ? '' : ` (${bytes(s.replayLagBytes)})`}`,
+      );
+    }
   });
 }
 
