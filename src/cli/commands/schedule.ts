@@ -275,6 +275,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
         { key: 'startedAt', header: 'started (UTC)' },
         { key: 'task', header: 'task' },
         { key: 'runner', header: 'runner' },
+        { key: 'node', header: 'node', format: (_v, r) => r.node ?? out.dim('?') },
         { key: 'status', header: 'status', format: (_v, r) => verdictOf(out, r.status) },
         {
           key: 'finishedAt',
