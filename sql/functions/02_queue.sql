@@ -125,7 +125,7 @@ DECLARE
   v_plan json;
 BEGIN
   IF p_statement IS NULL
-     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x7fad702c724d414977d02d542bd5de0a0ce8959e93984107699823f130e579a8'::bytea THEN
+     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x21bca1d50693639443592d2a90d3f0e3aafb5e4d46565c4cb20978f7a8be1d63'::bytea THEN
     RAISE EXCEPTION 'qmaint.explain_claim explains only the claim statement of this qmaint version'
       USING ERRCODE = '42501', HINT = 'run qmaint migrate with the qmaint version the caller runs';
   END IF;

@@ -544,7 +544,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
    */
   private async complete(done: Held[], q: Queryable = this.db, finish?: (changed: number) => Promise<void>): Promise<void> {
     if (done.length === 0) return;
-    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [done.map((h) => h.row.id), keys(done), fences(done), this.workerId]);
+    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [done.map((h) => h.row.id), keys(done), fences(done), this.workerId, this.o.queue]);
     const changed = new Set(rows.map((r) => r.id));
     await finish?.(changed.size);
     for (const h of done) {
@@ -612,6 +612,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       this.workerId,
       this.o.backoffBaseMs / 1000,
       this.o.backoffCapMs / 1000,
+      this.o.queue,
     ]);
     await finish?.();
     const byId = new Map(rows.map((r) => [r.id, r]));
@@ -644,7 +645,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private async release(held: Held[]): Promise<number> {
     if (held.length === 0) return 0;
     try {
-      const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [held.map((h) => h.row.id), keys(held), fences(held), this.workerId]);
+      const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [held.map((h) => h.row.id), keys(held), fences(held), this.workerId, this.o.queue]);
       this.stats.returned += rows.length;
       if (rows.length > 0) await this.guarded('release', () => this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, this.o.queue]));
       return rows.length;
@@ -665,6 +666,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       fences(held),
       this.workerId,
       this.o.leaseSeconds,
+      this.o.queue,
     ]);
     const kept = new Set(rows.map((r) => r.id));
     for (const h of held) {
