@@ -32,7 +32,7 @@ try {
   t = Date.now();
   const consumer = new Consumer(db, {
     queue: 'scale_measure',
-    handler: async () => undefined,
+    handler: () => Promise.resolve(),
     concurrency: 10,
     batch: 100,
     leaseSeconds: 60,
