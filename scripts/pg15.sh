@@ -253,6 +253,9 @@ do_start() {
   cat "$dir/env"
 }
 
+# Sourced (by scripts/pg15-ha.sh): define the functions only.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 (($# >= 1 && $# <= 2)) || usage
 cmd=$1
 DIR=${2:-${QMAINT_PG15_DIR:-/tmp/qmaint-pg15}}

@@ -17,50 +17,229 @@ export interface ResolvedConnection {
 
 const LIBPQ_VARS = ['PGHOST', 'PGHOSTADDR', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'PGSERVICE'];
 
-/** The given URL (the databaseUrl option, a CLI's --database-url), then DATABASE_URL, then libpq PG* variables, then the embedded default. */
+/**
+ * The given URL (the databaseUrl option, a CLI's --database-url), then DATABASE_URL, then libpq PG* variables, then the embedded default.
+ * A PGHOST listing several hosts (or a PGTARGETSESSIONATTRS) becomes a keyword=value
+ * string here, since node-pg reads PG* itself and knows only one host.
+ */
 export function resolveConnection(flagUrl: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConnection {
   checkPgPort(env);
   if (flagUrl !== undefined) return { source: 'flag', url: checkConnectionUrl(flagUrl, 'databaseUrl', 'databaseUrl') };
   if (env.DATABASE_URL) return { source: 'DATABASE_URL', url: checkConnectionUrl(env.DATABASE_URL, 'DATABASE_URL') };
-  if (LIBPQ_VARS.some((name) => env[name])) return { source: 'libpq' };
+  if (LIBPQ_VARS.some((name) => env[name])) {
+    if (env.PGHOST?.includes(',') || env.PGPORT?.includes(',') || env.PGTARGETSESSIONATTRS) {
+      const pairs: [string, string | undefined][] = [
+        ['host', env.PGHOST],
+        ['port', env.PGPORT],
+        ['dbname', env.PGDATABASE],
+        ['user', env.PGUSER],
+        ['password', env.PGPASSWORD],
+        ['target_session_attrs', env.PGTARGETSESSIONATTRS],
+      ];
+      const text = pairs
+        .filter((p): p is [string, string] => p[1] !== undefined && p[1] !== '')
+        .map(([k, v]) => `${k}=${quoteKeywordValue(v)}`)
+        .join(' ');
+      return { source: 'libpq', url: checkConnectionUrl(text, 'the PG* variables') };
+    }
+    return { source: 'libpq' };
+  }
   return { source: 'embedded' };
 }
 
 const USE_URL = 'use postgres://user:password@host:port/database';
 
 /**
- * A connection URL qmaint can use (postgres:// or postgresql://), or a config
- * error that never repeats the text: it may hold a password. `where` names
- * the URL in the message; `option`, when the URL came from an option, is that
- * option's name (see QmaintError.options).
+ * A connection string qmaint can use, or a config error that never repeats
+ * the text: it may hold a password. Accepted: a postgres:// or postgresql://
+ * URL, with one host or several (host1:port1,host2:port2), and a libpq
+ * keyword=value string (host=a,b port=5432,5433 dbname=... user=...). `where`
+ * names the string in the message; `option`, when it came from an option, is
+ * that option's name (see QmaintError.options).
  */
 export function checkConnectionUrl(url: string, where: string, option?: string): string {
-  const config = (message: string) => new QmaintError('config', message, { option });
-  if (url.trim() === '') throw config(`${where} is empty; ${USE_URL}, or leave it out`);
-  let parsed: URL;
   try {
-    parsed = new URL(url);
-  } catch {
-    const keywords = /^\s*[a-z_]+\s*=/i.test(url) ? ' (keyword=value strings are not supported; the PG* variables are)' : '';
-    throw config(`${where} is not a valid URL${keywords}; ${USE_URL}`);
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw config(`${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; ${USE_URL}`);
-  }
-  try {
-    for (const part of [parsed.username, parsed.password, parsed.pathname]) decodeURIComponent(part);
-  } catch {
-    throw config(`${where} holds a malformed %-escape in its user, password or database; write a literal % as %25`);
+    parseConnectionString(url, where);
+  } catch (err) {
+    if (err instanceof QmaintError && option !== undefined) throw new QmaintError(err.code, err.message, { option });
+    throw err;
   }
   return url;
 }
 
-/** PGPORT, when set, must be a port number: node-pg would otherwise connect to NaN. */
+/** libpq's target_session_attrs values: which node of several a connection keeps. */
+export const TARGET_SESSION_ATTRS: readonly TargetSessionAttrs[] = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'];
+/** One of libpq's target_session_attrs values: which node of several a connection keeps. */
+export type TargetSessionAttrs = 'any' | 'read-write' | 'read-only' | 'primary' | 'standby' | 'prefer-standby';
+
+/** A connection string split into one single-host URL per host (node-pg knows one host per connection). */
+export interface ConnectionPlan {
+  /** One postgres:// URL per host, in the order given; everything but the host and port is the same in each. */
+  urls: string[];
+  /** host:port of each, for messages. */
+  hosts: string[];
+  /** target_session_attrs as given (undefined when absent). */
+  targetSessionAttrs?: TargetSessionAttrs;
+  /** The database named (undefined: node-pg's default). */
+  database?: string;
+}
+
+const URL_PARTS = /^(postgres(?:ql)?:\/\/)(?:([^@/?#]*)@)?([^/?#]*)([/?#].*)?$/i;
+
+/** Parse a connection string (see checkConnectionUrl) into a ConnectionPlan; config errors never repeat the text. */
+export function parseConnectionString(text: string, where: string): ConnectionPlan {
+  if (text.trim() === '') throw new QmaintError('config', `${where} is empty; ${USE_URL}, or leave it out`);
+  if (/^\s*[a-z_]+\s*=/i.test(text)) return keywordPlan(parseKeywords(text, where), where);
+  const parts = URL_PARTS.exec(text.trim());
+  if (!parts || !parts[3]!.includes(',')) return singleUrlPlan(checkSingleUrl(text, where), where);
+  const [, scheme, userinfo, authority, rest = ''] = parts;
+  const tokens = authority!.split(',');
+  if (tokens.some((t) => t === '')) throw new QmaintError('config', `${where} lists an empty host between commas; write host1:port1,host2:port2`);
+  const urls = tokens.map((t) => checkSingleUrl(`${scheme}${userinfo !== undefined ? userinfo + '@' : ''}${t}${rest}`, where));
+  const plans = urls.map((u) => singleUrlPlan(u, where));
+  return { urls, hosts: plans.map((p) => p.hosts[0]!), targetSessionAttrs: plans[0]!.targetSessionAttrs, database: plans[0]!.database };
+}
+
+/** One URL, as checkConnectionUrl always checked it. */
+function checkSingleUrl(url: string, where: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new QmaintError('config', `${where} is not a valid URL; ${USE_URL} (several hosts: host1:port1,host2:port2), or host=... port=... keywords`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new QmaintError('config', `${where} must start with postgres:// or postgresql://, got ${parsed.protocol}//; ${USE_URL}`);
+  }
+  try {
+    for (const part of [parsed.username, parsed.password, parsed.pathname]) decodeURIComponent(part);
+  } catch {
+    throw new QmaintError('config', `${where} holds a malformed %-escape in its user, password or database; write a literal % as %25`);
+  }
+  return url;
+}
+
+function singleUrlPlan(url: string, where: string): ConnectionPlan {
+  const parsed = new URL(url);
+  const host = parsed.searchParams.get('host') ?? (decodeURIComponent(parsed.hostname) || 'localhost');
+  const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || undefined;
+  return {
+    urls: [url],
+    hosts: [`${host}:${parsed.port || '5432'}`],
+    targetSessionAttrs: checkAttrs(parsed.searchParams.get('target_session_attrs'), where),
+    database,
+  };
+}
+
+function checkAttrs(value: string | null | undefined, where: string): TargetSessionAttrs | undefined {
+  if (value === null || value === undefined) return undefined;
+  if ((TARGET_SESSION_ATTRS as readonly string[]).includes(value)) return value as TargetSessionAttrs;
+  throw new QmaintError('config', `${where}: target_session_attrs must be one of ${TARGET_SESSION_ATTRS.join(', ')}, got ${JSON.stringify(value)}`);
+}
+
+/** libpq keyword=value pairs: values bare or in single quotes, backslash escapes \\ and \'. */
+function parseKeywords(text: string, where: string): Map<string, string> {
+  const out = new Map<string, string>();
+  let i = 0;
+  const malformed = (what: string) =>
+    new QmaintError('config', `${where}: the keyword=value string ${what} at character ${i + 1}; write key=value pairs separated by spaces`);
+  const skipSpace = () => {
+    while (i < text.length && /\s/.test(text[i]!)) i++;
+  };
+  for (skipSpace(); i < text.length; skipSpace()) {
+    const key = /^[a-z_]+/i.exec(text.slice(i))?.[0];
+    if (!key) throw malformed('expects a keyword');
+    i += key.length;
+    skipSpace();
+    if (text[i] !== '=') throw malformed('expects =');
+    i++;
+    skipSpace();
+    let value = '';
+    if (text[i] === "'") {
+      i++;
+      for (;;) {
+        if (i >= text.length) throw malformed('has an unterminated quoted value');
+        const c = text[i++]!;
+        if (c === "'") break;
+        value += c === '\\' && i < text.length ? text[i++]! : c;
+      }
+    } else {
+      while (i < text.length && !/\s/.test(text[i]!)) {
+        const c = text[i++]!;
+        value += c === '\\' && i < text.length ? text[i++]! : c;
+      }
+    }
+    out.set(key.toLowerCase(), value);
+  }
+  return out;
+}
+
+function quoteKeywordValue(value: string): string {
+  return /^[^\s'\\]+$/.test(value) ? value : `'${value.replace(/[\\']/g, (c) => '\\' + c)}'`;
+}
+
+function keywordPlan(kv: Map<string, string>, where: string): ConnectionPlan {
+  const hosts = (kv.get('host') || kv.get('hostaddr') || 'localhost').split(',');
+  const portList = (kv.get('port') ?? '').split(',');
+  if (hosts.some((h) => h === '')) throw new QmaintError('config', `${where}: host lists an empty host between commas; write host=a,b`);
+  if (portList.length !== 1 && portList.length !== hosts.length) {
+    throw new QmaintError('config', `${where}: port must list one port, or one per host (${hosts.length}), got ${portList.length}`);
+  }
+  const ports = hosts.map((_, i) => (portList.length === 1 ? portList[0]! : portList[i]!) || '5432');
+  for (const port of ports) {
+    if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+      throw new QmaintError('config', `${where}: port ${JSON.stringify(port)} is not a port number; use a number from 1 to 65535`);
+    }
+  }
+  const user = kv.get('user');
+  const password = kv.get('password');
+  const database = kv.get('dbname') || undefined;
+  const query = new URLSearchParams();
+  for (const [key, value] of kv) if (!['host', 'hostaddr', 'port', 'user', 'password', 'dbname'].includes(key)) query.set(key, value);
+  const auth = user !== undefined ? encodeURIComponent(user) + (password !== undefined ? ':' + encodeURIComponent(password) : '') + '@' : '';
+  const urls = hosts.map((host, i) => {
+    const q = new URLSearchParams(query);
+    let name = host;
+    if (host.startsWith('/')) {
+      q.set('host', host);
+      name = 'localhost';
+    } else if (host.includes(':')) {
+      name = `[${host}]`;
+    }
+    const qs = q.toString();
+    return `postgres://${auth}${name}:${ports[i]}/${encodeURIComponent(database ?? '')}${qs ? '?' + qs : ''}`;
+  });
+  return { urls, hosts: hosts.map((h, i) => `${h}:${ports[i]}`), targetSessionAttrs: checkAttrs(kv.get('target_session_attrs'), where), database };
+}
+
+/**
+ * The same connection string naming another database (pg_cron's, say), in
+ * the form it was given.
+ */
+export function withDatabase(text: string, database: string): string {
+  if (/^\s*[a-z_]+\s*=/i.test(text)) {
+    const kv = parseKeywords(text, 'the connection string');
+    kv.set('dbname', database);
+    return [...kv].map(([k, v]) => `${k}=${quoteKeywordValue(v)}`).join(' ');
+  }
+  const parts = URL_PARTS.exec(text.trim());
+  if (!parts) return text;
+  const [, scheme, userinfo, authority, rest = ''] = parts;
+  const query = rest.replace(/^[^?#]*/, '');
+  return `${scheme}${userinfo !== undefined ? userinfo + '@' : ''}${authority}/${encodeURIComponent(database)}${query}`;
+}
+
+/** PGPORT, when set, must be a port number (or one per PGHOST host): node-pg would otherwise connect to NaN. */
 function checkPgPort(env: NodeJS.ProcessEnv): void {
   const port = env.PGPORT;
   if (port === undefined || port === '') return;
-  if (!/^\d{1,5}$/.test(port.trim()) || Number(port) < 1 || Number(port) > 65535) {
-    throw new QmaintError('config', `PGPORT ${JSON.stringify(port)} is not a port number; set it to a number from 1 to 65535, or unset it`);
+  for (const one of port.split(',')) {
+    if (!/^\d{1,5}$/.test(one.trim()) || Number(one) < 1 || Number(one) > 65535) {
+      throw new QmaintError(
+        'config',
+        `PGPORT ${JSON.stringify(port)} is not a port number; set it to a number from 1 to 65535 (one per PGHOST host), or unset it`,
+      );
+    }
   }
 }
 
@@ -101,15 +280,16 @@ export function redactUrl(url: string): string {
   }
 }
 
-/** Host and port a connection will reach, for error messages. */
+/** Host and port a connection will reach (each host, comma-separated, for several), for error messages. */
 export function connectionTarget(url: string | undefined, env: NodeJS.ProcessEnv = process.env): { host: string; port: string; database: string } {
   if (url) {
     try {
-      const parsed = new URL(url);
+      const plan = parseConnectionString(url, 'the connection string');
+      const split = plan.hosts.map((h) => /^(.*):(\d+)$/.exec(h)!);
       return {
-        host: parsed.hostname || parsed.searchParams.get('host') || 'localhost',
-        port: parsed.port || '5432',
-        database: decodeURIComponent(parsed.pathname.replace(/^\//, '')) || parsed.username || 'postgres',
+        host: split.map((m) => m[1]).join(','),
+        port: [...new Set(split.map((m) => m[2]))].join(','),
+        database: plan.database ?? env.PGDATABASE ?? env.PGUSER ?? 'postgres',
       };
     } catch {
       /* fall through to libpq defaults */

@@ -1,6 +1,7 @@
 import pg from 'pg';
-import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource } from './config.js';
+import { connectionTarget, redactUrl, resolveConnection, type ConnectionSource, type TargetSessionAttrs } from './config.js';
 import { badInput, QmaintError, toQmaintError } from './errors.js';
+import { clientOptions, FailoverClient, type FailoverClientConfig } from './failover.js';
 
 /** A node-pg client: one checked out of a pool, or a standalone one. */
 export type PgClient = pg.PoolClient | pg.Client;
@@ -44,6 +45,12 @@ export interface ConnectOptions {
    * it fails as a `connection` error. Default 10000 ms (setting connectTimeoutMs).
    */
   connectTimeoutMs?: number;
+  /**
+   * target_session_attrs for a string naming several hosts without one
+   * (default read-write: the node that takes writes). A read-only connection
+   * (qmaint's --read-url) passes 'any'.
+   */
+  targetSessionAttrs?: TargetSessionAttrs;
 }
 
 /** Default of ConnectOptions.connectTimeoutMs and of the connectTimeoutMs setting. */
@@ -187,20 +194,26 @@ export class Db {
     return this.withClient((client) => inTransaction(client, fn));
   }
 
-  /** A fresh, unpooled client on the same server (for LISTEN, long sessions, tests). */
+  /**
+   * A fresh, unpooled client on the same server (for LISTEN, long sessions,
+   * tests). With several hosts it picks its host as the pool's connections do
+   * (a FailoverClient), so it follows the primary too.
+   */
   newClient(extra: Partial<pg.ClientConfig> = {}): pg.Client {
-    const client = new pg.Client({ ...this.clientConfig(), ...extra });
+    const config = { ...this.clientConfig(), ...extra };
+    const client = config.qmaintFailover ? new FailoverClient(config as FailoverClientConfig) : new pg.Client(config);
     client.on('error', () => undefined);
     return client;
   }
 
   /** The connection settings of this Db's pool (URL, application_name, connect timeout), to open further connections to the same server. */
-  clientConfig(): pg.ClientConfig {
-    const opts = (this.pool as unknown as { options: pg.PoolConfig }).options;
+  clientConfig(): pg.ClientConfig & { qmaintFailover?: FailoverClientConfig['qmaintFailover'] } {
+    const opts = (this.pool as unknown as { options: pg.PoolConfig & { qmaintFailover?: FailoverClientConfig['qmaintFailover'] } }).options;
     return {
       connectionString: opts.connectionString,
       application_name: opts.application_name,
       connectionTimeoutMillis: opts.connectionTimeoutMillis,
+      ...(opts.qmaintFailover ? { qmaintFailover: opts.qmaintFailover } : {}),
     };
   }
 
@@ -248,7 +261,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Db> {
     url = server.url;
   }
   const pool = new pg.Pool({
-    connectionString: url,
+    // Several hosts (or target_session_attrs): every connection picks the node, read-write unless the string says otherwise.
+    ...(url !== undefined ? clientOptions(url, resolved.source === 'flag' ? 'the database URL' : resolved.source, options.targetSessionAttrs) : {}),
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'qmaint',
     connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,

@@ -20,7 +20,9 @@
 // Connecting
 export { connect, Db } from './db.js';
 export type { CheckedOut, ConnectOptions, LockHolder, PgClient, Queryable } from './db.js';
-export type { ConnectionSource } from './config.js';
+export type { ConnectionSource, TargetSessionAttrs } from './config.js';
+export { clientOptions } from './failover.js';
+export type { FailoverSpec } from './failover.js';
 
 // Errors
 export { QmaintError } from './errors.js';
@@ -81,6 +83,7 @@ export type {
   BloatMethod,
   ChurnMeasurement,
   PartitionVacuumStatus,
+  ReplicationStatus,
   ProfileName,
   ProfileValue,
   RunVacuumOptions,

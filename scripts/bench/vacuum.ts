@@ -79,6 +79,7 @@ async function churn(arm: Arm, deadline: number): Promise<void> {
         claimed.rows.map((r) => r.created_at),
         claimed.rows.map((r) => fenceKey(r.id, r.attempt)),
         worker,
+        'bench',
       ]);
       arm.processed += claimed.rows.length;
     }

@@ -30,7 +30,11 @@ AS $$
     'failed_rising_factor',          2,
     'failed_critical',               1000,
     'maintenance_stale',             '6 hours',
-    'maintenance_failures_critical', 3
+    'maintenance_failures_critical', 3,
+    'replication_lag_warn',          '30 seconds',
+    'replication_lag_critical',      '5 minutes',
+    'inactive_slot_wal_warn',        0,
+    'inactive_slot_wal_critical',    1073741824
   )
 $$;
 
@@ -416,6 +420,75 @@ AS $$
               ELSE 'no session sits idle inside a transaction' END
 $$;
 
+-- How far standbys are behind. On a primary: each walsender's replay_lag
+-- (pg_stat_replication; NULL once a standby has caught up and nothing new came).
+-- On a standby: this node's replay delay, zero when it has replayed all it received.
+CREATE OR REPLACE FUNCTION qmaint.health_replication_lag(p_t jsonb)
+RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH lim AS (
+    SELECT qmaint.health_interval(p_t, 'replication_lag_warn') AS warn,
+           qmaint.health_interval(p_t, 'replication_lag_critical') AS crit
+  ), lag AS (
+    SELECT coalesce(nullif(r.application_name, ''), host(r.client_addr), 'standby ' || r.pid) AS node,
+           coalesce(r.replay_lag, interval '0') AS behind
+      FROM pg_stat_replication r
+     WHERE NOT pg_is_in_recovery()
+    UNION ALL
+    SELECT 'this standby',
+           CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN interval '0'
+                ELSE greatest(clock_timestamp() - pg_last_xact_replay_timestamp(), interval '0') END
+     WHERE pg_is_in_recovery()
+  ), judged AS (
+    SELECT lag.*, CASE WHEN behind >= lim.crit THEN 'critical' WHEN behind >= lim.warn THEN 'warn' ELSE 'ok' END AS verdict
+      FROM lag, lim
+  )
+  SELECT 'replication_lag'::text,
+         coalesce((SELECT CASE WHEN bool_or(verdict = 'critical') THEN 'critical' WHEN bool_or(verdict = 'warn') THEN 'warn' ELSE 'ok' END FROM judged), 'ok'),
+         coalesce((SELECT string_agg(format('%s %s behind', node, qmaint.health_age(behind)), ', ' ORDER BY behind DESC) FROM judged), 'no standby streams from this server'),
+         format('< %s (critical %s)', p_t ->> 'replication_lag_warn', p_t ->> 'replication_lag_critical'),
+         CASE WHEN EXISTS (SELECT 1 FROM judged WHERE verdict <> 'ok')
+              THEN 'a standby is behind: reads there are stale, and a failover to it would lose (asynchronous) or wait for (synchronous) what it lacks; check its I/O and network, and long queries on it that conflict with replay'
+              ELSE 'standbys keep up' END
+$$;
+
+-- Replication slots nobody consumes: an inactive slot keeps every WAL segment
+-- from its restart_lsn on (pg_wal grows until the disk is full) and, through its
+-- xmin or catalog_xmin, holds back the xmin horizon, so vacuum cannot remove the
+-- dead rows of claimed and finished jobs.
+CREATE OR REPLACE FUNCTION qmaint.health_replication_slots(p_t jsonb)
+RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH lim AS (
+    SELECT qmaint.health_number(p_t, 'inactive_slot_wal_warn') AS warn,
+           qmaint.health_number(p_t, 'inactive_slot_wal_critical') AS crit
+  ), slot AS (
+    SELECT s.slot_name, s.slot_type,
+           CASE WHEN pg_is_in_recovery() OR s.restart_lsn IS NULL THEN NULL
+                ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn) END AS retained,
+           greatest(age(s.xmin), age(s.catalog_xmin)) AS xmin_age
+      FROM pg_replication_slots s
+     WHERE NOT s.active
+  ), judged AS (
+    SELECT slot.*, CASE WHEN coalesce(retained, 0) >= lim.crit THEN 'critical' WHEN coalesce(retained, 0) >= lim.warn THEN 'warn' ELSE 'ok' END AS verdict
+      FROM slot, lim
+  )
+  SELECT 'replication_slots'::text,
+         coalesce((SELECT CASE WHEN bool_or(verdict = 'critical') THEN 'critical' WHEN bool_or(verdict = 'warn') THEN 'warn' ELSE 'ok' END FROM judged), 'ok'),
+         format('%s slot(s), %s inactive%s', (SELECT count(*) FROM pg_replication_slots), (SELECT count(*) FROM slot),
+                coalesce(': ' || (SELECT string_agg(format('%s (%s, %s WAL held%s)', slot_name, slot_type, coalesce(pg_size_pretty(retained), 'unknown'),
+                                                           CASE WHEN xmin_age IS NOT NULL THEN format(', xmin %s transactions back', xmin_age) ELSE '' END),
+                                                    ', ' ORDER BY retained DESC NULLS LAST) FROM slot), '')),
+         format('inactive slots hold < %s bytes of WAL (critical %s)', p_t ->> 'inactive_slot_wal_warn', p_t ->> 'inactive_slot_wal_critical'),
+         CASE WHEN EXISTS (SELECT 1 FROM judged WHERE verdict <> 'ok')
+              THEN 'an inactive slot keeps WAL and holds the xmin horizon back, so vacuum cannot clean finished jobs: bring its consumer (standby, CDC tool) back, or drop it with pg_drop_replication_slot(name) if it is gone for good'
+              ELSE 'every replication slot is in use' END
+$$;
+
 -- Age of the oldest queued job that is due (run_at <= p_now).
 CREATE OR REPLACE FUNCTION qmaint.health_oldest_queued(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
@@ -539,5 +612,7 @@ BEGIN
   RETURN QUERY SELECT * FROM qmaint.health_oldest_queued(p_now, t);
   RETURN QUERY SELECT * FROM qmaint.health_failed_jobs(p_now, t);
   RETURN QUERY SELECT * FROM qmaint.health_maintenance(p_now, t);
+  RETURN QUERY SELECT * FROM qmaint.health_replication_lag(t);
+  RETURN QUERY SELECT * FROM qmaint.health_replication_slots(t);
 END;
 $$;

@@ -281,3 +281,21 @@ BEGIN
     FROM qmaint.maintenance_runs r WHERE r.status = 'ok' GROUP BY r.task;
 END;
 $$;
+
+-- The node a maintenance run ran on (the default of maintenance_runs.node):
+-- the server's address and port when the session came over TCP, else its
+-- cluster_name or its port, and the WAL timeline, which every promotion
+-- increments, so the old primary's runs and the promoted standby's differ even
+-- when nothing else does (pg_cron's background workers have no socket).
+-- Called on a primary only: maintenance writes.
+CREATE OR REPLACE FUNCTION qmaint.node_name() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT format('%s timeline %s',
+                coalesce(host(inet_server_addr()) || ':' || current_setting('port'),
+                         nullif(current_setting('cluster_name'), ''),
+                         'port ' || current_setting('port')),
+                CASE WHEN pg_is_in_recovery() THEN NULL
+                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END)
+$$;

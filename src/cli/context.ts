@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { loadSettings, redactDeep, redactSecrets, type LoadedSettings, type SettingKey } from '../config.js';
+import { checkConnectionUrl, loadSettings, redactDeep, redactSecrets, type LoadedSettings, type SettingKey } from '../config.js';
 import { connect, type Db } from '../db.js';
 import { badInput, toQmaintError } from '../errors.js';
 import { cliDetails, cliMessage, ExitCode, exitCodeFor } from './exit.js';
@@ -10,6 +10,7 @@ import { Output } from './output.js';
 /** Flags every command accepts. */
 export interface GlobalArgs {
   databaseUrl?: string;
+  readUrl?: string;
   json: boolean;
   verbose: boolean;
   color: boolean;
@@ -22,6 +23,12 @@ export function globalOptions<T>(y: Argv<T>) {
     .option('database-url', {
       type: 'string',
       description: 'PostgreSQL URL (default: DATABASE_URL, then PG* variables, then the embedded server)',
+      global: true,
+    })
+    .option('read-url', {
+      type: 'string',
+      description:
+        'PostgreSQL URL for the read-only commands (status, jobs list, partitions list, vacuum status, health), e.g. a standby (default: QMAINT_READ_URL, then the database URL)',
       global: true,
     })
     .option('json', { type: 'boolean', default: false, description: 'print one JSON document on stdout', global: true })
@@ -81,6 +88,7 @@ export class Context {
   readonly nowGiven: boolean;
   private dbPromise: Promise<Db> | undefined;
   private warned = false;
+  private readDbPromise: Promise<Db> | undefined;
 
   constructor(args: GlobalArgs) {
     this.args = args;
@@ -121,6 +129,28 @@ export class Context {
     return db;
   }
 
+  /**
+   * The database of the read-only commands: --read-url, else QMAINT_READ_URL
+   * (a standby, say; with several hosts, any node unless the URL sets
+   * target_session_attrs), else the database of every other command.
+   */
+  async migratedReadDb(options: { max?: number; applicationName?: string } = {}): Promise<Db> {
+    const fromFlag = this.args.readUrl !== undefined;
+    const url = fromFlag ? this.args.readUrl : process.env.QMAINT_READ_URL || undefined;
+    if (url === undefined) return this.migratedDb(options);
+    checkConnectionUrl(url, fromFlag ? '--read-url' : 'QMAINT_READ_URL');
+    this.readDbPromise ??= connect({
+      databaseUrl: url,
+      max: options.max,
+      applicationName: options.applicationName ?? 'qmaint',
+      connectTimeoutMs: loadSettings().values.connectTimeoutMs,
+      targetSessionAttrs: 'any',
+    });
+    const db = await this.readDbPromise;
+    await requireMigrated(db);
+    return db;
+  }
+
   /** Run another qmaint command line in this process (the demo does): output to io, or captured. */
   run(argv: string[], io?: Partial<CommandIO>): Promise<CommandResult> {
     return invocation().run(argv, io);
@@ -132,6 +162,10 @@ export class Context {
   }
 
   async close(): Promise<void> {
+    if (this.readDbPromise) {
+      const db = await this.readDbPromise.catch(() => undefined);
+      await db?.close().catch(() => undefined);
+    }
     if (this.dbPromise) {
       const db = await this.dbPromise.catch(() => undefined);
       await db?.close().catch(() => undefined);

@@ -38,9 +38,22 @@ export interface HealthReport {
   /** One line monitoring can parse: qmaint-health status=... critical=N warn=N ok=N */
   summaryLine: string;
   checks: HealthCheck[];
-  /** The full dequeue explain behind the "dequeue" check (absent when it timed out). */
+  /** The full dequeue explain behind the "dequeue" check (absent when it timed out, or on a standby). */
   dequeue: DequeueReport | null;
+  /** The server is a standby (in recovery): the checks of needPrimary do not describe the primary, and dequeue was not run. */
+  inRecovery: boolean;
+  /** Checks whose answer only the primary has: dequeue (the claim writes), and those that read the node's own statistics and sessions. */
+  needPrimary: readonly string[];
 }
+
+/**
+ * What only the primary can answer. dequeue plans the claim, an UPDATE; dead
+ * tuples come from the node's own statistics (a standby counts none); the xmin
+ * horizon and idle transactions are the node's own sessions. The rest read
+ * replicated tables and catalogs, so a standby answers them as the primary
+ * did as of its replay.
+ */
+export const NEED_PRIMARY = ['dequeue', 'dead_tuples', 'xmin_horizon', 'idle_in_transaction', 'replication_slots'] as const;
 
 /** The server-side checks: qmaint.health_checks(p_now, p_thresholds) under statement_timeout. */
 export async function serverChecks(db: Db, now: Date, thresholds: Record<string, string | number>, statementTimeout: string): Promise<HealthCheck[]> {
@@ -92,6 +105,8 @@ export function summarize(checks: HealthCheck[]): { status: Verdict; counts: Rec
 export async function runHealth(db: Db, options: HealthOptions): Promise<HealthReport> {
   const checks = await serverChecks(db, options.now, options.thresholds.server, options.statementTimeout);
   let dequeue: DequeueReport | null = null;
+  const inRecovery = await isInRecovery(db);
+  if (inRecovery) return { now: options.now.toISOString(), ...summarize(checks), checks, dequeue, inRecovery, needPrimary: NEED_PRIMARY };
   try {
     dequeue = await explainDequeue(db, {
       queue: options.queue,
@@ -111,5 +126,11 @@ export async function runHealth(db: Db, options: HealthOptions): Promise<HealthR
       message: err.message,
     });
   }
-  return { now: options.now.toISOString(), ...summarize(checks), checks, dequeue };
+  return { now: options.now.toISOString(), ...summarize(checks), checks, dequeue, inRecovery, needPrimary: NEED_PRIMARY };
+}
+
+/** True on a standby (a server in recovery). */
+export async function isInRecovery(db: Db): Promise<boolean> {
+  const { rows } = await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+  return rows[0]!.r;
 }

@@ -28,17 +28,18 @@ export function fenceKey(id: string, attempt: number): string {
 
 const FENCE = `(j.id::text || '.' || j.attempt::text)`;
 
-/** $1 ids, $2 created_at keys, $3 fence keys, $4 worker. Returns the ids completed. */
+/** $1 ids, $2 created_at keys, $3 fence keys, $4 worker, $5 queue. Returns the ids completed. */
 export const COMPLETE_SQL = `UPDATE qmaint.jobs j
    SET status = 'completed', locked_until = NULL, updated_at = now()
  WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
    AND ${FENCE} = ANY ($3::text[])
    AND j.status::text = 'running' AND j.locked_by = $4
+   AND j.queue = $5
 RETURNING j.id`;
 
 /**
  * $1 ids, $2 created_at (one per job), $3 fence keys, $4 errors (one per
- * job), $5 worker, $6 backoff base seconds, $7 cap seconds. qmaint.next_try()
+ * job), $5 worker, $6 backoff base seconds, $7 cap seconds, $8 queue. qmaint.next_try()
  * decides, as it does for rescue: retry with backoff while retries remain,
  * else failed; last_error kept either way.
  * Returns the rows it changed.
@@ -56,18 +57,20 @@ export const FAIL_SQL = `UPDATE qmaint.jobs j
    AND j.id = f.id AND j.created_at = f.created_at
    AND ${FENCE} = ANY ($3::text[])
    AND j.status::text = 'running' AND j.locked_by = $5
+   AND j.queue = $8
 RETURNING j.id, j.status, j.retry_count, j.run_at`;
 
-/** $1 ids, $2 created_at keys, $3 fence keys, $4 worker, $5 lease seconds. Returns the ids still held. */
+/** $1 ids, $2 created_at keys, $3 fence keys, $4 worker, $5 lease seconds, $6 queue. Returns the ids still held. */
 export const HEARTBEAT_SQL = `UPDATE qmaint.jobs j
    SET locked_until = now() + make_interval(secs => $5)
  WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
    AND ${FENCE} = ANY ($3::text[])
    AND j.status::text = 'running' AND j.locked_by = $4
+   AND j.queue = $6
 RETURNING j.id`;
 
 /**
- * $1 ids, $2 created_at keys, $3 fence keys, $4 worker. Claimed but never
+ * $1 ids, $2 created_at keys, $3 fence keys, $4 worker, $5 queue. Claimed but never
  * started: back to the queue as they were (retry_count unchanged). Returns
  * the ids put back.
  */
@@ -76,6 +79,7 @@ export const RELEASE_SQL = `UPDATE qmaint.jobs j
  WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
    AND ${FENCE} = ANY ($3::text[])
    AND j.status::text = 'running' AND j.locked_by = $4
+   AND j.queue = $5
 RETURNING j.id`;
 
 /**

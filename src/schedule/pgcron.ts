@@ -1,7 +1,8 @@
 import pg from 'pg';
-import { redactUrl } from '../config.js';
+import { redactUrl, withDatabase } from '../config.js';
 import type { Db } from '../db.js';
 import { badInput, badOption, QmaintError, sqlState, toQmaintError } from '../errors.js';
+import { newClientFor } from '../failover.js';
 import { TASKS, type Schedules, type TaskName } from './tasks.js';
 
 /** A connection to the database pg_cron lives in, checked to be usable for the queue database. */
@@ -96,19 +97,15 @@ function notPreloaded(facts: ServerFacts, major: number): QmaintError {
   return pgCronProblem('pg_cron is installed on this server but not loaded (it must be in shared_preload_libraries)', [preload, ...rest]);
 }
 
-async function connectCron(queue: Db, cronDatabase: string, cronDatabaseUrl?: string): Promise<pg.Client> {
-  let config: pg.ClientConfig;
-  if (cronDatabaseUrl) {
-    config = { connectionString: cronDatabaseUrl };
-  } else if (queue.url) {
-    const url = new URL(queue.url);
-    url.pathname = '/' + encodeURIComponent(cronDatabase);
-    config = { connectionString: url.toString() };
-  } else {
-    // libpq variables: node-pg reads PGHOST etc. itself; only the database differs.
-    config = { database: cronDatabase };
-  }
-  const client = new pg.Client({ ...config, application_name: 'qmaint', connectionTimeoutMillis: queue.clientConfig().connectionTimeoutMillis });
+async function connectCron(queue: Db, cronDatabase: string, cronUrl?: string): Promise<pg.Client> {
+  const extra = { application_name: 'qmaint', connectionTimeoutMillis: queue.clientConfig().connectionTimeoutMillis };
+  // Several hosts: the cron database is reached on the node that is primary now, as the queue's is.
+  const client = cronUrl
+    ? newClientFor(cronUrl, 'the pg_cron database URL', extra)
+    : queue.url
+      ? newClientFor(withDatabase(queue.url, cronDatabase), 'the pg_cron database URL', extra)
+      : // libpq variables: node-pg reads PGHOST etc. itself; only the database differs.
+        new pg.Client({ ...extra, database: cronDatabase });
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -16,6 +16,8 @@ export interface MaintenanceRun {
   details: unknown;
   startedAt: string;
   finishedAt: string | null;
+  /** The node it ran on (qmaint.node_name(): address or cluster name, and WAL timeline); null for runs before migration 0016. */
+  node: string | null;
 }
 
 interface RunRow {
@@ -27,6 +29,7 @@ interface RunRow {
   details: unknown;
   started_at: string | Date;
   finished_at: string | Date | null;
+  node: string | null;
 }
 
 function iso(value: string | Date | null): string | null {
@@ -44,6 +47,7 @@ function toRun(row: RunRow): MaintenanceRun {
     details: row.details,
     startedAt: iso(row.started_at)!,
     finishedAt: iso(row.finished_at),
+    node: row.node ?? null,
   };
 }
 
@@ -71,7 +75,7 @@ export async function runTask(db: Queryable, task: TaskName, runner: Runner, now
 export async function recentRuns(db: Queryable, options: { limit?: number; runner?: Runner } = {}): Promise<MaintenanceRun[]> {
   const { rows } = await db.query<RunRow>(
     // One index probe per (task, runner) rather than a window over the whole log.
-    `SELECT r.id, r.task, r.runner, r.status, r.message, r.details, r.started_at, r.finished_at
+    `SELECT r.id, r.task, r.runner, r.status, r.message, r.details, r.started_at, r.finished_at, r.node
        FROM unnest(qmaint.schedule_tasks()) AS t(task)
       CROSS JOIN unnest(ARRAY['pg_cron', 'daemon', 'cli']) AS w(runner)
       CROSS JOIN LATERAL (

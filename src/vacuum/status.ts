@@ -72,6 +72,36 @@ export interface VacuumStatus {
   partitions: PartitionVacuumStatus[];
   horizon: { oldestXminAge: number | null; holders: XminHolder[] };
   databaseFrozenXidAge: number;
+  /** Replication slots (an inactive one keeps WAL and holds the xmin horizon back) and the standbys streaming from this server. */
+  replication: ReplicationStatus;
+}
+
+/** Replication as this server sees it: whether it is a standby, its replication slots (an inactive one holds WAL and the xmin horizon back) and its standbys. */
+export interface ReplicationStatus {
+  inRecovery: boolean;
+  slots: { name: string; type: string; active: boolean; retainedWalBytes: number | null; xminAge: number | null }[];
+  standbys: { name: string; state: string; syncState: string; replayLagMs: number | null; replayLagBytes: number | null }[];
+}
+
+/** Slots and standbys as this server sees them (a standby has no WAL position of its own to measure slots against). */
+export async function replicationStatus(db: Queryable): Promise<ReplicationStatus> {
+  const { rows: rec } = await db.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+  const { rows: slots } = await db.query<{ slot_name: string; slot_type: string; active: boolean; retained: string | null; xmin_age: number | null }>(
+    `SELECT slot_name, slot_type, active,
+            CASE WHEN pg_is_in_recovery() OR restart_lsn IS NULL THEN NULL ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END AS retained,
+            greatest(age(xmin), age(catalog_xmin)) AS xmin_age
+       FROM pg_replication_slots ORDER BY slot_name`,
+  );
+  const { rows: standbys } = await db.query<{ name: string; state: string; sync_state: string; lag_ms: number | null; lag_bytes: string | null }>(
+    `SELECT coalesce(nullif(application_name, ''), host(client_addr), 'pid ' || pid) AS name, state, sync_state,
+            (extract(epoch FROM replay_lag) * 1000)::float8 AS lag_ms, pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS lag_bytes
+       FROM pg_stat_replication ORDER BY 1`,
+  );
+  return {
+    inRecovery: rec[0]!.r,
+    slots: slots.map((s) => ({ name: s.slot_name, type: s.slot_type, active: s.active, retainedWalBytes: numOrNull(s.retained), xminAge: s.xmin_age })),
+    standbys: standbys.map((s) => ({ name: s.name, state: s.state, syncState: s.sync_state, replayLagMs: s.lag_ms, replayLagBytes: numOrNull(s.lag_bytes) })),
+  };
 }
 
 /** Options of {@link vacuumStatus}. */
@@ -247,6 +277,7 @@ export async function vacuumStatus(db: Queryable, options: StatusOptions): Promi
     partitions,
     horizon: { oldestXminAge: holders.reduce<number | null>((m, h) => (h.xminAge !== null && (m === null || h.xminAge > m) ? h.xminAge : m), null), holders },
     databaseFrozenXidAge: dbRows[0]?.age ?? 0,
+    replication: await replicationStatus(db),
   };
 }
 

@@ -12,6 +12,10 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
  * regenerate docs/api (npm run docs:api).
  */
 const PUBLIC_API = [
+  'ReplicationStatus',
+  'clientOptions',
+  'FailoverSpec',
+  'TargetSessionAttrs',
   'adopt',
   'planAdopt',
   'planRevert',

@@ -255,11 +255,11 @@ describe('each role can do its job and nothing else', () => {
     expect(claimed).toHaveLength(4);
     const [a, b, c, d] = claimed as [(typeof claimed)[0], (typeof claimed)[0], (typeof claimed)[0], (typeof claimed)[0]];
     const fence = (x: typeof a) => fenceKey(x.id, x.attempt);
-    const held = await w.client.query<{ id: string }>(HEARTBEAT_SQL, [[a.id, b.id], [a.created_at, b.created_at], [fence(a), fence(b)], 'w1', 60]);
+    const held = await w.client.query<{ id: string }>(HEARTBEAT_SQL, [[a.id, b.id], [a.created_at, b.created_at], [fence(a), fence(b)], 'w1', 60, 'work']);
     expect(held.rows).toHaveLength(2);
-    expect((await w.client.query(COMPLETE_SQL, [[a.id], [a.created_at], [fence(a)], 'w1'])).rowCount).toBe(1);
-    expect((await w.client.query(FAIL_SQL, [[b.id], [b.created_at], [fence(b)], ['boom'], 'w1', 1, 60])).rowCount).toBe(1);
-    expect((await w.client.query(RELEASE_SQL, [[c.id], [c.created_at], [fence(c)], 'w1'])).rowCount).toBe(1);
+    expect((await w.client.query(COMPLETE_SQL, [[a.id], [a.created_at], [fence(a)], 'w1', 'work'])).rowCount).toBe(1);
+    expect((await w.client.query(FAIL_SQL, [[b.id], [b.created_at], [fence(b)], ['boom'], 'w1', 1, 60, 'work'])).rowCount).toBe(1);
+    expect((await w.client.query(RELEASE_SQL, [[c.id], [c.created_at], [fence(c)], 'w1', 'work'])).rowCount).toBe(1);
     // d's lease runs out; the worker's rescue puts it back.
     await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 minute' WHERE id = $1`, [d.id]);
     expect((await w.client.query<{ result: { requeued: number } }>(RESCUE_SQL)).rows[0]!.result.requeued).toBe(1);

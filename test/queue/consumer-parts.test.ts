@@ -80,7 +80,7 @@ function recordingHooks() {
   return { seen, hooks };
 }
 
-const batcherOptions = { workerId: 'parts-test', batch: 2, backoffBaseMs: 60_000, backoffCapMs: 120_000 };
+const batcherOptions = { queue: 'rb', workerId: 'parts-test', batch: 2, backoffBaseMs: 60_000, backoffCapMs: 120_000 };
 
 describe('Claimer', () => {
   it('claims in claim order, marks the rows running under its lease and worker, and reports the count', async () => {
@@ -89,7 +89,8 @@ describe('Claimer', () => {
     const counts: number[] = [];
     const c = new Claimer(claimerOptions('cl-order'), (n) => counts.push(n));
     const got = await c.claim(t.db, 3, null);
-    expect(got.map((r) => r.id)).toEqual([...high, low[0]].sort((a, b) => Number(a) - Number(b)));
+    // The statement's RETURNING order is the server's; which jobs it claimed is what counts.
+    expect(got.map((r) => r.id).sort((a, b) => Number(a) - Number(b))).toEqual([...high, low[0]].sort((a, b) => Number(a) - Number(b)));
     expect(counts).toEqual([3]);
     const after = await rows([...low, ...high]);
     expect(after.filter((r) => r.status === 'running').map((r) => r.id)).toEqual([...high, low[0]].sort((a, b) => Number(a) - Number(b)));
@@ -214,7 +215,7 @@ describe('ResultBatcher', () => {
     const held = await claimed('rb-fence', 5);
     await rescueAndReclaim('rb-fence', [ids[1]!, ids[4]!], 'parts-test');
     const { seen, hooks } = recordingHooks();
-    const b = new ResultBatcher(t.db, batcherOptions, hooks);
+    const b = new ResultBatcher(t.db, { ...batcherOptions, queue: 'rb-fence' }, hooks);
     b.addCompletion(held[0]!);
     b.addCompletion(held[1]!);
     b.addCompletion(held[2]!);
@@ -249,7 +250,7 @@ describe('ResultBatcher', () => {
       const ids = await enqueueN('rb-refuse', 2, { maxRetries: 0 });
       const held = await claimed('rb-refuse', 2);
       const { seen, hooks } = recordingHooks();
-      const b = new ResultBatcher(t.db, batcherOptions, hooks);
+      const b = new ResultBatcher(t.db, { ...batcherOptions, queue: 'rb-refuse' }, hooks);
       await b.recordFailures([
         { held: held[0]!, error: 'poison' },
         { held: held[1]!, error: 'plain' },
@@ -268,7 +269,7 @@ describe('ResultBatcher', () => {
     const ids = await enqueueN('rb-close', 1);
     const held = await claimed('rb-close', 1);
     const { seen, hooks } = recordingHooks();
-    const b = new ResultBatcher(t.db, batcherOptions, hooks);
+    const b = new ResultBatcher(t.db, { ...batcherOptions, queue: 'rb-close' }, hooks);
     b.close();
     b.addCompletion(held[0]!);
     await b.flushAll();

@@ -26,7 +26,14 @@ describe('qmaint.run_task', () => {
       expect(run, task).toMatchObject({ task, runner: 'cli' });
       expect(['ok', 'skipped'], `${task}: ${run.message}`).toContain(run.status);
       expect(run.finishedAt).not.toBeNull();
+      // The node it ran on (migration 0016): this server's address and port (or name), and its WAL timeline.
+      const { rows: me } = await t.db.query<{ port: string; tl: number }>(
+        `SELECT current_setting('port') AS port, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl`,
+      );
+      expect(run.node, task).toMatch(new RegExp(`^\\S*${me[0]!.port} timeline ${me[0]!.tl}$`));
     }
+    const listed = await recentRuns(t.db);
+    expect(listed.every((r) => r.node !== null)).toBe(true);
     const rows = await runsOf(t.db);
     expect(rows.map((r) => r.task)).toEqual([...TASKS]);
     expect(rows.every((r) => r.finished_at !== null && r.runner === 'cli')).toBe(true);

@@ -9,6 +9,7 @@ import {
   type ExplainOptions,
   type SqlClaimReport,
 } from '../../health/explain.js';
+import { isInRecovery } from '../../health/checks.js';
 import { planTree, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
 import { badInput } from '../../errors.js';
@@ -67,6 +68,11 @@ const register: Register = (y) => {
       if (argv.sql !== undefined) return ownClaim(ctx, argv, options);
       if (argv.dryRun) return dryRun(ctx, options);
       const db = await ctx.migratedDb({ max: 2 });
+      if (await isInRecovery(db)) {
+        throw badInput(
+          `explain dequeue plans the claim, which runs on the primary only, and ${db.target.host}:${db.target.port} is a standby (in recovery); point --database-url at the primary, or list every node with target_session_attrs=read-write`,
+        );
+      }
       const report = await explainDequeue(db, options);
       const code = report.verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
       ctx.out.emit({ ok: code === ExitCode.ok, ...report }, () => printReport(ctx.out, report, argv.plan));

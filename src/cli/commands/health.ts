@@ -29,7 +29,7 @@ const register: Register = (y) => {
       if (argv.queue !== undefined) checkQueueName(argv.queue);
       const { values: settings } = ctx.settings({ batch: argv.batch, statementTimeout: argv.statementTimeout });
       const thresholds = resolveThresholds(parseThresholdSetting(settings.healthThresholds), parseThresholdFlags(argv.threshold));
-      const db = await ctx.migratedDb({ max: 2 });
+      const db = await ctx.migratedReadDb({ max: 2 });
       const report = await runHealth(db, {
         now: ctx.now,
         thresholds,
@@ -58,6 +58,11 @@ function printReport(out: Output, report: HealthReport): void {
   );
   for (const c of report.checks) {
     if (c.status !== 'ok') out.line(out.wrap(`${c.status === 'critical' ? out.c.red('✖') : out.c.yellow('!')} ${c.check}: ${c.message}`));
+  }
+  if (report.inRecovery) {
+    out.line(
+      `${out.c.yellow('!')} this server is a standby: dequeue needs the primary and was not run; ${report.needPrimary.filter((c) => c !== 'dequeue').join(', ')} describe this standby, not the primary`,
+    );
   }
   // The last line is for monitoring: plain key=value pairs, never coloured.
   out.line(report.summaryLine);

@@ -50,7 +50,7 @@ const TABLE_ROWS = 1000;
  * --after of the following page, null when this was the last); --json-lines: one job per line.
  */
 async function streamJobs(ctx: Context, filter: Parameters<typeof listJobPages>[1] & { limit: number }, lines: boolean): Promise<void> {
-  const db = await ctx.migratedDb({ max: 2 });
+  const db = await ctx.migratedReadDb({ max: 2 });
   const write = (text: string) => ctx.out.raw(text);
   let count = 0;
   let last: string | null = null;
@@ -88,7 +88,7 @@ const register: Register = (y) => {
             limit: checkLimit(argv.limit),
             after: argv.after === undefined ? undefined : checkIds([argv.after])![0],
           };
-          const db = await ctx.migratedDb({ max: 2 });
+          const db = await ctx.migratedReadDb({ max: 2 });
           const out = ctx.out;
           if (argv.jsonLines || out.json) return streamJobs(ctx, filter, argv.jsonLines);
           const shown = Math.min(filter.limit, TABLE_ROWS);

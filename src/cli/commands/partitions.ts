@@ -110,7 +110,7 @@ const register: Register = (y) => {
         'every partition: bounds, state, estimated rows, live jobs, size, autovacuum profile',
         (b) => b.option('table', { type: 'string', description: 'only this managed table' }),
         handler<{ table?: string }>(async (ctx, argv) => {
-          const tables = await listPartitions(await db(ctx), { now: ctx.now, table: argv.table });
+          const tables = await listPartitions(await ctx.migratedReadDb({ applicationName: 'qmaint partitions' }), { now: ctx.now, table: argv.table });
           const out = ctx.out;
           out.emit({ ok: true, now: ctx.now.toISOString(), tables }, () => {
             for (const t of tables) {

@@ -296,6 +296,7 @@ async function list(ctx: Context, argv: { cronDatabaseUrl?: string; limit: numbe
         { key: 'startedAt', header: 'started (UTC)', wrap: true, format: (v) => timestamp(v as string) },
         { key: 'task', header: 'task' },
         { key: 'runner', header: 'runner' },
+        { key: 'node', header: 'node', format: (_v, r) => r.node ?? out.dim('?') },
         { key: 'status', header: 'status', format: (_v, r) => verdictOf(out, r.status) },
         {
           key: 'finishedAt',

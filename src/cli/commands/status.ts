@@ -9,7 +9,7 @@ const register: Register = (y) => {
     'queue depth per queue and status, age of the oldest queued job, jobs per partition',
     (b) => b,
     handler(async (ctx) => {
-      const db = await ctx.migratedDb({ max: 2 });
+      const db = await ctx.migratedReadDb({ max: 2 });
       const report = await queueStatus(db, ctx.now);
       const out = ctx.out;
       out.emit({ ok: true, ...report }, () => {

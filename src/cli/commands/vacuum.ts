@@ -188,7 +188,7 @@ function partitionRows(out: Output, parts: PartitionVacuumStatus[]): void {
 
 async function statusCommand(ctx: Context, argv: StatusArgs): Promise<void> {
   if (!['auto', 'approx', 'estimate'].includes(argv.bloat)) throw badInput(`--bloat ${JSON.stringify(argv.bloat)} must be auto, approx or estimate`);
-  const db = await ctx.migratedDb({ max: 2 });
+  const db = await ctx.migratedReadDb({ max: 2 });
   const status = await vacuumStatus(db, { now: ctx.now, bloat: argv.bloat as 'auto' | 'approx' | 'estimate' });
   const out = ctx.out;
   out.emit({ ok: true, ...status }, () => {
@@ -203,6 +203,21 @@ async function statusCommand(ctx: Context, argv: StatusArgs): Promise<void> {
     out.line();
     out.heading(`xmin horizon (oldest holder ${status.horizon.oldestXminAge ?? 0} transactions back; database frozen xid age ${status.databaseFrozenXidAge})`);
     holderRows(out, status.horizon.holders);
+    const r = status.replication;
+    out.line();
+    out.heading(`replication (${r.inRecovery ? 'this server is a standby' : 'this server is a primary'})`);
+    if (r.slots.length === 0 && r.standbys.length === 0) out.line('no replication slots, no standbys streaming from this server');
+    for (const s of r.slots) {
+      const held = s.retainedWalBytes === null ? '' : `, holds ${bytes(s.retainedWalBytes)} of WAL`;
+      const xmin = s.xminAge === null ? '' : `, xmin ${s.xminAge} transactions back`;
+      const line = `slot ${s.name} (${s.type}): ${s.active ? 'active' : 'INACTIVE'}${held}${xmin}`;
+      out.line(s.active ? line : out.c.yellow(line));
+    }
+    for (const s of r.standbys) {
+      out.line(
+        `standby ${s.name}: ${s.state}, ${s.syncState}, replay lag ${s.replayLagMs === null ? 'none' : `${Math.round(s.replayLagMs)} ms`}${s.replayLagBytes === null ? '' : ` (${bytes(s.replayLagBytes)})`}`,
+      );
+    }
   });
 }
 

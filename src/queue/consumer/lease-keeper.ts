@@ -47,6 +47,7 @@ export class LeaseKeeper {
       fences(held),
       this.options.workerId,
       this.options.leaseSeconds,
+      this.options.queue,
     ]);
     const kept = new Set(rows.map((r) => r.id));
     return held.filter((h) => !kept.has(h.row.id));
@@ -60,7 +61,13 @@ export class LeaseKeeper {
    */
   async release(held: readonly Attempt[], onNotifyError: (err: unknown) => void = () => undefined): Promise<number> {
     if (held.length === 0) return 0;
-    const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [held.map((h) => h.row.id), partitionKeys(held), fences(held), this.options.workerId]);
+    const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [
+      held.map((h) => h.row.id),
+      partitionKeys(held),
+      fences(held),
+      this.options.workerId,
+      this.options.queue,
+    ]);
     if (rows.length > 0) await this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, this.options.queue]).catch(onNotifyError);
     return rows.length;
   }

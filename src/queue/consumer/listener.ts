@@ -7,6 +7,7 @@
  */
 import pg from 'pg';
 import type { Db } from '../../db.js';
+import { newClientFor } from '../../failover.js';
 import { NOTIFY_CHANNEL } from '../enqueue.js';
 import type { WakeReason } from './options.js';
 
@@ -109,8 +110,7 @@ export class Listener {
     const client =
       typeof this.listen === 'string'
         ? // Same connect timeout as the pool: a listen URL that never answers must not hold start() up.
-          new pg.Client({
-            connectionString: this.listen,
+          newClientFor(this.listen, 'the listen URL', {
             application_name: 'qmaint-listen',
             connectionTimeoutMillis: this.db.clientConfig().connectionTimeoutMillis,
           })

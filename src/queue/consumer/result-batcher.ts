@@ -23,6 +23,8 @@ export interface FailOutcome {
 
 /** What a ResultBatcher needs to know of its consumer. */
 export interface ResultBatcherOptions {
+  /** The queue every statement filters by (the distribution column a sharded deployment routes on). */
+  queue: string;
   workerId: string;
   /** Results per statement. */
   batch: number;
@@ -122,7 +124,13 @@ export class ResultBatcher {
    */
   async complete(done: readonly Attempt[], q: Queryable = this.db, finish?: (changed: number) => Promise<void>): Promise<void> {
     if (done.length === 0) return;
-    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [done.map((h) => h.row.id), partitionKeys(done), fences(done), this.options.workerId]);
+    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [
+      done.map((h) => h.row.id),
+      partitionKeys(done),
+      fences(done),
+      this.options.workerId,
+      this.options.queue,
+    ]);
     const changed = new Set(rows.map((r) => r.id));
     await finish?.(changed.size);
     for (const h of done) {
@@ -146,6 +154,7 @@ export class ResultBatcher {
       this.options.workerId,
       this.options.backoffBaseMs / 1000,
       this.options.backoffCapMs / 1000,
+      this.options.queue,
     ]);
     await finish?.();
     const byId = new Map(rows.map((r) => [r.id, r]));
