@@ -27,7 +27,7 @@ describe('partition maintenance and locks', () => {
     // The runway made before the give-up stays; the expired partition is untouched: attached, no guard.
     const names = (await partitions(t.db)).map((p) => p.name);
     expect(names).toEqual([name(T0), name(at(1)), name(at(3)), name(at(4))]);
-    const guard = await t.db.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = to_regclass($1)`, [name(T0)]);
+    const guard = await t.db.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'qmaint_retire'`, [name(T0)]);
     expect(guard.rows).toEqual([{ n: 0 }]);
     const run = await t.db.query(`SELECT status, runner FROM qmaint.maintenance_runs WHERE task = 'rotate' ORDER BY id DESC LIMIT 1`);
     expect(run.rows).toEqual([{ status: 'lock_timeout', runner: 'cli' }]);

@@ -101,7 +101,8 @@ describe('dead letter', () => {
   it('a job failing for good moves to the dead-letter queue; redrive puts it back, keys included', async () => {
     await setDeadLetter(t.db, 'dl', 'dl.dead');
     const bad = await enqueueKeyed(t.db, 'dl', { bad: true }, { key: 'one', maxRetries: 1 });
-    const retrying = await enqueue(t.db, 'dl', { bad: true }, { maxRetries: 5 });
+    // Far more retries than the run can spend at a 1-2 ms backoff: it is still retrying when the first one is dead-lettered.
+    const retrying = await enqueue(t.db, 'dl', { bad: true }, { maxRetries: 1_000_000 });
     const c = new Consumer(t.db, {
       queue: 'dl',
       handler: () => {
