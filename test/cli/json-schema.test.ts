@@ -24,6 +24,13 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
     const handlerFile = path.join(dir, 'handler.mjs');
     writeFileSync(handlerFile, 'export default async (job) => { if (job.payload.fail) throw new Error("boom"); };\n');
     const db = ['--database-url', t.url];
+    // A plain job table for adopt (and its revert).
+    await t.db.query(
+      `CREATE TABLE public.legacy_jobs (id bigserial, payload jsonb NOT NULL DEFAULT '{}', status text NOT NULL DEFAULT 'queued', retry_count int NOT NULL DEFAULT 0,
+         created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at));
+       INSERT INTO public.legacy_jobs (payload, status) VALUES ('{"n":1}', 'queued'), ('{"n":2}', 'completed')`,
+    );
+    const adoptArgs = ['adopt', '--table', 'public.legacy_jobs', '--column', 'created_at', '--interval', '1 day'];
     const cases: [string, string[], number[]?][] = [
       ['migrate', ['migrate']],
       ['enqueue', ['enqueue', '--queue', 'js', '--payload', '{"n":1}']],
@@ -53,8 +60,33 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
         ['schedule', 'run', '--exit-after', '1500ms', '--rescue-cron', '* * * * * *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off'],
       ],
       ['config', ['config']],
+      ['queuesDeadLetter', ['queues', 'dead-letter', 'dl', '--to', 'dl-dead', '--dry-run']],
+      ['queuesDeadLetter', ['queues', 'dead-letter', 'dl', '--to', 'dl-dead']],
+      ['enqueue', ['enqueue', '--queue', 'dl', '--payload', '{"fail":true}', '--max-retries', '0']],
+      ['work', ['work', '--queue', 'dl', '--handler', handlerFile, '--drain']],
+      ['queuesPause', ['queues', 'pause', 'dl', '--dry-run']],
+      ['queuesPause', ['queues', 'pause', 'dl']],
+      ['queuesList', ['queues', 'list']],
+      ['queuesPause', ['queues', 'resume', 'dl', '--dry-run']],
+      ['queuesPause', ['queues', 'resume', 'dl']],
+      ['jobsRedrive', ['jobs', 'redrive', '--from', 'dl-dead', '--dry-run']],
+      ['jobsRedrive', ['jobs', 'redrive', '--from', 'dl-dead']],
+      ['queuesDeadLetter', ['queues', 'dead-letter', 'dl', '--clear']],
+      ['cronAdd', ['cron', 'add', 'tick', '--schedule', '*/5 * * * *', '--queue', 'js', '--payload', '{"n":2}', '--dry-run']],
+      ['cronAdd', ['cron', 'add', 'tick', '--schedule', '*/5 * * * *', '--queue', 'js', '--payload', '{"n":2}', '--missed', 'backfill:2']],
+      ['cronList', ['cron', 'list']],
+      ['cronRefill', ['cron', 'refill']],
+      ['cronRemove', ['cron', 'remove', 'tick', '--dry-run']],
+      ['cronRemove', ['cron', 'remove', 'tick']],
+      ['adopt', [...adoptArgs, '--dry-run']],
+      ['adopt', adoptArgs],
+      ['adoptRevert', ['adopt', '--table', 'public.legacy_jobs', '--revert', '--dry-run']],
+      ['adoptRevert', ['adopt', '--table', 'public.legacy_jobs', '--revert']],
+      ['rolesInstall', ['roles', 'install', '--dry-run']],
+      ['rolesInstall', ['roles', 'install']],
       ['error', ['jobs', 'list', '--status', 'weird'], [2]],
     ];
+    const docs = new Map<string, unknown>();
     for (const [def, argv, codes = [0]] of cases) {
       const r = await runCommand([...argv, ...db, '--json']);
       expect(codes, `${argv.join(' ')}: ${r.stderr}`).toContain(r.exitCode);
@@ -66,7 +98,15 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
         `${argv.join(' ')} printed one JSON document`,
       ).not.toThrow();
       check(def, doc, argv.join(' '));
+      docs.set(argv.join(' '), doc);
     }
+    // The documents above validated against the branch that means something: results, not empty lists.
+    expect(docs.get('jobs redrive --from dl-dead')).toMatchObject({ count: 1 });
+    const queues = (docs.get('queues list') as { queues: { queue: string }[] }).queues;
+    expect(queues.find((q) => q.queue === 'dl')).toMatchObject({ paused: true, deadLetter: 'dl-dead' });
+    expect(docs.get('cron list')).toMatchObject({ cron: [{ name: 'tick', payload: { n: 2 }, missed: 'backfill:2' }] });
+    expect(docs.get(adoptArgs.join(' '))).toMatchObject({ dryRun: false, ran: true, table: 'public.legacy_jobs' });
+    expect(docs.get('adopt --table public.legacy_jobs --revert')).toMatchObject({ dryRun: false, ran: true });
     // The streams: one JSON value per line.
     for (const [def, argv] of [
       ['jobsListLine', ['jobs', 'list', '--json-lines']],
