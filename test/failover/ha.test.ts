@@ -125,7 +125,9 @@ describe.skipIf(!rig)('failover: the primary dies, the standby is promoted', () 
     // Nothing left queued or running: leases brought back what the consumers held across the outage.
     expect.soft(r.drained).toBe(true);
     expect.soft(r.notCompleted).toBe(0);
-    expect.soft(r.unhandled).toBe(0);
+    // Asynchronous: a handler's own write committed on the old primary can be lost with it while the
+    // job's completion, retried by the consumer, lands on the new primary (the same window as a lost enqueue).
+    if (r.sync) expect.soft(r.unhandled).toBe(0);
     // A job ran twice only when a lease taken before the outage was still open.
     expect.soft(r.unexplainedDuplicates).toEqual([]);
     // Every consumer still at work, each LISTENing again on the new primary.
