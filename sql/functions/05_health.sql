@@ -584,9 +584,9 @@ AS $$
          coalesce((SELECT string_agg(format('%s %s by %s %s ago', task, last_status, last_runner, qmaint.health_age(p_now - last_at)), '; ' ORDER BY task) FROM judged),
                   'no maintenance run recorded'),
          format('a run within %s, last run not failed (critical after %s failures in a row)', p_t ->> 'maintenance_stale', lim.fails),
-         CASE WHEN overall.newest IS NULL THEN 'no maintenance has run: schedule it (qmaint schedule install --pg-cron, or qmaint schedule run)'
+         CASE WHEN overall.newest IS NULL THEN 'no maintenance has run: schedule it (qmaint schedule install, or qmaint schedule daemon)'
               WHEN overall.v <> 'ok' THEN 'a maintenance task fails: ' || coalesce((SELECT string_agg(format('%s: %s', task, coalesce(last_message, last_status)), '; ' ORDER BY task) FROM judged WHERE verdict <> 'ok'), '') || '; see qmaint schedule list and fix the cause'
-              WHEN overall.newest < p_now - lim.stale THEN 'maintenance has not run recently: check that the schedule (pg_cron or qmaint schedule run) is active'
+              WHEN overall.newest < p_now - lim.stale THEN 'maintenance has not run recently: check that the schedule (pg_cron or qmaint schedule daemon) is active'
               ELSE 'scheduled maintenance runs and succeeds' END
     FROM overall, lim
 $$;
