@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -187,4 +187,30 @@ ${lines}
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/**
+ * The whole `qmaint work --drain` process (concurrency 10, batch 100, a no-op
+ * handler module) on one queue; resolves with its wall time in seconds once it
+ * exited 0 having completed exactly `jobs` jobs, else rejects.
+ */
+export function workDrain(url: string, queue: string, handler: string, jobs: number): Promise<number> {
+  const args = [path.join(ROOT, 'bin', 'qmaint.js'), 'work', '--queue', queue, '--handler', handler];
+  args.push('--concurrency', '10', '--batch', '100', '--drain', '--json', '--database-url', url);
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const seconds = (performance.now() - start) / 1000;
+      if (code !== 0) return reject(new Error(`qmaint work exited ${code}: ${err.trim().split('\n').pop() ?? ''}`));
+      const completed = (JSON.parse(out) as { completed?: number }).completed;
+      if (completed !== jobs) return reject(new Error(`qmaint work completed ${completed} of ${jobs} jobs`));
+      resolve(seconds);
+    });
+  });
 }

@@ -5,7 +5,6 @@
 // take turns round by round, so each ratio compares runs that saw the same load.
 // Beside throughput, each drain's WAL (LSN delta) per job is recorded: the
 // write amplification the contender pays for its features.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +12,7 @@ import { makeWorkerUtils, run as runGraphileWorker } from 'graphile-worker';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { enqueueMany } from '../../src/queue/enqueue.js';
-import { ROOT, fmt, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+import { fmt, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
 const CONCURRENCY = 10;
 const BATCH = 100;
@@ -119,39 +118,6 @@ async function qmaintFill(env: { url: string; db: import('../../src/db.js').Db }
     },
   });
   await env.db.query('VACUUM ANALYZE qmaint.jobs');
-}
-
-function qmaintDrain(url: string, handler: string, jobs: number): Promise<void> {
-  const args = [
-    path.join(ROOT, 'bin', 'qmaint.js'),
-    'work',
-    '--queue',
-    QUEUE,
-    '--handler',
-    handler,
-    '--concurrency',
-    String(CONCURRENCY),
-    '--batch',
-    String(BATCH),
-    '--drain',
-    '--json',
-    '--database-url',
-    url,
-  ];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`qmaint work exited ${code}: ${err.trim().split('\n').pop() ?? ''}`));
-      const completed = (JSON.parse(out) as { completed?: number }).completed;
-      if (completed !== jobs) return reject(new Error(`qmaint work completed ${completed} of ${jobs} jobs`));
-      resolve();
-    });
-  });
 }
 
 // --- graphile-worker -------------------------------------------------------------
@@ -277,7 +243,7 @@ export const peersSuite: BenchSuite = {
     const boss = await ctx.newDatabase();
     const contenders: Contender[] = [
       { name: 'seed', url: seed.url, fill: (n) => seedFill(seed.url, n), drain: (n) => seedDrain(seed.url, n) },
-      { name: 'qmaint', url: q.url, fill: (n) => qmaintFill(q, n), drain: (n) => qmaintDrain(q.url, handler, n) },
+      { name: 'qmaint', url: q.url, fill: (n) => qmaintFill(q, n), drain: async (n) => void (await workDrain(q.url, QUEUE, handler, n)) },
       { name: 'graphile', url: gw.url, fill: (n) => graphileFill(gw.url, n), drain: (n) => graphileDrain(gw.url, n) },
       { name: 'pgboss', url: boss.url, fill: (n) => bossFill(boss.url, n), drain: (n) => bossDrain(boss.url, n) },
     ];

@@ -3,7 +3,7 @@
 // and COPY enqueue. The embedded server has no PgBouncer, so this suite uses the
 // pair given in QMAINT_BENCH_PG15_URL / QMAINT_BENCH_PGBOUNCER_URL, or starts
 // its own throwaway cluster with scripts/pg15.sh (root on Debian) and stops it.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,7 +11,7 @@ import pg from 'pg';
 import { connect, type Db } from '../../src/db.js';
 import { enqueueMany } from '../../src/queue/enqueue.js';
 import { migrate } from '../../src/migrate.js';
-import { ROOT, fmt, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+import { ROOT, fmt, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
 const QUEUE = 'bench';
 
@@ -45,39 +45,6 @@ function withDatabase(url: string, name: string): string {
   const u = new URL(url);
   u.pathname = '/' + name;
   return u.toString();
-}
-
-function drainProcess(url: string, handler: string, jobs: number): Promise<number> {
-  const args = [
-    path.join(ROOT, 'bin', 'qmaint.js'),
-    'work',
-    '--queue',
-    QUEUE,
-    '--handler',
-    handler,
-    '--concurrency',
-    '10',
-    '--batch',
-    '100',
-    '--drain',
-    '--json',
-  ];
-  const start = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...args, '--database-url', url], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const seconds = (performance.now() - start) / 1000;
-      if (code !== 0) return reject(new Error(`qmaint work exited ${code}: ${err.trim().split('\n').pop() ?? ''}`));
-      const completed = (JSON.parse(out) as { completed?: number }).completed;
-      if (completed !== jobs) return reject(new Error(`qmaint work completed ${completed} of ${jobs} jobs`));
-      resolve(jobs / seconds);
-    });
-  });
 }
 
 async function fill(db: Db, jobs: number): Promise<number> {
@@ -121,10 +88,10 @@ export const poolerSuite: BenchSuite = {
           ctx.log(`pooler: round ${r + 1} of ${rounds}, ${jobs} jobs`);
           const dEnq = await fill(direct, jobs);
           await direct.query('VACUUM ANALYZE qmaint.jobs');
-          const dDrain = await drainProcess(directUrl, handler, jobs);
+          const dDrain = jobs / (await workDrain(directUrl, QUEUE, handler, jobs));
           const pEnq = await fill(pooled, jobs);
           await direct.query('VACUUM ANALYZE qmaint.jobs');
-          const pDrain = await drainProcess(pooledUrl, handler, jobs);
+          const pDrain = jobs / (await workDrain(pooledUrl, QUEUE, handler, jobs));
           rows.push({ direct: { drain: dDrain, enqueue: dEnq }, pooled: { drain: pDrain, enqueue: pEnq } });
         }
       } finally {
