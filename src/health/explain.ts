@@ -58,6 +58,20 @@ export interface DequeueReport {
 
 const WORKER_ID = 'qmaint-explain';
 
+/** A claim's plan judged by the rules, with what both explain reports carry of it. */
+function judged(doc: ExplainDocument, partitions: PartitionInfo[], thresholds: DequeueThresholds) {
+  const rules = judgePlan(doc, { partitions }, thresholds);
+  return {
+    claimed: rowsClaimed(doc),
+    planningMs: doc['Planning Time'] ?? 0,
+    executionMs: doc['Execution Time'] ?? 0,
+    verdict: worstVerdict(rules.map((r) => r.verdict)),
+    rules,
+    partitions,
+    explain: doc,
+  };
+}
+
 /** One statement explainDequeue runs: what for, the SQL, its parameters. */
 export interface ExplainStatement {
   purpose: 'begin' | 'timeout' | 'low-water' | 'pick-queue' | 'partitions' | 'privilege' | 'warm-up' | 'explain' | 'rollback';
@@ -163,20 +177,13 @@ export async function explainDequeue(db: Db, options: ExplainOptions): Promise<D
       await run(statement(steps, 'warm-up'));
       const result = await run<{ 'QUERY PLAN'?: ExplainDocument[]; plan?: ExplainDocument[] }>(statement(steps, 'explain'));
       const doc = (analyzed ? result.rows[0]!['QUERY PLAN'] : result.rows[0]!.plan)![0]!;
-      const rules = judgePlan(doc, { partitions }, thresholds);
       return {
         queue: picked.queue,
         queueSource: picked.source,
         batch: options.batch,
         lowWater: lowWater ? lowWater.toISOString() : null,
         analyzed,
-        claimed: rowsClaimed(doc),
-        planningMs: doc['Planning Time'] ?? 0,
-        executionMs: doc['Execution Time'] ?? 0,
-        verdict: worstVerdict(rules.map((r) => r.verdict)),
-        rules,
-        partitions,
-        explain: doc,
+        ...judged(doc, partitions, thresholds),
       };
     } catch (err) {
       if (sqlState(err) === '57014') {
@@ -335,18 +342,7 @@ export async function explainClaimSql(db: Db, options: ExplainSqlOptions): Promi
       await client.query(st('warm-up').sql);
       const result = await client.query<{ 'QUERY PLAN': ExplainDocument[] }>(st('explain').sql);
       const doc = result.rows[0]!['QUERY PLAN'][0]!;
-      const rules = judgePlan(doc, { partitions }, thresholds);
-      return {
-        table: options.table,
-        analyzed: analyze,
-        claimed: rowsClaimed(doc),
-        planningMs: doc['Planning Time'] ?? 0,
-        executionMs: doc['Execution Time'] ?? 0,
-        verdict: worstVerdict(rules.map((r) => r.verdict)),
-        rules,
-        partitions,
-        explain: doc,
-      };
+      return { table: options.table, analyzed: analyze, ...judged(doc, partitions, thresholds) };
     } catch (err) {
       if (sqlState(err) === '57014') {
         throw new QmaintError('critical', `the claim did not finish within statement_timeout ${options.statementTimeout}: dequeue is critically slow`, {
