@@ -75,6 +75,7 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
       ['cronAdd', ['cron', 'add', 'tick', '--schedule', '*/5 * * * *', '--queue', 'js', '--payload', '{"n":2}', '--dry-run']],
       ['cronAdd', ['cron', 'add', 'tick', '--schedule', '*/5 * * * *', '--queue', 'js', '--payload', '{"n":2}', '--missed', 'backfill:2']],
       ['cronList', ['cron', 'list']],
+      ['cronRefill', ['cron', 'refill', '--dry-run']],
       ['cronRefill', ['cron', 'refill']],
       ['cronRemove', ['cron', 'remove', 'tick', '--dry-run']],
       ['cronRemove', ['cron', 'remove', 'tick']],

@@ -64,6 +64,12 @@ describe('recurring jobs', () => {
       expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     }
     expect((await t.db.query(`SELECT 1 FROM qmaint.cron_schedules WHERE name = 'x'`)).rowCount).toBe(0);
+    // refill --dry-run counts what it would store and stores nothing.
+    await t.db.query(`DELETE FROM qmaint.cron_ticks WHERE name = 'nightly'`);
+    const dryRefill = await runCli(['cron', 'refill', '--dry-run', '--json'], { env });
+    expect(dryRefill.json<{ added: number; dryRun: boolean }>()).toMatchObject({ dryRun: true });
+    expect(dryRefill.json<{ added: number }>().added).toBeGreaterThan(0);
+    expect((await t.db.query('SELECT 1 FROM qmaint.cron_ticks')).rowCount).toBe(0);
     const rm = await runCli(['cron', 'remove', 'nightly', '--json'], { env });
     expect(rm.json()).toMatchObject({ removed: true });
     expect((await t.db.query('SELECT 1 FROM qmaint.cron_ticks')).rowCount).toBe(0);

@@ -121,9 +121,22 @@ const register: Register = (y) => {
       .command(
         'refill',
         'store the ticks of every recurring job for the next days (the daemon does this on its own; with pg_cron alone, run it at least weekly)',
-        (c) => c,
-        handler(async (ctx) => {
+        (c) =>
+          c.option('dry-run', { type: 'boolean', default: false, description: 'count the ticks it would store, in a transaction rolled back; store nothing' }),
+        handler<{ dryRun: boolean }>(async (ctx, argv) => {
           const db = await ctx.migratedDb({ max: 2 });
+          if (argv.dryRun) {
+            const added = await db.withClient(async (client) => {
+              await client.query('BEGIN');
+              try {
+                return await refillTicks(client, ctx.now);
+              } finally {
+                await client.query('ROLLBACK');
+              }
+            });
+            ctx.out.emit({ ok: true, dryRun: true, added }, () => ctx.out.ok(`would store ${added} new tick(s); nothing stored (--dry-run)`));
+            return;
+          }
           const added = await refillTicks(db, ctx.now);
           ctx.out.emit({ ok: true, added }, () => ctx.out.ok(`stored ${added} new tick(s)`));
         }),
