@@ -1,3 +1,4 @@
+import { controlStep } from './control.js';
 import { healthStep } from './health.js';
 import { installStep } from './install.js';
 import { partitionsStep } from './partitions.js';
@@ -11,4 +12,4 @@ import { vacuumStep } from './vacuum.js';
  * come after vacuum and health because that step travels days ahead with
  * --now; the steps before it all live at the real date.
  */
-export const demoSteps: DemoStep[] = [installStep, queueStep, vacuumStep, healthStep, partitionsStep, scheduleStep];
+export const demoSteps: DemoStep[] = [installStep, queueStep, controlStep, vacuumStep, healthStep, partitionsStep, scheduleStep];
