@@ -17,6 +17,8 @@ export interface BenchContext {
   serverVersion: string;
   /** A new database with the qmaint schema migrated (dropped when the run ends). */
   newDatabase(name?: string): Promise<{ url: string; db: Db; name: string }>;
+  /** Close a database's pool and drop it now (suites that make many keep the disk small). */
+  dropDatabase(db: Db): Promise<void>;
   log(line: string): void;
   /** Scale factor from QMAINT_BENCH_SCALE (default 1); suites shrink their sizes by it for quick runs. */
   scale: number;
@@ -60,6 +62,7 @@ export async function startBenchServer(): Promise<{ ctx: BenchContext; stop(): P
   const serverVersion = (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
   const created: string[] = [];
   const pools: Db[] = [];
+  const names = new Map<Db, string>();
   let n = 0;
   const ctx: BenchContext = {
     serverUrl,
@@ -75,8 +78,18 @@ export async function startBenchServer(): Promise<{ ctx: BenchContext; stop(): P
       url.pathname = '/' + db;
       const pool = await connect({ databaseUrl: url.toString(), max: 20, applicationName: 'qmaint-bench' });
       pools.push(pool);
+      names.set(pool, db);
       await migrate(pool);
       return { url: url.toString(), db: pool, name: db };
+    },
+    async dropDatabase(pool) {
+      const name = names.get(pool);
+      if (name === undefined) throw new Error('dropDatabase: not a database of this run');
+      await pool.close();
+      pools.splice(pools.indexOf(pool), 1);
+      created.splice(created.indexOf(name), 1);
+      names.delete(pool);
+      await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
     },
   };
   return {

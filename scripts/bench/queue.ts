@@ -115,7 +115,12 @@ async function withHeldSnapshot<T>(env: Env, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function copyVsInsert(env: Env, jobs: number): Promise<{ copy: number; insert: number }> {
+/**
+ * COPY enqueue (enqueueMany) against multi-row INSERT of the same jobs, and
+ * the server's own floor for those rows: an INSERT … SELECT that builds them
+ * on the server, with no client, no protocol and no parsing (jobs/s each).
+ */
+async function copyVsInsert(env: Env, jobs: number): Promise<{ copy: number; insert: number; floor: number }> {
   await reset(env, 0);
   let start = performance.now();
   await enqueueMany(env.db, QUEUE, payloads(jobs));
@@ -131,7 +136,14 @@ async function copyVsInsert(env: Env, jobs: number): Promise<{ copy: number; ins
     await env.db.query(text, values);
   }
   const insert = jobs / ((performance.now() - start) / 1000);
-  return { copy, insert };
+  await reset(env, 0);
+  start = performance.now();
+  await env.db.query(`INSERT INTO qmaint.jobs (queue, payload) SELECT $1, jsonb_build_object('n', n, 'kind', 'bench') FROM generate_series(0, $2 - 1) n`, [
+    QUEUE,
+    jobs,
+  ]);
+  const floor = jobs / ((performance.now() - start) / 1000);
+  return { copy, insert, floor };
 }
 
 /**
@@ -223,6 +235,9 @@ async function paired(env: Env, jobs: number, rounds: number, base: () => Promis
   return pairs[Math.floor((pairs.length - 1) / 2)]!;
 }
 
+/** Rounds of the COPY comparison: its goal must hold in every one. */
+const COPY_ROUNDS = 3;
+
 export const queueSuite: BenchSuite = {
   id: 'queue',
   title: 'Queue: enqueue, drain, one job per transaction, NOTIFY wake-up, held snapshot',
@@ -235,8 +250,12 @@ export const queueSuite: BenchSuite = {
     const { url, db } = await ctx.newDatabase();
     const env = { url, db };
 
-    ctx.log(`queue: COPY vs INSERT, ${drainJobs} jobs`);
-    const enq = await copyVsInsert(env, drainJobs);
+    ctx.log(`queue: COPY vs INSERT, ${drainJobs} jobs, ${COPY_ROUNDS} rounds`);
+    const enqRounds: Awaited<ReturnType<typeof copyVsInsert>>[] = [];
+    for (let r = 0; r < COPY_ROUNDS; r++) enqRounds.push(await copyVsInsert(env, drainJobs));
+    const copyRatios = enqRounds.map((e) => e.copy / e.insert);
+    // The round with the lowest ratio stands for the target: it must hold in every round.
+    const enq = enqRounds[copyRatios.indexOf(Math.min(...copyRatios))]!;
     ctx.log(`queue: COPY with and without unique keys, ${drainJobs} jobs`);
     const keys = await keyedCopy(env, drainJobs);
 
@@ -291,10 +310,10 @@ export const queueSuite: BenchSuite = {
         detail: `${fmt(tx.lib)} vs ${fmt(tx.base)} jobs/s`,
       },
       {
-        what: `COPY enqueue vs multi-row INSERT (1,000 rows per statement)`,
+        what: `COPY enqueue vs multi-row INSERT (1,000 rows per statement), the lowest of ${COPY_ROUNDS} consecutive rounds`,
         value: enq.copy / enq.insert,
         goal: 3,
-        detail: `${fmt(enq.copy)} vs ${fmt(enq.insert)} jobs/s`,
+        detail: `${fmt(enq.copy)} vs ${fmt(enq.insert)} jobs/s; every round: ${copyRatios.map((r) => fmt(r) + '×').join(', ')}`,
       },
       { what: `COPY enqueue throughput (goal 100,000 jobs/s)`, value: enq.copy / 100_000, goal: 1, detail: `${fmt(enq.copy)} jobs/s` },
       {
@@ -311,11 +330,14 @@ export const queueSuite: BenchSuite = {
       '| measurement | ratio | goal | figures | verdict |',
       '| --- | ---: | ---: | --- | --- |',
       ...targets.map((t) => `| ${t.what} | ${fmt(t.value)}× | ≥ ${t.goal}× | ${t.detail} | ${t.value >= t.goal ? 'met' : '**missed**'} |`),
+      `| the server's floor for the same rows: INSERT … SELECT built on the server (no client, no parsing) vs multi-row INSERT, same round as the COPY row | ${fmt(enq.floor / enq.insert)}× | — | ${fmt(enq.floor)} vs ${fmt(enq.insert)} jobs/s | — |`,
       `| raw SQL with a snapshot held vs raw clean (for comparison) | ${fmt(rawHeld.ratio)}× | — | ${fmt(rawHeld.lib)} vs ${fmt(rawHeld.base)} jobs/s | — |`,
       `| COPY enqueue with a unique key per job vs the same jobs without keys (staged COPY + enqueue_keyed) | ${fmt(keys.keyed / keys.plain)}× | — | ${fmt(keys.keyed)} vs ${fmt(keys.plain)} jobs/s | — |`,
       `| COPY enqueue whose keys are all held (every job skipped) vs without keys | ${fmt(keys.held / keys.plain)}× | — | ${fmt(keys.held)} vs ${fmt(keys.plain)} jobs/s | — |`,
       '',
       `NOTIFY wake-up, enqueue commit to handler start of an idle consumer (polling once a minute), ${wake.length} samples: p50 ${fmt(percentile(wake, 50))} ms, p99 ${fmt(percentile(wake, 99))} ms, max ${fmt(wake[wake.length - 1]!)} ms. No sample was served by the poll (one that is fails the run).`,
+      '',
+      `What bounds the COPY ratio: COPY pays only the server's per-row work (partition routing, the id sequence, the heap row, the primary key and claim index entries, their WAL), and multi-row INSERT pays that plus parsing and binding 1,000 parameters per statement. The floor row builds the same rows on the server with no client at all; COPY reached ${fmt((enq.copy / enq.floor) * 100, 0)}% of it in the round shown. So COPY can be at most about ${fmt(enq.floor / enq.insert)}× the INSERT here, however fast the client side; a larger ratio needs less work per row on the server, not a faster client.`,
       '',
       'Why the held snapshot hurts the raw SQL: each claim turns queued rows into running ones, and their entries in the partial claim index stay behind as dead entries that no one may remove while an old snapshot holds the xmin horizon. The raw CTE starts every index scan at the head of the queue and steps over all of them, so each claim costs more than the last. The consumer starts each claim after the last key it claimed (a keyset start position in the one claim statement, reset every 2 s and whenever a claim comes up short, so priorities and returned jobs are honoured), and steps over only the few entries claimed by others since.',
     ].join('\n');
