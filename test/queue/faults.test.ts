@@ -88,32 +88,41 @@ describe('consumer loops survive transient faults', () => {
     }
   });
 
-  it('a claim that fails with SQLSTATE 40001 is run again at once, without a db-error', async () => {
-    // A trigger makes the next two claims of this queue fail as a serialization failure would.
-    await t.db.query(`CREATE SEQUENCE serial_fail_seq`);
-    await t.db.query(`CREATE FUNCTION serial_fail() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF nextval('serial_fail_seq') <= 2 THEN
-          RAISE EXCEPTION 'could not serialize access due to concurrent update' USING ERRCODE = '40001';
-        END IF;
-        RETURN NEW;
-      END $$`);
-    await t.db.query(`CREATE TRIGGER serial_fail BEFORE UPDATE ON qmaint.jobs FOR EACH ROW
-      WHEN (NEW.queue = 'serial' AND OLD.status = 'queued' AND NEW.status = 'running') EXECUTE FUNCTION serial_fail()`);
-    try {
-      const id = await enqueue(t.db, 'serial', {});
-      const errors: string[] = [];
-      const c = consumer('serial', () => undefined, { drain: true });
-      c.on('db-error', (err) => errors.push(err.message));
-      await c.start();
-      await c.done;
-      expect(errors).toEqual([]);
-      expect((await t.db.query<{ n: string }>(`SELECT last_value AS n FROM serial_fail_seq`)).rows[0]!.n).toBe('3');
-      expect(await job(id)).toMatchObject({ status: 'completed', attempt: 1 });
-    } finally {
-      await t.db.query('DROP TRIGGER serial_fail ON qmaint.jobs');
-    }
-  });
+  for (const mode of ['lease', 'transaction'] as const) {
+    it(`${mode} mode: a claim that fails with SQLSTATE 40001 is run again at once, without a db-error`, async () => {
+      // A trigger makes the next two claims of this queue fail as a serialization failure would
+      // (lease mode sees the error wrapped by Db.query, transaction mode as node-pg raised it).
+      const queue = `serial-${mode}`;
+      const tag = mode === 'lease' ? 'l' : 't';
+      await t.db.query(`CREATE SEQUENCE serial_fail_seq_${tag}`);
+      await t.db.query(`CREATE FUNCTION serial_fail_${tag}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF nextval('serial_fail_seq_${tag}') <= 2 THEN
+            RAISE EXCEPTION 'could not serialize access due to concurrent update' USING ERRCODE = '40001';
+          END IF;
+          RETURN NEW;
+        END $$`);
+      await t.db.query(`CREATE TRIGGER serial_fail_${tag} BEFORE UPDATE ON qmaint.jobs FOR EACH ROW
+        WHEN (NEW.queue = '${queue}' AND OLD.status = 'queued' AND NEW.status = 'running') EXECUTE FUNCTION serial_fail_${tag}()`);
+      const db = await connect({ databaseUrl: t.url, max: 4 });
+      try {
+        const id = await enqueue(t.db, queue, {});
+        const errors: string[] = [];
+        const c = consumer(queue, () => undefined, { drain: true, mode, concurrency: 1, backoffBaseMs: 600_000, backoffCapMs: 600_000 }, db);
+        c.on('db-error', (err, during) => errors.push(`${during}: ${err.message}`));
+        await c.start();
+        await c.done;
+        expect(errors).toEqual([]);
+        // Two refused claims and the third that went through.
+        expect((await t.db.query<{ n: string }>(`SELECT last_value AS n FROM serial_fail_seq_${tag}`)).rows[0]!.n).toBe('3');
+        expect(c.stats).toMatchObject({ claimed: 1, completed: 1 });
+        expect(await job(id)).toMatchObject({ status: 'completed', attempt: 1, retry_count: 0 });
+      } finally {
+        await t.db.query(`DROP TRIGGER serial_fail_${tag} ON qmaint.jobs`);
+        await db.close();
+      }
+    });
+  }
 });
 
 describe('a LISTEN URL that never answers', () => {
