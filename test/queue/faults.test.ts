@@ -88,6 +88,47 @@ describe('consumer loops survive transient faults', () => {
     }
   });
 
+  it('claim, heartbeat, completion and rescue each report their failure (lock_timeout) and retry; every job completes once', async () => {
+    await t.db.query(`ALTER DATABASE "${t.name}" SET lock_timeout = '150ms'`);
+    const db = await connect({ databaseUrl: t.url, max: 4 });
+    const holder = await t.client(); // opened after the ALTER: waits without a limit itself
+    await holder.query(`SET lock_timeout = 0`);
+    try {
+      const runs = new Map<string, number>();
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const during = new Set<string>();
+      const c = consumer(
+        'all-loops',
+        async (j) => {
+          runs.set(j.id, (runs.get(j.id) ?? 0) + 1);
+          if ((j.payload as { gated: boolean }).gated) await gate;
+        },
+        { leaseSeconds: 6, rescueEveryMs: 300, pollMaxMs: 100 }, // heartbeat every 2 s
+        db,
+      );
+      c.on('db-error', (_err, what) => void during.add(what));
+      await c.start();
+      const first = await enqueue(t.db, 'all-loops', { gated: true });
+      await eventually(() => runs.has(first));
+      // Nothing reaches qmaint.jobs now: every statement on it waits past its lock_timeout.
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE qmaint.jobs IN ACCESS EXCLUSIVE MODE');
+      await eventually(() => ['claim', 'heartbeat', 'rescue'].every((d) => during.has(d)), 20_000);
+      release(); // the first job's completion cannot be sent either
+      await eventually(() => during.has('complete'), 20_000);
+      await holder.query('COMMIT');
+      const second = await enqueue(t.db, 'all-loops', { gated: false });
+      await eventually(async () => (await statuses('all-loops')).completed === 2, 20_000);
+      await c.stop();
+      expect(c.stats).toMatchObject({ claimed: 2, completed: 2, lost: 0 });
+      expect([runs.get(first), runs.get(second)]).toEqual([1, 1]);
+    } finally {
+      await t.db.query(`ALTER DATABASE "${t.name}" RESET lock_timeout`);
+      await db.close();
+    }
+  });
+
   for (const mode of ['lease', 'transaction'] as const) {
     it(`${mode} mode: a claim that fails with SQLSTATE 40001 is run again at once, without a db-error`, async () => {
       // A trigger makes the next two claims of this queue fail as a serialization failure would
