@@ -166,6 +166,94 @@ describe('consumer loops survive transient faults', () => {
   }
 });
 
+describe('a real serialization failure: the claimed row moved to another partition', () => {
+  // What straggler compaction does to a claim that read a row before the move committed:
+  // PostgreSQL refuses to lock it ("tuple to be locked was already moved to another partition
+  // due to concurrent update", SQLSTATE 40001). A row-level security policy holds the claim
+  // between its snapshot and its row lock (RLS applies to a role that is neither superuser nor
+  // owner, so the consumer's connections act as one), the test moves the row, then lets go.
+  for (const mode of ['lease', 'transaction'] as const) {
+    it(`${mode} mode: the consumer claims again at once, without a db-error, and handles the moved job once`, async () => {
+      const r = await freshDatabase();
+      const role = `qm_rls_${r.name}`.slice(0, 63);
+      await r.db.query(`CREATE ROLE "${role}" NOLOGIN`);
+      try {
+        for (const grant of [
+          `GRANT USAGE ON SCHEMA qmaint TO "${role}"`,
+          `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA qmaint TO "${role}"`,
+          `GRANT USAGE ON ALL SEQUENCES IN SCHEMA qmaint TO "${role}"`,
+          `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA qmaint TO "${role}"`,
+        ])
+          await r.db.query(grant);
+        await r.db.query(`CREATE TABLE public.rls_marker (id bigint)`);
+        await r.db.query(`CREATE SEQUENCE public.rls_marker_reads`);
+        await r.db.query(`GRANT SELECT ON public.rls_marker TO "${role}"; GRANT USAGE ON SEQUENCE public.rls_marker_reads TO "${role}"`);
+        // Reading the marker job waits while the test holds advisory lock 4711.
+        await r.db.query(`CREATE FUNCTION public.rls_gate(p_id bigint) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+          BEGIN
+            IF p_id = (SELECT id FROM public.rls_marker) THEN
+              PERFORM nextval('public.rls_marker_reads');
+              PERFORM pg_advisory_xact_lock_shared(4711);
+            END IF;
+            RETURN true;
+          END $$`);
+        await r.db.query(`CREATE POLICY rls_gate ON qmaint.jobs USING (public.rls_gate(id)) WITH CHECK (true)`);
+        await r.db.query(`ALTER TABLE qmaint.jobs ENABLE ROW LEVEL SECURITY`);
+        const id = await enqueue(r.db, 'moved', {});
+        const moveTo = (await r.db.query<{ ts: Date }>(`SELECT created_at + interval '1 day' AS ts FROM qmaint.jobs WHERE id = $1`, [id])).rows[0]!.ts;
+        await r.db.query(`SELECT qmaint.ensure_partition('qmaint.jobs', $1)`, [moveTo]);
+        await r.db.query(`INSERT INTO public.rls_marker VALUES ($1)`, [id]);
+
+        const holder = await r.client();
+        await holder.query('SELECT pg_advisory_lock(4711)');
+        const url = new URL(r.url);
+        url.searchParams.set('options', `-c role=${role}`);
+        const db = await connect({ databaseUrl: url.toString(), max: 4, applicationName: 'qmaint-rls' });
+        try {
+          const errors: string[] = [];
+          const handled: string[] = [];
+          const c = new Consumer(db, {
+            queue: 'moved',
+            handler: (j) => void handled.push(j.id),
+            listen: false,
+            drain: true,
+            mode,
+            concurrency: 1,
+            pollMinMs: 10,
+            pollMaxMs: 50,
+            backoffBaseMs: 600_000,
+            backoffCapMs: 600_000,
+          });
+          c.on('db-error', (err, during) => errors.push(`${during}: ${err.message}`));
+          const started = c.start();
+          // The claim read the marker job under its snapshot and waits before locking it.
+          await eventually(async () => {
+            const { rows } = await r.db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'qmaint-rls' AND wait_event = 'advisory'`);
+            return rows.length > 0;
+          });
+          const moved = await r.db.query(`UPDATE qmaint.jobs SET created_at = $2 WHERE id = $1 AND status = 'queued'`, [id, moveTo]);
+          expect(moved.rowCount).toBe(1);
+          await holder.query('SELECT pg_advisory_unlock(4711)');
+          await started;
+          await c.done;
+          expect(errors).toEqual([]);
+          expect(handled).toEqual([id]);
+          // Read before the move (the claim that failed) and after it (the claim that went through).
+          expect(Number((await r.db.query<{ n: string }>(`SELECT last_value AS n FROM public.rls_marker_reads`)).rows[0]!.n)).toBeGreaterThanOrEqual(2);
+          const { rows } = await r.db.query(`SELECT status::text, attempt, retry_count, created_at FROM qmaint.jobs WHERE id = $1`, [id]);
+          expect(rows).toEqual([{ status: 'completed', attempt: 1, retry_count: 0, created_at: moveTo }]);
+        } finally {
+          await db.close();
+        }
+      } finally {
+        await r.db.query(`ALTER TABLE qmaint.jobs DISABLE ROW LEVEL SECURITY`).catch(() => undefined);
+        await r.db.query(`DROP OWNED BY "${role}"`);
+        await r.db.query(`DROP ROLE "${role}"`);
+      }
+    });
+  }
+});
+
 describe('a LISTEN URL that never answers', () => {
   it('fails within the connect timeout: start() resolves, the consumer polls and keeps retrying LISTEN', async () => {
     const sockets: net.Socket[] = [];
