@@ -485,6 +485,25 @@ describe('every attempt counts; jobs time out', () => {
     expect(await job(id)).toMatchObject({ status: 'failed', retry_count: 1, attempt: 2 });
   });
 
+  it('transaction mode: a handler that leaves its transaction aborted (and returns) fails the attempt, which counts', async () => {
+    const id = await enqueue(t.db, 'tx-aborted', {}, { maxRetries: 1 });
+    let runs = 0;
+    const c = consumer(
+      'tx-aborted',
+      async (j) => {
+        runs++;
+        await j.client!.query('INSERT INTO no_such_table VALUES (1)').catch(() => undefined); // swallowed: the transaction is aborted
+      },
+      { mode: 'transaction', concurrency: 1 },
+    );
+    await c.start();
+    await eventually(async () => (await job(id)).status === 'failed', 20_000);
+    await c.stop();
+    expect(runs).toBe(2);
+    expect(await job(id)).toMatchObject({ status: 'failed', retry_count: 1, attempt: 2 });
+    expect((await job(id)).last_error).toMatch(/aborted/);
+  });
+
   it('lease mode: a hung handler is aborted at its job timeout and the attempt fails', async () => {
     const id = await enqueue(t.db, 'hang', {}, { maxRetries: 0, timeout: 0.2 });
     expect((await job(id)).timeout_ms).toBe(200);
