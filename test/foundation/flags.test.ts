@@ -79,6 +79,9 @@ describe('--lock-timeout and --statement-timeout', () => {
     for (let i = 0; i < 3; i++) expect((await runCli(['partitions', 'rotate', '--lock-timeout', 'bananna'], { env })).code).toBe(2);
     const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.maintenance_runs WHERE status <> 'ok'`);
     expect(rows[0]!.n).toBe(0);
+    // Three failed rotates in a row would make the maintenance check critical.
+    const health = await t.db.query<{ status: string }>(`SELECT status FROM qmaint.health_checks() WHERE check_name = 'maintenance'`);
+    expect(health.rows).toEqual([{ status: 'warn' }]); // no run recorded yet: warn, not critical
     for (const value of ['1500', '1.5s', '1m']) {
       const r = await runCli(['partitions', 'rotate', '--lock-timeout', value, '--json'], { env });
       expect(r.code, value).toBe(0);
