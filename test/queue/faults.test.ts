@@ -547,6 +547,25 @@ describe('every attempt counts; jobs time out', () => {
     expect((await job(id)).last_error).toMatch(/timed out after 0\.3 s/);
   });
 
+  it("transaction mode: a job's own timeout (shorter than the consumer's) aborts a hung handler and fails the attempt", async () => {
+    const id = await enqueue(t.db, 'tx-job-timeout', {}, { maxRetries: 0, timeout: 0.25 });
+    let reason: unknown = null;
+    const c = consumer(
+      'tx-job-timeout',
+      (j) => {
+        j.signal.addEventListener('abort', () => (reason = j.signal.reason));
+        return new Promise(() => undefined);
+      },
+      { mode: 'transaction', concurrency: 1, timeout: 600 },
+    );
+    await c.start();
+    await eventually(async () => (await job(id)).status === 'failed', 15_000);
+    await c.stop({ deadlineMs: 0 });
+    expect(String(reason)).toMatch(/JobTimeoutError: job \d+ timed out after 0\.25 s/);
+    expect(c.stats.timedOut).toBe(1);
+    expect((await job(id)).last_error).toMatch(/^JobTimeoutError: job \d+ timed out after 0\.25 s/);
+  });
+
   it('enqueueMany stores the timeout of every job, or of each job with specs', async () => {
     await enqueueMany(t.db, 'timeouts', [1, 2, 3], { timeout: 1.5 });
     const { rows } = await t.db.query(`SELECT DISTINCT timeout_ms FROM qmaint.jobs WHERE queue = 'timeouts'`);
