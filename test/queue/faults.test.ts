@@ -553,7 +553,9 @@ describe('every attempt counts; jobs time out', () => {
     const c = consumer(
       'tx-job-timeout',
       (j) => {
-        j.signal.addEventListener('abort', () => (reason = j.signal.reason));
+        j.signal.addEventListener('abort', () => {
+          reason = j.signal.reason;
+        });
         return new Promise(() => undefined);
       },
       { mode: 'transaction', concurrency: 1, timeout: 600 },
