@@ -66,6 +66,20 @@ describe('no command prints a password', () => {
     const cron = await runCli(['schedule', 'list', '--cron-database-url', `host=h port=x password=${SECRET}`, '--json']);
     expect(cron.code).toBe(2);
     leaks(cron);
+    // qmaint config shows the connection it would use: redacted, in every form.
+    for (const [url, extra] of [
+      [`postgres://me:${SECRET}@h/db`, ['--verbose']],
+      [`postgres://me@h/db?password=${SECRET}`, ['--json']],
+      [`host=h password=${SECRET} dbname=db`, []],
+    ] as [string, string[]][]) {
+      const shown = await runCli(['config', '--database-url', url, ...extra]);
+      expect(shown.code, shown.stderr).toBe(0);
+      expect(shown.stdout).toMatch(/\*\*\*/);
+      leaks(shown);
+    }
+    const fromEnv = await runCli(['config', '--json'], { env: cleanEnv({ DATABASE_URL: `postgres://me@h/db?password=${SECRET}` }) });
+    expect(fromEnv.code).toBe(0);
+    leaks(fromEnv);
   });
 
   it('a password in the query string is used, and never shown (migrate line, --json, errors)', async () => {
