@@ -194,8 +194,15 @@ do_start() {
     echo "full_page_writes = off"
   } >>"$dir/data/postgresql.conf"
 
+  # A German locale of the cluster's own (LOCPATH), so a test can SET lc_messages
+  # and check that nothing depends on English server messages. Optional.
+  if command -v localedef >/dev/null 2>&1 && [[ -f /usr/share/i18n/locales/de_DE ]]; then
+    mkdir -p "$dir/locale"
+    localedef -i de_DE -f UTF-8 "$dir/locale/de_DE.UTF-8" >/dev/null 2>&1 || log "localedef de_DE failed; lc_messages stays English"
+  fi
+
   log "starting postgres on 127.0.0.1:$pgport"
-  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null 2>&1 ||
+  as_pg env LOCPATH="$dir/locale" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null 2>&1 ||
     { tail -n 30 "$dir/postgres.log" >&2 || true; die "postgres failed to start"; }
 
   local psql=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres)

@@ -79,7 +79,22 @@ describe('CLI conventions', () => {
       const viaFile = await runCli(['migrate', '--database-url', url, '--json'], { cwd: dir });
       expect(viaFile.code, viaFile.stderr).toBe(3);
       expect(viaFile.json()).toMatchObject({ ok: false, error: { code: 'connection', exitCode: 3 } });
-      expect(sockets.length).toBeGreaterThanOrEqual(2);
+      // The long-running commands and the producer as well, against the silent server and a closed port.
+      const handler = path.join(dir, 'handler.mjs');
+      writeFileSync(handler, 'export default async () => {};\n');
+      const closed = `postgres://me@127.0.0.1:${await freePort()}/db`;
+      for (const target of [url, closed]) {
+        for (const args of [
+          ['work', '--queue', 'q', '--handler', handler],
+          ['schedule', 'daemon'],
+          ['enqueue', '--queue', 'q', '--payload', '{}'],
+        ]) {
+          const r = await runCli([...args, '--database-url', target], { env: cleanEnv({ QMAINT_CONNECT_TIMEOUT_MS: '300' }), timeoutMs: 20_000 });
+          expect(r.code, `${args.join(' ')} ${target}: ${r.stderr}`).toBe(3);
+          expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        }
+      }
+      expect(sockets.length).toBeGreaterThanOrEqual(5);
     } finally {
       for (const s of sockets) s.destroy();
       silent.close();

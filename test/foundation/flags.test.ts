@@ -13,7 +13,9 @@ async function snapshot() {
     `SELECT (SELECT count(*) FROM qmaint.maintenance_runs)::int AS runs,
             (SELECT count(*) FROM qmaint.partitions_of('qmaint.jobs'))::int AS partitions,
             (SELECT count(*) FROM qmaint.vacuum_samples)::int AS samples,
-            (SELECT count(*) FROM qmaint.jobs)::int AS jobs`,
+            (SELECT count(*) FROM qmaint.jobs)::int AS jobs,
+            (SELECT count(*) FROM qmaint.partition_policy)::int AS policies,
+            (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)::int AS public_relations`,
   );
   return rows[0];
 }
@@ -33,6 +35,9 @@ const LOCK_COMMANDS = [
   ['partitions', 'compact'],
   ['vacuum', 'tune', '--sample', '0s'],
   ['vacuum', 'run'],
+  ['roles', 'install'],
+  ['adopt', '--table', 'public.orders', '--column', 'created_at', '--interval', '1 day'],
+  ['adopt', '--table', 'public.orders', '--revert'],
 ];
 
 describe('--lock-timeout and --statement-timeout', () => {
@@ -48,6 +53,8 @@ describe('--lock-timeout and --statement-timeout', () => {
         );
       }
     }
+    // qmaint config shows the settings a command would use: it refuses the same values.
+    refused(await runCli(['config', '--lock-timeout', 'banana'], { env }), 'config', /^error: --lock-timeout must be a duration/);
     expect(await snapshot()).toEqual(before);
   });
 
@@ -55,6 +62,10 @@ describe('--lock-timeout and --statement-timeout', () => {
     const before = await snapshot();
     for (const value of ['0', '0ms', '11min', '1.5ms', '2 fortnights']) {
       refused(await runCli(['partitions', 'rotate', '--lock-timeout', value], { env }), value, /--lock-timeout must be .*more than 0 and at most 10min/);
+    }
+    for (const command of LOCK_COMMANDS) {
+      const args = [...command, '--lock-timeout', '0'];
+      refused(await runCli(args, { env }), args.join(' '), /^error: --lock-timeout must be more than 0 and at most 10min, got "0"$/m);
     }
     refused(
       await runCli(['partitions', 'rotate'], { env: { ...env, QMAINT_LOCK_TIMEOUT: 'banana' } }),
@@ -68,6 +79,9 @@ describe('--lock-timeout and --statement-timeout', () => {
     for (let i = 0; i < 3; i++) expect((await runCli(['partitions', 'rotate', '--lock-timeout', 'bananna'], { env })).code).toBe(2);
     const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.maintenance_runs WHERE status <> 'ok'`);
     expect(rows[0]!.n).toBe(0);
+    // Three failed rotates in a row would make the maintenance check critical.
+    const health = await t.db.query<{ status: string }>(`SELECT status FROM qmaint.health_checks() WHERE check_name = 'maintenance'`);
+    expect(health.rows).toEqual([{ status: 'warn' }]); // no run recorded yet: warn, not critical
     for (const value of ['1500', '1.5s', '1m']) {
       const r = await runCli(['partitions', 'rotate', '--lock-timeout', value, '--json'], { env });
       expect(r.code, value).toBe(0);

@@ -66,6 +66,20 @@ describe('no command prints a password', () => {
     const cron = await runCli(['schedule', 'list', '--cron-database-url', `host=h port=x password=${SECRET}`, '--json']);
     expect(cron.code).toBe(2);
     leaks(cron);
+    // qmaint config shows the connection it would use: redacted, in every form.
+    for (const [url, extra] of [
+      [`postgres://me:${SECRET}@h/db`, ['--verbose']],
+      [`postgres://me@h/db?password=${SECRET}`, ['--json']],
+      [`host=h password=${SECRET} dbname=db`, []],
+    ] as [string, string[]][]) {
+      const shown = await runCli(['config', '--database-url', url, ...extra]);
+      expect(shown.code, shown.stderr).toBe(0);
+      expect(shown.stdout).toMatch(/\*\*\*/);
+      leaks(shown);
+    }
+    const fromEnv = await runCli(['config', '--json'], { env: cleanEnv({ DATABASE_URL: `postgres://me@h/db?password=${SECRET}` }) });
+    expect(fromEnv.code).toBe(0);
+    leaks(fromEnv);
   });
 
   it('a password in the query string is used, and never shown (migrate line, --json, errors)', async () => {
@@ -87,5 +101,53 @@ describe('no command prints a password', () => {
     const down = await runCli(['migrate', '--verbose', '--json', '--database-url', `postgres://me@127.0.0.1:${port}/db?password=${SECRET}`]);
     expect(down.code).toBe(3);
     leaks(down);
+  });
+
+  it('the daemon (human, --json, --json-lines, --verbose), schedule list and maintenance_runs never show it', { timeout: 90_000 }, async () => {
+    const t = await freshDatabase();
+    const url = new URL(t.url);
+    const password = decodeURIComponent(url.password) || 'trust-accepts-any-4711';
+    url.password = '';
+    url.searchParams.set('password', password);
+    const db = url.toString();
+    for (const extra of [['--verbose'], ['--json', '--verbose'], ['--json-lines', '--verbose']]) {
+      const r = await runCli([
+        'schedule',
+        'daemon',
+        '--rotate-cron',
+        '* * * * * *',
+        '--health-cron',
+        '* * * * * *',
+        '--exit-after',
+        '1500ms',
+        '--database-url',
+        db,
+        ...extra,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout + r.stderr).not.toContain(password);
+    }
+    for (const extra of [[], ['--json', '--verbose']]) {
+      const list = await runCli(['schedule', 'list', '--database-url', db, ...extra]);
+      expect(list.code, list.stderr).toBe(0);
+      expect(list.stdout + list.stderr).not.toContain(password);
+    }
+    const { rows } = await t.db.query<{ runs: number; leaks: number }>(
+      `SELECT count(*)::int AS runs, count(*) FILTER (WHERE concat_ws(' ', message, details::text) LIKE '%' || $1 || '%')::int AS leaks FROM qmaint.maintenance_runs`,
+      [password],
+    );
+    expect(rows[0]!.runs).toBeGreaterThan(0);
+    expect(rows[0]!.leaks).toBe(0);
+    // A daemon that cannot reach its server says so with exit 3, and never with the password.
+    const port = await freePort();
+    for (const [down, extra] of [
+      [`postgres://me:${SECRET}@127.0.0.1:${port}/db`, ['--verbose']],
+      [`postgres://me@127.0.0.1:${port}/db?password=${SECRET}`, ['--json-lines', '--verbose']],
+      [`host=127.0.0.1 port=${port} user=me password=${SECRET}`, ['--json']],
+    ] as [string, string[]][]) {
+      const r = await runCli(['schedule', 'daemon', '--exit-after', '2s', '--database-url', down, ...extra]);
+      expect(r.code, r.stderr).toBe(3);
+      leaks(r);
+    }
   });
 });

@@ -88,32 +88,170 @@ describe('consumer loops survive transient faults', () => {
     }
   });
 
-  it('a claim that fails with SQLSTATE 40001 is run again at once, without a db-error', async () => {
-    // A trigger makes the next two claims of this queue fail as a serialization failure would.
-    await t.db.query(`CREATE SEQUENCE serial_fail_seq`);
-    await t.db.query(`CREATE FUNCTION serial_fail() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF nextval('serial_fail_seq') <= 2 THEN
-          RAISE EXCEPTION 'could not serialize access due to concurrent update' USING ERRCODE = '40001';
-        END IF;
-        RETURN NEW;
-      END $$`);
-    await t.db.query(`CREATE TRIGGER serial_fail BEFORE UPDATE ON qmaint.jobs FOR EACH ROW
-      WHEN (NEW.queue = 'serial' AND OLD.status = 'queued' AND NEW.status = 'running') EXECUTE FUNCTION serial_fail()`);
+  it('claim, heartbeat, completion and rescue each report their failure (lock_timeout) and retry; every job completes once', async () => {
+    await t.db.query(`ALTER DATABASE "${t.name}" SET lock_timeout = '150ms'`);
+    const db = await connect({ databaseUrl: t.url, max: 4 });
+    const holder = await t.client(); // opened after the ALTER: waits without a limit itself
+    await holder.query(`SET lock_timeout = 0`);
     try {
-      const id = await enqueue(t.db, 'serial', {});
-      const errors: string[] = [];
-      const c = consumer('serial', () => undefined, { drain: true });
-      c.on('db-error', (err) => errors.push(err.message));
+      const runs = new Map<string, number>();
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const during = new Set<string>();
+      const c = consumer(
+        'all-loops',
+        async (j) => {
+          runs.set(j.id, (runs.get(j.id) ?? 0) + 1);
+          if ((j.payload as { gated: boolean }).gated) await gate;
+        },
+        { leaseSeconds: 6, rescueEveryMs: 300, pollMaxMs: 100 }, // heartbeat every 2 s
+        db,
+      );
+      c.on('db-error', (_err, what) => void during.add(what));
       await c.start();
-      await c.done;
-      expect(errors).toEqual([]);
-      expect((await t.db.query<{ n: string }>(`SELECT last_value AS n FROM serial_fail_seq`)).rows[0]!.n).toBe('3');
-      expect(await job(id)).toMatchObject({ status: 'completed', attempt: 1 });
+      const first = await enqueue(t.db, 'all-loops', { gated: true });
+      await eventually(() => runs.has(first));
+      // Nothing reaches qmaint.jobs now: every statement on it waits past its lock_timeout.
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE qmaint.jobs IN ACCESS EXCLUSIVE MODE');
+      await eventually(() => ['claim', 'heartbeat', 'rescue'].every((d) => during.has(d)), 20_000);
+      release(); // the first job's completion cannot be sent either
+      await eventually(() => during.has('complete'), 20_000);
+      await holder.query('COMMIT');
+      const second = await enqueue(t.db, 'all-loops', { gated: false });
+      await eventually(async () => (await statuses('all-loops')).completed === 2, 20_000);
+      await c.stop();
+      expect(c.stats).toMatchObject({ claimed: 2, completed: 2, lost: 0 });
+      expect([runs.get(first), runs.get(second)]).toEqual([1, 1]);
     } finally {
-      await t.db.query('DROP TRIGGER serial_fail ON qmaint.jobs');
+      await t.db.query(`ALTER DATABASE "${t.name}" RESET lock_timeout`);
+      await db.close();
     }
   });
+
+  for (const mode of ['lease', 'transaction'] as const) {
+    it(`${mode} mode: a claim that fails with SQLSTATE 40001 is run again at once, without a db-error`, async () => {
+      // A trigger makes the next two claims of this queue fail as a serialization failure would
+      // (lease mode sees the error wrapped by Db.query, transaction mode as node-pg raised it).
+      const queue = `serial-${mode}`;
+      const tag = mode === 'lease' ? 'l' : 't';
+      await t.db.query(`CREATE SEQUENCE serial_fail_seq_${tag}`);
+      await t.db.query(`CREATE FUNCTION serial_fail_${tag}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF nextval('serial_fail_seq_${tag}') <= 2 THEN
+            RAISE EXCEPTION 'could not serialize access due to concurrent update' USING ERRCODE = '40001';
+          END IF;
+          RETURN NEW;
+        END $$`);
+      await t.db.query(`CREATE TRIGGER serial_fail_${tag} BEFORE UPDATE ON qmaint.jobs FOR EACH ROW
+        WHEN (NEW.queue = '${queue}' AND OLD.status = 'queued' AND NEW.status = 'running') EXECUTE FUNCTION serial_fail_${tag}()`);
+      const db = await connect({ databaseUrl: t.url, max: 4 });
+      try {
+        const id = await enqueue(t.db, queue, {});
+        const errors: string[] = [];
+        const c = consumer(queue, () => undefined, { drain: true, mode, concurrency: 1, backoffBaseMs: 600_000, backoffCapMs: 600_000 }, db);
+        c.on('db-error', (err, during) => errors.push(`${during}: ${err.message}`));
+        await c.start();
+        await c.done;
+        expect(errors).toEqual([]);
+        // Two refused claims and the third that went through.
+        expect((await t.db.query<{ n: string }>(`SELECT last_value AS n FROM serial_fail_seq_${tag}`)).rows[0]!.n).toBe('3');
+        expect(c.stats).toMatchObject({ claimed: 1, completed: 1 });
+        expect(await job(id)).toMatchObject({ status: 'completed', attempt: 1, retry_count: 0 });
+      } finally {
+        await t.db.query(`DROP TRIGGER serial_fail_${tag} ON qmaint.jobs`);
+        await db.close();
+      }
+    });
+  }
+});
+
+describe('a real serialization failure: the claimed row moved to another partition', () => {
+  // What straggler compaction does to a claim that read a row before the move committed:
+  // PostgreSQL refuses to lock it ("tuple to be locked was already moved to another partition
+  // due to concurrent update", SQLSTATE 40001). A row-level security policy holds the claim
+  // between its snapshot and its row lock (RLS applies to a role that is neither superuser nor
+  // owner, so the consumer's connections act as one), the test moves the row, then lets go.
+  for (const mode of ['lease', 'transaction'] as const) {
+    it(`${mode} mode: the consumer claims again at once, without a db-error, and handles the moved job once`, async () => {
+      const r = await freshDatabase();
+      const role = `qm_rls_${r.name}`.slice(0, 63);
+      await r.db.query(`CREATE ROLE "${role}" NOLOGIN`);
+      try {
+        for (const grant of [
+          `GRANT USAGE ON SCHEMA qmaint TO "${role}"`,
+          `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA qmaint TO "${role}"`,
+          `GRANT USAGE ON ALL SEQUENCES IN SCHEMA qmaint TO "${role}"`,
+          `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA qmaint TO "${role}"`,
+        ])
+          await r.db.query(grant);
+        await r.db.query(`CREATE TABLE public.rls_marker (id bigint)`);
+        await r.db.query(`CREATE SEQUENCE public.rls_marker_reads`);
+        await r.db.query(`GRANT SELECT ON public.rls_marker TO "${role}"; GRANT USAGE ON SEQUENCE public.rls_marker_reads TO "${role}"`);
+        // Reading the marker job waits while the test holds advisory lock 4711.
+        await r.db.query(`CREATE FUNCTION public.rls_gate(p_id bigint) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+          BEGIN
+            IF p_id = (SELECT id FROM public.rls_marker) THEN
+              PERFORM nextval('public.rls_marker_reads');
+              PERFORM pg_advisory_xact_lock_shared(4711);
+            END IF;
+            RETURN true;
+          END $$`);
+        await r.db.query(`CREATE POLICY rls_gate ON qmaint.jobs USING (public.rls_gate(id)) WITH CHECK (true)`);
+        await r.db.query(`ALTER TABLE qmaint.jobs ENABLE ROW LEVEL SECURITY`);
+        const id = await enqueue(r.db, 'moved', {});
+        const moveTo = (await r.db.query<{ ts: Date }>(`SELECT created_at + interval '1 day' AS ts FROM qmaint.jobs WHERE id = $1`, [id])).rows[0]!.ts;
+        await r.db.query(`SELECT qmaint.ensure_partition('qmaint.jobs', $1)`, [moveTo]);
+        await r.db.query(`INSERT INTO public.rls_marker VALUES ($1)`, [id]);
+
+        const holder = await r.client();
+        await holder.query('SELECT pg_advisory_lock(4711)');
+        const url = new URL(r.url);
+        url.searchParams.set('options', `-c role=${role}`);
+        const db = await connect({ databaseUrl: url.toString(), max: 4, applicationName: 'qmaint-rls' });
+        try {
+          const errors: string[] = [];
+          const handled: string[] = [];
+          const c = new Consumer(db, {
+            queue: 'moved',
+            handler: (j) => void handled.push(j.id),
+            listen: false,
+            drain: true,
+            mode,
+            concurrency: 1,
+            pollMinMs: 10,
+            pollMaxMs: 50,
+            backoffBaseMs: 600_000,
+            backoffCapMs: 600_000,
+          });
+          c.on('db-error', (err, during) => errors.push(`${during}: ${err.message}`));
+          const started = c.start();
+          // The claim read the marker job under its snapshot and waits before locking it.
+          await eventually(async () => {
+            const { rows } = await r.db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'qmaint-rls' AND wait_event = 'advisory'`);
+            return rows.length > 0;
+          });
+          const moved = await r.db.query(`UPDATE qmaint.jobs SET created_at = $2 WHERE id = $1 AND status = 'queued'`, [id, moveTo]);
+          expect(moved.rowCount).toBe(1);
+          await holder.query('SELECT pg_advisory_unlock(4711)');
+          await started;
+          await c.done;
+          expect(errors).toEqual([]);
+          expect(handled).toEqual([id]);
+          // Read before the move (the claim that failed) and after it (the claim that went through).
+          expect(Number((await r.db.query<{ n: string }>(`SELECT last_value AS n FROM public.rls_marker_reads`)).rows[0]!.n)).toBeGreaterThanOrEqual(2);
+          const { rows } = await r.db.query(`SELECT status::text, attempt, retry_count, created_at FROM qmaint.jobs WHERE id = $1`, [id]);
+          expect(rows).toEqual([{ status: 'completed', attempt: 1, retry_count: 0, created_at: moveTo }]);
+        } finally {
+          await db.close();
+        }
+      } finally {
+        await r.db.query(`ALTER TABLE qmaint.jobs DISABLE ROW LEVEL SECURITY`).catch(() => undefined);
+        await r.db.query(`DROP OWNED BY "${role}"`);
+        await r.db.query(`DROP ROLE "${role}"`);
+      }
+    });
+  }
 });
 
 describe('a LISTEN URL that never answers', () => {
@@ -347,6 +485,25 @@ describe('every attempt counts; jobs time out', () => {
     expect(await job(id)).toMatchObject({ status: 'failed', retry_count: 1, attempt: 2 });
   });
 
+  it('transaction mode: a handler that leaves its transaction aborted (and returns) fails the attempt, which counts', async () => {
+    const id = await enqueue(t.db, 'tx-aborted', {}, { maxRetries: 1 });
+    let runs = 0;
+    const c = consumer(
+      'tx-aborted',
+      async (j) => {
+        runs++;
+        await j.client!.query('INSERT INTO no_such_table VALUES (1)').catch(() => undefined); // swallowed: the transaction is aborted
+      },
+      { mode: 'transaction', concurrency: 1 },
+    );
+    await c.start();
+    await eventually(async () => (await job(id)).status === 'failed', 20_000);
+    await c.stop();
+    expect(runs).toBe(2);
+    expect(await job(id)).toMatchObject({ status: 'failed', retry_count: 1, attempt: 2 });
+    expect((await job(id)).last_error).toMatch(/aborted/);
+  });
+
   it('lease mode: a hung handler is aborted at its job timeout and the attempt fails', async () => {
     const id = await enqueue(t.db, 'hang', {}, { maxRetries: 0, timeout: 0.2 });
     expect((await job(id)).timeout_ms).toBe(200);
@@ -388,6 +545,27 @@ describe('every attempt counts; jobs time out', () => {
       await db.close();
     }
     expect((await job(id)).last_error).toMatch(/timed out after 0\.3 s/);
+  });
+
+  it("transaction mode: a job's own timeout (shorter than the consumer's) aborts a hung handler and fails the attempt", async () => {
+    const id = await enqueue(t.db, 'tx-job-timeout', {}, { maxRetries: 0, timeout: 0.25 });
+    let reason: unknown = null;
+    const c = consumer(
+      'tx-job-timeout',
+      (j) => {
+        j.signal.addEventListener('abort', () => {
+          reason = j.signal.reason;
+        });
+        return new Promise(() => undefined);
+      },
+      { mode: 'transaction', concurrency: 1, timeout: 600 },
+    );
+    await c.start();
+    await eventually(async () => (await job(id)).status === 'failed', 15_000);
+    await c.stop({ deadlineMs: 0 });
+    expect(String(reason)).toMatch(/JobTimeoutError: job \d+ timed out after 0\.25 s/);
+    expect(c.stats.timedOut).toBe(1);
+    expect((await job(id)).last_error).toMatch(/^JobTimeoutError: job \d+ timed out after 0\.25 s/);
   });
 
   it('enqueueMany stores the timeout of every job, or of each job with specs', async () => {

@@ -62,6 +62,32 @@ describe('payloads are stored as given', () => {
     expect(exact.stdout).toContain('"n": 12345678901234567891');
     expect(exact.json<{ jobs: unknown[] }>().jobs).toHaveLength(1);
   });
+
+  it('the deepest payload accepted (5000 levels) breaks no command that shows or handles it', async () => {
+    const deepest = '{"a":'.repeat(4999) + '[]' + '}'.repeat(4999);
+    expect((await runCli(['enqueue', '--queue', 'deepest', '--payload', deepest], { env })).code).toBe(0);
+    for (const args of [['--json'], ['--json-lines'], [], ['--wide']]) {
+      const r = await runCli(['jobs', 'list', '--queue', 'deepest', ...args], { env });
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(r.stderr).toBe('');
+    }
+    for (const args of [['status'], ['status', '--json'], ['queues', 'list', '--json']]) {
+      const r = await runCli(args, { env });
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    // A handler gets it parsed, and the job completes.
+    const handler = path.join(dir, 'depth.mjs');
+    writeFileSync(
+      handler,
+      `export default async (job) => { let d = 0; for (let v = job.payload; v && !Array.isArray(v); v = v.a) d++; if (d !== 4999) throw new Error('depth ' + d); };\n`,
+    );
+    const work = await runCli(['work', '--queue', 'deepest', '--handler', handler, '--drain'], { env });
+    expect(work.code, work.stderr).toBe(0);
+    const { rows } = await t.db.query<{ status: string; last_error: string | null }>(
+      `SELECT status::text, last_error FROM qmaint.jobs WHERE queue = 'deepest'`,
+    );
+    expect(rows).toEqual([{ status: 'completed', last_error: null }]);
+  });
 });
 
 describe('payloads PostgreSQL cannot store are refused with exit 2, nothing written', () => {

@@ -36,6 +36,30 @@ describe('queue SQL functions', () => {
     expect(rows[0]!.n).toBe('0');
   });
 
+  it('enqueue heals a missing partition whatever language the server speaks (lc_messages German)', async (ctx) => {
+    const t = await freshDatabase();
+    const c = await t.client();
+    // Needs a server with German messages and the de_DE.UTF-8 locale (scripts/pg15.sh provides both; the
+    // embedded server ships no translations, so there the messages stay English and this test is skipped).
+    const german = await c.query(`SET lc_messages = 'de_DE.UTF-8'`).then(
+      () =>
+        c.query('SELECT 1 / 0').then(
+          () => false,
+          (err: Error) => /Division durch Null/.test(err.message),
+        ),
+      () => false,
+    );
+    if (!german) ctx.skip();
+    // The server's own words for a missing partition are not English here.
+    await expect(c.query(`INSERT INTO qmaint.jobs (queue, created_at) VALUES ('de', '2042-06-01T00:00:00Z')`)).rejects.toThrow(/keine Partition/);
+    const made = await c.query<{ id: string }>(`SELECT qmaint.enqueue('de', '{}', NULL, 0, 5, '2042-06-01T00:00:00Z') AS id`);
+    expect(made.rows[0]!.id).toMatch(/^\d+$/);
+    // A failing CHECK in a slot with no partition still raises (in German), and nothing is stored.
+    await expect(c.query(`SELECT qmaint.enqueue('', '{}', NULL, 0, 5, '2043-06-01T00:00:00Z')`)).rejects.toThrow(/jobs_queue_check/);
+    const { rows } = await t.db.query<{ queue: string }>(`SELECT queue FROM qmaint.jobs`);
+    expect(rows).toEqual([{ queue: 'de' }]);
+  });
+
   it("a job whose lease ran out comes back with its queue's backoff, decided as a failure would be", async () => {
     const t = await freshDatabase();
     // A consumer of the queue records its backoff (10 min base) when it starts.

@@ -166,6 +166,21 @@ describe('qmaint work', () => {
     expect(after.rows[0]).toMatchObject({ status: 'failed', last_error: expect.stringMatching(/lease of attempt \d+ held by .* expired/) as string });
   });
 
+  it('transaction mode: an attempt that ran the worker out of memory counts too', async () => {
+    const hog = module('hog.mjs', `export default async () => { const keep = []; for (;;) keep.push(new Array(1e6).fill(1)); };\n`);
+    const id = await enqueue(t.db, 'tx-oom', {}, { maxRetries: 0 });
+    const r = await runCli(['work', '--queue', 'tx-oom', '--handler', hog, '--mode', 'transaction', '--concurrency', '1', '--lease', '5s'], {
+      env: { ...env, NODE_OPTIONS: '--max-old-space-size=64' },
+    });
+    expect(r.code).not.toBe(0); // V8 gave up: the process died (abort), no orderly exit
+    expect(r.stderr).toMatch(/heap out of memory/i);
+    const { rows } = await t.db.query('SELECT status::text, attempt, retry_count FROM qmaint.jobs WHERE id = $1', [id]);
+    expect(rows[0]).toEqual({ status: 'running', attempt: 1, retry_count: 0 });
+    await t.db.query(`SELECT qmaint.rescue_expired(now() + interval '6 seconds')`);
+    const after = await t.db.query('SELECT status::text FROM qmaint.jobs WHERE id = $1', [id]);
+    expect(after.rows[0]).toEqual({ status: 'failed' });
+  });
+
   it('--timeout: a hung handler fails its job at the deadline', async () => {
     const id = await enqueue(t.db, 'cli-timeout', { hang: true }, { maxRetries: 0 });
     const r = await runCli(['work', '--queue', 'cli-timeout', '--handler', recorder, '--drain', '--timeout', '0.5', '--json'], { env });
