@@ -140,6 +140,10 @@ describe('qmaint work --metrics-port', () => {
       expect(r.code, port).toBe(2);
       expect(r.stderr).toMatch(/--metrics-port .* must be a whole number from 0 to 65535/);
     }
+    // A module that fails to load after the server is bound: exit 2, and the process ends (the server closed with the command).
+    const r = await runCli(['work', '--queue', 'mq', '--handler', path.join(dir, 'missing.mjs'), '--metrics-port', '0'], { env, timeoutMs: 20_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/serving \/metrics and \/healthz on 127\.0\.0\.1:\d+\n.*handler module .*missing\.mjs not found/);
   });
 });
 

@@ -4,12 +4,10 @@ import { pathToFileURL } from 'node:url';
 import { checkConnectionUrl } from '../../config.js';
 import { formatDurationMs } from '../../duration.js';
 import { badInput } from '../../errors.js';
-import { attachConsumerMetrics } from '../../metrics/consumer.js';
-import { createMetrics } from '../../metrics/registry.js';
-import { serveMetrics, type HealthBody } from '../../metrics/server.js';
 import { Consumer, type Handler } from '../../queue/consumer.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
+import { metricsOptions, startMetrics } from '../metrics.js';
 import { duration } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Register } from '../register.js';
@@ -81,13 +79,9 @@ const register: Register = (y) => {
         .option('listen', { type: 'boolean', default: true, description: 'wake on NOTIFY (--no-listen: poll only, e.g. behind PgBouncer)' })
         .option('listen-url', { type: 'string', description: 'direct PostgreSQL URL for LISTEN when --database-url goes through PgBouncer' })
         .options(durationOptions(SHUTDOWN, 'on SIGINT/SIGTERM, how long running handlers may finish (default 30s)'))
-        .option('metrics-port', { type: 'number', description: 'serve /metrics (Prometheus) and /healthz on this port (0: any free port)' })
-        .option('metrics-host', { type: 'string', default: '127.0.0.1', description: 'address the metrics server listens on (0.0.0.0: every interface)' }),
+        .options(metricsOptions),
     handler<Args>(async (ctx, argv) => {
       checkQueueName(argv.queue);
-      const port = argv.metricsPort;
-      if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
-        throw badInput(`--metrics-port ${port} must be a whole number from 0 to 65535`);
       if (argv.listenUrl !== undefined) checkConnectionUrl(argv.listenUrl, '--listen-url');
       const lease = readDuration(ctx.out, LEASE, argv.lease, argv.leaseSeconds);
       const pollMax = readDuration(ctx.out, POLL_MAX, argv.pollMax, argv.pollMaxMs);
@@ -100,85 +94,67 @@ const register: Register = (y) => {
         pollMaxMs: pollMax,
         jobTimeoutSeconds: timeout === undefined ? undefined : timeout / 1000,
       }).values;
+      // Bound before anything connects: a port that cannot be bound is bad input (exit 2), and nothing changed.
+      const metrics = await startMetrics(ctx, argv.metricsPort, argv.metricsHost);
+      const mod = await loadHandler(argv.handler);
       const out = ctx.out;
-      // Bound before anything connects: a port in use is bad input (exit 2), and nothing changed.
-      const registry = port === undefined ? null : createMetrics();
-      let health: () => HealthBody = () => ({ ok: false, starting: true });
-      const metrics =
-        registry &&
-        (await serveMetrics(registry, {
-          port: port!,
-          host: argv.metricsHost,
-          health: () => health(),
-          onError: (err) => out.note(`serving /metrics: ${err.message}`),
-        }));
-      if (metrics) out.note(`serving /metrics and /healthz on ${metrics.host}:${metrics.port}`);
+      const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
+      const consumer = new Consumer(db, {
+        queue: argv.queue,
+        handler: mod.handler,
+        concurrency: settings.concurrency,
+        batch: settings.batch,
+        leaseSeconds: settings.leaseSeconds,
+        pollMaxMs: settings.pollMaxMs,
+        timeout: settings.jobTimeoutSeconds,
+        drain: argv.drain,
+        mode: argv.mode,
+        listen: argv.listen ? (argv.listenUrl ?? true) : false,
+      });
+      consumer.on('failed', (job, error, outcome) => {
+        const what = outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
+        // The first line of the stored error; a plain Error's name adds nothing.
+        out.note(`job ${job.id} ${what}: ${error.split('\n')[0]!.replace(/^Error: /, '')}`);
+      });
+      consumer.on('db-error', (err, during) => out.note(`database error during ${during}: ${err.message} (retrying)`));
+      consumer.on('lease-lost', (job) =>
+        out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`),
+      );
+      consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
+      consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
+      consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
+      metrics?.attach(consumer, argv.queue);
+      let stoppedBy: NodeJS.Signals | null = null;
+      const onSignal = (signal: NodeJS.Signals) => {
+        stoppedBy = signal;
+        out.note(`${signal}: stopping (running handlers get ${formatDurationMs(shutdownMs)}; unstarted jobs go back to the queue)`);
+        void consumer.stop({ deadlineMs: shutdownMs });
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
       try {
-        const mod = await loadHandler(argv.handler);
-        const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
-        const consumer = new Consumer(db, {
+        out.note(`working queue ${argv.queue} as ${consumer.workerId} (concurrency ${settings.concurrency}, ${argv.mode} mode)`);
+        await consumer.start();
+        const report = await consumer.done;
+        const doc = {
+          ok: true,
           queue: argv.queue,
-          handler: mod.handler,
-          concurrency: settings.concurrency,
-          batch: settings.batch,
-          leaseSeconds: settings.leaseSeconds,
-          pollMaxMs: settings.pollMaxMs,
-          timeout: settings.jobTimeoutSeconds,
-          drain: argv.drain,
-          mode: argv.mode,
-          listen: argv.listen ? (argv.listenUrl ?? true) : false,
-        });
-        consumer.on('failed', (job, error, outcome) => {
-          const what = outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
-          // The first line of the stored error; a plain Error's name adds nothing.
-          out.note(`job ${job.id} ${what}: ${error.split('\n')[0]!.replace(/^Error: /, '')}`);
-        });
-        consumer.on('db-error', (err, during) => out.note(`database error during ${during}: ${err.message} (retrying)`));
-        consumer.on('lease-lost', (job) =>
-          out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`),
-        );
-        consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
-        consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
-        consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
-        let stopping = false;
-        void consumer.done.then(() => (stopping = true));
-        if (registry) attachConsumerMetrics(consumer, registry);
-        health = () => ({ ok: !stopping, queue: argv.queue, workerId: consumer.workerId, stopping, held: consumer.held });
-        let stoppedBy: NodeJS.Signals | null = null;
-        const onSignal = (signal: NodeJS.Signals) => {
-          stoppedBy = signal;
-          stopping = true;
-          out.note(`${signal}: stopping (running handlers get ${formatDurationMs(shutdownMs)}; unstarted jobs go back to the queue)`);
-          void consumer.stop({ deadlineMs: shutdownMs });
+          workerId: consumer.workerId,
+          drained: argv.drain && stoppedBy === null,
+          signal: stoppedBy,
+          ...consumer.stats,
+          ...report,
+          metrics: metrics && { host: metrics.host, port: metrics.port },
         };
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
-        try {
-          out.note(`working queue ${argv.queue} as ${consumer.workerId} (concurrency ${settings.concurrency}, ${argv.mode} mode)`);
-          await consumer.start();
-          const report = await consumer.done;
-          const doc = {
-            ok: true,
-            queue: argv.queue,
-            workerId: consumer.workerId,
-            drained: argv.drain && stoppedBy === null,
-            signal: stoppedBy,
-            ...consumer.stats,
-            ...report,
-            metrics: metrics && { host: metrics.host, port: metrics.port },
-          };
-          out.emit(doc, () =>
-            out.ok(
-              `${consumer.stats.completed} completed, ${consumer.stats.willRetry} will retry, ${consumer.stats.failedForGood} failed for good, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`,
-            ),
-          );
-        } finally {
-          await mod.close?.();
-          process.off('SIGINT', onSignal);
-          process.off('SIGTERM', onSignal);
-        }
+        out.emit(doc, () =>
+          out.ok(
+            `${consumer.stats.completed} completed, ${consumer.stats.willRetry} will retry, ${consumer.stats.failedForGood} failed for good, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`,
+          ),
+        );
       } finally {
-        await metrics?.close();
+        await mod.close?.();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       }
     }),
   );
