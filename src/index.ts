@@ -121,20 +121,7 @@ export type {
 } from './health/index.js';
 
 // Scheduled maintenance
-export {
-  applyChanges,
-  collectSamples,
-  Daemon,
-  jobRuns,
-  locatePgCron,
-  planInstall,
-  planUninstall,
-  queueJobs,
-  recentRuns,
-  renderPrometheus,
-  runTask,
-  TASKS,
-} from './schedule/index.js';
+export { applyChanges, Daemon, jobRuns, locatePgCron, planInstall, planUninstall, queueJobs, recentRuns, runTask, TASKS } from './schedule/index.js';
 export type {
   CronJob,
   CronJobRun,
@@ -146,10 +133,13 @@ export type {
   PgCronSite,
   Runner,
   RunStatus,
-  Sample,
   Schedules,
   TaskName,
 } from './schedule/index.js';
+
+// Prometheus metrics
+export { attachConsumerMetrics, attachDatabaseMetrics, collectSamples, createMetrics, renderPrometheus, serveMetrics } from './metrics/index.js';
+export type { DatabaseMetricsOptions, HealthBody, MetricsOptions, MetricsServer, MetricsServerOptions, Sample } from './metrics/index.js';
 
 // Adopting an existing table
 export { adopt, planAdopt } from './adopt/index.js';

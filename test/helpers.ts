@@ -170,3 +170,32 @@ export function shellWords(line: string, cwd: string): string[] {
   if (r.status !== 0) throw new Error(`/bin/sh could not parse ${line}: ${r.stderr}`);
   return r.stdout.split('\0').slice(0, -1);
 }
+
+export interface ParsedMetrics {
+  samples: { name: string; labels: Record<string, string>; value: number }[];
+  types: Map<string, string>;
+}
+
+/** A strict reader of the Prometheus text format: every line must be a comment or a sample. */
+export function parsePrometheus(text: string): ParsedMetrics {
+  const samples: ParsedMetrics['samples'] = [];
+  const types = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const type = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)$/.exec(line);
+    if (type) {
+      types.set(type[1]!, type[2]!);
+      continue;
+    }
+    if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/.test(line)) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`not a Prometheus line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g))
+      labels[pair[1]!] = pair[2]!.replace(/\\(.)/g, (_s, c: string) => (c === 'n' ? '\n' : c));
+    const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
+    if (Number.isNaN(value) && m[3] !== 'NaN') throw new Error(`bad value in ${line}`);
+    samples.push({ name: m[1]!, labels, value });
+  }
+  return { samples, types };
+}

@@ -31,6 +31,7 @@ AS $$
     'failed_critical',               1000,
     'maintenance_stale',             '6 hours',
     'maintenance_failures_critical', 3,
+    'cron_ticks_ahead_warn',         '1 day',
     'replication_lag_warn',          '30 seconds',
     'replication_lag_critical',      '5 minutes',
     'inactive_slot_wal_warn',        0,
@@ -591,6 +592,50 @@ AS $$
     FROM overall, lim
 $$;
 
+-- Recurring jobs (qmaint cron add) are enqueued only from their stored ticks
+-- (qmaint.cron_ticks), and only TypeScript computes ticks (croner; pg_cron runs
+-- SQL alone, so it cannot). A refill records how far ahead it computed
+-- (cron_schedules.ticks_until; before any recorded refill, the last stored
+-- tick). The daemon refills before each recurring run; a pg_cron-only setup
+-- must run `qmaint cron refill` itself, or recurring jobs stop when the stored
+-- ticks run out. Warn when a schedule is computed less than the threshold
+-- ahead, critical when it is computed no further than now.
+CREATE OR REPLACE FUNCTION qmaint.health_cron_ticks(p_now timestamptz, p_t jsonb)
+RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH lim AS (
+    SELECT qmaint.health_interval(p_t, 'cron_ticks_ahead_warn') AS warn
+  ), schedules AS (
+    SELECT c.name, coalesce(c.ticks_until, (SELECT max(t.tick) FROM qmaint.cron_ticks t WHERE t.name = c.name)) AS until
+      FROM qmaint.cron_schedules c
+  ), judged AS (
+    SELECT s.name, s.until,
+           CASE WHEN s.until IS NULL OR s.until <= p_now THEN 'critical' WHEN s.until < p_now + lim.warn THEN 'warn' ELSE 'ok' END AS verdict
+      FROM schedules s, lim
+  ), overall AS (
+    SELECT CASE WHEN bool_or(verdict = 'critical') THEN 'critical' WHEN bool_or(verdict = 'warn') THEN 'warn' ELSE 'ok' END AS v,
+           count(*) AS n,
+           min(until) AS soonest
+      FROM judged
+  )
+  SELECT 'cron_ticks'::text,
+         overall.v,
+         CASE WHEN overall.n = 0 THEN 'no recurring job'
+              WHEN overall.v = 'ok' THEN format('%s recurring job(s), ticks computed at least %s ahead', overall.n, qmaint.health_age(overall.soonest - p_now))
+              ELSE (SELECT string_agg(CASE WHEN until IS NULL THEN format('%s: no tick stored', name)
+                                           WHEN until <= p_now THEN format('%s: no tick after %s ago', name, qmaint.health_age(p_now - until))
+                                           ELSE format('%s: ticks for %s more', name, qmaint.health_age(until - p_now)) END, '; ' ORDER BY until NULLS FIRST, name)
+                      FROM judged WHERE verdict <> 'ok') END,
+         format('ticks computed >= %s ahead (critical: none ahead)', p_t ->> 'cron_ticks_ahead_warn'),
+         CASE WHEN overall.v <> 'ok'
+              THEN 'recurring jobs are enqueued only from stored ticks and stop when they run out: run qmaint cron refill now, and keep refilling (qmaint schedule daemon does it before each recurring run; with pg_cron alone, run qmaint cron refill at least daily, e.g. from the system cron)'
+              WHEN overall.n = 0 THEN 'no recurring job to enqueue'
+              ELSE 'every recurring job has its ticks stored ahead' END
+    FROM overall
+$$;
+
 -- All server-side checks, in a fixed order. p_thresholds overrides the
 -- defaults (qmaint.health_default_thresholds()) and qmaint.health_thresholds.
 CREATE OR REPLACE FUNCTION qmaint.health_checks(p_now timestamptz DEFAULT now(), p_thresholds jsonb DEFAULT '{}')
@@ -612,6 +657,7 @@ BEGIN
   RETURN QUERY SELECT * FROM qmaint.health_oldest_queued(p_now, t);
   RETURN QUERY SELECT * FROM qmaint.health_failed_jobs(p_now, t);
   RETURN QUERY SELECT * FROM qmaint.health_maintenance(p_now, t);
+  RETURN QUERY SELECT * FROM qmaint.health_cron_ticks(p_now, t);
   RETURN QUERY SELECT * FROM qmaint.health_replication_lag(t);
   RETURN QUERY SELECT * FROM qmaint.health_replication_slots(t);
 END;

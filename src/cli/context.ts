@@ -161,7 +161,18 @@ export class Context {
     return invocation().io.stdin;
   }
 
+  private readonly closers: (() => unknown)[] = [];
+
+  /** Run fn when the command ends, however it ends (a bad module, a failed connection, done), before the pools close. */
+  onClose(fn: () => unknown): void {
+    this.closers.push(fn);
+  }
+
   async close(): Promise<void> {
+    for (const fn of this.closers.splice(0).reverse())
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => undefined);
     if (this.readDbPromise) {
       const db = await this.readDbPromise.catch(() => undefined);
       await db?.close().catch(() => undefined);

@@ -34,6 +34,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint work --queue emails --handler ./send-email.mjs --drain', 'handle every ready job, then exit (without --drain: until SIGINT/SIGTERM)'],
     ['qmaint work --queue emails --handler ./send-email.mjs --concurrency 20 --batch 50 --drain', 'more handlers at once, smaller claims'],
     ['qmaint work --queue reports --handler ./report.mjs --mode transaction --drain', 'one job per transaction; the handler gets job.client'],
+    ['qmaint work --queue emails --handler ./send-email.mjs --metrics-port 0 --drain', 'Prometheus /metrics and /healthz on 127.0.0.1, a free port'],
   ],
   status: [
     ['qmaint status', 'queue depth per queue and status, oldest queued job, jobs per partition'],

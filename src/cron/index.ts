@@ -164,7 +164,9 @@ export async function cronRemove(db: Queryable, name: string): Promise<boolean> 
  * Store the ticks of every schedule (or of `names`) up to now + HORIZON_DAYS,
  * from its last stored tick on (so ticks a downtime left due are stored and
  * the missed policy applies to them), looking back at most CATCH_UP_HOURS;
- * a new schedule starts at now. Idempotent. Returns the ticks added.
+ * a new schedule starts at now. Records the horizon in
+ * cron_schedules.ticks_until (never moved back), which the cron_ticks health
+ * check reads. Idempotent. Returns the ticks added.
  */
 export async function refillTicks(db: Queryable, now: Date, names?: string[]): Promise<number> {
   const { rows } = await db.query<{ name: string; expression: string; tz: string; last: Date | null }>(
@@ -182,6 +184,9 @@ export async function refillTicks(db: Queryable, now: Date, names?: string[]): P
     const res = await db.query(`INSERT INTO qmaint.cron_ticks (name, tick) SELECT $1, unnest($2::timestamptz[]) ON CONFLICT DO NOTHING`, [r.name, ticks]);
     added += res.rowCount ?? 0;
   }
+  // Also for a schedule with no tick before the horizon (a monthly one): it was computed that far.
+  if (rows.length > 0)
+    await db.query(`UPDATE qmaint.cron_schedules SET ticks_until = greatest(ticks_until, $1) WHERE name = ANY ($2)`, [until, rows.map((r) => r.name)]);
   return added;
 }
 

@@ -115,17 +115,30 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       keeper: this.keeper,
       emit,
       stopping: () => this.stopping,
-      hold: (row: ClaimedRow) => new Attempt(row, this.o.timeout),
-      run: (held) =>
-        runHandler(this.o.handler, held, () => {
+      hold: (row: ClaimedRow) => {
+        const held = new Attempt(row, this.o.timeout);
+        this.emit('job-claimed', held.job);
+        return held;
+      },
+      run: async (held) => {
+        const started = performance.now();
+        const error = await runHandler(this.o.handler, held, () => {
           this.stats.timedOut++;
           this.emit('timeout', held.job);
-        }),
+        });
+        this.emit('handled', held.job, (performance.now() - started) / 1000, error);
+        return error;
+      },
       lose: (held) => this.lose(held),
       rescue: () => this.rescue(),
     };
     this.mode = this.o.mode === 'transaction' ? new TransactionMode(ctx) : new LeaseMode(ctx);
     this.done = new Promise((resolve) => (this.finished = resolve));
+  }
+
+  /** Jobs this consumer holds now: claimed and waiting for a free handler slot, and with a handler in progress. */
+  get held(): { waiting: number; running: number } {
+    return { waiting: this.buffer.waitingCount, running: this.buffer.runningCount };
   }
 
   /**

@@ -2,7 +2,10 @@ import { createTask, type ScheduledTask } from 'node-cron';
 import type { Db } from '../db.js';
 import { toQmaintError } from '../errors.js';
 import { LeaderElection } from './leader.js';
-import { collectSamples, startMetricsServer, type Sample } from './metrics.js';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { attachDatabaseMetrics, METRICS } from '../metrics/database.js';
+import { createMetrics } from '../metrics/registry.js';
+import { serveMetrics, type MetricsServer } from '../metrics/server.js';
 import { refillTicks } from '../cron/index.js';
 import { runTask, type RunStatus } from './runs.js';
 import { TASKS, type Schedules, type TaskName } from './tasks.js';
@@ -37,6 +40,12 @@ export interface DaemonOptions {
   metricsPort?: number;
   /** Address /metrics listens on (default 127.0.0.1; 0.0.0.0 for every interface). */
   metricsHost?: string;
+  /**
+   * Where the daemon registers its metrics (the database's gauges, qmaint_up,
+   * its leadership and task runs); default: a new registry with the process
+   * metrics ({@link createMetrics}). /metrics serves this registry.
+   */
+  registry?: Registry;
   /** How long stop() waits for running tasks (default 30000). */
   stopTimeoutMs?: number;
 }
@@ -56,9 +65,11 @@ export class Daemon {
   private readonly cron: { task: TaskName; job: ScheduledTask }[] = [];
   private readonly running = new Map<TaskName, Promise<void>>();
   private readonly wakers = new Set<() => void>();
-  private readonly counts = new Map<string, number>();
+  private readonly runs: Counter<'task' | 'status'>;
   private readonly last = new Map<TaskName, { status: Outcome; at: string; message: string | null }>();
-  private metrics: { host: string; port: number; close(): Promise<void> } | null = null;
+  private metrics: MetricsServer | null = null;
+  /** The daemon's metrics, served at /metrics (see DaemonOptions.registry). */
+  readonly registry: Registry;
   private stopping = false;
 
   /** A daemon that does nothing until {@link Daemon.start}. */
@@ -71,6 +82,22 @@ export class Daemon {
           role: leading ? 'leader' : 'standby',
         }),
       onError: (message) => this.emit('warn', 'leader_error', message),
+    });
+    this.registry = options.registry ?? createMetrics();
+    attachDatabaseMetrics(options.db, this.registry, {
+      onError: (err) => this.emit('debug', 'metrics_error', `a scrape could not read the database (qmaint_up 0): ${toQmaintError(err).message}`),
+    });
+    const registers = [this.registry];
+    const help = (name: string) => METRICS[name]!.help;
+    this.runs = new Counter({ name: 'qmaint_daemon_task_runs_total', help: help('qmaint_daemon_task_runs_total'), labelNames: ['task', 'status'], registers });
+    const leader = this.leader;
+    new Gauge({
+      name: 'qmaint_daemon_leader',
+      help: help('qmaint_daemon_leader'),
+      registers,
+      collect() {
+        this.set(leader.isLeader ? 1 : 0);
+      },
     });
   }
 
@@ -92,7 +119,12 @@ export class Daemon {
    */
   async start(): Promise<void> {
     if (this.options.metricsPort !== undefined) {
-      this.metrics = await startMetricsServer(this.metricsSource(), this.options.metricsPort, this.options.metricsHost);
+      this.metrics = await serveMetrics(this.registry, {
+        port: this.options.metricsPort,
+        host: this.options.metricsHost,
+        health: () => this.health(),
+        onError: (err) => this.emit('warn', 'metrics_error', `serving /metrics: ${err.message}`),
+      });
       this.emit('info', 'metrics', `serving /metrics and /healthz on ${this.metrics.host}:${this.metrics.port}`, {
         host: this.metrics.host,
         port: this.metrics.port,
@@ -222,8 +254,7 @@ export class Daemon {
   }
 
   private record(task: TaskName, status: Outcome, message: string | null): void {
-    const key = `${task}\u0000${status}`;
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    this.runs.inc({ task, status });
     this.last.set(task, { status, at: new Date().toISOString(), message });
   }
 
@@ -236,34 +267,20 @@ export class Daemon {
     return { info: forward('debug'), debug: forward('debug'), warn: forward('warn'), error: forward('error') };
   }
 
-  private localSamples(): Sample[] {
-    const samples: Sample[] = [{ metric: 'qmaint_daemon_leader', labels: {}, value: this.leader.isLeader ? 1 : 0 }];
-    for (const [key, value] of this.counts) {
-      const [task, status] = key.split('\u0000') as [string, string];
-      samples.push({ metric: 'qmaint_daemon_task_runs_total', labels: { task, status }, value });
+  /** What /healthz answers: ok while the database answers and the daemon is not stopping. */
+  private async health() {
+    let database = 'ok';
+    try {
+      await this.options.db.query('SELECT 1');
+    } catch (err) {
+      database = toQmaintError(err).message;
     }
-    return samples;
-  }
-
-  private metricsSource() {
     return {
-      samples: () => collectSamples(this.options.db),
-      localSamples: () => this.localSamples(),
-      health: async () => {
-        let database = 'ok';
-        try {
-          await this.options.db.query('SELECT 1');
-        } catch (err) {
-          database = toQmaintError(err).message;
-        }
-        return {
-          ok: database === 'ok' && !this.stopping,
-          role: this.leader.isLeader ? 'leader' : 'standby',
-          database,
-          stopping: this.stopping,
-          tasks: Object.fromEntries(TASKS.map((t) => [t, { schedule: this.options.schedules[t], last: this.last.get(t) ?? null }])),
-        };
-      },
+      ok: database === 'ok' && !this.stopping,
+      role: this.leader.isLeader ? 'leader' : 'standby',
+      database,
+      stopping: this.stopping,
+      tasks: Object.fromEntries(TASKS.map((t) => [t, { schedule: this.options.schedules[t], last: this.last.get(t) ?? null }])),
     };
   }
 }

@@ -9,5 +9,3 @@ export { Daemon } from './daemon.js';
 export type { DaemonOptions, DaemonEvent, LogLevel } from './daemon.js';
 export { LeaderElection, LEADER_LOCK_KEY, currentLeader } from './leader.js';
 export type { LeaderInfo } from './leader.js';
-export { collectSamples, renderPrometheus, startMetricsServer, METRICS } from './metrics.js';
-export type { Sample } from './metrics.js';

@@ -133,4 +133,48 @@ describe('recurring jobs', () => {
       next: expect.arrayContaining(['2031-01-01T01:10:00.000Z']) as string[],
     });
   });
+
+  it('the cron_ticks health check: warn under a day of stored ticks, critical with none ahead, ok again after cron refill', async () => {
+    const d = await freshDatabase();
+    const denv = cleanEnv({ DATABASE_URL: d.url });
+    const at = (days: number) => new Date(Date.parse('2026-03-10T12:00:00Z') + days * 86_400_000).toISOString();
+    const check = async (now: string) => {
+      const { rows } = await d.db.query<{ status: string; observed: string; message: string }>(
+        `SELECT status, observed, message FROM qmaint.health_checks($1::timestamptz) WHERE check_name = 'cron_ticks'`,
+        [now],
+      );
+      return rows[0]!;
+    };
+    expect(await check(at(0))).toMatchObject({ status: 'ok', observed: 'no recurring job' });
+    await cronAdd(d.db, { name: 'nightly', schedule: '0 3 * * *', queue: 'reports' }, new Date(at(0)));
+    // Monthly, on the 1st: no tick falls in the 7 days stored, and that is fine (the ticks were computed that far).
+    await cronAdd(d.db, { name: 'monthly', schedule: '0 0 1 * *', queue: 'reports' }, new Date(at(0)));
+    expect(await ticks('monthly')).toEqual({});
+    expect(await check(at(0))).toMatchObject({ status: 'ok', observed: '2 recurring job(s), ticks computed at least 7 days ahead' });
+    // Nobody refilled (pg_cron alone): half a day of ticks left warns, none left is critical; the fix is named.
+    const warn = await check(at(6.5));
+    expect(warn.status).toBe('warn');
+    expect(warn.observed).toBe('monthly: ticks for 12:00:00 more; nightly: ticks for 12:00:00 more');
+    expect(warn.message).toMatch(/run qmaint cron refill now/);
+    const critical = await check(at(8));
+    expect(critical.status).toBe('critical');
+    expect(critical.observed).toBe('monthly: no tick after 1 day ago; nightly: no tick after 1 day ago');
+    // The CLI reports it too (exit 4: a critical check).
+    const r = await runCli(['health', '--json', '--now', at(8)], { env: denv });
+    expect(r.code).toBe(4);
+    const doc = r.json<{ checks: { check: string; status: string; message: string }[] }>();
+    expect(doc.checks.find((c) => c.check === 'cron_ticks')).toMatchObject({
+      status: 'critical',
+      message: expect.stringMatching(/qmaint cron refill/) as string,
+    });
+    // cron refill at that time stores the next 7 days: ok again.
+    const refill = await runCli(['cron', 'refill', '--now', at(8), '--json'], { env: denv });
+    expect(refill.code, refill.stderr).toBe(0);
+    expect(await check(at(8))).toMatchObject({ status: 'ok' });
+    // A schedule from before ticks_until was recorded is judged by its last stored tick.
+    await d.db.query(`UPDATE qmaint.cron_schedules SET ticks_until = NULL WHERE name = 'nightly'`);
+    expect(await check(at(8))).toMatchObject({ status: 'ok' });
+    await d.db.query(`DELETE FROM qmaint.cron_ticks WHERE name = 'nightly'`);
+    expect(await check(at(8))).toMatchObject({ status: 'critical', observed: 'nightly: no tick stored' });
+  });
 });

@@ -12,6 +12,15 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
  * regenerate docs/api (npm run docs:api).
  */
 const PUBLIC_API = [
+  'attachConsumerMetrics',
+  'attachDatabaseMetrics',
+  'createMetrics',
+  'serveMetrics',
+  'DatabaseMetricsOptions',
+  'HealthBody',
+  'MetricsOptions',
+  'MetricsServer',
+  'MetricsServerOptions',
   'ReplicationStatus',
   'clientOptions',
   'FailoverSpec',

@@ -53,7 +53,7 @@ describe('qmaint health', () => {
     const r = await runCli(['health', '--database-url', t.url], { env });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines.at(-1)).toBe('qmaint-health status=ok critical=0 warn=0 ok=14');
+    expect(lines.at(-1)).toBe('qmaint-health status=ok critical=0 warn=0 ok=15');
     const { code, doc } = await health(t, ['--strict']);
     expect(code).toBe(0);
     expect(doc.ok).toBe(true);
@@ -69,6 +69,7 @@ describe('qmaint health', () => {
       'oldest_queued',
       'failed_jobs',
       'maintenance',
+      'cron_ticks',
       'replication_lag',
       'replication_slots',
       'dequeue',

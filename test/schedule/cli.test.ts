@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { loadSettings } from '../../src/config.js';
 import { cronProblem, schedulesFrom } from '../../src/schedule/tasks.js';
 import { connect } from '../../src/db.js';
-import { collectSamples } from '../../src/schedule/metrics.js';
+import { collectSamples } from '../../src/metrics/database.js';
 import { runTask } from '../../src/schedule/runs.js';
 import { cleanEnv, freshDatabase, pgbouncerUrl, pgcronUrl, runCli } from '../helpers.js';
 

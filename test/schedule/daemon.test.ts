@@ -2,7 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cronAdd } from '../../src/cron/index.js';
 import { currentLeader } from '../../src/schedule/leader.js';
-import { CLI, cleanEnv, eventually, freshDatabase, ROOT, runCli } from '../helpers.js';
+import { CLI, cleanEnv, eventually, freshDatabase, parsePrometheus, ROOT, runCli } from '../helpers.js';
 
 interface Event {
   time: string;
@@ -213,7 +213,14 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     expect(value('qmaint_maintenance_last_run_status', { task: 'rescue', status: 'ok' })).toBe(1);
     expect(value('qmaint_daemon_task_runs_total', { task: 'rescue', status: 'failed' })).toBe(2);
     expect(value('qmaint_daemon_task_runs_total', { task: 'rescue', status: 'ok' })).toBeGreaterThanOrEqual(1);
-    for (const name of new Set(metrics.samples.map((s) => s.name))) expect(metrics.types.get(name), name).toMatch(/^(gauge|counter)$/);
+    for (const name of new Set(
+      metrics.samples.map((s) => s.name).filter((n) => n.startsWith('qmaint_') && !n.startsWith('qmaint_process_') && !n.startsWith('qmaint_nodejs_')),
+    ))
+      expect(metrics.types.get(name), name).toMatch(/^(gauge|counter)$/);
+    // The Node process metrics, under qmaint's prefix.
+    expect(value('qmaint_process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    expect(value('qmaint_process_resident_memory_bytes')).toBeGreaterThan(0);
+    expect(metrics.types.get('qmaint_nodejs_eventloop_lag_seconds')).toBe('gauge');
 
     expect((await fetch(`http://127.0.0.1:${port}/nothing`)).status).toBe(404);
     d.kill('SIGTERM');
@@ -278,32 +285,3 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
     expect(rows.every((r) => r.status === 'ok')).toBe(true);
   });
 });
-
-interface Parsed {
-  samples: { name: string; labels: Record<string, string>; value: number }[];
-  types: Map<string, string>;
-}
-
-/** A strict reader of the Prometheus text format: every line must be a comment or a sample. */
-function parsePrometheus(text: string): Parsed {
-  const samples: Parsed['samples'] = [];
-  const types = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    const type = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)$/.exec(line);
-    if (type) {
-      types.set(type[1]!, type[2]!);
-      continue;
-    }
-    if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/.test(line)) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`not a Prometheus line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g))
-      labels[pair[1]!] = pair[2]!.replace(/\\(.)/g, (_s, c: string) => (c === 'n' ? '\n' : c));
-    const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
-    if (Number.isNaN(value) && m[3] !== 'NaN') throw new Error(`bad value in ${line}`);
-    samples.push({ name: m[1]!, labels, value });
-  }
-  return { samples, types };
-}

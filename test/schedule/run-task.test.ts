@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAINTENANCE_LOCK_KEY } from '../../src/db.js';
 import { LEADER_LOCK_KEY } from '../../src/schedule/leader.js';
-import { collectSamples, renderPrometheus } from '../../src/schedule/metrics.js';
+import { collectSamples, renderPrometheus } from '../../src/metrics/database.js';
 import { recentRuns, runTask } from '../../src/schedule/runs.js';
 import { TASKS } from '../../src/schedule/tasks.js';
 import { freshDatabase } from '../helpers.js';

@@ -7,6 +7,7 @@ import { badInput } from '../../errors.js';
 import { Consumer, type Handler } from '../../queue/consumer.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
+import { metricsOptions, startMetrics } from '../metrics.js';
 import { duration } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Register } from '../register.js';
@@ -27,6 +28,8 @@ interface Args {
   listenUrl?: string;
   shutdown?: string;
   shutdownSeconds?: number;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 const LEASE: DurationFlag = { flag: 'lease', min: 1000, max: 86_400_000, step: 1000, old: { flag: 'lease-seconds', unit: 's' } };
@@ -75,7 +78,8 @@ const register: Register = (y) => {
         })
         .option('listen', { type: 'boolean', default: true, description: 'wake on NOTIFY (--no-listen: poll only, e.g. behind PgBouncer)' })
         .option('listen-url', { type: 'string', description: 'direct PostgreSQL URL for LISTEN when --database-url goes through PgBouncer' })
-        .options(durationOptions(SHUTDOWN, 'on SIGINT/SIGTERM, how long running handlers may finish (default 30s)')),
+        .options(durationOptions(SHUTDOWN, 'on SIGINT/SIGTERM, how long running handlers may finish (default 30s)'))
+        .options(metricsOptions),
     handler<Args>(async (ctx, argv) => {
       checkQueueName(argv.queue);
       if (argv.listenUrl !== undefined) checkConnectionUrl(argv.listenUrl, '--listen-url');
@@ -90,6 +94,8 @@ const register: Register = (y) => {
         pollMaxMs: pollMax,
         jobTimeoutSeconds: timeout === undefined ? undefined : timeout / 1000,
       }).values;
+      // Bound before anything connects: a port that cannot be bound is bad input (exit 2), and nothing changed.
+      const metrics = await startMetrics(ctx, argv.metricsPort, argv.metricsHost);
       const mod = await loadHandler(argv.handler);
       const out = ctx.out;
       const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
@@ -117,6 +123,7 @@ const register: Register = (y) => {
       consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
       consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
+      metrics?.attach(consumer, argv.queue);
       let stoppedBy: NodeJS.Signals | null = null;
       const onSignal = (signal: NodeJS.Signals) => {
         stoppedBy = signal;
@@ -137,6 +144,7 @@ const register: Register = (y) => {
           signal: stoppedBy,
           ...consumer.stats,
           ...report,
+          metrics: metrics && { host: metrics.host, port: metrics.port },
         };
         out.emit(doc, () =>
           out.ok(

@@ -112,6 +112,10 @@ export type WakeReason = 'notify' | 'poll' | 'stop';
 export interface ConsumerEvents {
   /** A claim statement returned this many jobs. */
   claimed: [count: number];
+  /** One job of a claim, as it was claimed (before its handler starts); for per-job accounting such as claim latency. */
+  'job-claimed': [job: Job];
+  /** The job's handler settled after `seconds`: error null when it succeeded, else the error text (its result is recorded next). */
+  handled: [job: Job, seconds: number, error: string | null];
   /** The job's completion was recorded. */
   completed: [job: Job];
   /** The job's failure was recorded: queued again (with its next run_at) or failed for good. */
