@@ -124,10 +124,10 @@
 
   pages.overview = function () {
     page.innerHTML = `<h1>Overview</h1>
-      <div class="grid"><section class="card"><h2>Health</h2><div id="health"><p class="muted">running the checks…</p></div></section>
-      <section class="card"><h2>Maintenance</h2><div id="leader"></div><div id="cron"><p class="muted">looking for pg_cron…</p></div></section></div>
       <section class="card"><h2>Queues</h2><div id="queues"></div><div id="qmsg"></div></section>
-      <section class="card"><h2>Throughput and depth (sampled while this page is open)</h2><div class="grid"><div id="tput" class="chart"></div><div id="depth" class="chart"></div></div></section>`;
+      <section class="card"><h2>Throughput and depth (sampled while this page is open)</h2><div class="grid"><div id="tput" class="chart"></div><div id="depth" class="chart"></div></div></section>
+      <div class="grid"><section class="card"><h2>Health</h2><div id="health"><p class="muted">running the checks…</p></div></section>
+      <section class="card"><h2>Maintenance</h2><div id="leader"></div><div id="cron"><p class="muted">looking for pg_cron…</p></div></section></div>`;
     let tput = null;
     let depth = null;
     let slow = 0;
@@ -199,7 +199,7 @@
           ce.innerHTML = p.available
             ? `<p>pg_cron ${esc(p.version)} (jobs in ${esc(p.cronDatabase)}): ${p.jobs.length} qmaint job(s)</p>` +
               table(['job', 'schedule', 'active', 'last run'], p.jobs.map((j) => [esc(j.name), `<code>${esc(j.schedule)}</code>`, j.active ? 'yes' : '<span class="verdict warn">no</span>', j.runs[0] ? `${time(j.runs[0].startedAt)} ${verdict(j.runs[0].status)}` : '<span class="muted">not yet</span>']))
-            : `<p class="muted">pg_cron: not in use here (${esc(p.reason)})</p>`;
+            : `<p class="muted">pg_cron: not in use here (${esc(p.reason.split('; to fix it')[0])}; qmaint schedule install says how to set it up)</p>`;
         } else {
           ce.innerHTML = `<div class="notice error">pg_cron: ${esc(c.reason.message)}</div>`;
         }

@@ -57,7 +57,12 @@ let queuedId: string;
 
 beforeAll(async () => {
   t = await freshDatabase();
+  // Partitions from three days back, so the timeline has past, drained ones.
   const now = new Date();
+  const daysAgo = (n: number) => new Date(now.getTime() - n * 86_400_000);
+  await rotate(t.db, { now: daysAgo(3) });
+  await t.db.query(`INSERT INTO qmaint.jobs (queue, payload, status, created_at, run_at) VALUES
+    ('reports', '{"month": "last-week"}', 'completed', $1, $1), ('emails', '{"to": "late@example.com"}', 'queued', $2, $2)`, [daysAgo(2), daysAgo(1)]);
   await rotate(t.db, { now });
   for (let i = 0; i < 7; i++) await enqueue(t.db, 'emails', { to: `user${i}@example.com` });
   for (let i = 0; i < 3; i++) await enqueue(t.db, 'reports', { month: `2026-0${i + 1}` });
@@ -92,8 +97,8 @@ describe('qmaint ui refuses what it must', () => {
     expect(pause.status).toBe(403);
     const overview = (await (await fetch(`${s.url}api/overview`)).json()) as { status: { queues: { queue: string; counts: Record<string, number> }[] } };
     expect(overview.status.queues.map((q) => [q.queue, q.counts.queued, q.counts.failed, q.counts.completed])).toEqual([
-      ['emails', 5, 1, 2],
-      ['reports', 4, 0, 0],
+      ['emails', 6, 1, 2],
+      ['reports', 4, 0, 1],
     ]);
   });
 
@@ -174,7 +179,7 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
     await queues.getByRole('link', { name: 'emails' }).waitFor();
     const emails = await queues.locator('tr', { hasText: 'emails' }).innerText();
     // queued, ready, running, completed, failed
-    expect(emails.split('\t').slice(1, 6).map((c) => c.trim())).toEqual(['5', '5', '0', '2', '1']);
+    expect(emails.split('\t').slice(1, 6).map((c) => c.trim())).toEqual(['6', '6', '0', '2', '1']);
     await page.locator('#health table').waitFor({ timeout: 30_000 });
     expect(await page.locator('#health').innerText()).toMatch(/qmaint health exits (0|4)/);
     expect(await page.locator('#health').innerText()).toContain('runway');
@@ -192,7 +197,7 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
     expect(rows[0]).toContain(failedId);
     await page.goto(readOnly.url + '#/jobs');
     await page.locator('#list table').waitFor();
-    expect(await page.locator('#list tbody tr').count()).toBe(12);
+    expect(await page.locator('#list tbody tr').count()).toBe(14);
     await shot('jobs');
     await page.goto(readOnly.url + `#/job/${failedId}`);
     await page.locator('#job-status').waitFor();
@@ -212,6 +217,7 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
     const states = await page.locator('#tables tbody .state').allInnerTexts();
     expect(states).toContain('hot');
     expect(states).toContain('future');
+    expect(states).toContain('drained');
     expect(await page.locator('.timeline .cell.hot').count()).toBe(1);
     await page.locator('#plan table, #plan p').first().waitFor();
     await shot('partitions');
