@@ -48,10 +48,10 @@ export const DEFAULT_UI_SETTINGS: UiSettings = {
   showQueries: false,
 };
 
-/** What `qmaint health` exits with for each verdict (without --strict). */
+/** What `qmaint health` exits with for each verdict (not in strict mode). */
 export const VERDICT_EXIT = {
   ok: { exitCode: 0, meaning: 'healthy' },
-  warn: { exitCode: 0, meaning: 'look soon (exit 4 under health --strict)' },
+  warn: { exitCode: 0, meaning: 'look soon (exit 4 in strict mode)' },
   critical: { exitCode: 4, meaning: 'act now: health exits 4' },
 } as const;
 

@@ -339,6 +339,16 @@ export interface ServeUiOptions extends UiHandlerOptions {
   host?: string;
 }
 
+/** The dashboard's own server, as {@link serveUi} started it. */
+export interface ServedUi {
+  /** Where it serves, ending in '/' (never with the token in it). */
+  url: string;
+  host: string;
+  port: number;
+  /** Stop listening and end open connections (the database stays open). */
+  close(): Promise<void>;
+}
+
 /**
  * Serve the dashboard on its own HTTP server.
  *
@@ -346,7 +356,7 @@ export interface ServeUiOptions extends UiHandlerOptions {
  * @returns the URL it serves at (no token in it) and a close function
  * @throws {@link QmaintError} `bad_input` for a non-loopback host without a token (`options: ['host', 'token']`); `config` when the port cannot be bound
  */
-export async function serveUi(options: ServeUiOptions): Promise<{ url: string; host: string; port: number; close(): Promise<void> }> {
+export async function serveUi(options: ServeUiOptions): Promise<ServedUi> {
   const host = options.host ?? '127.0.0.1';
   if (!isLoopback(host) && (options.token === undefined || options.token === ''))
     throw new QmaintError('bad_input', `serving the dashboard on ${host} lets other machines in: give it a token, or serve on 127.0.0.1`, {

@@ -12,6 +12,12 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
  * regenerate docs/api (npm run docs:api).
  */
 const PUBLIC_API = [
+  'createUiHandler',
+  'serveUi',
+  'ServedUi',
+  'ServeUiOptions',
+  'UiHandler',
+  'UiHandlerOptions',
   'ReplicationStatus',
   'clientOptions',
   'FailoverSpec',
