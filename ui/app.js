@@ -51,7 +51,7 @@
     let body = null;
     try {
       body = await res.json();
-    } catch (e) {
+    } catch {
       body = { error: res.statusText };
     }
     if (!res.ok) {
@@ -289,7 +289,7 @@
         let shown = j.payload;
         try {
           shown = JSON.stringify(JSON.parse(j.payload), null, 2);
-        } catch (e) {
+        } catch {
           shown = j.payload;
         }
         pretty = { text: j.payload, shown };

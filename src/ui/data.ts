@@ -122,7 +122,8 @@ export async function jobs(db: Db, query: URLSearchParams) {
   }
   const rows = await listJobs(db, { queue, status, ids: id === undefined ? undefined : [id], after, limit: PAGE + 1 });
   const page = rows.slice(0, PAGE);
-  return { jobs: page.map(({ payload: _payload, ...job }) => job), next: rows.length > PAGE ? page[page.length - 1]!.id : null };
+  // The list leaves payloads out (the job's own page shows it).
+  return { jobs: page.map((job) => ({ ...job, payload: undefined })), next: rows.length > PAGE ? page[page.length - 1]!.id : null };
 }
 
 export async function job(db: Db, id: string) {

@@ -71,7 +71,18 @@ const COOKIE = 'qmaint_ui_token';
 export const ACTION_HEADER = 'x-qmaint-action';
 
 /** Seconds each read is kept before the database is asked again, whoever asks. */
-const TTL_MS = { overview: 1500, health: 15_000, cron: 15_000, partitions: 1500, rotatePlan: 5000, tunePlan: 10_000, vacuum: 1500, samples: 30_000, explain: 5000, runs: 2000 };
+const TTL_MS = {
+  overview: 1500,
+  health: 15_000,
+  cron: 15_000,
+  partitions: 1500,
+  rotatePlan: 5000,
+  tunePlan: 10_000,
+  vacuum: 1500,
+  samples: 30_000,
+  explain: 5000,
+  runs: 2000,
+};
 
 class HttpError extends Error {
   constructor(
@@ -118,7 +129,13 @@ export function createUiHandler(options: UiHandlerOptions): UiHandler {
   const forget = () => cache.clear();
 
   const reads: Record<string, (q: URLSearchParams) => Promise<unknown>> = {
-    '/api/meta': async () => ({ allowActions, showQueries: settings.showQueries, database: `${db.target.host}:${db.target.port}/${db.target.database}`, tokenRequired: tokenDigest !== null }),
+    '/api/meta': () =>
+      Promise.resolve({
+        allowActions,
+        showQueries: settings.showQueries,
+        database: `${db.target.host}:${db.target.port}/${db.target.database}`,
+        tokenRequired: tokenDigest !== null,
+      }),
     '/api/overview': () => cached('overview', TTL_MS.overview, () => data.overview(db, clock())),
     '/api/health': () => cached('health', TTL_MS.health, () => data.health(db, clock(), settings)),
     '/api/cron': () => cached('cron', TTL_MS.cron, () => data.pgCron(db, 10)),
@@ -288,7 +305,8 @@ async function readBody(req: http.IncomingMessage): Promise<Record<string, unkno
 
 function normalizeBase(base: string | undefined): string {
   if (base === undefined || base === '' || base === '/') return '';
-  if (!/^\/[A-Za-z0-9._~\-/]*$/.test(base)) throw new QmaintError('bad_input', `basePath ${JSON.stringify(base)} must be a URL path such as /qmaint`, { option: 'basePath' });
+  if (!/^\/[A-Za-z0-9._~\-/]*$/.test(base))
+    throw new QmaintError('bad_input', `basePath ${JSON.stringify(base)} must be a URL path such as /qmaint`, { option: 'basePath' });
   return base.replace(/\/+$/, '');
 }
 

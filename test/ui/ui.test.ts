@@ -61,15 +61,20 @@ beforeAll(async () => {
   const now = new Date();
   const daysAgo = (n: number) => new Date(now.getTime() - n * 86_400_000);
   await rotate(t.db, { now: daysAgo(3) });
-  await t.db.query(`INSERT INTO qmaint.jobs (queue, payload, status, created_at, run_at) VALUES
-    ('reports', '{"month": "last-week"}', 'completed', $1, $1), ('emails', '{"to": "late@example.com"}', 'queued', $2, $2)`, [daysAgo(2), daysAgo(1)]);
+  await t.db.query(
+    `INSERT INTO qmaint.jobs (queue, payload, status, created_at, run_at) VALUES
+    ('reports', '{"month": "last-week"}', 'completed', $1, $1), ('emails', '{"to": "late@example.com"}', 'queued', $2, $2)`,
+    [daysAgo(2), daysAgo(1)],
+  );
   await rotate(t.db, { now });
   for (let i = 0; i < 7; i++) await enqueue(t.db, 'emails', { to: `user${i}@example.com` });
   for (let i = 0; i < 3; i++) await enqueue(t.db, 'reports', { month: `2026-0${i + 1}` });
   queuedId = await enqueue(t.db, 'reports', { month: 'queued-to-cancel' });
   failedId = await enqueue(t.db, 'emails', { to: 'bounced@example.com' });
   await t.db.query(`UPDATE qmaint.jobs SET status = 'failed', retry_count = 5, last_error = 'SMTP 550: mailbox unavailable' WHERE id = $1`, [failedId]);
-  await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE id IN (SELECT id FROM qmaint.jobs WHERE queue = 'emails' AND status = 'queued' ORDER BY id LIMIT 2)`);
+  await t.db.query(
+    `UPDATE qmaint.jobs SET status = 'completed' WHERE id IN (SELECT id FROM qmaint.jobs WHERE queue = 'emails' AND status = 'queued' ORDER BY id LIMIT 2)`,
+  );
   await t.db.query(`INSERT INTO qmaint.maintenance_runs (task, runner, status, message, finished_at) VALUES
     ('rotate', 'daemon', 'lock_timeout', 'gave up on qmaint.jobs after 3 tries', clock_timestamp()),
     ('vacuum', 'cli', 'ok', 'tuned 4 partitions', clock_timestamp())`);
@@ -179,7 +184,12 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
     await queues.getByRole('link', { name: 'emails' }).waitFor();
     const emails = await queues.locator('tr', { hasText: 'emails' }).innerText();
     // queued, ready, running, completed, failed
-    expect(emails.split('\t').slice(1, 6).map((c) => c.trim())).toEqual(['6', '6', '0', '2', '1']);
+    expect(
+      emails
+        .split('\t')
+        .slice(1, 6)
+        .map((c) => c.trim()),
+    ).toEqual(['6', '6', '0', '2', '1']);
     await page.locator('#health table').waitFor({ timeout: 30_000 });
     expect(await page.locator('#health').innerText()).toMatch(/qmaint health exits (0|4)/);
     expect(await page.locator('#health').innerText()).toContain('runway');

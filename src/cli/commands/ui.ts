@@ -44,10 +44,7 @@ async function ui(ctx: Context, argv: UiFlags): Promise<void> {
   const token = argv.token ?? (process.env.QMAINT_UI_TOKEN || undefined);
   if (token !== undefined && token.length < 16) throw badInput('--token must be at least 16 characters (e.g. openssl rand -hex 16)');
   if (!isLoopback(argv.host) && token === undefined)
-    throw badOption(
-      ['host', 'token'],
-      `--host ${argv.host} lets other machines reach the dashboard: give --token (or QMAINT_UI_TOKEN), or serve on 127.0.0.1`,
-    );
+    throw badOption(['host', 'token'], `--host ${argv.host} lets other machines reach the dashboard: give --token (or QMAINT_UI_TOKEN), or serve on 127.0.0.1`);
   const exitAfter = readDuration(ctx.out, EXIT_AFTER, argv.exitAfter);
   const { values: settings } = ctx.settings();
   const db = await ctx.migratedDb({ applicationName: 'qmaint-ui', max: 6 });
