@@ -101,6 +101,8 @@
       height: 200,
       series: [{}].concat(names.map((n, i) => ({ label: n, stroke: PALETTE[i % PALETTE.length], width: 2 }))),
       axes: [{}, { size: 70 }],
+      // At least the last two minutes across, so the first samples do not spread over years.
+      scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 120), max] } },
     };
     const data = [[]].concat(names.map(() => []));
     const chart = new window.uPlot(opts, data, el);

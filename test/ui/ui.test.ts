@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rotate } from '../../src/partitions/index.js';
 import { enqueue } from '../../src/queue/enqueue.js';
 import { createUiHandler } from '../../src/ui/server.js';
+import { tune } from '../../src/vacuum/tune.js';
 import { CLI, cleanEnv, freshDatabase, ROOT, runCli, type TestDatabase } from '../helpers.js';
 
 /** Debian's chromium (scripts/install-chromium.sh); nothing downloads a browser build. */
@@ -75,6 +76,9 @@ beforeAll(async () => {
   await t.db.query(
     `UPDATE qmaint.jobs SET status = 'completed' WHERE id IN (SELECT id FROM qmaint.jobs WHERE queue = 'emails' AND status = 'queued' ORDER BY id LIMIT 2)`,
   );
+  // Two tune runs: two stored churn samples for the vacuum page.
+  await tune(t.db, { now: new Date(now.getTime() - 60_000), lockTimeout: '2s' });
+  await tune(t.db, { now, lockTimeout: '2s' });
   await t.db.query(`INSERT INTO qmaint.maintenance_runs (task, runner, status, message, finished_at) VALUES
     ('rotate', 'daemon', 'lock_timeout', 'gave up on qmaint.jobs after 3 tries', clock_timestamp()),
     ('vacuum', 'cli', 'ok', 'tuned 4 partitions', clock_timestamp())`);
@@ -175,6 +179,8 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
   });
 
   const shot = async (name: string) => {
+    // A few refreshes first, so the live charts have a line to show.
+    if (SHOTS) await page.waitForTimeout(5000);
     if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: false });
   };
 
@@ -240,6 +246,7 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
     expect(await page.locator('#horizon').innerText()).toContain('Query text hidden');
     await page.locator('#dead .uplot').waitFor();
     await page.locator('#tune table').first().waitFor({ timeout: 30_000 });
+    await page.locator('#churn .uplot').waitFor();
     await shot('vacuum');
   });
 
