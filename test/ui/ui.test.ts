@@ -144,7 +144,7 @@ describe('qmaint ui refuses what it must', () => {
     expect(s.stderr()).not.toContain(token);
   });
 
-  it('actions need the X-Qmaint-Action header even when allowed (no cross-site form can send it)', async () => {
+  it('allowed actions: need the X-Qmaint-Action header (no cross-site form can send it); rotate needs confirming; pause and resume', async () => {
     const handler = createUiHandler({ db: t.db, allowActions: true, basePath: '/qmaint' });
     const http = await import('node:http');
     const server = http.createServer(handler);
@@ -156,6 +156,24 @@ describe('qmaint ui refuses what it must', () => {
       const bare = await fetch(base, { redirect: 'manual' });
       expect([bare.status, bare.headers.get('location')]).toEqual([302, '/qmaint/']);
       expect((await fetch(`${base}/api/partitions`)).status).toBe(200);
+      // Rotate and tune run only once confirmed (the page shows their plan first).
+      const post = (route: string, body: unknown) =>
+        fetch(`${base}/api/actions/${route}`, {
+          method: 'POST',
+          headers: { 'x-qmaint-action': '1', 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      expect((await post('rotate', {})).status).toBe(400);
+      const rotated = (await (await post('rotate', { confirm: true })).json()) as { result: { ran: boolean } };
+      expect(rotated.result.ran).toBe(true);
+      expect((await post('tune', { confirm: true })).status).toBe(200);
+      const runs = await t.db.query<{ task: string }>(`SELECT DISTINCT task FROM qmaint.maintenance_runs WHERE runner = 'cli' ORDER BY 1`);
+      expect(runs.rows.map((r) => r.task)).toEqual(expect.arrayContaining(['rotate']));
+      // Pause and resume change the queue's row.
+      expect((await post('queues/reports/pause', {})).status).toBe(200);
+      expect((await t.db.query(`SELECT paused FROM qmaint.queues WHERE queue = 'reports'`)).rows[0]).toEqual({ paused: true });
+      expect((await post('queues/reports/resume', {})).status).toBe(200);
+      expect((await t.db.query(`SELECT paused FROM qmaint.queues WHERE queue = 'reports'`)).rows[0]).toEqual({ paused: false });
     } finally {
       server.close();
     }
