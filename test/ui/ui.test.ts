@@ -104,6 +104,13 @@ describe('qmaint ui refuses what it must', () => {
     expect(await jobStatus(t, failedId)).toBe('failed');
     const pause = await fetch(`${s.url}api/actions/queues/emails/pause`, { method: 'POST', headers: { 'x-qmaint-action': '1' } });
     expect(pause.status).toBe(403);
+    // "Created before" starts the page at the newest job created before that time: the two seeded days back.
+    const before = new Date(Date.now() - 12 * 3_600_000).toISOString();
+    const older = (await (await fetch(`${s.url}api/jobs?before=${before}`)).json()) as { jobs: { queue: string }[]; next: string | null };
+    expect(older.jobs.map((j) => j.queue)).toEqual(['emails', 'reports']);
+    expect(older.next).toBeNull();
+    const bad = await fetch(`${s.url}api/jobs?status=weird`);
+    expect([bad.status, ((await bad.json()) as { error: string }).error]).toEqual([400, expect.stringContaining('weird')]);
     const overview = (await (await fetch(`${s.url}api/overview`)).json()) as { status: { queues: { queue: string; counts: Record<string, number> }[] } };
     expect(overview.status.queues.map((q) => [q.queue, q.counts.queued, q.counts.failed, q.counts.completed])).toEqual([
       ['emails', 6, 1, 2],
