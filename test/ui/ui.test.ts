@@ -7,7 +7,7 @@ import { rotate } from '../../src/partitions/index.js';
 import { enqueue } from '../../src/queue/enqueue.js';
 import { createUiHandler } from '../../src/ui/server.js';
 import { tune } from '../../src/vacuum/tune.js';
-import { CLI, cleanEnv, freshDatabase, ROOT, runCli, type TestDatabase } from '../helpers.js';
+import { CLI, cleanEnv, freshDatabase, pgcronUrl, ROOT, runCli, type TestDatabase } from '../helpers.js';
 
 /** Debian's chromium (scripts/install-chromium.sh); nothing downloads a browser build. */
 const CHROMIUM = process.env.QMAINT_TEST_CHROMIUM ?? '/usr/bin/chromium';
@@ -225,6 +225,9 @@ describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
     expect(await page.locator('#health').innerText()).toMatch(/qmaint health exits (0|4)/);
     expect(await page.locator('#health').innerText()).toContain('runway');
     expect(await page.locator('#leader').innerText()).toContain('No daemon leads this database');
+    // With pg_cron on the server (CI's PostgreSQL 15), its jobs; else why it is not in use.
+    await page.locator('#cron p').first().waitFor();
+    expect(await page.locator('#cron').innerText()).toMatch(pgcronUrl ? /^pg_cron \d+\.\d+.*: 0 qmaint job\(s\)/ : /^pg_cron: not in use here/);
     expect(await page.locator('#mode').innerText()).toContain('read-only');
     expect(await page.locator('#queues button[data-act="pause"]').first().isDisabled()).toBe(true);
     await shot('overview');
