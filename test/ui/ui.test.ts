@@ -187,6 +187,32 @@ describe('qmaint ui refuses what it must', () => {
   });
 });
 
+describe('mounted in an application', () => {
+  it('under a path stripped the way Express strips it (req.url relative, req.originalUrl whole)', async () => {
+    const http = await import('node:http');
+    const handler = createUiHandler({ db: t.db });
+    const server = http.createServer((req, res) => {
+      if (!req.url!.startsWith('/admin/queue')) return void res.writeHead(404).end();
+      Object.assign(req, { originalUrl: req.url, url: req.url!.slice('/admin/queue'.length) || '/' });
+      handler(req, res);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}/admin/queue`;
+      const bare = await fetch(base, { redirect: 'manual' });
+      expect([bare.status, bare.headers.get('location')]).toEqual([302, '/admin/queue/']);
+      const index = await fetch(base + '/');
+      expect(await index.text()).toContain('./assets/app.js');
+      expect((await fetch(base + '/assets/uplot.js')).headers.get('content-type')).toContain('javascript');
+      expect(((await (await fetch(base + '/api/meta')).json()) as { allowActions: boolean }).allowActions).toBe(false);
+      const refused = await fetch(`${base}/api/actions/queues/emails/pause`, { method: 'POST', headers: { 'x-qmaint-action': '1' } });
+      expect(refused.status).toBe(403);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe.skipIf(!haveChromium)('the dashboard in Chromium', () => {
   let browser: Browser;
   let page: Page;
