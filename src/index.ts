@@ -146,3 +146,7 @@ export { adopt, planAdopt } from './adopt/index.js';
 export type { AdoptOptions, AdoptPlan, AdoptResult } from './adopt/index.js';
 export { planRevert, revertAdoption } from './adopt/revert.js';
 export type { RevertOptions, RevertPlan, RevertResult } from './adopt/revert.js';
+
+// The web dashboard (qmaint ui): a Node request handler to mount, or its own server
+export { createUiHandler, serveUi } from './ui/server.js';
+export type { ServedUi, ServeUiOptions, UiHandler, UiHandlerOptions } from './ui/server.js';

@@ -148,6 +148,11 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint schedule daemon --exit-after 3s', 'run the default schedules for 3 s (without --exit-after: until SIGTERM)'],
     ["qmaint schedule daemon --rescue-cron '*/10 * * * * *' --metrics-port 0 --exit-after 3s", 'rescue every 10 s; Prometheus /metrics on a free port'],
   ],
+  ui: [
+    ['qmaint ui --port 0 --exit-after 2s', 'serve the read-only dashboard on a free port for 2 s (without --exit-after: until Ctrl-C)'],
+    ['qmaint ui --port 0 --allow-actions --exit-after 2s', 'with retry, cancel, redrive, pause, resume, rotate and tune'],
+    ['qmaint ui --port 0 --token 0123456789abcdef0123 --json --exit-after 2s', 'require a token; print {"url": ...}'],
+  ],
   roles: [
     ['qmaint roles install --dry-run', 'print the CREATE ROLE and GRANT statements'],
     ['qmaint roles install', 'create the four group roles and grant each its share'],

@@ -59,6 +59,7 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
         'scheduleRun',
         ['schedule', 'run', '--exit-after', '1500ms', '--rescue-cron', '* * * * * *', '--rotate-cron', 'off', '--vacuum-cron', 'off', '--health-cron', 'off'],
       ],
+      ['ui', ['ui', '--port', '0', '--exit-after', '300ms']],
       ['config', ['config']],
       ['queuesDeadLetter', ['queues', 'dead-letter', 'dl', '--to', 'dl-dead', '--dry-run']],
       ['queuesDeadLetter', ['queues', 'dead-letter', 'dl', '--to', 'dl-dead']],

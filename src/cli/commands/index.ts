@@ -15,6 +15,7 @@ import queues from './queues.js';
 import roles from './roles.js';
 import schedule from './schedule.js';
 import status from './status.js';
+import ui from './ui.js';
 import vacuum from './vacuum.js';
 import work from './work.js';
 
@@ -32,6 +33,7 @@ export const groups: Register[] = [
   explain,
   health,
   schedule,
+  ui,
   cron,
   roles,
   config,

@@ -5,6 +5,7 @@ import { partitionsStep } from './partitions.js';
 import { queueStep } from './queue.js';
 import { scheduleStep } from './schedule.js';
 import type { DemoStep } from './types.js';
+import { uiStep } from './ui.js';
 import { vacuumStep } from './vacuum.js';
 
 /**
@@ -12,4 +13,4 @@ import { vacuumStep } from './vacuum.js';
  * come after vacuum and health because that step travels days ahead with
  * --now; the steps before it all live at the real date.
  */
-export const demoSteps: DemoStep[] = [installStep, queueStep, controlStep, vacuumStep, healthStep, partitionsStep, scheduleStep];
+export const demoSteps: DemoStep[] = [installStep, queueStep, controlStep, vacuumStep, healthStep, partitionsStep, scheduleStep, uiStep];
