@@ -12,6 +12,16 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
  * regenerate docs/api (npm run docs:api).
  */
 const PUBLIC_API = [
+  'CancelReport',
+  'DefineQueueOptions',
+  'DefinedTask',
+  'JobCancelledError',
+  'QueueDefinition',
+  'QueueTask',
+  'QueueTasks',
+  'TypedHandler',
+  'TypedJob',
+  'defineQueue',
   'ReplicationStatus',
   'clientOptions',
   'FailoverSpec',
