@@ -46,12 +46,14 @@ export async function loadTasks(file: string): Promise<{ tasks: QueueTasks; clos
   const shape = '{ queue: async (job) => {}, ... }';
   const mod = await importModule(file, 'tasks module', shape);
   const tasks = mod.default;
-  if (tasks === null || typeof tasks !== 'object' || Array.isArray(tasks)) throw badInput(`tasks module ${file} has no default export object; export default ${shape}`);
+  if (tasks === null || typeof tasks !== 'object' || Array.isArray(tasks))
+    throw badInput(`tasks module ${file} has no default export object; export default ${shape}`);
   const entries = Object.entries(tasks as Record<string, unknown>);
   if (entries.length === 0) throw badInput(`tasks module ${file} names no queue; export default ${shape}`);
   for (const [queue, task] of entries) {
     const handler = typeof task === 'object' && task !== null ? (task as { handler?: unknown }).handler : task;
-    if (typeof handler !== 'function') throw badInput(`tasks module ${file}: the handler of queue ${queue} is not a function; map it to async (job) => {} or { handler, concurrency }`);
+    if (typeof handler !== 'function')
+      throw badInput(`tasks module ${file}: the handler of queue ${queue} is not a function; map it to async (job) => {} or { handler, concurrency }`);
   }
   return { tasks: tasks as QueueTasks, ...closeOf(mod) };
 }

@@ -7,7 +7,6 @@ import pg from 'pg';
 import type { Queryable } from '../db.js';
 import { badInput, badOption } from '../errors.js';
 import { JsonText } from '../json.js';
-import type { JobCancelledError } from './consumer/job.js';
 
 /** Where a job is in its life: queued, running, completed, failed or cancelled. */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';

@@ -5,7 +5,16 @@
  * the Consumer check anyway: the type is a promise between two pieces of
  * your code, and JSON on the way through the database.
  */
-import { checkQueueName, enqueue, enqueueKeyed, enqueueMany, type EnqueueManyOptions, type EnqueueOptions, type EnqueueTarget, type KeyedResult } from './enqueue.js';
+import {
+  checkQueueName,
+  enqueue,
+  enqueueKeyed,
+  enqueueMany,
+  type EnqueueManyOptions,
+  type EnqueueOptions,
+  type EnqueueTarget,
+  type KeyedResult,
+} from './enqueue.js';
 import type { Job } from './consumer/job.js';
 import { badInput } from '../errors.js';
 
@@ -45,17 +54,21 @@ export interface QueueDefinition<TPayload> {
   /** Handlers of this queue running at once in a worker, when set. */
   readonly concurrency: number | undefined;
   /** {@link enqueue} one job of this queue; the payload must be a TPayload. */
-  enqueue(target: EnqueueTarget, payload: TPayload, options?: EnqueueOptions): Promise<string>;
+  readonly enqueue: (target: EnqueueTarget, payload: TPayload, options?: EnqueueOptions) => Promise<string>;
   /** {@link enqueueKeyed} one job of this queue under a unique key. */
-  enqueueKeyed(target: EnqueueTarget, payload: TPayload, options: EnqueueOptions & { key: string }): Promise<KeyedResult>;
+  readonly enqueueKeyed: (target: EnqueueTarget, payload: TPayload, options: EnqueueOptions & { key: string }) => Promise<KeyedResult>;
   /** {@link enqueueMany} jobs of this queue (bare payloads: `specs` is not available here). */
-  enqueueMany(target: EnqueueTarget, payloads: Iterable<TPayload> | AsyncIterable<TPayload>, options?: Omit<EnqueueManyOptions, 'specs' | 'keyMode' | 'onKeys'>): Promise<number>;
+  readonly enqueueMany: (
+    target: EnqueueTarget,
+    payloads: Iterable<TPayload> | AsyncIterable<TPayload>,
+    options?: Omit<EnqueueManyOptions, 'specs' | 'keyMode' | 'onKeys'>,
+  ) => Promise<number>;
   /**
    * The entry of a tasks module's map for this queue (`{ [queue.name]:
    * queue.task(handler) }`), with its concurrency; the handler gets jobs
    * whose payload is a TPayload.
    */
-  task(handler: TypedHandler<TPayload>, options?: DefineQueueOptions): DefinedTask;
+  readonly task: (handler: TypedHandler<TPayload>, options?: DefineQueueOptions) => DefinedTask;
 }
 
 /**
@@ -91,6 +104,7 @@ export function defineQueue<TPayload>(name: string, options: DefineQueueOptions 
 }
 
 function checkConcurrency(n: number | undefined, queue: string): number | undefined {
-  if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw badInput(`queue ${queue}: concurrency must be a whole number of at least 1, got ${JSON.stringify(n)}`);
+  if (n !== undefined && (!Number.isInteger(n) || n < 1))
+    throw badInput(`queue ${queue}: concurrency must be a whole number of at least 1, got ${JSON.stringify(n)}`);
   return n;
 }

@@ -162,7 +162,7 @@ describe('qmaint explain dequeue', () => {
     expect(target.code).toBe(2);
   });
 
-  it('several queues (--queue repeated, or --tasks): each queue\'s claim is judged by the same rules, the worst verdict wins; nothing changes', async () => {
+  it("several queues (--queue repeated, or --tasks): each queue's claim is judged by the same rules, the worst verdict wins; nothing changes", async () => {
     const t = await freshDatabase();
     await enqueueQueued(t, 'multi-a', 120);
     await enqueueQueued(t, 'multi-b', 40);

@@ -70,7 +70,13 @@ describe('defineQueue', () => {
     });
     await c.start();
     await c.done;
-    expect(got.sort()).toEqual(['typed-emails:a@example.com', 'typed-emails:b@example.com', 'typed-emails:c@example.com', 'typed-emails:d@example.com', 'typed-reports:2026-12-02']);
+    expect(got.sort()).toEqual([
+      'typed-emails:a@example.com',
+      'typed-emails:b@example.com',
+      'typed-emails:c@example.com',
+      'typed-emails:d@example.com',
+      'typed-reports:2026-12-02',
+    ]);
     await eventually(() => c.stats.completed === 5);
   });
 

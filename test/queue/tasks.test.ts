@@ -105,6 +105,20 @@ describe('qmaint work --tasks', () => {
     expect(one.json()).toMatchObject({ queue: 'single', queues: ['single'], completed: 3 });
   });
 
+  it('a TypeScript tasks module runs under a loader (Node 20: NODE_OPTIONS=--import tsx), as docs/queue.md says', async () => {
+    const file = module(
+      'typed.ts',
+      `interface Payload { n: number }
+const seen: number[] = [];
+export default { 'ts-q': { handler: async (job: { payload: Payload }): Promise<void> => void seen.push(job.payload.n), concurrency: 2 } };
+`,
+    );
+    await enqueueMany(t.db, 'ts-q', jobs(3));
+    const r = await runCli(['work', '--tasks', file, '--drain', '--json'], { env: { ...env, NODE_OPTIONS: '--import tsx' }, timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json()).toMatchObject({ queues: ['ts-q'], completed: 3 });
+  });
+
   it('a bad tasks module or bad flags: exit 2, one line, nothing claimed', async () => {
     await enqueueMany(t.db, 'bad', jobs(2));
     const noDefault = module('no-default.mjs', 'export const bad = {};\n');

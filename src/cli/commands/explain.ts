@@ -187,11 +187,13 @@ async function ownClaim(ctx: Context, argv: ExplainArgs, base: ExplainOptions): 
 /** The statements explainDequeue would run, as the library lists them (one explain after the other for several queues). */
 function dryRun(ctx: Context, each: ExplainOptions[]): number {
   const options = each[0]!;
-  const statements = each.flatMap((one) => explainStatements(one)).map((st) => ({
-    purpose: st.purpose,
-    sql: st.sql,
-    params: st.values.map((v) => (v === null ? null : String(v))),
-  }));
+  const statements = each
+    .flatMap((one) => explainStatements(one))
+    .map((st) => ({
+      purpose: st.purpose,
+      sql: st.sql,
+      params: st.values.map((v) => (v === null ? null : String(v))),
+    }));
   const lockLevel = explainLockLevel(options.analyze !== false);
   ctx.out.emit({ ok: true, dryRun: true, analyze: options.analyze !== false, statements, lockLevel }, () => {
     ctx.out.line(ctx.out.dim(`-- lock: ${lockLevel}`));

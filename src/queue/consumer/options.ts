@@ -120,8 +120,13 @@ function queuesOf(options: ConsumerOptions): { name: string; handler: unknown; c
       checkQueueName(name);
       if (typeof task === 'function') return { name, handler: task };
       if (task === null || typeof task !== 'object') throw badInput(`queue ${name}: give a handler function, or { handler, concurrency }`);
-      if (task.queue !== undefined && task.queue !== name) throw badInput(`queue ${name}: its task was defined for queue ${task.queue}; use that name as its key`);
-      return { name, handler: task.handler, concurrency: task.concurrency === undefined ? undefined : positive(task.concurrency, `queue ${name}: concurrency`) };
+      if (task.queue !== undefined && task.queue !== name)
+        throw badInput(`queue ${name}: its task was defined for queue ${task.queue}; use that name as its key`);
+      return {
+        name,
+        handler: task.handler,
+        concurrency: task.concurrency === undefined ? undefined : positive(task.concurrency, `queue ${name}: concurrency`),
+      };
     });
   }
   if (options.queue === undefined) throw badInput('name the queue to work (queue and handler), or the queues (queues)');
@@ -133,11 +138,13 @@ function queuesOf(options: ConsumerOptions): { name: string; handler: unknown; c
 export function resolveOptions(options: ConsumerOptions): ResolvedOptions {
   const given = queuesOf(options);
   for (const q of given) {
-    if (typeof q.handler !== 'function') throw badInput(given.length > 1 || options.queues ? `queue ${q.name}: handler must be a function` : 'handler must be a function');
+    if (typeof q.handler !== 'function')
+      throw badInput(given.length > 1 || options.queues ? `queue ${q.name}: handler must be a function` : 'handler must be a function');
   }
   const lease = options.leaseSeconds ?? 60;
-  const own = given.map((q) => q.concurrency);
-  const concurrency = positive(options.concurrency ?? (own.every((c) => c !== undefined) && options.queues ? own.reduce((a, b) => a! + b!, 0)! : 10), 'concurrency');
+  const own = given.flatMap((q) => (q.concurrency === undefined ? [] : [q.concurrency]));
+  const sum = options.queues && own.length === given.length ? own.reduce((a, b) => a + b, 0) : 10;
+  const concurrency = positive(options.concurrency ?? sum, 'concurrency');
   return {
     queues: given.map((q) => ({ name: q.name, handler: q.handler as Handler, concurrency: Math.min(q.concurrency ?? concurrency, concurrency) })),
     concurrency,

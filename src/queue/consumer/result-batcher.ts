@@ -128,7 +128,13 @@ export class ResultBatcher {
     if (done.length === 0) return;
     const changed = new Set<string>();
     for (const [queue, group] of byQueue(done)) {
-      const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [group.map((h) => h.row.id), partitionKeys(group), fences(group), this.options.workerId, queue]);
+      const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [
+        group.map((h) => h.row.id),
+        partitionKeys(group),
+        fences(group),
+        this.options.workerId,
+        queue,
+      ]);
       for (const r of rows) changed.add(r.id);
     }
     await finish?.(changed.size);
