@@ -70,14 +70,16 @@ export class Backoff {
 
 /**
  * Sleep after empty claims (unless a wake-up came since wakesBefore), or
- * until `roomFreed` (a queue at its limit got room); then every queue is
- * looked at again. Returns the next idle interval.
+ * until `roomFreed` (a queue at its limit got room). After a wake-up or the
+ * poll interval every queue is looked at again; after `roomFreed` the queues
+ * found empty stay skipped until then. Returns the next idle interval.
  */
 export async function idle(ctx: ModeContext, idleMs: number, wakesBefore: number, roomFreed?: Promise<void>): Promise<number> {
   ctx.emit('idle', idleMs);
   const sleep = ctx.listener.sleep(idleMs, wakesBefore);
-  const reason = roomFreed ? await Promise.race([sleep, roomFreed.then(() => 'poll' as const)]) : await sleep;
-  ctx.emit('wake', reason);
+  const reason = roomFreed ? await Promise.race([sleep, roomFreed.then(() => null)]) : await sleep;
+  ctx.emit('wake', reason ?? 'poll');
+  if (reason === null) return idleMs;
   ctx.rotation.reset();
   return reason === 'notify' ? ctx.options.pollMinMs : Math.min(idleMs * 2, ctx.options.pollMaxMs);
 }
