@@ -44,7 +44,8 @@ describe('cancelling a running job', () => {
   it('lease mode: the handler sees signal.aborted with a JobCancelledError; the row ends cancelled; CLI counts it as running', async () => {
     const id = await enqueue(t.db, 'cr-lease', { n: 1 });
     const queuedToo = await enqueue(t.db, 'cr-lease', { n: 2 }, { runAt: new Date(Date.now() + 3_600_000) });
-    const { c, seen } = consumer({ queue: 'cr-lease' }, async (j) => {
+    // A lease of 10 minutes: the heartbeat (every 200 s) cannot be what finds the cancel, the NOTIFY is.
+    const { c, seen } = consumer({ queue: 'cr-lease', leaseSeconds: 600 }, async (j) => {
       await aborted(j);
       throw new Error('stopped on request');
     });
@@ -92,11 +93,29 @@ describe('cancelling a running job', () => {
     expect(c.stats).toMatchObject({ completed: 0, cancelled: 1, lost: 0 });
   });
 
+  it('polling only (no NOTIFY): the heartbeat finds the cancel and aborts the signal with a JobCancelledError', async () => {
+    const id = await enqueue(t.db, 'cr-beat', {});
+    const { c, seen } = consumer({ queue: 'cr-beat', listen: false, leaseSeconds: 1 }, async (j) => {
+      await aborted(j);
+    });
+    await c.start();
+    try {
+      await eventually(() => seen.started.includes(id));
+      await cancelJobs(t.db, { ids: [id] }, new Date());
+      await eventually(() => seen.cancelled.includes(id));
+    } finally {
+      await c.stop();
+    }
+    expect(seen.reasons[0]).toBeInstanceOf(JobCancelledError);
+    expect((await job(id)).status).toBe('cancelled');
+    expect(c.stats).toMatchObject({ completed: 0, cancelled: 1, lost: 0 });
+  });
+
   it('transaction mode: the handler is aborted, its writes roll back, the job stays cancelled (also when it ignores the signal)', async () => {
     await t.db.query('CREATE TABLE cancel_writes (job bigint PRIMARY KEY)');
     const obeys = await enqueue(t.db, 'cr-tx', { obey: true });
     const ignores = await enqueue(t.db, 'cr-tx', { obey: false });
-    const { c, seen } = consumer({ queue: 'cr-tx', mode: 'transaction', concurrency: 2 }, async (j) => {
+    const { c, seen } = consumer({ queue: 'cr-tx', mode: 'transaction', concurrency: 2, leaseSeconds: 600 }, async (j) => {
       await j.client!.query('INSERT INTO cancel_writes VALUES ($1)', [j.id]);
       if ((j.payload as { obey: boolean }).obey) {
         await aborted(j);
