@@ -27,7 +27,7 @@ export type { FailoverSpec } from './failover.js';
 // Errors
 export { QmaintError } from './errors.js';
 export type { ErrorCode, ErrorDetails } from './errors.js';
-export { JobTimeoutError } from './queue/consumer.js';
+export { JobCancelledError, JobTimeoutError } from './queue/consumer.js';
 
 // Schema
 export { migrate, migrationStatus, requireMigrated } from './migrate.js';
@@ -40,13 +40,28 @@ export { enqueue, enqueueKeyed, enqueueMany } from './queue/enqueue.js';
 export type { EnqueueManyOptions, EnqueueOptions, EnqueueTarget, JobSpec, KeyMode, KeyOutcome, KeyedResult } from './queue/enqueue.js';
 export { JsonText } from './json.js';
 
+// Typed queues: one payload type for the producer's enqueue and the worker's handler
+export { defineQueue } from './queue/define.js';
+export type { DefinedTask, DefineQueueOptions, QueueDefinition, TypedHandler, TypedJob } from './queue/define.js';
+
 // Consuming
 export { Consumer, DEFAULT_JOB_TIMEOUT_SECONDS } from './queue/consumer.js';
-export type { ConsumerEvents, ConsumerOptions, ConsumerStats, Handler, Job, StopReport, WakeReason } from './queue/consumer.js';
+export type { ConsumerEvents, ConsumerOptions, ConsumerStats, Handler, Job, QueueTask, QueueTasks, StopReport, WakeReason } from './queue/consumer.js';
 
 // Administering jobs
 export { cancelJobs, listJobs, planJobAction, queueStatus, rescueExpired, retryJobs } from './queue/admin.js';
-export type { JobAction, JobFilter, JobRow, JobSelector, JobStatus, ListJobsOptions, PartitionStatus, QueueStatus, StatusReport } from './queue/admin.js';
+export type {
+  CancelReport,
+  JobAction,
+  JobFilter,
+  JobRow,
+  JobSelector,
+  JobStatus,
+  ListJobsOptions,
+  PartitionStatus,
+  QueueStatus,
+  StatusReport,
+} from './queue/admin.js';
 
 // Queues: pause, resume, dead letters
 export { listQueues, pauseQueue, redriveJobs, resumeQueue, setDeadLetter } from './queue/queues.js';

@@ -500,25 +500,57 @@ CREATE OR REPLACE TRIGGER qmaint_job_finished AFTER UPDATE OF status ON qmaint.j
                      AND (OLD.job_key IS NOT NULL OR NEW.status = 'failed'))
   EXECUTE FUNCTION qmaint.job_finished();
 
--- Cancel queued jobs: they end `cancelled` (not failed: the failed-jobs
--- health check and the failure counts leave them alone), last_error saying
--- when; a key they held is free again (trigger qmaint_job_finished). A running
--- job belongs to its consumer and is left alone. Returns the ids cancelled.
+-- Cancel jobs, queued or running: they end `cancelled` (not failed: the
+-- failed-jobs health check and the failure counts leave them alone, and a
+-- dead-letter queue takes only jobs failed for good), last_error saying when
+-- (and, for a running job, which attempt on which worker); a key they held is
+-- free again (trigger qmaint_job_finished). A running job is cancelled in the
+-- database at once: every later result of the attempt that ran it (complete,
+-- fail, heartbeat) matches status = 'running' and so changes nothing. The
+-- consumer holding it is told by NOTIFY on qmaint_cancel, payload the
+-- attempt's fence key `id.attempt`, and aborts the handler's signal. The rows
+-- are locked in id order first; a row locked by a claim or a completion in
+-- flight is waited for (those commit at once) and then judged again as it is.
+-- Returns each job cancelled and whether it was running.
 CREATE OR REPLACE FUNCTION qmaint.cancel_jobs(p_ids bigint[] DEFAULT NULL, p_queue text DEFAULT NULL, p_now timestamptz DEFAULT now())
-RETURNS SETOF bigint
+RETURNS TABLE (job_id bigint, was_running boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  r record;
 BEGIN
   IF p_ids IS NULL AND p_queue IS NULL THEN
     RAISE EXCEPTION 'name the jobs to cancel (ids or a queue)' USING ERRCODE = '22023';
   END IF;
-  RETURN QUERY
-  UPDATE qmaint.jobs
-     SET status = 'cancelled', last_error = format('cancelled at %s', p_now), updated_at = p_now
-   WHERE status = 'queued'
-     AND (p_ids IS NULL OR id = ANY (p_ids))
-     AND (p_queue IS NULL OR queue = p_queue)
-  RETURNING id;
+  FOR r IN
+    WITH target AS (
+      SELECT j.id, j.created_at, j.status::text AS was, j.attempt, j.locked_by
+        FROM qmaint.jobs j
+       WHERE j.status::text IN ('queued', 'running')
+         AND (p_ids IS NULL OR j.id = ANY (p_ids))
+         AND (p_queue IS NULL OR j.queue = p_queue)
+       ORDER BY j.id
+         FOR UPDATE OF j
+    )
+    UPDATE qmaint.jobs j
+       SET status = 'cancelled',
+           last_error = CASE WHEN t.was = 'running'
+                             THEN format('cancelled at %s while attempt %s ran on %s', p_now, t.attempt, t.locked_by)
+                             ELSE format('cancelled at %s', p_now) END,
+           locked_by = NULL,
+           locked_until = NULL,
+           updated_at = p_now
+      FROM target t
+     WHERE j.id = t.id AND j.created_at = t.created_at
+    RETURNING j.id, t.was = 'running' AS running, t.attempt
+  LOOP
+    IF r.running THEN
+      PERFORM pg_notify('qmaint_cancel', r.id::text || '.' || r.attempt::text);
+    END IF;
+    job_id := r.id;
+    was_running := r.running;
+    RETURN NEXT;
+  END LOOP;
 END;
 $$;

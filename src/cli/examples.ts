@@ -34,7 +34,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint work --queue emails --handler ./send-email.mjs --drain', 'handle every ready job, then exit (without --drain: until SIGINT/SIGTERM)'],
     ['qmaint work --queue emails --handler ./send-email.mjs --concurrency 20 --batch 50 --drain', 'more handlers at once, smaller claims'],
     ['qmaint work --queue reports --handler ./report.mjs --mode transaction --drain', 'one job per transaction; the handler gets job.client'],
-    ['qmaint work --queue emails --handler ./send-email.mjs --metrics-port 0 --drain', 'Prometheus /metrics and /healthz on 127.0.0.1, a free port'],
+    ['qmaint work --tasks ./tasks.mjs --concurrency 20 --metrics-port 0 --drain', 'one worker for every queue the module maps; /metrics on a free port'],
   ],
   status: [
     ['qmaint status', 'queue depth per queue and status, oldest queued job, jobs per partition'],
@@ -55,9 +55,9 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint jobs retry --queue emails', 'every failed job of emails'],
   ],
   'jobs cancel': [
-    ['qmaint jobs cancel 43', 'cancel one queued job (it ends cancelled)'],
-    ['qmaint jobs cancel --queue reports --dry-run', 'how many queued jobs of reports would be cancelled, and the SQL'],
-    ['qmaint jobs cancel --queue reports', 'cancel every queued job of reports'],
+    ['qmaint jobs cancel 43', 'cancel one job, queued or running (its worker aborts the handler)'],
+    ['qmaint jobs cancel --queue reports --dry-run', 'how many queued and running jobs of reports match, and the SQL'],
+    ['qmaint jobs cancel --queue reports', 'cancel every queued and running job of reports'],
   ],
   'jobs redrive': [
     ['qmaint jobs redrive --from emails-dead --to emails --dry-run', 'how many failed jobs of the dead-letter queue would go back, and the SQL'],
@@ -85,6 +85,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
     ['qmaint explain dequeue', "run the consumer's claim under EXPLAIN ANALYZE (rolled back) and judge the plan"],
     ['qmaint explain dequeue --queue emails --plan', 'one queue, with the plan tree'],
     ['qmaint explain dequeue --no-analyze', 'plan only (what the qmaint_readonly role may run)'],
+    ['qmaint explain dequeue --tasks ./tasks.mjs', "judge the claim of each queue of a worker's tasks module"],
   ],
   health: [
     ['qmaint health', 'every check; exit 4 on anything critical'],

@@ -20,7 +20,7 @@ export interface WorkMetrics {
   host: string;
   port: number;
   /** Count the consumer's jobs, and answer /healthz for it (503 once it stops). */
-  attach(consumer: Consumer, queue: string): void;
+  attach(consumer: Consumer): void;
 }
 
 /**
@@ -45,7 +45,7 @@ export async function startMetrics(ctx: Context, port: number | undefined, host:
   return {
     host: server.host,
     port: server.port,
-    attach(consumer, queue) {
+    attach(consumer) {
       attachConsumerMetrics(consumer, registry);
       // Not ready from the signal on (the worker then stops: see work's own signal handler).
       let stopped = false;
@@ -57,7 +57,7 @@ export async function startMetrics(ctx: Context, port: number | undefined, host:
         stopped = true;
         forget();
       });
-      health = () => ({ ok: !stopped, queue, workerId: consumer.workerId, stopping: stopped, held: consumer.held });
+      health = () => ({ ok: !stopped, queues: consumer.queues, workerId: consumer.workerId, stopping: stopped, held: consumer.held });
     },
   };
 }

@@ -38,6 +38,11 @@ function familiesOf(registry: Registry): Families {
     claimed: counter('qmaint_jobs_claimed_total', 'Jobs claimed by consumers of this process, by queue', ['queue']),
     completed: counter('qmaint_jobs_completed_total', 'Jobs whose completion was recorded, by queue', ['queue']),
     retried: counter('qmaint_jobs_retried_total', 'Failed attempts recorded with retries left: the job went back to the queue, by queue', ['queue']),
+    cancelled: counter(
+      'qmaint_jobs_cancelled_total',
+      'Running jobs cancelled while this process held them (their handlers aborted, results dropped), by queue',
+      ['queue'],
+    ),
     failed: counter('qmaint_jobs_failed_total', 'Failed attempts recorded with no retry left: the job failed for good, by queue', ['queue']),
     timedOut: counter('qmaint_jobs_timed_out_total', "Attempts whose handler outlived the job's timeout (each also counts as retried or failed), by queue", [
       'queue',
@@ -120,6 +125,7 @@ export function attachConsumerMetrics(consumer: Consumer, registry: Registry): (
   on('completed', (job) => m.completed.inc({ queue: job.queue }));
   on('failed', (job, _error, outcome) => (outcome.status === 'failed' ? m.failed : m.retried).inc({ queue: job.queue }));
   on('timeout', (job) => m.timedOut.inc({ queue: job.queue }));
+  on('cancelled', (job) => m.cancelled.inc({ queue: job.queue }));
   on('lease-lost', (job) => m.leasesLost.inc({ queue: job.queue }));
   on('rescued', (r) => {
     m.rescued.inc({ outcome: 'requeued' }, r.requeued);

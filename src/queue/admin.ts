@@ -1,6 +1,6 @@
 /**
  * Inspecting and repairing the queue: status counts, listing jobs, putting
- * failed jobs back, cancelling queued ones, rescuing expired leases, pausing
+ * failed jobs back, cancelling queued and running ones, rescuing expired leases, pausing
  * and resuming queues, dead-letter queues and redrive.
  */
 import pg from 'pg';
@@ -262,10 +262,12 @@ function actionStatement(fn: 'retry_jobs' | 'cancel_jobs', sel: JobSelector, now
   const { ids, queue } = selector(sel);
   const lit = pg.escapeLiteral;
   const idsLit = ids === null ? 'NULL' : `ARRAY[${ids.join(', ')}]::bigint[]`;
+  const select = fn === 'retry_jobs' ? 'id' : 'job_id AS id, was_running';
+  const from = fn === 'retry_jobs' ? `qmaint.${fn}(%) AS id` : `qmaint.${fn}(%)`;
   return {
-    text: `SELECT id FROM qmaint.${fn}($1::bigint[], $2::text, $3::timestamptz) AS id`,
+    text: `SELECT ${select} FROM ${from.replace('%', '$1::bigint[], $2::text, $3::timestamptz')}`,
     values: [ids, queue, now],
-    literal: `SELECT id FROM qmaint.${fn}(${idsLit}, ${queue === null ? 'NULL' : lit(queue)}, ${lit(now.toISOString())}::timestamptz) AS id`,
+    literal: `SELECT ${select} FROM ${from.replace('%', `${idsLit}, ${queue === null ? 'NULL' : lit(queue)}, ${lit(now.toISOString())}::timestamptz`)}`,
   };
 }
 
@@ -283,22 +285,39 @@ export async function retryJobs(db: Queryable, sel: JobSelector, now: Date): Pro
   return rows.map((r) => r.id);
 }
 
+/** What {@link cancelJobs} did: the jobs cancelled, and which of them were running. */
+export interface CancelReport {
+  /** Every job cancelled (decimal ids), queued or running. */
+  ids: string[];
+  /** How many of them were queued. */
+  queued: number;
+  /** Those of them that were running: their consumers were told (NOTIFY) and abort their handlers' signals. */
+  running: string[];
+}
+
 /**
- * Cancel queued jobs (they end cancelled, last_error says when; a key they held is free again). Returns their ids.
+ * Cancel jobs, queued or running: they end cancelled (last_error says when; a
+ * key they held is free again; a dead-letter queue does not take them). A
+ * running job is cancelled in the database at once, so nothing its handler
+ * does afterwards can complete or fail it; the consumer holding it is told by
+ * NOTIFY and aborts the handler's signal with a {@link JobCancelledError}.
  *
  * @param db - a Db, a pool or a client of your own
  * @param sel - job ids, a queue, or both (never neither)
  * @param now - the time recorded as updated_at
  * @throws {@link QmaintError} `bad_input` when `sel` names no job or holds a malformed id
  */
-export async function cancelJobs(db: Queryable, sel: JobSelector, now: Date): Promise<string[]> {
+export async function cancelJobs(db: Queryable, sel: JobSelector, now: Date): Promise<CancelReport> {
   const st = actionStatement('cancel_jobs', sel, now);
-  const { rows } = await db.query<{ id: string }>(st.text, st.values);
-  return rows.map((r) => r.id);
+  const { rows } = await db.query<{ id: string; was_running: boolean }>(st.text, st.values);
+  const running = rows.filter((r) => r.was_running).map((r) => r.id);
+  return { ids: rows.map((r) => r.id), queued: rows.length - running.length, running };
 }
 
 /**
- * What retryJobs/cancelJobs would run, and how many jobs it would touch.
+ * What retryJobs/cancelJobs would run, and how many jobs it would touch now:
+ * `matching` in all, and for a cancel how many of them are queued and how
+ * many running.
  *
  * Changes nothing.
  *
@@ -308,21 +327,38 @@ export async function cancelJobs(db: Queryable, sel: JobSelector, now: Date): Pr
  * @param now - as for the action
  * @throws {@link QmaintError} `bad_input` when `sel` names no job or holds a malformed id
  */
-export async function planJobAction(db: Queryable, action: 'retry' | 'cancel', sel: JobSelector, now: Date): Promise<JobAction & { matching: number }> {
+export async function planJobAction(
+  db: Queryable,
+  action: 'retry' | 'cancel',
+  sel: JobSelector,
+  now: Date,
+): Promise<JobAction & { matching: number; queued?: number; running?: number }> {
   const st = actionStatement(action === 'retry' ? 'retry_jobs' : 'cancel_jobs', sel, now);
   const { ids, queue } = selector(sel);
-  const from = action === 'retry' ? 'failed' : 'queued';
-  const { rows } = await db.query<{ n: string }>(
-    `SELECT count(*) AS n FROM qmaint.jobs WHERE status = $1::qmaint.job_status AND ($2::bigint[] IS NULL OR id = ANY ($2)) AND ($3::text IS NULL OR queue = $3)`,
+  const from = action === 'retry' ? ['failed'] : ['queued', 'running'];
+  const { rows } = await db.query<{ status: string; n: string }>(
+    `SELECT status::text AS status, count(*) AS n FROM qmaint.jobs
+      WHERE status::text = ANY ($1::text[]) AND ($2::bigint[] IS NULL OR id = ANY ($2)) AND ($3::text IS NULL OR queue = $3)
+      GROUP BY 1`,
     [from, ids, queue],
   );
+  const count = (status: string) => Number(rows.find((r) => r.status === status)?.n ?? 0);
+  if (action === 'retry') {
+    return {
+      statement: st.literal,
+      lockLevel:
+        'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs); row lock on its qmaint.partition_policy row when the low-water mark is lowered',
+      reason: 'put failed jobs back in the queue',
+      matching: count('failed'),
+    };
+  }
   return {
     statement: st.literal,
-    lockLevel:
-      'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs)' +
-      (action === 'retry' ? '; row lock on its qmaint.partition_policy row when the low-water mark is lowered' : ''),
-    reason: action === 'retry' ? `put ${from} jobs back in the queue` : `cancel ${from} jobs (they end cancelled)`,
-    matching: Number(rows[0]!.n),
+    lockLevel: 'ROW EXCLUSIVE on qmaint.jobs (row locks on the matching jobs, taken in id order); NOTIFY qmaint_cancel for each running one',
+    reason: 'cancel queued and running jobs (they end cancelled; the consumers of running ones abort their handlers)',
+    matching: count('queued') + count('running'),
+    queued: count('queued'),
+    running: count('running'),
   };
 }
 

@@ -15,21 +15,25 @@ import { EventEmitter } from 'node:events';
 import type { Db } from '../db.js';
 import { LocalBuffer } from './consumer/buffer.js';
 import { Claimer } from './consumer/claimer.js';
-import { asError, Attempt, runHandler, type ClaimedRow } from './consumer/job.js';
+import { asError, Attempt, JobCancelledError, runHandler, type ClaimedRow, type Handler } from './consumer/job.js';
 import { LeaseKeeper, type RescueResult } from './consumer/lease-keeper.js';
 import { LeaseMode } from './consumer/lease-mode.js';
 import { Listener } from './consumer/listener.js';
 import type { ConsumerMode, ModeContext } from './consumer/mode.js';
 import { resolveOptions, type ConsumerEvents, type ConsumerOptions, type ConsumerStats, type ResolvedOptions, type StopReport } from './consumer/options.js';
 import { ResultBatcher } from './consumer/result-batcher.js';
+import { Rotation } from './consumer/rotation.js';
+import { fenceKey } from './statements.js';
 import { TransactionMode } from './consumer/transaction-mode.js';
 
-export { ERROR_TEXT_MAX, JobTimeoutError, sanitizeErrorText, type Handler, type Job } from './consumer/job.js';
+export { ERROR_TEXT_MAX, JobCancelledError, JobTimeoutError, sanitizeErrorText, type Handler, type Job } from './consumer/job.js';
 export {
   DEFAULT_JOB_TIMEOUT_SECONDS,
   type ConsumerEvents,
   type ConsumerOptions,
   type ConsumerStats,
+  type QueueTask,
+  type QueueTasks,
   type StopReport,
   type WakeReason,
 } from './consumer/options.js';
@@ -37,12 +41,14 @@ export {
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
 /**
- * Works one queue: see ConsumerOptions for what it can be told, and
- * ConsumerEvents for what it reports. Database trouble never throws out of a
- * running consumer: every step reports `db-error` and is retried.
+ * Works one queue, or several (`queues`): see ConsumerOptions for what it can
+ * be told, and ConsumerEvents for what it reports. Database trouble never
+ * throws out of a running consumer: every step reports `db-error` and is retried.
  *
  * @example
  * const consumer = new Consumer(db, { queue: 'emails', handler: async (job) => send(job.payload) });
+ * // or several queues, each with its handler and concurrency:
+ * // new Consumer(db, { queues: { emails: send, reports: { handler: report, concurrency: 2 } } });
  * await consumer.start();
  * process.once('SIGTERM', () => void consumer.stop({ deadlineMs: 30_000 }));
  * await consumer.done;
@@ -51,7 +57,9 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   /** Shown in locked_by of the jobs it holds. */
   readonly workerId: string;
   /** Counts of rows the statements really changed (see ConsumerStats). */
-  readonly stats: ConsumerStats = { claimed: 0, completed: 0, failed: 0, willRetry: 0, failedForGood: 0, returned: 0, lost: 0, timedOut: 0 };
+  readonly stats: ConsumerStats = { claimed: 0, completed: 0, failed: 0, willRetry: 0, failedForGood: 0, returned: 0, lost: 0, timedOut: 0, cancelled: 0 };
+  /** The queues it works, in the order given. */
+  readonly queues: readonly string[];
   /** Resolves when the consumer has stopped: after stop(), or when a drain finds nothing left. */
   readonly done: Promise<StopReport>;
   private readonly db: Db;
@@ -62,6 +70,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   private readonly results: ResultBatcher;
   private readonly listener: Listener;
   private readonly mode: ConsumerMode;
+  private readonly handlers: ReadonlyMap<string, Handler>;
   private running: Promise<void> | null = null;
   private stopping = false;
   private closed = false;
@@ -77,11 +86,13 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     super();
     this.o = resolveOptions(options);
     this.workerId = this.o.workerId;
+    this.queues = this.o.queues.map((q) => q.name);
+    this.handlers = new Map(this.o.queues.map((q) => [q.name, q.handler]));
     this.db = db;
     // EventEmitter's emit, with the argument tuple the generic signature cannot relate to the event name.
     const untyped = this.emit.bind(this) as (event: keyof ConsumerEvents, ...args: unknown[]) => boolean;
     const emit: ModeContext['emit'] = (event, ...args) => void untyped(event, ...args);
-    this.buffer = new LocalBuffer(this.o.concurrency);
+    this.buffer = new LocalBuffer(this.o.concurrency, new Map(this.o.queues.map((q) => [q.name, q.concurrency])));
     this.claimer = new Claimer(this.o, (count) => {
       this.stats.claimed += count;
       this.emit('claimed', count);
@@ -98,12 +109,16 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         else this.stats.willRetry++;
         this.emit('failed', held.job, error, outcome);
       },
-      lost: (held) => this.lose(held),
+      lost: (held) => void this.judgeLost([held]),
       error: (err, during) => this.emit('db-error', err, during),
     });
-    this.listener = new Listener(db, this.o.queue, this.o.listen, {
+    this.listener = new Listener(db, new Set(this.queues), this.o.listen, {
       listening: (ok) => this.emit('listening', ok),
       error: (err) => this.emit('db-error', err, 'listen'),
+      cancel: (fence) => {
+        const held = this.buffer.held().find((h) => fenceKey(h.row.id, h.row.attempt) === fence);
+        if (held) this.cancel(held);
+      },
     });
     const ctx: ModeContext = {
       db,
@@ -113,6 +128,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       results: this.results,
       listener: this.listener,
       keeper: this.keeper,
+      rotation: new Rotation(this.queues),
       emit,
       stopping: () => this.stopping,
       hold: (row: ClaimedRow) => {
@@ -122,7 +138,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
       },
       run: async (held) => {
         const started = performance.now();
-        const error = await runHandler(this.o.handler, held, () => {
+        const error = await runHandler(this.handlers.get(held.row.queue)!, held, () => {
           this.stats.timedOut++;
           this.emit('timeout', held.job);
         });
@@ -151,7 +167,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     if (this.running) return;
     this.running = Promise.resolve();
     await this.listener.start();
-    await this.guarded('backoff', () => this.keeper.recordBackoff(this.o.backoffBaseMs, this.o.backoffCapMs));
+    for (const queue of this.queues) await this.guarded('backoff', () => this.keeper.recordBackoff(queue, this.o.backoffBaseMs, this.o.backoffCapMs));
     await this.guarded('rescue', () => this.rescue());
     this.every(Math.max(200, (this.o.leaseSeconds * 1000) / 3), 'heartbeat', () => this.heartbeat());
     this.every(this.o.rescueEveryMs, 'rescue', () => this.rescue());
@@ -199,6 +215,34 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     this.emit('lease-lost', held.job);
   }
 
+  /** The job was cancelled while this attempt held it: abort its handler with a JobCancelledError, drop its result, count it once. */
+  private cancel(held: Attempt): void {
+    if (!this.buffer.lose(held)) return;
+    held.abort.abort(new JobCancelledError(held.job.id));
+    this.stats.cancelled++;
+    this.emit('cancelled', held.job);
+  }
+
+  /**
+   * Attempts a statement found no longer holding their job: cancelled ones
+   * (their NOTIFY may not have come: polling only, or a LISTEN reconnect) are
+   * reported as cancelled, the rest as lost. When that cannot be told, lost.
+   */
+  private async judgeLost(lost: Attempt[]): Promise<void> {
+    const open = lost.filter((h) => !h.lost);
+    if (open.length === 0) return;
+    let cancelled = new Set<Attempt>();
+    try {
+      cancelled = await this.keeper.cancelled(open);
+    } catch (err) {
+      this.emit('db-error', asError(err), 'cancel check');
+    }
+    for (const h of open) {
+      if (cancelled.has(h)) this.cancel(h);
+      else this.lose(h);
+    }
+  }
+
   /** Give unstarted jobs back; what cannot be given back is left to its lease (the rescuer puts it back). */
   private async release(held: Attempt[]): Promise<number> {
     try {
@@ -211,9 +255,9 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     }
   }
 
-  /** Extend the lease of every job this consumer holds (both modes); drop the ones it lost. */
+  /** Extend the lease of every job this consumer holds (both modes); drop the ones it lost or that were cancelled. */
   private async heartbeat(): Promise<void> {
-    for (const h of await this.keeper.extend(this.buffer.held())) this.lose(h);
+    await this.judgeLost(await this.keeper.extend(this.buffer.held()));
   }
 
   /** Run the rescuer; when it put jobs back, report it and wake the claim loops. */

@@ -83,6 +83,22 @@ export const RELEASE_SQL = `UPDATE qmaint.jobs j
 RETURNING j.id`;
 
 /**
+ * $1 ids, $2 created_at keys, $3 fence keys, $4 queue. Which of these
+ * attempts' jobs were cancelled (qmaint.cancel_jobs leaves attempt as it
+ * was): asked when a statement found an attempt no longer holding its job,
+ * to tell a cancel from a lost lease. Returns the ids.
+ */
+export const CANCELLED_SQL = `SELECT j.id
+  FROM qmaint.jobs j
+ WHERE j.id = ANY ($1::bigint[]) AND j.created_at = ANY ($2::timestamptz[])
+   AND ${FENCE} = ANY ($3::text[])
+   AND j.status::text = 'cancelled'
+   AND j.queue = $4`;
+
+/** The channel qmaint.cancel_jobs() notifies for each running job it cancels; the payload is the attempt's fence key. */
+export const CANCEL_CHANNEL = 'qmaint_cancel';
+
+/**
  * $1 queue. Is any job of the queue ready to run now (whatever the low-water
  * mark says)? A paused queue has none ready: a drain of it ends.
  */

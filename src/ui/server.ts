@@ -163,7 +163,7 @@ export function createUiHandler(options: UiHandlerOptions): UiHandler {
         m[2] === 'retry'
           ? await retryJobs(db, { ids: [id!] }, now)
           : m[2] === 'cancel'
-            ? await cancelJobs(db, { ids: [id!] }, now)
+            ? (await cancelJobs(db, { ids: [id!] }, now)).ids
             : await redriveJobs(db, { from: found.queue, ids: [id!], ...(typeof body.to === 'string' && body.to !== '' ? { to: body.to } : {}) }, now);
       return { action: m[2], ids, changed: ids.length };
     }

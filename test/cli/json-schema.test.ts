@@ -23,6 +23,8 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
     const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-json-'));
     const handlerFile = path.join(dir, 'handler.mjs');
     writeFileSync(handlerFile, 'export default async (job) => { if (job.payload.fail) throw new Error("boom"); };\n');
+    const tasksFile = path.join(dir, 'tasks.mjs');
+    writeFileSync(tasksFile, 'export default { js: async () => {}, "js-b": { handler: async () => {}, concurrency: 2 } };\n');
     const db = ['--database-url', t.url];
     // A plain job table for adopt (and its revert).
     await t.db.query(
@@ -36,10 +38,13 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
       ['enqueue', ['enqueue', '--queue', 'js', '--payload', '{"n":1}']],
       ['enqueue', ['enqueue', '--queue', 'js', '--payload', '{"fail":true}', '--max-retries', '0']],
       ['work', ['work', '--queue', 'js', '--handler', handlerFile, '--drain']],
+      ['enqueue', ['enqueue', '--queue', 'js-b', '--payload', '{"n":1}']],
+      ['work', ['work', '--tasks', tasksFile, '--drain']],
       ['status', ['status']],
       ['jobsList', ['jobs', 'list']],
       ['jobsAction', ['jobs', 'retry', '--queue', 'js', '--dry-run']],
       ['jobsAction', ['jobs', 'retry', '--queue', 'js']],
+      ['jobsAction', ['jobs', 'cancel', '--queue', 'js', '--dry-run']],
       ['jobsAction', ['jobs', 'cancel', '--queue', 'js']],
       ['partitionsList', ['partitions', 'list']],
       ['partitionsPlan', ['partitions', 'plan']],
@@ -52,6 +57,8 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
       ['vacuumRun', ['vacuum', 'run']],
       ['explainDequeue', ['explain', 'dequeue'], [0, 4]],
       ['explainDryRun', ['explain', 'dequeue', '--dry-run']],
+      ['explainDequeueQueues', ['explain', 'dequeue', '--queue', 'js', '--queue', 'js-b'], [0, 4]],
+      ['explainDryRun', ['explain', 'dequeue', '--tasks', tasksFile, '--dry-run']],
       ['health', ['health'], [0, 4]],
       ['scheduleList', ['schedule', 'list']],
       ['scheduleInstall', ['schedule', 'install', '--pg-cron', '--dry-run']],

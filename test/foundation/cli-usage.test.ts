@@ -108,6 +108,7 @@ describe('--help', () => {
   it('every example parses as a shell command line, runs against a test database, and exits 0', async () => {
     writeFileSync(path.join(work, 'send-email.mjs'), `export default async (job) => { if (job.payload.bounce) throw new Error('mailbox full'); };\n`);
     writeFileSync(path.join(work, 'report.mjs'), `export default async (job) => { await job.client.query('SELECT 1'); };\n`);
+    writeFileSync(path.join(work, 'tasks.mjs'), `export default { emails: async () => {}, reports: { handler: async () => {}, concurrency: 2 } };\n`);
     writeFileSync(path.join(work, 'emails.ndjson'), '{"to":"x@example.com"}\n{"to":"y@example.com"}\n');
     mkdirSync(path.join(work, 'partitions'));
     copyFileSync(path.join(ROOT, 'partitions', 'jobs.json'), path.join(work, 'partitions', 'jobs.json'));

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DequeueReport } from '../../src/health/explain.js';
 import { cleanEnv, freshDatabase, pgbouncerUrl, runCli, type TestDatabase } from '../helpers.js';
@@ -157,6 +160,49 @@ describe('qmaint explain dequeue', () => {
     }
     const target = await runCli(['explain', 'enqueue', '--database-url', t.url]);
     expect(target.code).toBe(2);
+  });
+
+  it("several queues (--queue repeated, or --tasks): each queue's claim is judged by the same rules, the worst verdict wins; nothing changes", async () => {
+    const t = await freshDatabase();
+    await enqueueQueued(t, 'multi-a', 120);
+    await enqueueQueued(t, 'multi-b', 40);
+    await t.db.query('ANALYZE qmaint.jobs');
+    const before = await jobsSnapshot(t);
+    const r = await runCli(['explain', 'dequeue', '--queue', 'multi-a', '--queue', 'multi-b', '--batch', '30', '--json', '--database-url', t.url], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const doc = r.json<{ ok: boolean; queues: string[]; verdict: string; claims: DequeueReport[] }>();
+    expect(doc).toMatchObject({ ok: true, queues: ['multi-a', 'multi-b'], verdict: 'ok' });
+    expect(doc.claims.map((c) => [c.queue, c.claimed, c.verdict])).toEqual([
+      ['multi-a', 30, 'ok'],
+      ['multi-b', 30, 'ok'],
+    ]);
+    // The claim each queue gets is the single-queue claim: the same plan shape, the claim index under LockRows.
+    for (const c of doc.claims) {
+      expect(c.rules.map((x) => x.rule)).toContain('claim_index');
+      expect(c.rules.find((x) => x.rule === 'claim_index')!.verdict).toBe('ok');
+      expect(c.explain.Plan['Node Type']).toBe('ModifyTable');
+    }
+    expect(await jobsSnapshot(t)).toEqual(before);
+    // A broken claim index under a big queue makes the whole worker's verdict critical.
+    await enqueueQueued(t, 'multi-a', 20_000);
+    await t.db.query('ANALYZE qmaint.jobs');
+    const { index } = await hotClaimIndex(t);
+    await t.db.query(`UPDATE pg_index SET indisvalid = false WHERE indexrelid = $1::regclass`, [index]);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-explain-'));
+    const tasks = path.join(dir, 'tasks.mjs');
+    writeFileSync(tasks, "export default { 'multi-a': async () => {}, 'multi-b': { handler: async () => {}, concurrency: 2 } };\n");
+    const broken = await runCli(['explain', 'dequeue', '--tasks', tasks, '--database-url', t.url], { env });
+    expect(broken.code, broken.stderr).toBe(4);
+    expect(broken.stdout).toMatch(/claim on queue 'multi-a'/);
+    expect(broken.stdout).toMatch(/claim on queue 'multi-b'/);
+    expect(broken.stdout).toMatch(/dequeue verdict over 2 queues \(one claim statement per queue\): critical/);
+    const dry = await runCli(['explain', 'dequeue', '--tasks', tasks, '--dry-run', '--database-url', 'postgres://127.0.0.1:1/none'], { env });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout.match(/^EXPLAIN \(ANALYZE, BUFFERS, FORMAT JSON\) WITH next AS/gm)).toHaveLength(2);
+    expect(dry.stdout).toMatch(/\$1=multi-a/);
+    expect(dry.stdout).toMatch(/\$1=multi-b/);
+    const both = await runCli(['explain', 'dequeue', '--tasks', tasks, '--queue', 'multi-a', '--database-url', t.url], { env });
+    expect(both.code).toBe(2);
   });
 
   it.runIf(pgbouncerUrl)('works through PgBouncer in transaction pooling mode', async () => {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { attachConsumerMetrics, attachDatabaseMetrics, createMetrics, serveMetrics } from '../../src/index.js';
+import { cancelJobs } from '../../src/queue/admin.js';
 import { Consumer } from '../../src/queue/consumer.js';
 import { enqueue, enqueueMany } from '../../src/queue/enqueue.js';
 import { CLI, cleanEnv, eventually, freshDatabase, parsePrometheus, runCli, type ParsedMetrics } from '../helpers.js';
@@ -105,7 +106,7 @@ describe('qmaint work --metrics-port', () => {
 
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       expect(health.status).toBe(200);
-      expect(await health.json()).toMatchObject({ ok: true, queue: 'mq', stopping: false, held: { waiting: 0, running: 0 } });
+      expect(await health.json()).toMatchObject({ ok: true, queues: ['mq'], stopping: false, held: { waiting: 0, running: 0 } });
       expect((await fetch(`http://127.0.0.1:${port}/nothing`)).status).toBe(404);
 
       // 127.0.0.1 only: another address of this machine is refused (when it has one).
@@ -186,6 +187,11 @@ describe('the metrics library', () => {
     await enqueue(t.db, 'lib-b', {}, { maxRetries: 0 });
     await eventually(async () => (await t.db.query(`SELECT 1 FROM qmaint.jobs WHERE queue = 'lib-b' AND status = 'failed'`)).rowCount === 2, 10_000);
     expect(value(await text(), 'qmaint_jobs_claimed_total', { queue: 'lib-b' })).toBe(1);
+    // A running job cancelled in the database: its consumer (polling only) finds out at its next heartbeat.
+    const doomed = await enqueue(t.db, 'lib-a', {});
+    await eventually(async () => (await t.db.query(`SELECT 1 FROM qmaint.jobs WHERE id = $1 AND status = 'running'`, [doomed])).rowCount === 1);
+    expect((await cancelJobs(t.db, { ids: [doomed] }, new Date())).running).toEqual([doomed]);
+    await eventually(async () => value(await text(), 'qmaint_jobs_cancelled_total', { queue: 'lib-a' }) === 1, 10_000);
     release();
     await Promise.all([slow.stop(), quick.stop()]);
   });

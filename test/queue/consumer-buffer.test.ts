@@ -3,13 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import { IllegalTransitionError, LocalBuffer } from '../../src/queue/consumer/buffer.js';
 import { Attempt, type ClaimedRow } from '../../src/queue/consumer/job.js';
+import { Rotation } from '../../src/queue/consumer/rotation.js';
 
 let nextId = 1;
-function attempt(): Attempt {
+function attempt(queue = 'q'): Attempt {
   const id = String(nextId++);
   const row: ClaimedRow = {
     id,
-    queue: 'q',
+    queue,
     payload: { id },
     priority: 0,
     retry_count: 0,
@@ -145,5 +146,47 @@ describe('LocalBuffer', () => {
     expect(() => b.takeUnstarted()).toThrow(IllegalTransitionError);
     expect(a.state).toBe('returned');
     expect(() => new LocalBuffer(0)).toThrow(RangeError);
+  });
+});
+
+describe('LocalBuffer with per-queue limits', () => {
+  it('starts the oldest waiting attempt whose queue is below its limit; the overall limit still holds', () => {
+    const b = new LocalBuffer(3, new Map([['a', 1]]));
+    const [a1, a2, b1, b2, b3] = [attempt('a'), attempt('a'), attempt('b'), attempt('b'), attempt('b')];
+    for (const x of [a1, a2, b1, b2, b3]) b.add(x);
+    expect(b.limitOf('a')).toBe(1);
+    expect(b.limitOf('b')).toBe(3);
+    expect(b.start()).toBe(a1);
+    // a2 waits: its queue is at its limit; b's jobs go by.
+    expect(b.start()).toBe(b1);
+    expect(b.start()).toBe(b2);
+    expect(b.start()).toBeNull(); // overall limit 3
+    expect([b.runningOf('a'), b.runningOf('b'), b.waitingOfQueue('a'), b.waitingOfQueue('b')]).toEqual([1, 2, 1, 1]);
+    b.settle(b1);
+    expect(b.start()).toBe(b3);
+    b.settle(a1);
+    expect(b.start()).toBe(a2);
+    expect(b.waitingOfQueue('a') + b.waitingOfQueue('b')).toBe(0);
+  });
+});
+
+describe('Rotation', () => {
+  it('turns through the queues with room, skips those found empty at the current wake count, and tells full from empty', () => {
+    const r = new Rotation(['a', 'b', 'c']);
+    const all = () => true;
+    expect([r.pick(all, 0), r.pick(all, 0), r.pick(all, 0), r.pick(all, 0)].map((p) => (p.kind === 'queue' ? p.queue : p.kind))).toEqual(['a', 'b', 'c', 'a']);
+    r.markEmpty('b', 0);
+    r.markEmpty('c', 0);
+    expect(r.pick(all, 0)).toEqual({ kind: 'queue', queue: 'a' });
+    r.markEmpty('a', 0);
+    expect(r.pick(all, 0)).toEqual({ kind: 'empty', wakes: 0, someFull: false });
+    // A wake-up since those claims: look again (no NOTIFY lost between the empty claims and the sleep).
+    expect(r.pick(all, 1).kind).toBe('queue');
+    expect(r.pick((q) => q !== 'a', 0)).toEqual({ kind: 'empty', wakes: 0, someFull: true });
+    expect(r.pick(() => false, 0)).toEqual({ kind: 'full' });
+    r.markFound('b');
+    expect(r.pick(all, 0)).toEqual({ kind: 'queue', queue: 'b' });
+    r.reset();
+    expect(r.pick(all, 0).kind).toBe('queue');
   });
 });

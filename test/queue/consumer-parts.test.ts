@@ -13,6 +13,7 @@ import { Listener } from '../../src/queue/consumer/listener.js';
 import type { ModeContext } from '../../src/queue/consumer/mode.js';
 import { resolveOptions, type ConsumerOptions } from '../../src/queue/consumer/options.js';
 import { ResultBatcher, type FailOutcome, type ResultHooks } from '../../src/queue/consumer/result-batcher.js';
+import { Rotation } from '../../src/queue/consumer/rotation.js';
 import { TransactionMode } from '../../src/queue/consumer/transaction-mode.js';
 import { QmaintError } from '../../src/errors.js';
 import { enqueue } from '../../src/queue/enqueue.js';
@@ -20,8 +21,8 @@ import { eventually, freshDatabase } from '../helpers.js';
 
 const t = await freshDatabase();
 
-function claimerOptions(queue: string, extra: Partial<ClaimerOptions> = {}): ClaimerOptions {
-  return { queue, workerId: 'parts-test', leaseSeconds: 60, lowWaterRefreshMs: 3_600_000, rescanMs: 3_600_000, ...extra };
+function claimerOptions(_queue: string, extra: Partial<ClaimerOptions> = {}): ClaimerOptions {
+  return { workerId: 'parts-test', leaseSeconds: 60, lowWaterRefreshMs: 3_600_000, rescanMs: 3_600_000, ...extra };
 }
 
 async function enqueueN(queue: string, n: number, opts: { priority?: number; maxRetries?: number } = {}): Promise<string[]> {
@@ -54,7 +55,7 @@ async function rows(
 /** Claim jobs as the test's consumer would, and hold them as attempts. */
 async function claimed(queue: string, want: number, workerId = 'parts-test'): Promise<Attempt[]> {
   const c = new Claimer(claimerOptions(queue, { workerId }));
-  return (await c.claim(t.db, want, null)).map((r) => new Attempt(r, 900));
+  return (await c.claim(t.db, queue, want, null)).map((r) => new Attempt(r, 900));
 }
 
 /** Expire the given jobs' leases, rescue them, and claim them again as `workerId` (a newer attempt), in one transaction. */
@@ -80,7 +81,7 @@ function recordingHooks() {
   return { seen, hooks };
 }
 
-const batcherOptions = { queue: 'rb', workerId: 'parts-test', batch: 2, backoffBaseMs: 60_000, backoffCapMs: 120_000 };
+const batcherOptions = { workerId: 'parts-test', batch: 2, backoffBaseMs: 60_000, backoffCapMs: 120_000 };
 
 describe('Claimer', () => {
   it('claims in claim order, marks the rows running under its lease and worker, and reports the count', async () => {
@@ -88,7 +89,7 @@ describe('Claimer', () => {
     const high = await enqueueN('cl-order', 2, { priority: 5 });
     const counts: number[] = [];
     const c = new Claimer(claimerOptions('cl-order'), (n) => counts.push(n));
-    const got = await c.claim(t.db, 3, null);
+    const got = await c.claim(t.db, 'cl-order', 3, null);
     // The statement's RETURNING order is the server's; which jobs it claimed is what counts.
     expect(got.map((r) => r.id).sort((a, b) => Number(a) - Number(b))).toEqual([...high, low[0]].sort((a, b) => Number(a) - Number(b)));
     expect(counts).toEqual([3]);
@@ -98,8 +99,8 @@ describe('Claimer', () => {
       expect(r).toMatchObject({ locked_by: 'parts-test', attempt: 1 });
       expect(r.lease_s).toBeGreaterThan(50);
     }
-    expect(await c.claim(t.db, 3, null)).toHaveLength(1);
-    expect(await c.claim(t.db, 3, null)).toEqual([]);
+    expect(await c.claim(t.db, 'cl-order', 3, null)).toHaveLength(1);
+    expect(await c.claim(t.db, 'cl-order', 3, null)).toEqual([]);
     expect(counts).toEqual([3, 1]);
   });
 
@@ -107,16 +108,16 @@ describe('Claimer', () => {
     const ids = await enqueueN('cl-lane', 5);
     const c = new Claimer(claimerOptions('cl-lane'));
     const lane = new ClaimLane();
-    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual(ids.slice(0, 2));
+    expect((await c.claim(t.db, 'cl-lane', 2, lane)).map((r) => r.id)).toEqual(ids.slice(0, 2));
     expect(lane.cursor?.id).toBe(ids[1]);
     // The first job goes back to the queue: the lane does not look behind its cursor.
     await t.db.query(`UPDATE qmaint.jobs SET status = 'queued', locked_by = NULL, locked_until = NULL WHERE id = $1`, [ids[0]]);
-    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual(ids.slice(2, 4));
+    expect((await c.claim(t.db, 'cl-lane', 2, lane)).map((r) => r.id)).toEqual(ids.slice(2, 4));
     expect(lane.cursor?.id).toBe(ids[3]);
     // Short (one of two): the next claim starts at the head.
-    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual([ids[4]]);
+    expect((await c.claim(t.db, 'cl-lane', 2, lane)).map((r) => r.id)).toEqual([ids[4]]);
     expect(lane.cursor).toBeNull();
-    expect((await c.claim(t.db, 2, lane)).map((r) => r.id)).toEqual([ids[0]]);
+    expect((await c.claim(t.db, 'cl-lane', 2, lane)).map((r) => r.id)).toEqual([ids[0]]);
   });
 
   it('a lane older than rescanMs starts over from the head', () => {
@@ -139,13 +140,13 @@ describe('Claimer', () => {
     try {
       await c.refreshLowWater(true, t.db);
       expect(c.lowWaterMark?.getTime()).toBe(future.getTime());
-      expect(await c.claim(t.db, 1, null)).toEqual([]);
+      expect(await c.claim(t.db, 'cl-low', 1, null)).toEqual([]);
       await t.db.query(`UPDATE qmaint.partition_policy SET low_water = '-infinity' WHERE parent_table = 'qmaint.jobs'`);
       // Still the cached mark: the job is below it.
-      expect(await c.claim(t.db, 1, null)).toEqual([]);
+      expect(await c.claim(t.db, 'cl-low', 1, null)).toEqual([]);
       await c.refreshLowWater(true, t.db);
       expect(c.lowWaterMark).toBeNull();
-      expect((await c.claim(t.db, 1, null)).map((r) => r.id)).toEqual([id]);
+      expect((await c.claim(t.db, 'cl-low', 1, null)).map((r) => r.id)).toEqual([id]);
     } finally {
       await t.db.query(`UPDATE qmaint.partition_policy SET low_water = '-infinity' WHERE parent_table = 'qmaint.jobs'`);
     }
@@ -157,7 +158,7 @@ describe('LeaseKeeper', () => {
     const ids = await enqueueN('lk-extend', 2);
     const held = await claimed('lk-extend', 2);
     await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() + interval '5 seconds' WHERE id = ANY ($1::bigint[])`, [ids]);
-    const keeper = new LeaseKeeper(t.db, { queue: 'lk-extend', workerId: 'parts-test', leaseSeconds: 600 });
+    const keeper = new LeaseKeeper(t.db, { workerId: 'parts-test', leaseSeconds: 600 });
     expect(await keeper.extend(held)).toEqual([]);
     for (const r of await rows(ids)) expect(r.lease_s).toBeGreaterThan(500);
     // Same worker id, newer attempt: the fence alone tells them apart.
@@ -175,7 +176,7 @@ describe('LeaseKeeper', () => {
     const ids = await enqueueN('lk-release', 3);
     const held = await claimed('lk-release', 3);
     await rescueAndReclaim('lk-release', [ids[2]!], 'parts-test');
-    const keeper = new LeaseKeeper(t.db, { queue: 'lk-release', workerId: 'parts-test', leaseSeconds: 60 });
+    const keeper = new LeaseKeeper(t.db, { workerId: 'parts-test', leaseSeconds: 60 });
     const notifyErrors: unknown[] = [];
     expect(await keeper.release(held, (e) => notifyErrors.push(e))).toBe(2);
     expect(notifyErrors).toEqual([]);
@@ -190,8 +191,8 @@ describe('LeaseKeeper', () => {
   it("rescue puts an expired lease back with the queue's backoff, and records the backoff it is given", async () => {
     const [id] = await enqueueN('lk-rescue', 1);
     await claimed('lk-rescue', 1);
-    const keeper = new LeaseKeeper(t.db, { queue: 'lk-rescue', workerId: 'parts-test', leaseSeconds: 60 });
-    await keeper.recordBackoff(7_000, 9_000);
+    const keeper = new LeaseKeeper(t.db, { workerId: 'parts-test', leaseSeconds: 60 });
+    await keeper.recordBackoff('lk-rescue', 7_000, 9_000);
     const { rows: q } = await t.db.query<{ base: number; cap: number }>(
       `SELECT extract(epoch FROM backoff_base)::float8 AS base, extract(epoch FROM backoff_cap)::float8 AS cap FROM qmaint.queues WHERE queue = 'lk-rescue'`,
     );
@@ -215,7 +216,7 @@ describe('ResultBatcher', () => {
     const held = await claimed('rb-fence', 5);
     await rescueAndReclaim('rb-fence', [ids[1]!, ids[4]!], 'parts-test');
     const { seen, hooks } = recordingHooks();
-    const b = new ResultBatcher(t.db, { ...batcherOptions, queue: 'rb-fence' }, hooks);
+    const b = new ResultBatcher(t.db, batcherOptions, hooks);
     b.addCompletion(held[0]!);
     b.addCompletion(held[1]!);
     b.addCompletion(held[2]!);
@@ -250,7 +251,7 @@ describe('ResultBatcher', () => {
       const ids = await enqueueN('rb-refuse', 2, { maxRetries: 0 });
       const held = await claimed('rb-refuse', 2);
       const { seen, hooks } = recordingHooks();
-      const b = new ResultBatcher(t.db, { ...batcherOptions, queue: 'rb-refuse' }, hooks);
+      const b = new ResultBatcher(t.db, batcherOptions, hooks);
       await b.recordFailures([
         { held: held[0]!, error: 'poison' },
         { held: held[1]!, error: 'plain' },
@@ -269,7 +270,7 @@ describe('ResultBatcher', () => {
     const ids = await enqueueN('rb-close', 1);
     const held = await claimed('rb-close', 1);
     const { seen, hooks } = recordingHooks();
-    const b = new ResultBatcher(t.db, { ...batcherOptions, queue: 'rb-close' }, hooks);
+    const b = new ResultBatcher(t.db, batcherOptions, hooks);
     b.close();
     b.addCompletion(held[0]!);
     await b.flushAll();
@@ -280,10 +281,11 @@ describe('ResultBatcher', () => {
 
 describe('Listener', () => {
   const listening: boolean[] = [];
-  const hooks = { listening: (ok: boolean) => listening.push(ok), error: () => undefined };
+  const cancels: string[] = [];
+  const hooks = { listening: (ok: boolean) => listening.push(ok), error: () => undefined, cancel: (fence: string) => void cancels.push(fence) };
 
   it('a NOTIFY for its queue ends the sleep; one for another queue does not', async () => {
-    const l = new Listener(t.db, 'li-a', true, hooks);
+    const l = new Listener(t.db, new Set(['li-a']), true, hooks);
     await l.start();
     try {
       expect(l.connected).toBe(true);
@@ -293,13 +295,16 @@ describe('Listener', () => {
       const mine = l.sleep(30_000);
       await t.db.query(`SELECT pg_notify('qmaint_jobs', 'li-a')`);
       expect(await mine).toBe('notify');
+      // A cancel of a running job is passed on (its fence key), whoever holds it; it wakes nobody.
+      await t.db.query(`SELECT pg_notify('qmaint_cancel', '41.2')`);
+      await eventually(() => cancels.includes('41.2'));
     } finally {
       await l.close();
     }
   });
 
   it('a wake-up counted before the sleep is not lost: the sleep returns at once', async () => {
-    const l = new Listener(t.db, 'li-count', true, hooks);
+    const l = new Listener(t.db, new Set(['li-count']), true, hooks);
     await l.start();
     try {
       const before = l.wakeCount;
@@ -313,7 +318,7 @@ describe('Listener', () => {
 
   it('reconnects when its connection is killed, and then looks once for what it missed', async () => {
     listening.length = 0;
-    const l = new Listener(t.db, 'li-kill', true, hooks);
+    const l = new Listener(t.db, new Set(['li-kill']), true, hooks);
     await l.start();
     try {
       expect(listening).toEqual([true]);
@@ -333,7 +338,7 @@ describe('Listener', () => {
   });
 
   it('stop() wakes every sleeper for good; listen: false never connects', async () => {
-    const l = new Listener(t.db, 'li-stop', false, hooks);
+    const l = new Listener(t.db, new Set(['li-stop']), false, hooks);
     await l.start();
     expect(l.connected).toBe(false);
     const sleeping = l.sleep(30_000);
@@ -349,7 +354,7 @@ function context(db: typeof t.db, options: ConsumerOptions, stopping: { now: boo
   const o = resolveOptions(options);
   const events: { event: string; args: unknown[] }[] = [];
   const emit: ModeContext['emit'] = (event, ...args) => void events.push({ event, args });
-  const buffer = new LocalBuffer(o.concurrency);
+  const buffer = new LocalBuffer(o.concurrency, new Map(o.queues.map((q) => [q.name, q.concurrency])));
   const { seen, hooks } = recordingHooks();
   const keeper = new LeaseKeeper(db, o);
   const ctx: ModeContext = {
@@ -364,12 +369,13 @@ function context(db: typeof t.db, options: ConsumerOptions, stopping: { now: boo
         hooks.lost(h);
       },
     }),
-    listener: new Listener(db, o.queue, false, { listening: () => undefined, error: () => undefined }),
+    listener: new Listener(db, new Set(o.queues.map((q) => q.name)), false, { listening: () => undefined, error: () => undefined, cancel: () => undefined }),
     keeper,
+    rotation: new Rotation(o.queues.map((q) => q.name)),
     emit,
     stopping: () => stopping.now,
     hold: (row) => new Attempt(row, o.timeout),
-    run: (held) => runHandler(o.handler, held, () => undefined),
+    run: (held) => runHandler(o.queues.find((q) => q.name === held.row.queue)!.handler, held, () => undefined),
     lose: (held) => void buffer.lose(held),
     rescue: () => keeper.rescue(),
   };

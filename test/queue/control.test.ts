@@ -85,7 +85,7 @@ describe('pause and resume', () => {
 describe('cancelled', () => {
   it('jobs cancel stores cancelled, apart from failed; the failed-jobs health check does not count it', async () => {
     const ids = await Promise.all([1, 2, 3].map((n) => enqueue(t.db, 'cx', { n })));
-    expect((await cancelJobs(t.db, { queue: 'cx' }, new Date())).sort()).toEqual(ids.sort());
+    expect((await cancelJobs(t.db, { queue: 'cx' }, new Date())).ids.sort()).toEqual(ids.sort());
     expect(await statuses('cx')).toEqual({ cancelled: 3 });
     const { rows } = await t.db.query<{ observed: string }>(`SELECT observed FROM qmaint.health_failed_jobs(now(), qmaint.health_default_thresholds())`);
     expect(rows[0]!.observed).toMatch(/^0 failed/);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { CLAIM_SQL, claimQuery } from '../../src/queue/claim.js';
 import { enqueue } from '../../src/queue/enqueue.js';
-import { COMPLETE_SQL, FAIL_SQL, fenceKey, HEARTBEAT_SQL, RELEASE_SQL } from '../../src/queue/statements.js';
+import { CANCELLED_SQL, COMPLETE_SQL, FAIL_SQL, fenceKey, HEARTBEAT_SQL, RELEASE_SQL } from '../../src/queue/statements.js';
 import { freshDatabase } from '../helpers.js';
 
 /** Parameter number of the queue in each statement. */
@@ -16,6 +16,7 @@ const STATEMENTS: Record<string, { sql: string; queueParam: number }> = {
   fail: { sql: FAIL_SQL, queueParam: 8 },
   heartbeat: { sql: HEARTBEAT_SQL, queueParam: 6 },
   release: { sql: RELEASE_SQL, queueParam: 5 },
+  cancelled: { sql: CANCELLED_SQL, queueParam: 4 },
 };
 
 describe('every claim/complete/fail/heartbeat/release statement filters by queue (the distribution column)', () => {

@@ -82,7 +82,7 @@ describe('unique jobs', () => {
     expect(next.outcome).toBe('inserted');
     // The failed job's key is held by the new one: retry leaves it failed.
     expect(await retryJobs(t.db, { ids: [failing.id] }, new Date())).toEqual([]);
-    expect(await cancelJobs(t.db, { ids: [next.id] }, new Date())).toEqual([next.id]);
+    expect((await cancelJobs(t.db, { ids: [next.id] }, new Date())).ids).toEqual([next.id]);
     expect((await t.db.query<{ status: string }>('SELECT status::text FROM qmaint.jobs WHERE id = $1', [next.id])).rows[0]!.status).toBe('cancelled');
     // Free now: retry takes the key back.
     expect(await retryJobs(t.db, { ids: [failing.id] }, new Date())).toEqual([failing.id]);

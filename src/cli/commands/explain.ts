@@ -10,19 +10,21 @@ import {
   type SqlClaimReport,
 } from '../../health/explain.js';
 import { isInRecovery } from '../../health/checks.js';
-import { planTree, type RuleResult } from '../../health/plan.js';
+import { planTree, worstVerdict, type RuleResult } from '../../health/plan.js';
 import { parseThresholdFlags, parseThresholdSetting, resolveThresholds } from '../../health/thresholds.js';
 import { badInput } from '../../errors.js';
 import { ExitCode } from '../exit.js';
 import { parseQualifiedName } from '../../db.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler, type Context } from '../context.js';
+import { loadTasks } from '../modules.js';
 import type { Output } from '../output.js';
 import type { Register } from '../register.js';
 
 interface ExplainArgs {
   target: 'dequeue';
-  queue?: string;
+  queue?: string[];
+  tasks?: string;
   batch?: number;
   plan: boolean;
   threshold: string[];
@@ -40,7 +42,12 @@ const register: Register = (y) => {
     (b) =>
       b
         .positional('target', { choices: ['dequeue'] as const, description: "what to explain: dequeue, the consumer's claim statement" })
-        .option('queue', { type: 'string', description: 'queue to claim from (default: the queue of the oldest due job, else "default")' })
+        .option('queue', {
+          type: 'string',
+          array: true,
+          description: 'queue to claim from (default: the queue of the oldest due job, else "default"); repeat it for a worker of several queues',
+        })
+        .option('tasks', { type: 'string', description: "the queues of a tasks module (qmaint work --tasks): each queue's claim is explained and judged" })
         .option('batch', { type: 'number', description: 'jobs per claim (default: the batch setting, 100)' })
         .option('plan', { type: 'boolean', default: false, description: 'print the plan tree' })
         .option('threshold', { type: 'string', array: true, default: [], description: 'override a threshold: name=value (repeatable; see docs/health.md)' })
@@ -54,11 +61,14 @@ const register: Register = (y) => {
         .option('table', { type: 'string', description: 'with --sql: the managed table it claims from (schema.table, with a partition policy)' })
         .option('dry-run', { type: 'boolean', default: false, description: 'print the statements explain would run, run nothing' }),
     handler<ExplainArgs>(async (ctx, argv) => {
-      if (argv.queue !== undefined) checkQueueName(argv.queue);
+      if (argv.tasks !== undefined && argv.queue !== undefined) throw badInput('give either --queue or --tasks, not both');
+      for (const queue of argv.queue ?? []) checkQueueName(queue);
+      const queues = argv.tasks !== undefined ? Object.keys((await loadTasks(argv.tasks)).tasks) : [...new Set(argv.queue ?? [])];
+      if (queues.length > 1 && argv.sql !== undefined) throw badInput('--sql judges one statement of your own; leave out --tasks and the extra --queue');
       const { values: settings } = ctx.settings({ batch: argv.batch, statementTimeout: argv.statementTimeout });
       const thresholds = resolveThresholds(parseThresholdSetting(settings.healthThresholds), parseThresholdFlags(argv.threshold));
       const options: ExplainOptions = {
-        queue: argv.queue,
+        queue: queues[0],
         batch: settings.batch,
         leaseSeconds: settings.leaseSeconds,
         statementTimeout: settings.statementTimeout,
@@ -66,16 +76,35 @@ const register: Register = (y) => {
         analyze: argv.analyze,
       };
       if (argv.sql !== undefined) return ownClaim(ctx, argv, options);
-      if (argv.dryRun) return dryRun(ctx, options);
+      const each = queues.length > 1 ? queues.map((queue) => ({ ...options, queue })) : [options];
+      if (argv.dryRun) return dryRun(ctx, each);
       const db = await ctx.migratedDb({ max: 2 });
       if (await isInRecovery(db)) {
         throw badInput(
           `explain dequeue plans the claim, which runs on the primary only, and ${db.target.host}:${db.target.port} is a standby (in recovery); point --database-url at the primary, or list every node with target_session_attrs=read-write`,
         );
       }
-      const report = await explainDequeue(db, options);
-      const code = report.verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
-      ctx.out.emit({ ok: code === ExitCode.ok, ...report }, () => printReport(ctx.out, report, argv.plan));
+      if (each.length === 1) {
+        const report = await explainDequeue(db, options);
+        const code = report.verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
+        ctx.out.emit({ ok: code === ExitCode.ok, ...report }, () => printReport(ctx.out, report, argv.plan));
+        return code;
+      }
+      // A worker of several queues claims from one queue per statement (the rotation): each of those claims is judged, the worst verdict wins.
+      const claims: DequeueReport[] = [];
+      for (const one of each) claims.push(await explainDequeue(db, one));
+      const verdict = worstVerdict(claims.map((c) => c.verdict));
+      const code = verdict === 'critical' ? ExitCode.critical : ExitCode.ok;
+      ctx.out.emit({ ok: code === ExitCode.ok, queues, verdict, claims }, () => {
+        for (const report of claims) {
+          printReport(ctx.out, report, argv.plan);
+          ctx.out.line();
+        }
+        const line = `dequeue verdict over ${claims.length} queues (one claim statement per queue): ${ctx.out.verdict(verdict)}`;
+        if (verdict === 'ok') ctx.out.ok(line);
+        else if (verdict === 'warn') ctx.out.warn(line);
+        else ctx.out.bad(line);
+      });
       return code;
     }),
   );
@@ -155,13 +184,16 @@ async function ownClaim(ctx: Context, argv: ExplainArgs, base: ExplainOptions): 
   return code;
 }
 
-/** The statements explainDequeue would run, as the library lists them. */
-function dryRun(ctx: Context, options: ExplainOptions): number {
-  const statements = explainStatements(options).map((st) => ({
-    purpose: st.purpose,
-    sql: st.sql,
-    params: st.values.map((v) => (v === null ? null : String(v))),
-  }));
+/** The statements explainDequeue would run, as the library lists them (one explain after the other for several queues). */
+function dryRun(ctx: Context, each: ExplainOptions[]): number {
+  const options = each[0]!;
+  const statements = each
+    .flatMap((one) => explainStatements(one))
+    .map((st) => ({
+      purpose: st.purpose,
+      sql: st.sql,
+      params: st.values.map((v) => (v === null ? null : String(v))),
+    }));
   const lockLevel = explainLockLevel(options.analyze !== false);
   ctx.out.emit({ ok: true, dryRun: true, analyze: options.analyze !== false, statements, lockLevel }, () => {
     ctx.out.line(ctx.out.dim(`-- lock: ${lockLevel}`));

@@ -29,16 +29,28 @@ async function act(ctx: Context, action: 'retry' | 'cancel', argv: ActionArgs): 
   const out = ctx.out;
   if (argv.dryRun) {
     const plan = await planJobAction(db, action, sel, ctx.now);
-    const step = { seq: 1, action, statement: plan.statement, lockLevel: plan.lockLevel, reason: `${plan.reason}: ${plan.matching} match now` };
-    out.emit({ ok: true, dryRun: true, matching: plan.matching, steps: [step] }, () => out.plan([step]));
+    const now = action === 'retry' ? `${plan.matching} match now` : `${plan.queued} queued and ${plan.running} running match now`;
+    const step = { seq: 1, action, statement: plan.statement, lockLevel: plan.lockLevel, reason: `${plan.reason}: ${now}` };
+    const counts = action === 'cancel' ? { queued: plan.queued, running: plan.running } : {};
+    out.emit({ ok: true, dryRun: true, matching: plan.matching, ...counts, steps: [step] }, () => out.plan([step]));
     return;
   }
-  const ids = action === 'retry' ? await retryJobs(db, sel, ctx.now) : await cancelJobs(db, sel, ctx.now);
-  const verb = action === 'retry' ? 'put back in the queue' : 'cancelled';
-  out.emit({ ok: true, action, count: ids.length, ids }, () =>
+  const list = (ids: string[]) => `${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`;
+  if (action === 'retry') {
+    const ids = await retryJobs(db, sel, ctx.now);
+    out.emit({ ok: true, action, count: ids.length, ids }, () =>
+      ids.length === 0 ? out.warn('no job matched (only failed jobs can be retried)') : out.ok(`${ids.length} job(s) put back in the queue: ${list(ids)}`),
+    );
+    return;
+  }
+  const report = await cancelJobs(db, sel, ctx.now);
+  const { ids, queued, running } = report;
+  out.emit({ ok: true, action, count: ids.length, ids, queued, running: running.length, runningIds: running }, () =>
     ids.length === 0
-      ? out.warn(`no job matched (${action === 'retry' ? 'only failed jobs can be retried' : 'only queued jobs can be cancelled'})`)
-      : out.ok(`${ids.length} job(s) ${verb}: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`),
+      ? out.warn('no job matched (only queued and running jobs can be cancelled)')
+      : out.ok(
+          `${ids.length} job(s) cancelled (${queued} queued, ${running.length} running${running.length > 0 ? ': their consumers were told to abort them' : ''}): ${list(ids)}`,
+        ),
   );
 }
 
@@ -132,12 +144,12 @@ const register: Register = (y) => {
       )
       .command(
         'cancel [ids..]',
-        'cancel queued jobs (they end cancelled) by id, or all queued jobs of --queue',
+        'cancel queued and running jobs (they end cancelled) by id, or all of them in --queue',
         (c) =>
           c
-            .positional('ids', { ...IDS, description: 'queued jobs to cancel' })
+            .positional('ids', { ...IDS, description: 'queued or running jobs to cancel' })
             .option('id', ID_OPTION)
-            .option('queue', { type: 'string', description: 'only jobs of this queue; alone: every queued job of it' })
+            .option('queue', { type: 'string', description: 'only jobs of this queue; alone: every queued and running job of it' })
             .option('dry-run', { type: 'boolean', default: false, description: 'print the SQL and how many jobs match; change nothing' }),
         handler<ActionArgs>((ctx, argv) => act(ctx, 'cancel', argv)),
       )

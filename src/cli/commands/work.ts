@@ -1,20 +1,20 @@
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { checkConnectionUrl } from '../../config.js';
 import { formatDurationMs } from '../../duration.js';
 import { badInput } from '../../errors.js';
-import { Consumer, type Handler } from '../../queue/consumer.js';
+import { Consumer, type ConsumerOptions } from '../../queue/consumer.js';
+import { resolveOptions } from '../../queue/consumer/options.js';
 import { checkQueueName } from '../../queue/enqueue.js';
 import { handler } from '../context.js';
 import { metricsOptions, startMetrics } from '../metrics.js';
+import { loadHandler, loadTasks } from '../modules.js';
 import { duration } from '../format.js';
 import { durationOptions, readDuration, type DurationFlag } from '../durations.js';
 import type { Register } from '../register.js';
 
 interface Args {
-  queue: string;
-  handler: string;
+  queue?: string;
+  handler?: string;
+  tasks?: string;
   concurrency?: number;
   batch?: number;
   lease?: string;
@@ -37,35 +37,22 @@ const POLL_MAX: DurationFlag = { flag: 'poll-max', min: 10, max: 600_000, old: {
 const TIMEOUT: DurationFlag = { flag: 'timeout', min: 1, max: 2_147_483_000, bare: 's' };
 const SHUTDOWN: DurationFlag = { flag: 'shutdown', min: 0, max: 86_400_000, old: { flag: 'shutdown-seconds', unit: 's' } };
 
-/**
- * Import the handler module; anything wrong with it is bad input (exit 2), in
- * one line. An optional `close` export is called once the consumer stopped,
- * so a module holding pools or timers lets the process exit.
- */
-export async function loadHandler(file: string): Promise<{ handler: Handler; close?: () => unknown }> {
-  const full = path.resolve(file);
-  if (!existsSync(full)) throw badInput(`handler module ${file} not found; give the path of a module whose default export is async (job) => {}`);
-  let mod: { default?: unknown; close?: unknown };
-  try {
-    mod = (await import(pathToFileURL(full).href)) as { default?: unknown; close?: unknown };
-  } catch (err) {
-    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-    throw badInput(`handler module ${file} failed to load (${message}); fix the module`);
-  }
-  if (typeof mod.default !== 'function') throw badInput(`handler module ${file} has no default export function; export default async (job) => {}`);
-  const close = typeof mod.close === 'function' ? (mod.close as () => unknown) : undefined;
-  return { handler: mod.default as Handler, ...(close ? { close } : {}) };
-}
-
 const register: Register = (y) => {
   y.command(
     'work',
-    'run a consumer that claims and handles jobs of one queue',
+    'run a consumer that claims and handles jobs of one queue (--queue, --handler) or several (--tasks)',
     (b) =>
       b
-        .option('queue', { type: 'string', demandOption: true, description: 'queue to consume' })
-        .option('handler', { type: 'string', demandOption: true, description: 'module whose default export is async (job) => {}' })
-        .option('concurrency', { type: 'number', description: 'handlers running at once (setting concurrency, default 10)' })
+        .option('queue', { type: 'string', description: 'queue to consume (with --handler)' })
+        .option('handler', { type: 'string', description: 'module whose default export is async (job) => {} (with --queue)' })
+        .option('tasks', {
+          type: 'string',
+          description: 'module whose default export maps queue names to handlers or { handler, concurrency }: one consumer works them all',
+        })
+        .option('concurrency', {
+          type: 'number',
+          description: 'handlers running at once, across all queues (setting concurrency, default 10; with --tasks whose queues all set one: their sum)',
+        })
         .option('batch', { type: 'number', description: 'jobs claimed per statement (setting batch, default 100)' })
         .options(durationOptions(LEASE, 'lease of a claimed job, whole seconds (setting leaseSeconds, default 60s)'))
         .options(durationOptions(POLL_MAX, 'longest idle poll interval (setting pollMaxMs, default 5s)'))
@@ -81,28 +68,34 @@ const register: Register = (y) => {
         .options(durationOptions(SHUTDOWN, 'on SIGINT/SIGTERM, how long running handlers may finish (default 30s)'))
         .options(metricsOptions),
     handler<Args>(async (ctx, argv) => {
-      checkQueueName(argv.queue);
+      if (argv.tasks !== undefined && (argv.queue !== undefined || argv.handler !== undefined)) {
+        throw badInput('give either --tasks, or --queue and --handler, not both');
+      }
+      if (argv.tasks === undefined && (argv.queue === undefined || argv.handler === undefined)) {
+        throw badInput('name the work: --queue and --handler (one queue), or --tasks MODULE (several)');
+      }
+      if (argv.queue !== undefined) checkQueueName(argv.queue);
       if (argv.listenUrl !== undefined) checkConnectionUrl(argv.listenUrl, '--listen-url');
       const lease = readDuration(ctx.out, LEASE, argv.lease, argv.leaseSeconds);
       const pollMax = readDuration(ctx.out, POLL_MAX, argv.pollMax, argv.pollMaxMs);
       const timeout = readDuration(ctx.out, TIMEOUT, argv.timeout);
       const shutdownMs = readDuration(ctx.out, SHUTDOWN, argv.shutdown, argv.shutdownSeconds) ?? 30_000;
-      const settings = ctx.settings({
+      const loaded = ctx.settings({
         concurrency: argv.concurrency,
         batch: argv.batch,
         leaseSeconds: lease === undefined ? undefined : lease / 1000,
         pollMaxMs: pollMax,
         jobTimeoutSeconds: timeout === undefined ? undefined : timeout / 1000,
-      }).values;
+      });
+      const settings = loaded.values;
       // Bound before anything connects: a port that cannot be bound is bad input (exit 2), and nothing changed.
       const metrics = await startMetrics(ctx, argv.metricsPort, argv.metricsHost);
-      const mod = await loadHandler(argv.handler);
-      const out = ctx.out;
-      const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? settings.concurrency + 2 : 5, applicationName: 'qmaint-work' });
-      const consumer = new Consumer(db, {
-        queue: argv.queue,
-        handler: mod.handler,
-        concurrency: settings.concurrency,
+      const mod = argv.tasks !== undefined ? await loadTasks(argv.tasks) : await loadHandler(argv.handler!);
+      const work: Pick<ConsumerOptions, 'queue' | 'handler' | 'queues'> = 'tasks' in mod ? { queues: mod.tasks } : { queue: argv.queue!, handler: mod.handler };
+      const options: ConsumerOptions = {
+        ...work,
+        // With --tasks and no concurrency set anywhere, the library's default applies (the sum of the queues' own, else 10).
+        concurrency: 'tasks' in mod && loaded.origin.concurrency === 'default' ? undefined : settings.concurrency,
         batch: settings.batch,
         leaseSeconds: settings.leaseSeconds,
         pollMaxMs: settings.pollMaxMs,
@@ -110,7 +103,12 @@ const register: Register = (y) => {
         drain: argv.drain,
         mode: argv.mode,
         listen: argv.listen ? (argv.listenUrl ?? true) : false,
-      });
+      };
+      // Checked before connecting: a bad queue name or concurrency in the tasks module is bad input, and nothing is touched.
+      const resolved = resolveOptions(options);
+      const out = ctx.out;
+      const db = await ctx.migratedDb({ max: argv.mode === 'transaction' ? resolved.concurrency + 2 : 5, applicationName: 'qmaint-work' });
+      const consumer = new Consumer(db, options);
       consumer.on('failed', (job, error, outcome) => {
         const what = outcome.status === 'failed' ? 'failed for good' : `will retry at ${outcome.runAt.toISOString()}`;
         // The first line of the stored error; a plain Error's name adds nothing.
@@ -121,9 +119,10 @@ const register: Register = (y) => {
         out.note(`lost the lease of job ${job.id} (attempt ${job.attempt}); its result is dropped, another attempt may run it`),
       );
       consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
+      consumer.on('cancelled', (job) => out.note(`job ${job.id} was cancelled while it ran; its signal was aborted and its result is dropped`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
       consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
-      metrics?.attach(consumer, argv.queue);
+      metrics?.attach(consumer);
       let stoppedBy: NodeJS.Signals | null = null;
       const onSignal = (signal: NodeJS.Signals) => {
         stoppedBy = signal;
@@ -133,12 +132,17 @@ const register: Register = (y) => {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        out.note(`working queue ${argv.queue} as ${consumer.workerId} (concurrency ${settings.concurrency}, ${argv.mode} mode)`);
+        const what =
+          resolved.queues.length === 1 && argv.queue !== undefined
+            ? `queue ${argv.queue}`
+            : `queues ${resolved.queues.map((q) => (q.concurrency < resolved.concurrency ? `${q.name} (${q.concurrency})` : q.name)).join(', ')}`;
+        out.note(`working ${what} as ${consumer.workerId} (concurrency ${resolved.concurrency}, ${argv.mode} mode)`);
         await consumer.start();
         const report = await consumer.done;
         const doc = {
           ok: true,
-          queue: argv.queue,
+          queue: argv.queue ?? null,
+          queues: consumer.queues,
           workerId: consumer.workerId,
           drained: argv.drain && stoppedBy === null,
           signal: stoppedBy,
@@ -148,7 +152,7 @@ const register: Register = (y) => {
         };
         out.emit(doc, () =>
           out.ok(
-            `${consumer.stats.completed} completed, ${consumer.stats.willRetry} will retry, ${consumer.stats.failedForGood} failed for good, ${report.returned} returned to the queue, ${report.abandoned} left to their leases`,
+            `${consumer.stats.completed} completed, ${consumer.stats.willRetry} will retry, ${consumer.stats.failedForGood} failed for good, ${report.returned} returned to the queue, ${report.abandoned} left to their leases${consumer.stats.cancelled > 0 ? `, ${consumer.stats.cancelled} cancelled while running` : ''}`,
           ),
         );
       } finally {

@@ -10,6 +10,10 @@
  *                       └──takeUnstarted──▶ returned          │
  *   waiting | running | finished ──lose──▶ lost ◀─────────────┘
  *
+ * Each queue may have a limit of its own (`limits`): an attempt starts only
+ * while fewer than its queue's limit of that queue's handlers are in
+ * progress, and the oldest waiting attempt that may start starts first.
+ *
  * The buffer itself is `open` (handlers start), then `stopping` (no handler
  * starts; claims in flight may still add), then `closed` (the unstarted
  * attempts were taken back; nothing is added any more).
@@ -34,12 +38,37 @@ export class LocalBuffer {
   private readonly waiting: Attempt[] = [];
   /** Attempts whose handler is in progress (running, or lost while running). */
   private readonly active = new Set<Attempt>();
+  /** Handlers in progress per queue. */
+  private readonly activeOf = new Map<string, number>();
+  /** Attempts waiting per queue. */
+  private readonly waitingOf = new Map<string, number>();
   private roomWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
 
-  /** @param concurrency - handlers that may run at once (at least 1). */
-  constructor(readonly concurrency: number) {
+  /**
+   * @param concurrency - handlers that may run at once (at least 1).
+   * @param limits - handlers of one queue that may run at once, per queue (a queue not named: concurrency).
+   */
+  constructor(
+    readonly concurrency: number,
+    private readonly limits: ReadonlyMap<string, number> = new Map(),
+  ) {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a whole number of at least 1, got ${concurrency}`);
+  }
+
+  /** Handlers of this queue that may run at once. */
+  limitOf(queue: string): number {
+    return Math.min(this.limits.get(queue) ?? this.concurrency, this.concurrency);
+  }
+
+  /** Handlers of this queue in progress (a lost attempt's handler counts until it settles). */
+  runningOf(queue: string): number {
+    return this.activeOf.get(queue) ?? 0;
+  }
+
+  /** Attempts of this queue claimed and not started. */
+  waitingOfQueue(queue: string): number {
+    return this.waitingOf.get(queue) ?? 0;
   }
 
   /** open, stopping or closed. */
@@ -62,20 +91,30 @@ export class LocalBuffer {
     if (this.bufferState === 'closed') throw new IllegalTransitionError('add', 'buffer closed');
     this.move(a, 'claimed', 'waiting');
     this.waiting.push(a);
+    count(this.waitingOf, a.row.queue, 1);
   }
 
-  /** True when start() would start an attempt: the buffer is open, a slot is free and an attempt waits. */
+  /** True when start() would start an attempt: the buffer is open, a slot is free and an attempt of a queue below its limit waits. */
   canStart(): boolean {
-    return this.bufferState === 'open' && this.active.size < this.concurrency && this.waiting.length > 0;
+    return this.nextStartable() >= 0;
   }
 
-  /** waiting → running: the oldest waiting attempt, or null when canStart() is false. */
+  /** waiting → running: the oldest waiting attempt whose queue is below its limit, or null when canStart() is false. */
   start(): Attempt | null {
-    if (!this.canStart()) return null;
-    const a = this.waiting.shift()!;
+    const i = this.nextStartable();
+    if (i < 0) return null;
+    const a = this.waiting.splice(i, 1)[0]!;
+    count(this.waitingOf, a.row.queue, -1);
     this.move(a, 'waiting', 'running');
     this.active.add(a);
+    count(this.activeOf, a.row.queue, 1);
     return a;
+  }
+
+  /** Index in `waiting` of the attempt start() would start, or -1. */
+  private nextStartable(): number {
+    if (this.bufferState !== 'open' || this.active.size >= this.concurrency) return -1;
+    return this.waiting.findIndex((a) => this.runningOf(a.row.queue) < this.limitOf(a.row.queue));
   }
 
   /**
@@ -86,6 +125,7 @@ export class LocalBuffer {
   runNow(a: Attempt): void {
     this.move(a, 'claimed', 'running');
     this.active.add(a);
+    count(this.activeOf, a.row.queue, 1);
   }
 
   /**
@@ -95,6 +135,7 @@ export class LocalBuffer {
    */
   settle(a: Attempt): boolean {
     if (!this.active.delete(a)) throw new IllegalTransitionError('settle', `${a.state} (handler not in progress)`);
+    count(this.activeOf, a.row.queue, -1);
     const counts = a.state === 'running';
     if (counts) a.state = 'finished';
     for (const w of this.roomWaiters.splice(0)) w();
@@ -111,7 +152,10 @@ export class LocalBuffer {
     if (a.state === 'lost') return false;
     if (a.state === 'waiting') {
       const i = this.waiting.indexOf(a);
-      if (i >= 0) this.waiting.splice(i, 1);
+      if (i >= 0) {
+        this.waiting.splice(i, 1);
+        count(this.waitingOf, a.row.queue, -1);
+      }
     } else if (a.state !== 'running' && a.state !== 'finished') {
       throw new IllegalTransitionError('lose', a.state);
     }
@@ -131,6 +175,7 @@ export class LocalBuffer {
     if (this.bufferState !== 'stopping') throw new IllegalTransitionError('takeUnstarted', `buffer ${this.bufferState}`);
     this.bufferState = 'closed';
     const taken = this.waiting.splice(0);
+    this.waitingOf.clear();
     for (const a of taken) this.move(a, 'waiting', 'returned');
     return taken;
   }
@@ -163,4 +208,11 @@ export class LocalBuffer {
     if (a.state !== from) throw new IllegalTransitionError(`${from} → ${to}`, a.state);
     a.state = to;
   }
+}
+
+/** Add `by` to the count of `key` (a count of 0 leaves the map). */
+function count(map: Map<string, number>, key: string, by: number): void {
+  const n = (map.get(key) ?? 0) + by;
+  if (n === 0) map.delete(key);
+  else map.set(key, n);
 }

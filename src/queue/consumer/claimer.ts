@@ -8,7 +8,6 @@ import type { ClaimedRow } from './job.js';
 
 /** What a Claimer needs to know of its consumer. */
 export interface ClaimerOptions {
-  queue: string;
   workerId: string;
   leaseSeconds: number;
   /** How often to re-read the low-water mark while busy, in ms. */
@@ -57,7 +56,7 @@ export class ClaimLane {
 }
 
 /**
- * Claims jobs of one queue. It caches the low-water mark (re-read at most
+ * Claims jobs, one queue per claim statement. It caches the low-water mark (re-read at most
  * every lowWaterRefreshMs, or when asked), and moves each lane's cursor.
  */
 export class Claimer {
@@ -79,17 +78,18 @@ export class Claimer {
   }
 
   /**
-   * Claim up to `want` jobs on `q` (autocommit: the claim commits at once),
-   * starting after the lane's cursor; moves the cursor. Without a lane, the
+   * Claim up to `want` jobs of `queue` on `q` (autocommit: the claim commits
+   * at once), starting after the lane's cursor (a lane belongs to one queue);
+   * moves the cursor. Without a lane, the
    * claim starts from the head of the queue. Throws what the statement throws
    * (a 40001 when a row moved partitions under it is the caller's to retry).
    */
-  async claim(q: Queryable, want: number, lane: ClaimLane | null): Promise<ClaimedRow[]> {
+  async claim(q: Queryable, queue: string, want: number, lane: ClaimLane | null): Promise<ClaimedRow[]> {
     await this.refreshLowWater(false, q);
     const now = Date.now();
     lane?.expire(now, this.options.rescanMs);
     const { text, values } = claimQuery({
-      queue: this.options.queue,
+      queue,
       batch: want,
       leaseSeconds: this.options.leaseSeconds,
       workerId: this.options.workerId,

@@ -27,7 +27,10 @@ export interface Job {
   attempt: number;
   /** How long this attempt may run, in seconds (the job's own timeout, else the consumer's). */
   timeout: number;
-  /** Aborted when the job's timeout or a shutdown deadline passes, or the lease was lost. */
+  /**
+   * Aborted when the job's timeout or a shutdown deadline passes, the lease
+   * was lost, or the job was cancelled (reason: a JobCancelledError).
+   */
   signal: AbortSignal;
   /**
    * Transaction mode only: the client whose transaction claimed the job and
@@ -63,6 +66,23 @@ export class JobTimeoutError extends Error {
   }
 }
 
+/**
+ * What a handler's signal is aborted with when its job is cancelled while it
+ * runs (`qmaint jobs cancel`, cancelJobs). The job is already `cancelled` in
+ * the database: whatever the handler returns or throws afterwards changes nothing.
+ */
+export class JobCancelledError extends Error {
+  /**
+   * An error whose message names the job.
+   *
+   * @param jobId - the job that was cancelled
+   */
+  constructor(jobId: string) {
+    super(`job ${jobId} was cancelled`);
+    this.name = 'JobCancelledError';
+  }
+}
+
 /** A row as the claim statement returns it. */
 export interface ClaimedRow {
   id: string;
@@ -85,8 +105,8 @@ export interface ClaimedRow {
  * - `running`: handler started (its result not yet settled);
  * - `finished`: handler settled; its result is being (or was) recorded;
  * - `returned`: given back to the queue unstarted (shutdown);
- * - `lost`: the attempt no longer holds the job (its lease ran out, or a
- *   fenced statement changed nothing); its result is dropped.
+ * - `lost`: the attempt no longer holds the job (its lease ran out, it was
+ *   cancelled, or a fenced statement changed nothing); its result is dropped.
  */
 export type AttemptState = 'claimed' | 'waiting' | 'running' | 'finished' | 'returned' | 'lost';
 
@@ -98,6 +118,8 @@ export class Attempt {
   readonly abort = new AbortController();
   /** Changed only by LocalBuffer, which asserts each transition. */
   state: AttemptState = 'claimed';
+  /** Set when the attempt's timeout passed before its handler settled (the handler may still be running). */
+  timedOut = false;
 
   /**
    * @param row - the claimed row.
@@ -128,6 +150,21 @@ export class Attempt {
   }
 }
 
+/**
+ * The attempts grouped by the queue of their job, in order of first
+ * appearance: every statement after the claim names one queue (the
+ * distribution column), so a consumer of several queues sends one per queue.
+ */
+export function byQueue<T extends { row: { queue: string } }>(held: readonly T[]): [queue: string, held: T[]][] {
+  const groups = new Map<string, T[]>();
+  for (const h of held) {
+    const group = groups.get(h.row.queue);
+    if (group) group.push(h);
+    else groups.set(h.row.queue, [h]);
+  }
+  return [...groups];
+}
+
 /** The distinct created_at values of a batch: the partition keys its statement prunes by. */
 export function partitionKeys(held: readonly Attempt[]): Date[] {
   const seen = new Map<number, Date>();
@@ -153,6 +190,7 @@ export async function runHandler(handler: Handler, attempt: Attempt, onTimeout: 
     timer = setTimeout(
       () => {
         const err = new JobTimeoutError(attempt.job.id, attempt.job.timeout);
+        attempt.timedOut = true;
         attempt.abort.abort(err);
         onTimeout();
         resolve(errorText(err));

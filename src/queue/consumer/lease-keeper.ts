@@ -6,12 +6,11 @@
  */
 import type { Queryable } from '../../db.js';
 import { NOTIFY_CHANNEL } from '../enqueue.js';
-import { HEARTBEAT_SQL, RECORD_BACKOFF_SQL, RELEASE_SQL, RESCUE_SQL } from '../statements.js';
-import { fences, partitionKeys, type Attempt } from './job.js';
+import { CANCELLED_SQL, HEARTBEAT_SQL, RECORD_BACKOFF_SQL, RELEASE_SQL, RESCUE_SQL } from '../statements.js';
+import { byQueue, fences, partitionKeys, type Attempt } from './job.js';
 
 /** What a LeaseKeeper needs to know of its consumer. */
 export interface LeaseKeeperOptions {
-  queue: string;
   workerId: string;
   /** Each extension sets the lease to this many seconds from now. */
   leaseSeconds: number;
@@ -23,7 +22,11 @@ export interface RescueResult {
   failed: number;
 }
 
-/** Lease statements of one consumer. All are fenced by attempt (statements.ts): a stale attempt changes nothing. */
+/**
+ * Lease statements of one consumer. All are fenced by attempt (statements.ts):
+ * a stale attempt changes nothing. Each statement names one queue: attempts
+ * of several queues are sent one statement per queue.
+ */
 export class LeaseKeeper {
   /**
    * @param db - where the statements run (autocommit).
@@ -40,17 +43,34 @@ export class LeaseKeeper {
    * again, or finished by someone else). Throws what the statement throws.
    */
   async extend(held: readonly Attempt[]): Promise<Attempt[]> {
-    if (held.length === 0) return [];
-    const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [
-      held.map((h) => h.row.id),
-      partitionKeys(held),
-      fences(held),
-      this.options.workerId,
-      this.options.leaseSeconds,
-      this.options.queue,
-    ]);
-    const kept = new Set(rows.map((r) => r.id));
-    return held.filter((h) => !kept.has(h.row.id));
+    const lost: Attempt[] = [];
+    for (const [queue, group] of byQueue(held)) {
+      const { rows } = await this.db.query<{ id: string }>(HEARTBEAT_SQL, [
+        group.map((h) => h.row.id),
+        partitionKeys(group),
+        fences(group),
+        this.options.workerId,
+        this.options.leaseSeconds,
+        queue,
+      ]);
+      const kept = new Set(rows.map((r) => r.id));
+      for (const h of group) if (!kept.has(h.row.id)) lost.push(h);
+    }
+    return lost;
+  }
+
+  /**
+   * Of attempts that no longer hold their job, those whose job was cancelled
+   * (the rest lost it to an expired lease). Throws what the statement throws.
+   */
+  async cancelled(held: readonly Attempt[]): Promise<Set<Attempt>> {
+    const out = new Set<Attempt>();
+    for (const [queue, group] of byQueue(held)) {
+      const { rows } = await this.db.query<{ id: string }>(CANCELLED_SQL, [group.map((h) => h.row.id), partitionKeys(group), fences(group), queue]);
+      const ids = new Set(rows.map((r) => r.id));
+      for (const h of group) if (ids.has(h.row.id)) out.add(h);
+    }
+    return out;
   }
 
   /**
@@ -60,16 +80,19 @@ export class LeaseKeeper {
    * NOTIFY is passed to `onNotifyError` instead (the jobs are back either way).
    */
   async release(held: readonly Attempt[], onNotifyError: (err: unknown) => void = () => undefined): Promise<number> {
-    if (held.length === 0) return 0;
-    const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [
-      held.map((h) => h.row.id),
-      partitionKeys(held),
-      fences(held),
-      this.options.workerId,
-      this.options.queue,
-    ]);
-    if (rows.length > 0) await this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, this.options.queue]).catch(onNotifyError);
-    return rows.length;
+    let returned = 0;
+    for (const [queue, group] of byQueue(held)) {
+      const { rows } = await this.db.query<{ id: string }>(RELEASE_SQL, [
+        group.map((h) => h.row.id),
+        partitionKeys(group),
+        fences(group),
+        this.options.workerId,
+        queue,
+      ]);
+      if (rows.length > 0) await this.db.query('SELECT pg_notify($1, $2)', [NOTIFY_CHANNEL, queue]).catch(onNotifyError);
+      returned += rows.length;
+    }
+    return returned;
   }
 
   /**
@@ -83,8 +106,8 @@ export class LeaseKeeper {
     return { requeued: r.requeued ?? 0, failed: r.failed ?? 0 };
   }
 
-  /** Record the consumer's retry backoff for its queue, so rescue_expired() puts its expired leases back with it. */
-  async recordBackoff(baseMs: number, capMs: number): Promise<void> {
-    await this.db.query(RECORD_BACKOFF_SQL, [this.options.queue, baseMs / 1000, capMs / 1000]);
+  /** Record the consumer's retry backoff for a queue it works, so rescue_expired() puts its expired leases back with it. */
+  async recordBackoff(queue: string, baseMs: number, capMs: number): Promise<void> {
+    await this.db.query(RECORD_BACKOFF_SQL, [queue, baseMs / 1000, capMs / 1000]);
   }
 }

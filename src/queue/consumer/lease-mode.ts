@@ -1,7 +1,7 @@
 /**
  * Lease mode: claim lanes fill the local buffer in batches (each claim
- * commits at once), handlers run up to `concurrency` at once, and results
- * go to the result batcher.
+ * commits at once), handlers run up to `concurrency` at once (and up to
+ * each queue's own concurrency), and results go to the result batcher.
  */
 import { sqlState } from '../../errors.js';
 import { ClaimLane } from './claimer.js';
@@ -17,8 +17,9 @@ export const CLAIM_LANES = 2;
 
 /** Lease mode (the default): see the module comment. */
 export class LeaseMode implements ConsumerMode {
-  /** Jobs asked for by claims in flight. */
-  private claiming = 0;
+  /** Jobs asked for by claims in flight, in all and per queue. */
+  private claimingAll = 0;
+  private readonly claimingOf = new Map<string, number>();
   private loops: Promise<void> = Promise.resolve();
 
   /** @param ctx - the consumer's parts. */
@@ -26,7 +27,7 @@ export class LeaseMode implements ConsumerMode {
 
   /** Start CLAIM_LANES claim loops; resolves once all ended (stop(), or a finished drain). */
   run(): Promise<void> {
-    const lanes = Array.from({ length: CLAIM_LANES }, () => this.claimLoop(new ClaimLane()));
+    const lanes = Array.from({ length: CLAIM_LANES }, () => this.claimLoop());
     this.loops = Promise.all(lanes).then(() => undefined);
     return this.loops;
   }
@@ -39,42 +40,53 @@ export class LeaseMode implements ConsumerMode {
   /**
    * One claim lane: claims whenever fewer than `concurrency` jobs wait
    * locally, and never lets the consumer hold more than concurrency + 2 x
-   * batch jobs (claims in flight included). Each lane starts its claims after
-   * its own last key. Any failing step is reported (`db-error`) and retried
-   * with backoff: the loop only ends on stop() or a finished drain.
+   * batch jobs (claims in flight included); per queue, the same with the
+   * queue's own concurrency. Each claim takes jobs of the queue the rotation
+   * picks, and starts after the lane's last key in that queue. Any failing
+   * step is reported (`db-error`) and retried with backoff: the loop only
+   * ends on stop() or a finished drain.
    */
-  private async claimLoop(lane: ClaimLane): Promise<void> {
+  private async claimLoop(): Promise<void> {
     const { ctx } = this;
     const { buffer, options: o } = ctx;
+    const lanes = new Map(o.queues.map((q) => [q.name, new ClaimLane()]));
     let idleMs = o.pollMinMs;
     const backoff = new Backoff();
     let serial = 0;
     while (!ctx.stopping()) {
-      const want = Math.min(o.batch, o.concurrency + CLAIM_LANES * o.batch - buffer.waitingCount - buffer.runningCount - this.claiming);
-      if (buffer.waitingCount >= o.concurrency || want <= 0) {
+      const wakesBefore = ctx.listener.wakeCount;
+      const total = o.concurrency + CLAIM_LANES * o.batch - buffer.waitingCount - buffer.runningCount - this.claimingAll;
+      const pick = ctx.rotation.pick((queue) => buffer.waitingCount < o.concurrency && this.want(queue, total) > 0, wakesBefore);
+      if (pick.kind === 'full') {
         await buffer.roomChanged();
         continue;
       }
-      const fromCursor = lane.cursor !== null;
-      const wakesBefore = ctx.listener.wakeCount;
       let during = 'claim';
       try {
-        let rows: ClaimedRow[];
-        this.claiming += want;
-        try {
-          rows = await ctx.claimer.claim(ctx.db, want, lane);
-        } finally {
-          this.claiming -= want;
-        }
-        serial = 0;
-        if (rows.length > 0) {
-          idleMs = o.pollMinMs;
-          for (const row of rows) buffer.add(ctx.hold(row));
-          this.pump();
-          backoff.reset();
+        if (pick.kind === 'queue') {
+          const { queue } = pick;
+          const lane = lanes.get(queue)!;
+          const want = this.want(queue, total);
+          const fromCursor = lane.cursor !== null;
+          let rows: ClaimedRow[];
+          this.claiming(queue, want);
+          try {
+            rows = await ctx.claimer.claim(ctx.db, queue, want, lane);
+          } finally {
+            this.claiming(queue, -want);
+          }
+          serial = 0;
+          if (rows.length > 0) {
+            ctx.rotation.markFound(queue);
+            idleMs = o.pollMinMs;
+            for (const row of rows) buffer.add(ctx.hold(row));
+            this.pump();
+            backoff.reset();
+          } else if (!fromCursor) {
+            ctx.rotation.markEmpty(queue, wakesBefore);
+          }
           continue;
         }
-        if (fromCursor) continue;
         during = 'low-water refresh';
         await ctx.claimer.refreshLowWater(true, ctx.db);
         if (o.drain) {
@@ -91,8 +103,23 @@ export class LeaseMode implements ConsumerMode {
         await failedStep(ctx, err, during, backoff);
         continue;
       }
-      idleMs = await idle(ctx, idleMs, wakesBefore);
+      idleMs = await idle(ctx, idleMs, pick.wakes, pick.someFull ? buffer.roomChanged() : undefined);
     }
+  }
+
+  /** Jobs a claim of `queue` may ask for now, given `total` room left across queues. */
+  private want(queue: string, total: number): number {
+    const { buffer, options: o } = this.ctx;
+    const limit = buffer.limitOf(queue);
+    if (buffer.waitingOfQueue(queue) >= limit) return 0;
+    const held = buffer.waitingOfQueue(queue) + buffer.runningOf(queue) + (this.claimingOf.get(queue) ?? 0);
+    return Math.min(o.batch, limit + CLAIM_LANES * o.batch - held, total);
+  }
+
+  /** Count `n` more (or, negative, fewer) jobs asked for by claims of `queue` in flight. */
+  private claiming(queue: string, n: number): void {
+    this.claimingAll += n;
+    this.claimingOf.set(queue, (this.claimingOf.get(queue) ?? 0) + n);
   }
 
   /** Start buffered jobs while slots are free; each settled handler's result goes to the batcher. */

@@ -1,5 +1,6 @@
 /**
- * The listener: LISTEN for the queue's NOTIFY on a dedicated connection
+ * The listener: LISTEN for its queues' NOTIFY (and for cancels of running
+ * jobs, channel qmaint_cancel) on a dedicated connection
  * (reconnecting with backoff when it drops), and the idle sleep it cuts
  * short. A counter of wake-ups lets a claim loop read it before a claim and
  * pass it to sleep(): a wake-up that came in between returns at once, so no
@@ -9,6 +10,7 @@ import pg from 'pg';
 import type { Db } from '../../db.js';
 import { newClientFor } from '../../failover.js';
 import { NOTIFY_CHANNEL } from '../enqueue.js';
+import { CANCEL_CHANNEL } from '../statements.js';
 import type { WakeReason } from './options.js';
 
 /** Where a Listener reports. */
@@ -17,12 +19,14 @@ export interface ListenerHooks {
   listening(ok: boolean): void;
   /** Setting up the LISTEN connection failed. */
   error(err: Error): void;
+  /** A running job was cancelled: the fence key (`id.attempt`) of its attempt, whoever holds it. */
+  cancel(fence: string): void;
 }
 
 const jitter = (ms: number) => ms / 2 + (Math.random() * ms) / 2;
 
 /**
- * Wakes idle claim loops: on a NOTIFY for its queue, on wake() (a rescue
+ * Wakes idle claim loops: on a NOTIFY for one of its queues, on wake() (a rescue
  * put jobs back, a LISTEN reconnect), and for good on stop().
  */
 export class Listener {
@@ -37,13 +41,13 @@ export class Listener {
 
   /**
    * @param db - the consumer's database (its connection settings serve `listen: true`).
-   * @param queue - whose notifications wake the sleepers.
+   * @param queues - whose notifications wake the sleepers.
    * @param listen - true: LISTEN on the same server; false: poll only; a URL: LISTEN there (e.g. around PgBouncer).
    * @param hooks - where connection outcomes are reported.
    */
   constructor(
     private readonly db: Db,
-    private readonly queue: string,
+    private readonly queues: ReadonlySet<string>,
     private readonly listen: boolean | string,
     private readonly hooks: ListenerHooks,
   ) {}
@@ -118,7 +122,7 @@ export class Listener {
     client.on('error', () => undefined);
     try {
       await client.connect();
-      await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
+      await client.query(`LISTEN ${NOTIFY_CHANNEL}; LISTEN ${CANCEL_CHANNEL}`);
     } catch (err) {
       await client.end().catch(() => undefined);
       this.hooks.error(err as Error);
@@ -132,7 +136,8 @@ export class Listener {
       return;
     }
     client.on('notification', (msg) => {
-      if (msg.channel === NOTIFY_CHANNEL && msg.payload === this.queue) this.wake('notify');
+      if (msg.channel === NOTIFY_CHANNEL && msg.payload !== undefined && this.queues.has(msg.payload)) this.wake('notify');
+      else if (msg.channel === CANCEL_CHANNEL && msg.payload) this.hooks.cancel(msg.payload);
     });
     client.on('end', () => {
       if (this.client === client) this.client = null;

@@ -12,6 +12,7 @@ import type { LeaseKeeper, RescueResult } from './lease-keeper.js';
 import type { Listener } from './listener.js';
 import type { Emit, ResolvedOptions } from './options.js';
 import type { ResultBatcher } from './result-batcher.js';
+import type { Rotation } from './rotation.js';
 import { READY_SQL } from '../statements.js';
 
 /** What a mode is given: the consumer's parts and the few things only the consumer does. */
@@ -23,6 +24,8 @@ export interface ModeContext {
   readonly results: ResultBatcher;
   readonly listener: Listener;
   readonly keeper: LeaseKeeper;
+  /** Which queue to claim from next (shared by the mode's loops). */
+  readonly rotation: Rotation;
   readonly emit: Emit;
   /** True once stop() began: loops end after their current step. */
   stopping(): boolean;
@@ -65,11 +68,19 @@ export class Backoff {
   }
 }
 
-/** Sleep after an empty claim (unless a wake-up came since wakesBefore); returns the next idle interval. */
-export async function idle(ctx: ModeContext, idleMs: number, wakesBefore: number): Promise<number> {
+/**
+ * Sleep after empty claims (unless a wake-up came since wakesBefore), or
+ * until `roomFreed` (a queue at its limit got room). After a wake-up or the
+ * poll interval every queue is looked at again; after `roomFreed` the queues
+ * found empty stay skipped until then. Returns the next idle interval.
+ */
+export async function idle(ctx: ModeContext, idleMs: number, wakesBefore: number, roomFreed?: Promise<void>): Promise<number> {
   ctx.emit('idle', idleMs);
-  const reason = await ctx.listener.sleep(idleMs, wakesBefore);
-  ctx.emit('wake', reason);
+  const sleep = ctx.listener.sleep(idleMs, wakesBefore);
+  const reason = roomFreed ? await Promise.race([sleep, roomFreed.then(() => null)]) : await sleep;
+  ctx.emit('wake', reason ?? 'poll');
+  if (reason === null) return idleMs;
+  ctx.rotation.reset();
   return reason === 'notify' ? ctx.options.pollMinMs : Math.min(idleMs * 2, ctx.options.pollMaxMs);
 }
 
@@ -83,7 +94,8 @@ export async function failedStep(ctx: ModeContext, err: unknown, during: string,
  * Nothing held locally, the rescuer ran (so jobs of a crashed consumer are
  * back in the queue first), and no job of the queue is ready now: the
  * drain is over. A rescue skipped because another one runs means "not sure
- * yet": the caller looks again after its idle sleep. With `waitForIdle`, a
+ * yet": the caller looks again after its idle sleep. With several queues,
+ * none of them may have a job ready. With `waitForIdle`, a
  * consumer still running handlers waits for them before saying no.
  */
 export async function drainedNow(ctx: ModeContext, waitForIdle: boolean): Promise<boolean> {
@@ -93,6 +105,9 @@ export async function drainedNow(ctx: ModeContext, waitForIdle: boolean): Promis
   }
   await ctx.results.flushAll();
   if ((await ctx.rescue()) === null) return false;
-  const { rows } = await ctx.db.query<{ ready: boolean }>(READY_SQL, [ctx.options.queue]);
-  return !rows[0]!.ready;
+  for (const { name } of ctx.options.queues) {
+    const { rows } = await ctx.db.query<{ ready: boolean }>(READY_SQL, [name]);
+    if (rows[0]!.ready) return false;
+  }
+  return true;
 }

@@ -9,17 +9,47 @@ import { checkQueueName } from '../enqueue.js';
 import type { Handler, Job } from './job.js';
 
 /**
- * Options of a Consumer. The constructor validates them and throws a
- * `QmaintError` with code `bad_input` (one line saying what is wrong) for a
- * bad queue name, a handler that is not a function, a count below 1 or not
- * whole, or a timeout out of range.
+ * One queue of a consumer that works several ({@link ConsumerOptions.queues}):
+ * its handler, and how many of its jobs may run at once.
+ */
+export interface QueueTask {
+  /** Runs each job of the queue (a function, else the constructor throws). */
+  handler: Handler;
+  /** Handlers of this queue running at once (default: the consumer's concurrency; a whole number of at least 1). */
+  concurrency?: number;
+  /** The queue the task was made for (defineQueue's task() sets it): under another name the constructor throws. */
+  queue?: string;
+}
+
+/** The queues of a consumer that works several: queue name → its handler, or its handler and concurrency. */
+export type QueueTasks = Record<string, Handler | QueueTask>;
+
+/**
+ * Options of a Consumer. Name the work either as `queue` and `handler` (one
+ * queue) or as `queues` (several, each with its handler and concurrency),
+ * never both. The constructor validates them and throws a `QmaintError` with
+ * code `bad_input` (one line saying what is wrong) for a bad queue name, a
+ * handler that is not a function, a count below 1 or not whole, or a timeout
+ * out of range.
  */
 export interface ConsumerOptions {
-  /** The queue to work (a valid queue name, else the constructor throws). */
-  queue: string;
-  /** Runs each job (a function, else the constructor throws). */
-  handler: Handler;
-  /** Handlers running at once (default 10; a whole number of at least 1). */
+  /** The queue to work (a valid queue name, else the constructor throws); with `handler`, instead of `queues`. */
+  queue?: string;
+  /** Runs each job of `queue` (a function, else the constructor throws). */
+  handler?: Handler;
+  /**
+   * Several queues worked by this one consumer, instead of `queue` and
+   * `handler`: queue name → handler, or `{ handler, concurrency }`. Each
+   * claim statement takes jobs of one queue; the consumer turns through the
+   * queues that have room and were not found empty since it last slept (see
+   * docs/queue.md, "One worker, many queues").
+   */
+  queues?: QueueTasks;
+  /**
+   * Handlers running at once, across all its queues (a whole number of at
+   * least 1). Default: with `queues` each of which sets its own concurrency,
+   * their sum; else 10.
+   */
   concurrency?: number;
   /** Jobs claimed per statement, and results sent per statement (default 100; a whole number of at least 1). Claims are one job each in transaction mode. */
   batch?: number;
@@ -65,18 +95,59 @@ export interface ConsumerOptions {
 /** Default of ConsumerOptions.timeout, in seconds. */
 export const DEFAULT_JOB_TIMEOUT_SECONDS = 900;
 
-/** ConsumerOptions with every default filled in and every value checked. */
-export type ResolvedOptions = Required<Omit<ConsumerOptions, 'listen'>> & { listen: boolean | string };
+/** One queue a consumer works, resolved: its name, handler and concurrency. */
+export interface ResolvedQueue {
+  name: string;
+  handler: Handler;
+  concurrency: number;
+}
+
+/** ConsumerOptions with every default filled in and every value checked; the queues as a list. */
+export type ResolvedOptions = Required<Omit<ConsumerOptions, 'listen' | 'queue' | 'handler' | 'queues'>> & {
+  listen: boolean | string;
+  /** The queues worked, in the order given (at least one). */
+  queues: ResolvedQueue[];
+};
+
+/** The queues of the options (one, or several), each checked; throws `bad_input` on the first bad one. */
+function queuesOf(options: ConsumerOptions): { name: string; handler: unknown; concurrency?: number }[] {
+  if (options.queues !== undefined) {
+    if (options.queue !== undefined || options.handler !== undefined) throw badInput('give either queue and handler, or queues, not both');
+    if (options.queues === null || typeof options.queues !== 'object') throw badInput('queues must map queue names to handlers');
+    const entries = Object.entries(options.queues);
+    if (entries.length === 0) throw badInput('queues names no queue; map at least one queue name to its handler');
+    return entries.map(([name, task]) => {
+      checkQueueName(name);
+      if (typeof task === 'function') return { name, handler: task };
+      if (task === null || typeof task !== 'object') throw badInput(`queue ${name}: give a handler function, or { handler, concurrency }`);
+      if (task.queue !== undefined && task.queue !== name)
+        throw badInput(`queue ${name}: its task was defined for queue ${task.queue}; use that name as its key`);
+      return {
+        name,
+        handler: task.handler,
+        concurrency: task.concurrency === undefined ? undefined : positive(task.concurrency, `queue ${name}: concurrency`),
+      };
+    });
+  }
+  if (options.queue === undefined) throw badInput('name the queue to work (queue and handler), or the queues (queues)');
+  checkQueueName(options.queue);
+  return [{ name: options.queue, handler: options.handler }];
+}
 
 /** Fill in the defaults of ConsumerOptions and check every value; throws `bad_input` on the first bad one. */
 export function resolveOptions(options: ConsumerOptions): ResolvedOptions {
-  checkQueueName(options.queue);
-  if (typeof options.handler !== 'function') throw badInput('handler must be a function');
+  const given = queuesOf(options);
+  for (const q of given) {
+    if (typeof q.handler !== 'function')
+      throw badInput(given.length > 1 || options.queues ? `queue ${q.name}: handler must be a function` : 'handler must be a function');
+  }
   const lease = options.leaseSeconds ?? 60;
+  const own = given.flatMap((q) => (q.concurrency === undefined ? [] : [q.concurrency]));
+  const sum = options.queues && own.length === given.length ? own.reduce((a, b) => a + b, 0) : 10;
+  const concurrency = positive(options.concurrency ?? sum, 'concurrency');
   return {
-    queue: options.queue,
-    handler: options.handler,
-    concurrency: positive(options.concurrency ?? 10, 'concurrency'),
+    queues: given.map((q) => ({ name: q.name, handler: q.handler as Handler, concurrency: Math.min(q.concurrency ?? concurrency, concurrency) })),
+    concurrency,
     batch: positive(options.batch ?? 100, 'batch'),
     leaseSeconds: positive(lease, 'leaseSeconds'),
     mode: options.mode ?? 'lease',
@@ -130,6 +201,12 @@ export interface ConsumerEvents {
   listening: [ok: boolean];
   /** rescue_expired() put jobs back or failed them. */
   rescued: [result: { requeued: number; failed: number }];
+  /**
+   * The job was cancelled while this consumer held it (`qmaint jobs cancel`,
+   * cancelJobs): its signal is aborted with a JobCancelledError and whatever
+   * its handler returns or throws afterwards is dropped (the job stays cancelled).
+   */
+  cancelled: [job: Job];
   /** This attempt no longer holds the job (its lease ran out): its signal is aborted and its result dropped. */
   'lease-lost': [job: Job];
   /** A step failed (`during` names it: claim, complete, fail, heartbeat, rescue, listen, ...); it is retried. */
@@ -167,4 +244,6 @@ export interface ConsumerStats {
   lost: number;
   /** Attempts failed by their timeout. */
   timedOut: number;
+  /** Jobs cancelled while this consumer held them: their handlers' signals were aborted and their results dropped. */
+  cancelled: number;
 }

@@ -6,7 +6,7 @@
 import type { Queryable } from '../../db.js';
 import { isConnectionError, sqlState } from '../../errors.js';
 import { COMPLETE_SQL, FAIL_SQL } from '../statements.js';
-import { asError, fences, partitionKeys, sanitizeErrorText, type Attempt } from './job.js';
+import { asError, byQueue, fences, partitionKeys, sanitizeErrorText, type Attempt } from './job.js';
 
 /** A failed attempt and the error text to store. */
 export interface Failure {
@@ -21,10 +21,12 @@ export interface FailOutcome {
   runAt: Date;
 }
 
-/** What a ResultBatcher needs to know of its consumer. */
+/**
+ * What a ResultBatcher needs to know of its consumer. Every statement filters
+ * by the queue of its jobs (the distribution column a sharded deployment
+ * routes on): results of several queues go one statement per queue.
+ */
 export interface ResultBatcherOptions {
-  /** The queue every statement filters by (the distribution column a sharded deployment routes on). */
-  queue: string;
   workerId: string;
   /** Results per statement. */
   batch: number;
@@ -124,14 +126,17 @@ export class ResultBatcher {
    */
   async complete(done: readonly Attempt[], q: Queryable = this.db, finish?: (changed: number) => Promise<void>): Promise<void> {
     if (done.length === 0) return;
-    const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [
-      done.map((h) => h.row.id),
-      partitionKeys(done),
-      fences(done),
-      this.options.workerId,
-      this.options.queue,
-    ]);
-    const changed = new Set(rows.map((r) => r.id));
+    const changed = new Set<string>();
+    for (const [queue, group] of byQueue(done)) {
+      const { rows } = await q.query<{ id: string }>(COMPLETE_SQL, [
+        group.map((h) => h.row.id),
+        partitionKeys(group),
+        fences(group),
+        this.options.workerId,
+        queue,
+      ]);
+      for (const r of rows) changed.add(r.id);
+    }
     await finish?.(changed.size);
     for (const h of done) {
       if (!changed.has(h.row.id)) this.hooks.lost(h);
@@ -146,18 +151,21 @@ export class ResultBatcher {
    */
   async fail(failed: readonly Failure[], q: Queryable = this.db, finish?: () => Promise<void>): Promise<void> {
     if (failed.length === 0) return;
-    const { rows } = await q.query<{ id: string; status: 'queued' | 'failed'; retry_count: number; run_at: Date }>(FAIL_SQL, [
-      failed.map((f) => f.held.row.id),
-      failed.map((f) => f.held.row.created_at),
-      fences(failed.map((f) => f.held)),
-      failed.map((f) => f.error),
-      this.options.workerId,
-      this.options.backoffBaseMs / 1000,
-      this.options.backoffCapMs / 1000,
-      this.options.queue,
-    ]);
+    const byId = new Map<string, { status: 'queued' | 'failed'; retry_count: number; run_at: Date }>();
+    for (const [queue, group] of byQueue(failed.map((f) => ({ row: f.held.row, f })))) {
+      const { rows } = await q.query<{ id: string; status: 'queued' | 'failed'; retry_count: number; run_at: Date }>(FAIL_SQL, [
+        group.map((g) => g.f.held.row.id),
+        group.map((g) => g.f.held.row.created_at),
+        fences(group.map((g) => g.f.held)),
+        group.map((g) => g.f.error),
+        this.options.workerId,
+        this.options.backoffBaseMs / 1000,
+        this.options.backoffCapMs / 1000,
+        queue,
+      ]);
+      for (const r of rows) byId.set(r.id, r);
+    }
     await finish?.();
-    const byId = new Map(rows.map((r) => [r.id, r]));
     for (const f of failed) {
       const r = byId.get(f.held.row.id);
       if (!r) {
@@ -220,6 +228,32 @@ export class ResultBatcher {
     this.schedule();
   }
 
+  /** Completions, one statement per queue; on trouble, what was not recorded goes back on the queue and the error is thrown. */
+  private async completeEachQueue(done: Attempt[]): Promise<void> {
+    const groups = byQueue(done);
+    for (let i = 0; i < groups.length; i++) {
+      try {
+        await this.complete(groups[i]![1]);
+      } catch (err) {
+        for (const [, group] of groups.slice(i)) this.toComplete.unshift(...group);
+        throw err;
+      }
+    }
+  }
+
+  /** recordFailures, one queue at a time; on trouble, the queues not tried go back on the queue too. */
+  private async recordEachQueue(failed: Failure[]): Promise<void> {
+    const groups = byQueue(failed.map((f) => ({ row: f.held.row, f })));
+    for (let i = 0; i < groups.length; i++) {
+      try {
+        await this.recordFailures(groups[i]![1].map((g) => g.f));
+      } catch (err) {
+        for (const [, group] of groups.slice(i + 1)) this.toFail.unshift(...group.map((g) => g.f));
+        throw err;
+      }
+    }
+  }
+
   private schedule(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -236,10 +270,9 @@ export class ResultBatcher {
       const failed = this.toFail.splice(0, this.options.batch);
       this.flushing++;
       try {
-        const [c, f] = await Promise.allSettled([this.complete(done), this.recordFailures(failed)]);
+        const [c, f] = await Promise.allSettled([this.completeEachQueue(done), this.recordEachQueue(failed)]);
         let trouble = false;
         if (c.status === 'rejected') {
-          this.toComplete.unshift(...done);
           this.hooks.error(asError(c.reason), 'complete');
           trouble = true;
         }

@@ -3,11 +3,18 @@
  */
 import type { CheckedOut } from '../../db.js';
 import { badInput, isConnectionError, sqlState } from '../../errors.js';
-import { asError, errorText, JobTimeoutError, sanitizeErrorText, type Attempt } from './job.js';
+import { asError, errorText, sanitizeErrorText, type Attempt } from './job.js';
 import { Backoff, drainedNow, failedStep, idle, SERIAL_RETRIES, type ConsumerMode, type ModeContext } from './mode.js';
 
-/** Transaction mode: `concurrency` slots, each claiming and running one job at a time (see slotLoop). */
+/**
+ * Transaction mode: `concurrency` slots, each claiming and running one job at
+ * a time (see slotLoop), from the queue the rotation picks among those below
+ * their own concurrency.
+ */
 export class TransactionMode implements ConsumerMode {
+  /** Claims in flight per queue (each will run at once, so it counts against the queue's concurrency). */
+  private readonly claiming = new Map<string, number>();
+
   /**
    * @param ctx - the consumer's parts.
    * @throws QmaintError `bad_input` when the pool has fewer than concurrency + 1 connections (each slot holds one while it works).
@@ -43,6 +50,7 @@ export class TransactionMode implements ConsumerMode {
    */
   private async slotLoop(): Promise<void> {
     const { ctx } = this;
+    const { buffer } = ctx;
     let idleMs = ctx.options.pollMinMs;
     const backoff = new Backoff();
     let serial = 0;
@@ -51,23 +59,45 @@ export class TransactionMode implements ConsumerMode {
     try {
       while (!ctx.stopping()) {
         const wakesBefore = ctx.listener.wakeCount;
+        const pick = ctx.rotation.pick((queue) => buffer.runningOf(queue) + (this.claiming.get(queue) ?? 0) < buffer.limitOf(queue), wakesBefore);
+        if (pick.kind === 'full') {
+          slot?.release();
+          slot = null;
+          await buffer.roomChanged();
+          continue;
+        }
         let during = 'claim';
         try {
-          slot ??= await ctx.db.checkout();
-          const rows = await ctx.claimer.claim(slot.client, 1, null);
-          serial = 0;
-          if (rows.length > 0) {
-            during = 'job transaction';
-            const held = ctx.hold(rows[0]!);
-            if (!(await this.oneInTransaction(slot, held))) {
-              slot.release(true);
-              slot = null;
+          if (pick.kind === 'queue') {
+            const { queue } = pick;
+            slot ??= await ctx.db.checkout();
+            this.claiming.set(queue, (this.claiming.get(queue) ?? 0) + 1);
+            let held: Attempt | null = null;
+            try {
+              const rows = await ctx.claimer.claim(slot.client, queue, 1, null);
+              if (rows.length > 0) {
+                held = ctx.hold(rows[0]!);
+                buffer.runNow(held);
+              }
+            } finally {
+              this.claiming.set(queue, this.claiming.get(queue)! - 1);
             }
-            idleMs = ctx.options.pollMinMs;
-            backoff.reset();
+            serial = 0;
+            if (held) {
+              ctx.rotation.markFound(queue);
+              during = 'job transaction';
+              if (!(await this.oneInTransaction(slot, held))) {
+                slot.release(true);
+                slot = null;
+              }
+              idleMs = ctx.options.pollMinMs;
+              backoff.reset();
+            } else {
+              ctx.rotation.markEmpty(queue, wakesBefore);
+            }
             continue;
           }
-          slot.release();
+          slot?.release();
           slot = null;
           during = 'low-water refresh';
           await ctx.claimer.refreshLowWater(true, ctx.db);
@@ -84,7 +114,7 @@ export class TransactionMode implements ConsumerMode {
           await failedStep(ctx, err, during, backoff);
           continue;
         }
-        idleMs = await idle(ctx, idleMs, wakesBefore);
+        idleMs = await idle(ctx, idleMs, pick.wakes, pick.someFull ? buffer.roomChanged() : undefined);
       }
     } finally {
       slot?.release();
@@ -103,7 +133,6 @@ export class TransactionMode implements ConsumerMode {
     const { ctx } = this;
     const { results } = ctx;
     const client = slot.client;
-    ctx.buffer.runNow(held);
     try {
       await client.query('BEGIN');
       // A savepoint only when the handler touches the client, so a failed
@@ -120,12 +149,20 @@ export class TransactionMode implements ConsumerMode {
         },
       });
       const error = await ctx.run(held);
-      if (held.job.signal.aborted && held.job.signal.reason instanceof JobTimeoutError) {
+      if (held.timedOut) {
         // The handler may still be inside a statement on this connection: end
         // the session (its transaction rolls back) and record through the pool.
         await ctx.db.query('SELECT pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => undefined);
-        await results.recordFailures([{ held, error: error ?? errorText(held.job.signal.reason) }]).catch((e: unknown) => results.retryLater(e));
+        if (!held.lost) {
+          await results.recordFailures([{ held, error: error ?? errorText(held.job.signal.reason) }]).catch((e: unknown) => results.retryLater(e));
+        }
         return false;
+      }
+      if (held.lost) {
+        // Cancelled (or its lease lost) while the handler ran: the job is not
+        // this attempt's any more, so nothing the handler wrote may commit.
+        await client.query('ROLLBACK');
+        return true;
       }
       if (error === null) {
         // Lost the job meanwhile: its writes must not commit with someone else's attempt.
