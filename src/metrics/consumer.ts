@@ -16,6 +16,7 @@ interface Families {
   completed: Counter<'queue'>;
   retried: Counter<'queue'>;
   failed: Counter<'queue'>;
+  cancelled: Counter<'queue'>;
   timedOut: Counter<'queue'>;
   leasesLost: Counter<'queue'>;
   rescued: Counter<'outcome'>;
