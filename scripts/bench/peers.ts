@@ -13,7 +13,7 @@ import { makeWorkerUtils, run as runGraphileWorker } from 'graphile-worker';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { enqueueMany } from '../../src/queue/enqueue.js';
-import { fmt, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+import { fmt, maintained, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
 const CONCURRENCY = 10;
 const BATCH = 100;
@@ -279,6 +279,7 @@ export const peersSuite: BenchSuite = {
     const handler = path.join(tmp, 'noop.mjs');
     writeFileSync(handler, 'export default async () => {};\n');
     const q = await ctx.newDatabase();
+    await maintained(q.db);
     const seed = await ctx.newDatabase();
     const gw = await ctx.newDatabase();
     const boss = await ctx.newDatabase();
