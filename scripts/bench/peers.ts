@@ -317,6 +317,7 @@ export const peersSuite: BenchSuite = {
       { what: 'qmaint vs graphile-worker (its better of the two sizes)', value: qm.jobsPerSecond / gwBest.jobsPerSecond, goal: 2 },
       { what: 'qmaint vs the raw seed SQL on its minimal table', value: qm.jobsPerSecond / get('seed').jobsPerSecond, goal: 0.7 },
     ];
+    const load = os.loadavg()[0]!;
     const rows: [string, Drain][] = [
       [`qmaint \`work --drain --batch ${BATCH}\` (whole CLI process, start-up included)`, qm],
       [`graphile-worker 0.17, local queue ${BATCH}, batched completion, ${jobs.toLocaleString('en-US')} jobs`, get('graphile')],
@@ -325,7 +326,7 @@ export const peersSuite: BenchSuite = {
       [`raw seed SQL (batch ${BATCH} SKIP LOCKED CTE + batch complete) on a minimal table`, get('seed')],
     ];
     const markdown = [
-      `Parameters: ${jobs.toLocaleString('en-US')} pre-queued no-op jobs (graphile-worker also ${small.toLocaleString('en-US')}), concurrency ${CONCURRENCY}, each contender in its own database on the same server, contenders taking turns; the best of ${rounds} round(s) each. Scale ${ctx.scale}.`,
+      `Parameters: ${jobs.toLocaleString('en-US')} pre-queued no-op jobs (graphile-worker also ${small.toLocaleString('en-US')}), concurrency ${CONCURRENCY}, each contender in its own database on the same server, contenders taking turns; the best of ${rounds} round(s) each. Scale ${ctx.scale}. Load average at the end: ${fmt(load)} on ${os.cpus().length} cores (the machine is shared: jobs per second compare only within a run; the write figures do not depend on load).`,
       '',
       `Write amplification, per job, over the drain only (enqueue excluded; a CHECKPOINT just before it, so each page's first change logs a full-page image): WAL bytes are the server's LSN delta; full-page image bytes, heap records and index entries are read back from that WAL with pg_walinspect (index entries: B-tree INSERT_LEAF, INSERT_POST and SPLIT records, one entry each).`,
       '',

@@ -137,10 +137,9 @@ describe('upgrade from release 0.1.0', () => {
     try {
       await hb.query('BEGIN');
       expect((await hb.query(HEARTBEAT_SQL, [...held, 'live-worker', 60, 'live'])).rowCount).toBe(1);
-      const hot = await hb.query<{ hot: string }>(
-        `SELECT pg_stat_get_xact_tuples_hot_updated(tableoid)::text AS hot FROM qmaint.jobs WHERE id = $1`,
-        [live.rows[0]!.id],
-      );
+      const hot = await hb.query<{ hot: string }>(`SELECT pg_stat_get_xact_tuples_hot_updated(tableoid)::text AS hot FROM qmaint.jobs WHERE id = $1`, [
+        live.rows[0]!.id,
+      ]);
       expect(hot.rows[0]!.hot).toBe('1');
       await hb.query('COMMIT');
     } finally {

@@ -36,7 +36,9 @@ describe('write amplification of a lease', () => {
     const c = await t.client();
     try {
       await c.query('BEGIN');
-      const before = await c.query<{ until: Date[] }>(`SELECT array_agg(locked_until ORDER BY id) AS until FROM qmaint.jobs WHERE id = ANY ($1::bigint[])`, [ids]);
+      const before = await c.query<{ until: Date[] }>(`SELECT array_agg(locked_until ORDER BY id) AS until FROM qmaint.jobs WHERE id = ANY ($1::bigint[])`, [
+        ids,
+      ]);
       await c.query('SELECT pg_sleep(0.01)');
       expect(await new LeaseKeeper(c, options).extend(held)).toEqual([]);
       // This transaction's own counters of the partition holding the jobs.
