@@ -3,8 +3,9 @@
 // pg-boss (batch fetch) and by the raw batch SQL on a minimal seed-style table.
 // Each contender gets its own database on the same server, and the contenders
 // take turns round by round, so each ratio compares runs that saw the same load.
-// Beside throughput, each drain's WAL (LSN delta) per job is recorded: the
-// write amplification the contender pays for its features.
+// Beside throughput, each drain's write amplification is recorded: its WAL (LSN
+// delta) per job and, read back from that WAL with pg_walinspect, the full-page
+// images, heap records and B-tree index entries it wrote per job.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { makeWorkerUtils, run as runGraphileWorker } from 'graphile-worker';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { enqueueMany } from '../../src/queue/enqueue.js';
-import { fmt, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+import { fmt, maintained, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
 const CONCURRENCY = 10;
 const BATCH = 100;
@@ -21,11 +22,50 @@ const QUEUE = 'bench';
 interface Drain {
   jobsPerSecond: number;
   walBytesPerJob: number;
+  /** What the drain's WAL holds, per job; null where pg_walinspect could not be used. */
+  wal: WalMix | null;
 }
 
-async function walLsn(client: pg.Client): Promise<bigint> {
-  const { rows } = await client.query<{ b: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint::text AS b`);
-  return BigInt(rows[0]!.b);
+/** A stretch of WAL broken down by pg_walinspect's pg_get_wal_stats(), per job. */
+interface WalMix {
+  /** Bytes of full-page images (the first change of a page after a checkpoint logs the whole page). */
+  fpiBytes: number;
+  /** Heap and Heap2 records: new row versions, row locks, pruning. */
+  heapRecords: number;
+  /**
+   * B-tree entries inserted: INSERT_LEAF and INSERT_POST records, plus SPLIT_L/SPLIT_R (an insert
+   * that splits its page is logged as the split; upper-level splits are counted too, and are rare).
+   */
+  indexEntries: number;
+}
+
+/**
+ * pg_walinspect (contrib, PostgreSQL 15+) reads back the WAL between two
+ * positions. pg_stat_all_indexes cannot say how many entries were inserted
+ * (its idx_tup_* count reads), and the non-HOT update count says nothing of
+ * which partial indexes took an entry; the WAL records do. Needs a superuser
+ * (the embedded bench server is one); without it the mix is reported n/a.
+ */
+async function walMix(client: pg.Client, from: string, to: string, jobs: number): Promise<WalMix | null> {
+  try {
+    await client.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect');
+    const { rows } = await client.query<{ kind: string; n: string; fpi: string }>(
+      `SELECT s."resource_manager/record_type" AS kind, s.count::text AS n, s.fpi_size::text AS fpi
+         FROM pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, true) s WHERE s.count > 0`,
+      [from, to],
+    );
+    const sum = (pick: (kind: string) => boolean, field: 'n' | 'fpi') =>
+      rows.filter((r) => pick(r.kind)).reduce((total, r) => total + Number(r[field]), 0) / jobs;
+    const entry = /^Btree\/(INSERT_LEAF|INSERT_POST|SPLIT_L|SPLIT_R)$/;
+    return { fpiBytes: sum(() => true, 'fpi'), heapRecords: sum((k) => /^Heap2?\//.test(k), 'n'), indexEntries: sum((k) => entry.test(k), 'n') };
+  } catch {
+    return null;
+  }
+}
+
+async function walLsn(client: pg.Client): Promise<string> {
+  const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  return rows[0]!.lsn;
 }
 
 /** Time fn and count the WAL it wrote (server-wide; nothing else runs on the bench server). */
@@ -39,7 +79,8 @@ async function measured(url: string, jobs: number, fn: () => Promise<void>): Pro
     await fn();
     const seconds = (performance.now() - start) / 1000;
     const after = await walLsn(probe);
-    return { jobsPerSecond: jobs / seconds, walBytesPerJob: Number(after - before) / jobs };
+    const { rows } = await probe.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::text AS bytes', [after, before]);
+    return { jobsPerSecond: jobs / seconds, walBytesPerJob: Number(rows[0]!.bytes) / jobs, wal: await walMix(probe, before, after, jobs) };
   } finally {
     await probe.end();
   }
@@ -238,6 +279,7 @@ export const peersSuite: BenchSuite = {
     const handler = path.join(tmp, 'noop.mjs');
     writeFileSync(handler, 'export default async () => {};\n');
     const q = await ctx.newDatabase();
+    await maintained(q.db);
     const seed = await ctx.newDatabase();
     const gw = await ctx.newDatabase();
     const boss = await ctx.newDatabase();
@@ -275,6 +317,7 @@ export const peersSuite: BenchSuite = {
       { what: 'qmaint vs graphile-worker (its better of the two sizes)', value: qm.jobsPerSecond / gwBest.jobsPerSecond, goal: 2 },
       { what: 'qmaint vs the raw seed SQL on its minimal table', value: qm.jobsPerSecond / get('seed').jobsPerSecond, goal: 0.7 },
     ];
+    const load = os.loadavg()[0]!;
     const rows: [string, Drain][] = [
       [`qmaint \`work --drain --batch ${BATCH}\` (whole CLI process, start-up included)`, qm],
       [`graphile-worker 0.17, local queue ${BATCH}, batched completion, ${jobs.toLocaleString('en-US')} jobs`, get('graphile')],
@@ -283,11 +326,16 @@ export const peersSuite: BenchSuite = {
       [`raw seed SQL (batch ${BATCH} SKIP LOCKED CTE + batch complete) on a minimal table`, get('seed')],
     ];
     const markdown = [
-      `Parameters: ${jobs.toLocaleString('en-US')} pre-queued no-op jobs (graphile-worker also ${small.toLocaleString('en-US')}), concurrency ${CONCURRENCY}, each contender in its own database on the same server, contenders taking turns; the best of ${rounds} round(s) each. WAL is the server's LSN delta over the drain (enqueue excluded), per job. Scale ${ctx.scale}.`,
+      `Parameters: ${jobs.toLocaleString('en-US')} pre-queued no-op jobs (graphile-worker also ${small.toLocaleString('en-US')}), concurrency ${CONCURRENCY}, each contender in its own database on the same server, contenders taking turns; the best of ${rounds} round(s) each. Scale ${ctx.scale}. Load average at the end: ${fmt(load)} on ${os.cpus().length} cores (the machine is shared: jobs per second compare only within a run; the write figures do not depend on load).`,
       '',
-      '| contender | jobs/s | WAL bytes per job |',
-      '| --- | ---: | ---: |',
-      ...rows.map(([what, d]) => `| ${what} | ${fmt(d.jobsPerSecond)} | ${fmt(d.walBytesPerJob)} |`),
+      `Write amplification, per job, over the drain only (enqueue excluded; a CHECKPOINT just before it, so each page's first change logs a full-page image): WAL bytes are the server's LSN delta; full-page image bytes, heap records and index entries are read back from that WAL with pg_walinspect (index entries: B-tree INSERT_LEAF, INSERT_POST and SPLIT records, one entry each).`,
+      '',
+      '| contender | jobs/s | WAL bytes per job | of which full-page images | heap records per job | index entries per job |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      ...rows.map(
+        ([what, d]) =>
+          `| ${what} | ${fmt(d.jobsPerSecond)} | ${fmt(d.walBytesPerJob)} | ${d.wal ? fmt(d.wal.fpiBytes) : 'n/a'} | ${d.wal ? fmt(d.wal.heapRecords) : 'n/a'} | ${d.wal ? fmt(d.wal.indexEntries) : 'n/a'} |`,
+      ),
       '',
       '| target | ratio | goal | verdict |',
       '| --- | ---: | ---: | --- |',

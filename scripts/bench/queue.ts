@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { Db } from '../../src/db.js';
 import { Consumer, type WakeReason } from '../../src/queue/consumer.js';
 import { enqueue, enqueueMany } from '../../src/queue/enqueue.js';
-import { fmt, percentile, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+import { fmt, maintained, percentile, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
 const RAW_CLAIM = `WITH next AS (
   SELECT id, created_at FROM qmaint.jobs
@@ -248,6 +248,7 @@ export const queueSuite: BenchSuite = {
     const heldJobs = Math.max(1000, Math.round(50_000 * scale));
     const rounds = scale >= 1 ? 3 : 1;
     const { url, db } = await ctx.newDatabase();
+    await maintained(db);
     const env = { url, db };
 
     ctx.log(`queue: COPY vs INSERT, ${drainJobs} jobs, ${COPY_ROUNDS} rounds`);

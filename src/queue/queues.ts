@@ -139,7 +139,7 @@ export interface QueueInfo {
 /**
  * Every queue that has a row in qmaint.queues (a consumer ran, it was
  * paused, or it has a dead-letter queue) or live jobs: paused state, depth
- * (through the partial claim and rescue indexes) and the completion rate over
+ * (through the partial claim and running-jobs indexes) and the completion rate over
  * the last `windowSeconds` (default 300; this reads the jobs updated in that
  * window, like `qmaint status` reads the table).
  */

@@ -15,7 +15,7 @@
  * at 100 jobs: the planner expects one row and loops).
  *
  * `status::text = 'running'` rather than `status = 'running'`: the plain form
- * lets the planner pick the partial rescue index (status = 'running'), whose
+ * lets the planner pick the partial index of running jobs (jobs_running_idx), whose
  * dead entries of finished jobs pile up while the xmin horizon is held, and
  * scan all of it for every batch. Written this way only the primary key
  * (id, created_at) serves these statements: one probe per job.

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FUNCTIONS_DIR, loadFunctionFiles, loadMigrations, MIGRATIONS_DIR } from '../../src/migrate.js';
+import { COMPLETE_SQL, fenceKey, HEARTBEAT_SQL } from '../../src/queue/statements.js';
 import { freshDatabase, ROOT, runCli, type TestDatabase } from '../helpers.js';
 import { schemaSnapshot } from '../schema-snapshot.js';
 
@@ -53,6 +54,9 @@ async function populate010(t: TestDatabase): Promise<void> {
   // One running job whose lease ran out (its worker died), one completed, one failed.
   await t.db.query(`UPDATE qmaint.jobs SET status = 'running', locked_by = 'dead-worker', locked_until = now() - interval '1 minute'
                      WHERE id = (SELECT min(id) FROM qmaint.jobs WHERE queue = 'emails')`);
+  // One running job whose worker is alive and holds its lease through the upgrade (0020 rebuilds the index of running jobs).
+  await t.db.query(`SELECT qmaint.enqueue('live', '{"kind": "long"}')`);
+  await t.db.query(`UPDATE qmaint.jobs SET status = 'running', locked_by = 'live-worker', locked_until = now() + interval '1 hour' WHERE queue = 'live'`);
   await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE id = (SELECT min(id) + 1 FROM qmaint.jobs WHERE queue = 'emails')`);
   await t.db.query(
     `UPDATE qmaint.jobs SET status = 'failed', retry_count = 4, last_error = 'boom' WHERE id = (SELECT min(id) + 2 FROM qmaint.jobs WHERE queue = 'emails')`,
@@ -122,9 +126,26 @@ describe('upgrade from release 0.1.0', () => {
     const fresh = await freshDatabase();
     expect(await schemaSnapshot(t.db)).toBe(await schemaSnapshot(fresh.db));
 
-    // The rescue puts the dead worker's job back (with backoff); a consumer works every ready job.
-    const rescued = await t.db.query<{ r: { requeued: number } }>('SELECT qmaint.rescue_expired() AS r');
-    expect(rescued.rows[0]!.r.requeued).toBe(1);
+    // The rescue puts the dead worker's job back (with backoff) and leaves the live lease alone; a consumer works every ready job.
+    const rescued = await t.db.query<{ r: { requeued: number; failed: number } }>('SELECT qmaint.rescue_expired() AS r');
+    expect(rescued.rows[0]!.r).toEqual({ requeued: 1, failed: 0 });
+    // The live worker's job is still running: its worker extends the lease (a HOT update since 0020), then completes it.
+    const live = await t.db.query<{ id: string; created_at: Date }>(`SELECT id, created_at FROM qmaint.jobs WHERE status = 'running' AND queue = 'live'`);
+    expect(live.rows).toHaveLength(1);
+    const held = [[live.rows[0]!.id], [live.rows[0]!.created_at], [fenceKey(live.rows[0]!.id, 0)]];
+    const hb = await t.client();
+    try {
+      await hb.query('BEGIN');
+      expect((await hb.query(HEARTBEAT_SQL, [...held, 'live-worker', 60, 'live'])).rowCount).toBe(1);
+      const hot = await hb.query<{ hot: string }>(`SELECT pg_stat_get_xact_tuples_hot_updated(tableoid)::text AS hot FROM qmaint.jobs WHERE id = $1`, [
+        live.rows[0]!.id,
+      ]);
+      expect(hot.rows[0]!.hot).toBe('1');
+      await hb.query('COMMIT');
+    } finally {
+      await hb.end();
+    }
+    expect((await t.db.query(COMPLETE_SQL, [...held, 'live-worker', 'live'])).rowCount).toBe(1);
     // Its backoff has passed, as far as this test is concerned.
     const back = await t.db.query(
       `UPDATE qmaint.jobs SET run_at = now() WHERE locked_by IS NULL AND status = 'queued' AND retry_count = 1 AND queue = 'emails'`,

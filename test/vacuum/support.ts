@@ -28,6 +28,7 @@ export const DOCUMENTED_DEFAULTS: VacuumProfiles = {
     autovacuum_analyze_threshold: 'auto',
     autovacuum_vacuum_cost_limit: 2000,
     autovacuum_vacuum_cost_delay: 1,
+    fillfactor: 70,
   },
   warm: {
     autovacuum_vacuum_scale_factor: 0.02,
