@@ -46,7 +46,19 @@ export type { ConsumerEvents, ConsumerOptions, ConsumerStats, Handler, Job, Stop
 
 // Administering jobs
 export { cancelJobs, listJobs, planJobAction, queueStatus, rescueExpired, retryJobs } from './queue/admin.js';
-export type { JobAction, JobFilter, JobRow, JobSelector, JobStatus, ListJobsOptions, PartitionStatus, QueueStatus, StatusReport } from './queue/admin.js';
+export type {
+  EstimatedFlags,
+  JobAction,
+  JobFilter,
+  JobRow,
+  JobSelector,
+  JobStatus,
+  ListJobsOptions,
+  PartitionStatus,
+  QueueStatus,
+  StatusOptions,
+  StatusReport,
+} from './queue/admin.js';
 
 // Queues: pause, resume, dead letters
 export { listQueues, pauseQueue, redriveJobs, resumeQueue, setDeadLetter } from './queue/queues.js';

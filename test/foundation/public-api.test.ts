@@ -138,6 +138,8 @@ const PUBLIC_API = [
   'Sample',
   'Schedules',
   'SchemaStatus',
+  'EstimatedFlags',
+  'StatusOptions',
   'StatusReport',
   'StepEvent',
   'StepResult',
