@@ -417,13 +417,38 @@ export function listJobsQuery(
   };
   if (f.queue !== undefined) where.push(`queue = ${param(f.queue)}`);
   if (f.status !== undefined) where.push(`status = ${param(f.status)}::qmaint.job_status`);
-  if (f.lowWater !== null) where.push(`created_at >= ${param(f.lowWater)}::timestamptz`);
+  const mark = f.lowWater === null ? null : param(f.lowWater);
+  if (mark !== null) where.push(`created_at >= ${mark}::timestamptz`);
   if (f.ids !== undefined) where.push(`id = ANY (${param(f.ids)}::bigint[])`);
   if (f.after !== undefined) where.push(`id < ${param(f.after)}::bigint`);
+  const columns = `id, queue, status::text AS status, priority, retry_count, max_retries, run_at, created_at, updated_at,
+            locked_by, locked_until, last_error, ${payloadText ? 'payload::text' : 'payload'} AS payload`;
+  const filter = where.length > 0 ? `\n      WHERE ${where.join('\n        AND ')}` : '';
+  if (f.status === 'queued' || f.status === 'running') {
+    // Live jobs: their keys are read whole through the status's partial index
+    // (the materialized CTE keeps the planner from walking each partition's
+    // primary key backwards instead, which reads every finished row of a
+    // partition holding no live job before it can give its first), the
+    // newest `limit` of them kept, and only those rows fetched, each by its
+    // primary key in the one partition holding it (run-time pruning; the
+    // LIMIT 1 keeps the lookup a per-row probe rather than a join the
+    // planner could turn into scans of every partition).
+    return {
+      text: `WITH live AS MATERIALIZED (SELECT id, created_at FROM qmaint.jobs${filter}),
+     page AS (SELECT id, created_at FROM live ORDER BY id DESC LIMIT ${param(f.limit)})
+SELECT j.*
+  FROM page
+ CROSS JOIN LATERAL (SELECT ${columns}
+                       FROM qmaint.jobs
+                      WHERE id = page.id AND created_at = page.created_at${mark === null ? '' : ` AND created_at >= ${mark}::timestamptz`}
+                      LIMIT 1) j
+ ORDER BY j.id DESC`,
+      values,
+    };
+  }
   return {
-    text: `SELECT id, queue, status::text AS status, priority, retry_count, max_retries, run_at, created_at, updated_at,
-            locked_by, locked_until, last_error, ${payloadText ? 'payload::text' : 'payload'} AS payload
-       FROM qmaint.jobs${where.length > 0 ? `\n      WHERE ${where.join('\n        AND ')}` : ''}
+    text: `SELECT ${columns}
+       FROM qmaint.jobs${filter}
       ORDER BY id DESC
       LIMIT ${param(f.limit)}`,
     values,
