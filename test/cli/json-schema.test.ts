@@ -37,6 +37,8 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
       ['enqueue', ['enqueue', '--queue', 'js', '--payload', '{"fail":true}', '--max-retries', '0']],
       ['work', ['work', '--queue', 'js', '--handler', handlerFile, '--drain']],
       ['status', ['status']],
+      ['status', ['status', '--exact']],
+      ['jobsList', ['jobs', 'list', '--status', 'queued']],
       ['jobsList', ['jobs', 'list']],
       ['jobsAction', ['jobs', 'retry', '--queue', 'js', '--dry-run']],
       ['jobsAction', ['jobs', 'retry', '--queue', 'js']],
