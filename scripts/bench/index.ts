@@ -34,8 +34,7 @@ async function run(): Promise<number> {
         return 2;
       }
       process.env.QMAINT_BENCH_SCALE = String(factor);
-    }
-    else if (!a.startsWith('-')) wanted.push(a);
+    } else if (!a.startsWith('-')) wanted.push(a);
   }
   const unknown = wanted.filter((w) => !suites.some((s) => s.id === w));
   if (unknown.length > 0) {

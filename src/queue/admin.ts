@@ -60,6 +60,16 @@ const flags = (v: boolean): EstimatedFlags => ({ queued: v, running: v, complete
 const LIVE: JobStatus[] = ['queued', 'running'];
 const HISTORY: JobStatus[] = ['completed', 'failed', 'cancelled'];
 
+/** Jobs of one partition, queue and status, as status counts them. */
+interface CountRow {
+  part: string;
+  queue: string;
+  status: JobStatus;
+  n: string;
+  ready: string;
+  oldest: Date | null;
+}
+
 /** A partition as status reads it from the catalog and the statistics. */
 interface PartRow {
   partition: string;
@@ -142,7 +152,7 @@ export async function queueStatus(db: Queryable, now: Date, options: StatusOptio
     queues.set(name, q);
     return q;
   };
-  const add = (rows: { part: string; queue: string; status: JobStatus; n: string; ready: string; oldest: Date | null }[]) => {
+  const add = (rows: CountRow[]) => {
     for (const r of rows) {
       const q = queueOf(r.queue);
       q.counts[r.status] += Number(r.n);
@@ -157,17 +167,17 @@ export async function queueStatus(db: Queryable, now: Date, options: StatusOptio
             min(created_at) FILTER (WHERE status = 'queued') AS oldest
        FROM qmaint.jobs`;
   if (exact) {
-    add((await db.query(`${COUNT} GROUP BY 1, 2, 3`, [now])).rows);
+    add((await db.query<CountRow>(`${COUNT} GROUP BY 1, 2, 3`, [now])).rows);
   } else {
     // Live jobs: one arm per status, each matching its partial index (jobs_claim_idx, jobs_rescue_idx);
     // $2, the mark as a value, prunes the partitions below it at plan time.
     const arm = (status: JobStatus) => `SELECT tableoid, queue, status, run_at, created_at FROM qmaint.jobs WHERE status = '${status}' AND created_at >= $2`;
     add(
       (
-        await db.query(
-          `${COUNT.replace('FROM qmaint.jobs', `FROM (${arm('queued')} UNION ALL ${arm('running')}) live`)} GROUP BY 1, 2, 3`,
-          [now, lowWater ?? '-infinity'],
-        )
+        await db.query<CountRow>(`${COUNT.replace('FROM qmaint.jobs', `FROM (${arm('queued')} UNION ALL ${arm('running')}) live`)} GROUP BY 1, 2, 3`, [
+          now,
+          lowWater ?? '-infinity',
+        ])
       ).rows,
     );
     const unknown = parts.rows.filter((p) => p.rows === null || p.status_vals === null || p.status_vals === undefined);
@@ -242,7 +252,7 @@ function estimateHistory(
 /** Exact history counts of partitions that have no statistics, through the parent (ranges prune to them; a default partition alone). */
 async function countHistory(db: Queryable, parts: PartRow[]) {
   const ranged = parts.filter((p) => !p.is_default);
-  const rows: { part: string; queue: string; status: JobStatus; n: string; ready: string; oldest: Date | null }[] = [];
+  const rows: CountRow[] = [];
   const base = `SELECT tableoid::regclass::text AS part, queue, status::text AS status, count(*) AS n, 0 AS ready, NULL::timestamptz AS oldest
        FROM qmaint.jobs WHERE status NOT IN ('queued', 'running') AND `;
   if (ranged.length > 0) {
@@ -251,10 +261,10 @@ async function countHistory(db: Queryable, parts: PartRow[]) {
       values.push(p.lower_bound, p.upper_bound);
       return `(created_at >= $${values.length - 1} AND created_at < $${values.length})`;
     });
-    rows.push(...(await db.query<(typeof rows)[number]>(`${base}(${ranges.join(' OR ')}) GROUP BY 1, 2, 3`, values)).rows);
+    rows.push(...(await db.query<CountRow>(`${base}(${ranges.join(' OR ')}) GROUP BY 1, 2, 3`, values)).rows);
   }
   for (const p of parts.filter((x) => x.is_default))
-    rows.push(...(await db.query<(typeof rows)[number]>(`${base}tableoid = $1::regclass GROUP BY 1, 2, 3`, [p.partition])).rows);
+    rows.push(...(await db.query<CountRow>(`${base}tableoid = $1::regclass GROUP BY 1, 2, 3`, [p.partition])).rows);
   return rows;
 }
 
