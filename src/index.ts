@@ -52,6 +52,7 @@ export type { ConsumerEvents, ConsumerOptions, ConsumerStats, Handler, Job, Queu
 export { cancelJobs, listJobs, planJobAction, queueStatus, rescueExpired, retryJobs } from './queue/admin.js';
 export type {
   CancelReport,
+  EstimatedFlags,
   JobAction,
   JobFilter,
   JobRow,
@@ -60,6 +61,7 @@ export type {
   ListJobsOptions,
   PartitionStatus,
   QueueStatus,
+  StatusOptions,
   StatusReport,
 } from './queue/admin.js';
 

@@ -1,6 +1,7 @@
-// npm run bench [-- SUITE... | --suite SUITE ...]: run the benchmark suites (all
-// by default) on a fresh embedded PostgreSQL and write their sections of
-// docs/benchmarks.md.
+// npm run bench [-- SUITE... | --suite SUITE ... | --scale FACTOR]: run the
+// benchmark suites (all by default) on a fresh embedded PostgreSQL and write
+// their sections of docs/benchmarks.md. --scale (or QMAINT_BENCH_SCALE) shrinks
+// the suites' sizes for a quick run, e.g. --scale 0.1.
 import { gitRevision, machineInfo, startBenchServer, writeSection, type BenchSuite } from './harness.js';
 import { vacuumSuite } from './vacuum.js';
 import { queueSuite } from './queue.js';
@@ -25,7 +26,15 @@ async function run(): Promise<number> {
       }
       wanted.push(...next.split(','));
     } else if (a.startsWith('--suite=')) wanted.push(...a.slice('--suite='.length).split(','));
-    else if (!a.startsWith('-')) wanted.push(a);
+    else if (a === '--scale' || a.startsWith('--scale=')) {
+      const text = a === '--scale' ? args[++i] : a.slice('--scale='.length);
+      const factor = Number(text);
+      if (text === undefined || !Number.isFinite(factor) || factor <= 0) {
+        process.stderr.write(`--scale needs a positive number (1 is full size, 0.1 a tenth), got ${text ?? 'nothing'}\n`);
+        return 2;
+      }
+      process.env.QMAINT_BENCH_SCALE = String(factor);
+    } else if (!a.startsWith('-')) wanted.push(a);
   }
   const unknown = wanted.filter((w) => !suites.some((s) => s.id === w));
   if (unknown.length > 0) {

@@ -122,7 +122,7 @@ SET timezone = 'UTC'
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_policy record;
+  v_policy qmaint.partition_policy;
   v_parent regclass;
   v_hot record;
   v_ahead integer;
@@ -134,8 +134,9 @@ DECLARE
   v_wants text[] := '{}'::text[];
   v_advice text[] := '{}'::text[];
   v_part record;
+  v_parts qmaint.partition_bound[];
 BEGIN
-  FOR v_policy IN SELECT parent_table FROM qmaint.partition_policy ORDER BY parent_table LOOP
+  FOR v_policy IN SELECT * FROM qmaint.partition_policy ORDER BY parent_table LOOP
     v_parent := to_regclass(v_policy.parent_table);
     IF v_parent IS NULL THEN
       v_status := 'critical';
@@ -143,9 +144,11 @@ BEGIN
       v_advice := v_advice || format('create %s or remove its policy', v_policy.parent_table);
       CONTINUE;
     END IF;
-    v_target := qmaint.runway_target(v_policy.parent_table, p_now);
+    -- The bounds are read once (each read deparses every partition's bound).
+    v_parts := qmaint.bounds_of(v_parent);
+    v_target := qmaint.runway_target_of(v_policy, v_parts, p_now);
     v_wants := v_wants || format('%s: >= %s ahead', v_policy.parent_table, v_target);
-    SELECT * INTO v_hot FROM qmaint.partitions_of(v_parent) p
+    SELECT * INTO v_hot FROM unnest(v_parts) p
      WHERE NOT p.is_default AND p.lower_bound <= p_now AND p_now < p.upper_bound;
     IF v_hot IS NULL THEN
       v_status := 'critical';
@@ -155,7 +158,7 @@ BEGIN
     END IF;
     v_ahead := 0;
     v_until := v_hot.upper_bound;
-    FOR v_part IN SELECT * FROM qmaint.partitions_of(v_parent) p
+    FOR v_part IN SELECT * FROM unnest(v_parts) p
                    WHERE NOT p.is_default AND p.lower_bound >= v_hot.upper_bound ORDER BY p.lower_bound LOOP
       EXIT WHEN v_part.lower_bound <> v_until;
       v_ahead := v_ahead + 1;
@@ -327,10 +330,9 @@ AS $$
            qmaint.health_number(p_t, 'dead_ratio_warn') AS warn,
            qmaint.health_number(p_t, 'dead_ratio_critical') AS crit
   ), hot AS (
-    SELECT p.partition::text AS name, coalesce(s.n_dead_tup, 0) AS dead, coalesce(s.n_live_tup, 0) AS live,
-           coalesce(s.n_dead_tup, 0)::numeric / greatest(coalesce(s.n_dead_tup, 0) + coalesce(s.n_live_tup, 0), 1) AS ratio
+    SELECT p.partition::text AS name, s.dead, s.live, s.dead::numeric / greatest(s.dead + s.live, 1) AS ratio
       FROM qmaint.partitions_of('qmaint.jobs') p
-      LEFT JOIN pg_stat_user_tables s ON s.relid = p.partition
+      CROSS JOIN LATERAL (SELECT pg_stat_get_dead_tuples(p.partition) AS dead, pg_stat_get_live_tuples(p.partition) AS live) s
      WHERE p.lower_bound <= p_now
        AND p.upper_bound > coalesce((SELECT low_water FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'), '-infinity')
   ), judged AS (
@@ -490,30 +492,34 @@ AS $$
               ELSE 'every replication slot is in use' END
 $$;
 
--- Age of the oldest queued job that is due (run_at <= p_now).
+-- Age of the oldest queued job that is due (run_at <= p_now). The low-water
+-- mark is read first and passed to the statement as a value, so the planner
+-- prunes every partition below it (as a subquery it pruned only at run time,
+-- after planning all of them); queued jobs are read through the claim index.
 CREATE OR REPLACE FUNCTION qmaint.health_oldest_queued(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  WITH lim AS (
-    SELECT qmaint.health_interval(p_t, 'oldest_queued_warn') AS warn,
-           qmaint.health_interval(p_t, 'oldest_queued_critical') AS crit
-  ), oldest AS (
-    SELECT j.queue, p_now - j.run_at AS age
-      FROM qmaint.jobs j
-     WHERE j.status = 'queued' AND j.run_at <= p_now
-       AND j.created_at >= coalesce((SELECT low_water FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'), '-infinity')
-     ORDER BY j.run_at LIMIT 1
-  )
-  SELECT 'oldest_queued'::text,
-         CASE WHEN (SELECT age FROM oldest) >= lim.crit THEN 'critical' WHEN (SELECT age FROM oldest) >= lim.warn THEN 'warn' ELSE 'ok' END,
-         coalesce((SELECT format('%s waiting in queue %L', qmaint.health_age(age), queue) FROM oldest), 'no job is due'),
-         format('< %s (critical %s)', p_t ->> 'oldest_queued_warn', p_t ->> 'oldest_queued_critical'),
-         CASE WHEN (SELECT age FROM oldest) >= lim.warn
-              THEN 'consumers are not keeping up or not running for that queue: check qmaint status, start more consumers (qmaint work), and run qmaint explain dequeue'
-              ELSE 'due jobs are picked up in time' END
-    FROM lim
+DECLARE
+  v_warn interval := qmaint.health_interval(p_t, 'oldest_queued_warn');
+  v_crit interval := qmaint.health_interval(p_t, 'oldest_queued_critical');
+  v_low timestamptz := coalesce((SELECT low_water FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'), '-infinity');
+  v_queue text;
+  v_age interval;
+BEGIN
+  EXECUTE 'SELECT j.queue, $1 - j.run_at FROM qmaint.jobs j
+            WHERE j.status = ''queued'' AND j.run_at <= $1 AND j.created_at >= $2
+            ORDER BY j.run_at LIMIT 1'
+    INTO v_queue, v_age USING p_now, v_low;
+  RETURN QUERY SELECT 'oldest_queued'::text,
+    CASE WHEN v_age >= v_crit THEN 'critical' WHEN v_age >= v_warn THEN 'warn' ELSE 'ok' END,
+    CASE WHEN v_age IS NULL THEN 'no job is due' ELSE format('%s waiting in queue %L', qmaint.health_age(v_age), v_queue) END,
+    format('< %s (critical %s)', p_t ->> 'oldest_queued_warn', p_t ->> 'oldest_queued_critical'),
+    CASE WHEN v_age >= v_warn
+         THEN 'consumers are not keeping up or not running for that queue: check qmaint status, start more consumers (qmaint work), and run qmaint explain dequeue'
+         ELSE 'due jobs are picked up in time' END;
+END;
 $$;
 
 -- Failed jobs in the last window against the window before it (updated_at is

@@ -39,6 +39,7 @@ export const EXAMPLES: Record<string, readonly Example[]> = {
   status: [
     ['qmaint status', 'queue depth per queue and status, oldest queued job, jobs per partition'],
     ['qmaint status --json', 'the same as one JSON document'],
+    ['qmaint status --exact', 'count completed, failed and cancelled jobs too (reads every row)'],
   ],
   jobs: [
     ['qmaint jobs list --status failed', 'what failed, with the last error'],

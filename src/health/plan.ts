@@ -47,7 +47,7 @@ export interface PartitionInfo {
   qualified: string;
   state: PartitionState;
   isDefault: boolean;
-  /** Heap size in pages (pg_relation_size / block size). */
+  /** Heap size in pages (pg_relation_size / block size); for qmaint.jobs partitions below the low-water mark, which the claim never scans, the catalog's relpages. */
   pages: number;
   /** Name of this partition's valid child of qmaint.jobs_claim_idx, if any. */
   claimIndex: string | null;

@@ -30,7 +30,10 @@ export interface PartitionInfo {
   profile: string;
   liveJobs: number;
   estimatedRows: number;
+  /** Size with indexes and TOAST: exact from the low-water mark on (and for a default partition), estimated from the catalog below it (see `bytesEstimated`). */
   bytes: number;
+  /** `bytes` is the catalog's page count as of the partition's last VACUUM or ANALYZE (drained history below the low-water mark), not a measure of its files now. */
+  bytesEstimated: boolean;
   /** Wholly before the retention cut-off. */
   expired: boolean;
   /** A DETACH ... CONCURRENTLY was interrupted; rotate finalizes it. */
@@ -95,20 +98,27 @@ export async function listPartitions(db: Queryable, options: ListPartitionsOptio
       live_jobs: string;
       est: string;
       bytes: string;
+      bytes_estimated: boolean;
       expired: boolean;
       pending: boolean;
       retiring: boolean;
     }>(
       `SELECT s.partition::text AS name, s.lower_bound, s.upper_bound, s.is_default, s.state, s.profile, s.live_jobs,
-              coalesce(nullif(greatest(c.reltuples, -1), -1), st.n_live_tup, 0)::bigint AS est,
-              pg_total_relation_size(s.partition) AS bytes,
+              (CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE pg_stat_get_live_tuples(c.oid) END)::bigint AS est,
+              -- Exact sizes open every relation (a cold cache on each new connection, seconds at 1,000
+              -- partitions): exact for the default partition and from the low-water mark on, where rows
+              -- still change; below it, from the catalog (pages as of the last VACUUM or ANALYZE).
+              CASE WHEN s.is_default OR s.upper_bound > coalesce(pol.low_water, '-infinity') THEN pg_total_relation_size(s.partition)
+                   ELSE (c.relpages + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0)
+                         + coalesce((SELECT sum(ic.relpages) FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid), 0))
+                        * current_setting('block_size')::bigint END AS bytes,
+              NOT (s.is_default OR s.upper_bound > coalesce(pol.low_water, '-infinity')) AS bytes_estimated,
               NOT s.is_default AND s.upper_bound <= $2::timestamptz - pol.retention AS expired,
               coalesce(i.inhdetachpending, false) AS pending,
               EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = s.partition AND t.tgname = 'qmaint_retire') AS retiring
          FROM qmaint.partition_states(to_regclass($1), $2) s
          JOIN qmaint.partition_policy pol ON pol.parent_table = $1
          JOIN pg_class c ON c.oid = s.partition
-         LEFT JOIN pg_stat_user_tables st ON st.relid = s.partition
          LEFT JOIN pg_inherits i ON i.inhrelid = s.partition
         ORDER BY s.is_default DESC, s.lower_bound`,
       [table, options.now],
@@ -124,6 +134,7 @@ export async function listPartitions(db: Queryable, options: ListPartitionsOptio
       liveJobs: Number(r.live_jobs),
       estimatedRows: Number(r.est),
       bytes: Number(r.bytes),
+      bytesEstimated: r.bytes_estimated,
       expired: r.expired,
       detachPending: r.pending,
       retiring: r.retiring,

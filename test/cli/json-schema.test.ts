@@ -41,6 +41,8 @@ describe('--json output validates against docs/json/cli-output.schema.json', () 
       ['enqueue', ['enqueue', '--queue', 'js-b', '--payload', '{"n":1}']],
       ['work', ['work', '--tasks', tasksFile, '--drain']],
       ['status', ['status']],
+      ['status', ['status', '--exact']],
+      ['jobsList', ['jobs', 'list', '--status', 'queued']],
       ['jobsList', ['jobs', 'list']],
       ['jobsAction', ['jobs', 'retry', '--queue', 'js', '--dry-run']],
       ['jobsAction', ['jobs', 'retry', '--queue', 'js']],

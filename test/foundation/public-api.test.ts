@@ -163,6 +163,8 @@ const PUBLIC_API = [
   'Sample',
   'Schedules',
   'SchemaStatus',
+  'EstimatedFlags',
+  'StatusOptions',
   'StatusReport',
   'StepEvent',
   'StepResult',

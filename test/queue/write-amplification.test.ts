@@ -30,7 +30,7 @@ describe('write amplification of a lease', () => {
 
   it('a heartbeat is a HOT update: every extended lease is a new row version on its page, with no index entry', async () => {
     for (let i = 0; i < 5; i++) await enqueue(t.db, 'hot', { i });
-    const held = (await new Claimer(options).claim(t.db, 5, null)).map((r) => new Attempt(r, 900));
+    const held = (await new Claimer(options).claim(t.db, 'hot', 5, null)).map((r) => new Attempt(r, 900));
     expect(held).toHaveLength(5);
     const ids = held.map((h) => h.row.id);
     const c = await t.client();

@@ -125,11 +125,13 @@ const register: Register = (y) => {
                   { key: 'state', header: 'state', wrap: true, format: (_v, r) => stateLabel(r) },
                   { key: 'estimatedRows', header: 'est. rows', align: 'right', priority: 4 },
                   { key: 'liveJobs', header: 'live jobs', align: 'right' },
-                  { key: 'bytes', header: 'size', align: 'right', priority: 1, format: (v) => bytes(Number(v)) },
+                  { key: 'bytes', header: 'size', align: 'right', priority: 1, format: (v, r) => (r.bytesEstimated ? '~' : '') + bytes(Number(v)) },
                   { key: 'profile', header: 'profile', priority: 3 },
                 ],
                 t.partitions,
               );
+              if (t.partitions.some((p) => p.bytesEstimated))
+                out.line(out.dim('~ size from the catalog as of the last VACUUM or ANALYZE (drained partitions below the low-water mark)'));
             }
           });
         }),
