@@ -176,6 +176,8 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
       'off',
       '--vacuum-cron',
       'off',
+      '--recurring-cron',
+      'off',
       '--retry-base',
       '100ms',
       '--metrics-port',
@@ -184,7 +186,7 @@ describe('qmaint schedule run (the node-cron daemon)', () => {
       '127.0.0.1',
     ]);
     const { port } = await d.waitFor((e) => e.event === 'metrics');
-    const ok = await d.waitFor((e) => e.event === 'run' && e.status === 'ok');
+    const ok = await d.waitFor((e) => e.event === 'run' && e.status === 'ok' && e.task === 'rescue');
     const sameTick = d.events.filter((e) => e.tick === ok.tick && e.task === 'rescue');
     expect(sameTick.map((e) => `${e.event}:${e.status ?? ''}:${e.attempt}`)).toEqual(['run:failed:1', 'retry::2', 'run:failed:2', 'retry::3', 'run:ok:3']);
     expect(sameTick.find((e) => e.event === 'run')!.message).toMatch(/flaky rescue/);
