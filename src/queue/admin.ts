@@ -387,7 +387,8 @@ export async function listJobs(db: Queryable, filter: JobFilter = {}, options: L
   }
 }
 
-async function readLowWater(db: Queryable): Promise<Date | null> {
+/** The low-water mark of qmaint.jobs (no queued or running job is below it), or null when it has none. */
+export async function readLowWater(db: Queryable): Promise<Date | null> {
   const { rows } = await db.query<{ low_water: Date | number | null }>(`SELECT low_water FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`);
   const v = rows[0]?.low_water;
   return v instanceof Date && Number.isFinite(v.getTime()) ? v : null;

@@ -9,7 +9,7 @@
 import pg from 'pg';
 import type { Queryable } from '../db.js';
 import { badInput, sqlState } from '../errors.js';
-import { checkIds } from './admin.js';
+import { checkIds, readLowWater } from './admin.js';
 import { checkQueueName } from './enqueue.js';
 
 /** A statement with its values, and the same with the values written in (what --dry-run prints). */
@@ -131,7 +131,7 @@ export interface QueueInfo {
   /** Queued and ready to run now. */
   ready: number;
   running: number;
-  /** Jobs completed in the last `windowSeconds`, per minute. */
+  /** Jobs completed in the last `windowSeconds`, per minute (jobs in partitions from the low-water mark on: see {@link listQueues}). */
   completedPerMinute: number;
   windowSeconds: number;
 }
@@ -139,13 +139,31 @@ export interface QueueInfo {
 /**
  * Every queue that has a row in qmaint.queues (a consumer ran, it was
  * paused, or it has a dead-letter queue) or live jobs: paused state, depth
- * (through the partial claim and running-jobs indexes) and the completion rate over
- * the last `windowSeconds` (default 300; this reads the jobs updated in that
- * window, like `qmaint status` reads the table).
+ * (through the partial claim and running-jobs indexes, in the partitions from
+ * the low-water mark on, where every live job is) and the completion rate over
+ * the last `windowSeconds` (default 300). The rate reads the completed jobs of
+ * the partitions from the low-water mark on, never the whole history: a job
+ * that completed in the window in a partition the mark has since passed (rotate
+ * moved it on because that partition holds no live job any more) is not
+ * counted, so just after the mark moves the rate can read low for one window.
  */
 export async function listQueues(db: Queryable, now: Date, windowSeconds = 300): Promise<QueueInfo[]> {
   if (!Number.isInteger(windowSeconds) || windowSeconds < 1 || windowSeconds > 86_400)
     throw badInput(`the rate window must be a whole number of seconds from 1 to 86400, got ${windowSeconds}`);
+  // Live jobs sit at or above the low-water mark, so the mark, passed as a
+  // value, prunes every partition below it at plan time (as listJobs does; a
+  // job made live below the mark meanwhile lowered it: read it again and
+  // count again). Completions are counted from the mark on too: see the TSDoc.
+  let mark = await readLowWater(db);
+  for (;;) {
+    const counted = await countQueues(db, now, windowSeconds, mark);
+    const again = mark === null ? null : await readLowWater(db);
+    if (mark === null || (again !== null && again.getTime() >= mark.getTime())) return counted;
+    mark = again;
+  }
+}
+
+async function countQueues(db: Queryable, now: Date, windowSeconds: number, mark: Date | null): Promise<QueueInfo[]> {
   const { rows } = await db.query<{
     queue: string;
     paused: boolean | null;
@@ -157,12 +175,12 @@ export async function listQueues(db: Queryable, now: Date, windowSeconds = 300):
   }>(
     `WITH live AS (
        SELECT queue, count(*)::int AS queued, count(*) FILTER (WHERE run_at <= $1)::int AS ready, 0 AS running
-         FROM qmaint.jobs WHERE status = 'queued' GROUP BY queue
+         FROM qmaint.jobs WHERE status = 'queued' AND created_at >= $3::timestamptz GROUP BY queue
        UNION ALL
-       SELECT queue, 0, 0, count(*)::int FROM qmaint.jobs WHERE status = 'running' GROUP BY queue
+       SELECT queue, 0, 0, count(*)::int FROM qmaint.jobs WHERE status = 'running' AND created_at >= $3::timestamptz GROUP BY queue
      ), done AS (
        SELECT queue, count(*)::int AS completed FROM qmaint.jobs
-        WHERE status = 'completed' AND updated_at > $1::timestamptz - make_interval(secs => $2) AND updated_at <= $1
+        WHERE status = 'completed' AND created_at >= $3::timestamptz AND updated_at > $1::timestamptz - make_interval(secs => $2) AND updated_at <= $1
         GROUP BY queue
      ), names AS (
        SELECT queue FROM qmaint.queues UNION SELECT queue FROM live
@@ -176,7 +194,7 @@ export async function listQueues(db: Queryable, now: Date, windowSeconds = 300):
        LEFT JOIN done d ON d.queue = n.queue
       GROUP BY n.queue, q.paused, q.dead_letter
       ORDER BY n.queue`,
-    [now, windowSeconds],
+    [now, windowSeconds, mark ?? '-infinity'],
   );
   return rows.map((r) => ({
     queue: r.queue,

@@ -197,3 +197,28 @@ describe('partitions list', () => {
     expect(old.bytes).toBeGreaterThan(0);
   });
 });
+
+describe('queues list', () => {
+  it('counts live jobs and the completion rate from the low-water mark on, never reading the history below it', async () => {
+    const mark = new Date((await t.db.query<{ m: Date }>(`SELECT low_water AS m FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`)).rows[0]!.m);
+    const recent = new Date(now.getTime() - 60_000);
+    // Three completions in the window from today's partition, one from a partition below the mark (created six days back).
+    await t.db.query(
+      `INSERT INTO qmaint.jobs (queue, payload, status, created_at, run_at, updated_at)
+       SELECT 'z', '{}', 'completed', c, c, $3 FROM unnest(ARRAY[$1, $1, $1, $2]::timestamptz[]) c`,
+      [now, new Date(now.getTime() - 6 * DAY), recent],
+    );
+    expect(new Date(now.getTime() - 6 * DAY).getTime()).toBeLessThan(mark.getTime());
+    await t.db.query(`INSERT INTO qmaint.queues (queue) VALUES ('z')`);
+    const r = await runCli(['queues', 'list', '--json', '--now', now.toISOString()], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const doc = r.json<{ queues: { queue: string; queued: number; running: number; completedPerMinute: number }[] }>();
+    const counts = await truth();
+    for (const q of ['a', 'b']) {
+      const got = doc.queues.find((x) => x.queue === q)!;
+      expect([got.queued, got.running], q).toEqual([counts.get(q)!.queued, counts.get(q)!.running]);
+    }
+    // 3 completions over the 5-minute window: 0.6 a minute; the one below the mark is not read.
+    expect(doc.queues.find((x) => x.queue === 'z')!.completedPerMinute).toBe(0.6);
+  });
+});
