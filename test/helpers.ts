@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -174,6 +175,18 @@ export function shellWords(line: string, cwd: string): string[] {
 export interface ParsedMetrics {
   samples: { name: string; labels: Record<string, string>; value: number }[];
   types: Map<string, string>;
+}
+
+/** Resolves true when a TCP connection to host:port is accepted, false when it is refused. */
+export function accepts(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }
 
 /** A strict reader of the Prometheus text format: every line must be a comment or a sample. */

@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -9,7 +8,7 @@ import { attachConsumerMetrics, attachDatabaseMetrics, createMetrics, serveMetri
 import { cancelJobs } from '../../src/queue/admin.js';
 import { Consumer } from '../../src/queue/consumer.js';
 import { enqueue, enqueueMany } from '../../src/queue/enqueue.js';
-import { CLI, cleanEnv, eventually, freshDatabase, parsePrometheus, runCli, type ParsedMetrics } from '../helpers.js';
+import { accepts, CLI, cleanEnv, eventually, freshDatabase, parsePrometheus, runCli, type ParsedMetrics } from '../helpers.js';
 
 const t = await freshDatabase();
 const env = cleanEnv({ DATABASE_URL: t.url });
@@ -36,18 +35,6 @@ async function scrape(port: number, host = '127.0.0.1'): Promise<ParsedMetrics> 
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
   return parsePrometheus(await res.text());
-}
-
-/** Resolves true when a TCP connection to host:port is accepted, false when it is refused. */
-function accepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 describe('qmaint work --metrics-port', () => {

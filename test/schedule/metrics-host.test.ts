@@ -1,20 +1,7 @@
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { CLI, cleanEnv, eventually, freshDatabase, ROOT, runCli } from '../helpers.js';
-
-/** Resolves true when a TCP connection to host:port is accepted, false when it is refused. */
-function accepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
+import { accepts, CLI, cleanEnv, eventually, freshDatabase, ROOT, runCli } from '../helpers.js';
 
 describe('the daemon /metrics server', () => {
   it('listens on 127.0.0.1 unless told otherwise', async () => {
