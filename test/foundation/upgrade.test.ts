@@ -54,7 +54,7 @@ async function populate010(t: TestDatabase): Promise<void> {
   // One running job whose lease ran out (its worker died), one completed, one failed.
   await t.db.query(`UPDATE qmaint.jobs SET status = 'running', locked_by = 'dead-worker', locked_until = now() - interval '1 minute'
                      WHERE id = (SELECT min(id) FROM qmaint.jobs WHERE queue = 'emails')`);
-  // One running job whose worker is alive and holds its lease through the upgrade (0020 rebuilds the index of running jobs).
+  // One running job whose worker is alive and holds its lease through the upgrade (0019 rebuilds the index of running jobs).
   await t.db.query(`SELECT qmaint.enqueue('live', '{"kind": "long"}')`);
   await t.db.query(`UPDATE qmaint.jobs SET status = 'running', locked_by = 'live-worker', locked_until = now() + interval '1 hour' WHERE queue = 'live'`);
   await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE id = (SELECT min(id) + 1 FROM qmaint.jobs WHERE queue = 'emails')`);
@@ -129,7 +129,7 @@ describe('upgrade from release 0.1.0', () => {
     // The rescue puts the dead worker's job back (with backoff) and leaves the live lease alone; a consumer works every ready job.
     const rescued = await t.db.query<{ r: { requeued: number; failed: number } }>('SELECT qmaint.rescue_expired() AS r');
     expect(rescued.rows[0]!.r).toEqual({ requeued: 1, failed: 0 });
-    // The live worker's job is still running: its worker extends the lease (a HOT update since 0020), then completes it.
+    // The live worker's job is still running: its worker extends the lease (a HOT update since 0019), then completes it.
     const live = await t.db.query<{ id: string; created_at: Date }>(`SELECT id, created_at FROM qmaint.jobs WHERE status = 'running' AND queue = 'live'`);
     expect(live.rows).toHaveLength(1);
     const held = [[live.rows[0]!.id], [live.rows[0]!.created_at], [fenceKey(live.rows[0]!.id, 0)]];

@@ -1,5 +1,5 @@
 // What a job's lease costs in writes: the heartbeat changes only locked_until,
-// which no index of qmaint.jobs uses (migration 0020), so each extension is a
+// which no index of qmaint.jobs uses (migration 0019), so each extension is a
 // HOT update (a new row version on the same page, no new index entry). The
 // numbers behind it are in docs/queue.md ("Write amplification").
 import { describe, expect, it } from 'vitest';
