@@ -45,6 +45,7 @@ async function parse(argv: string[], inv: Invocation): Promise<number> {
     });
   for (const register of groups) register(withExamples(parser));
   addExamples(parser, '');
+  skipHelpRendering(parser);
   // Every global option once, under its own heading in every --help (yargs keeps global groups for subcommands).
   // getOptions() is yargs API its typings leave out; global options are the ones not local to a command.
   const options = (parser as unknown as { getOptions(): { key: Record<string, unknown>; local: string[] } }).getOptions();
@@ -64,6 +65,19 @@ async function parse(argv: string[], inv: Invocation): Promise<number> {
     return exitCodeFor(error);
   }
   return inv.exitCode;
+}
+
+/**
+ * Before it runs a command's handler, yargs renders that command's whole help
+ * text and keeps it, in case the handler calls showHelp(). No qmaint handler
+ * does (bad input is one line, never the help), and the rendering took 10-15 ms
+ * of every command, more than the database work of most. `--help` itself does
+ * not go through this cache and is unchanged. getInternalMethods() is yargs
+ * API its typings leave out.
+ */
+function skipHelpRendering(parser: unknown): void {
+  const internal = parser as { getInternalMethods(): { getUsageInstance(): { cacheHelpMessage(): void } } };
+  internal.getInternalMethods().getUsageInstance().cacheHelpMessage = () => undefined;
 }
 
 function emptyStdin(): NodeJS.ReadableStream {
