@@ -89,6 +89,8 @@ export class Context {
   private dbPromise: Promise<Db> | undefined;
   private warned = false;
   private readDbPromise: Promise<Db> | undefined;
+  /** The schema check of each database, once per command however many times the command asks. */
+  private readonly schemaChecks = new Map<Db, Promise<void>>();
 
   constructor(args: GlobalArgs) {
     this.args = args;
@@ -125,8 +127,17 @@ export class Context {
   /** A database whose qmaint schema is fully migrated (exit 2 with advice otherwise). */
   async migratedDb(options: { max?: number; applicationName?: string } = {}): Promise<Db> {
     const db = await this.db(options);
-    await requireMigrated(db);
+    await this.requireMigratedOnce(db);
     return db;
+  }
+
+  private requireMigratedOnce(db: Db): Promise<void> {
+    let check = this.schemaChecks.get(db);
+    if (check === undefined) {
+      check = requireMigrated(db);
+      this.schemaChecks.set(db, check);
+    }
+    return check;
   }
 
   /**
@@ -147,7 +158,7 @@ export class Context {
       targetSessionAttrs: 'any',
     });
     const db = await this.readDbPromise;
-    await requireMigrated(db);
+    await this.requireMigratedOnce(db);
     return db;
   }
 
