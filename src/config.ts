@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import { createRequire } from 'node:module';
+import type { z as Z } from 'zod';
 import { durationMs, formatDurationMs } from './duration.js';
 import { badInput, badOption, QmaintError } from './errors.js';
 
@@ -414,12 +415,26 @@ export interface LoadedSettings {
   warnings: string[];
 }
 
-const THRESHOLD_VALUE = z.union([z.number(), z.string()]);
+type Zod = typeof Z;
+let zod: Zod | undefined;
+let fileSchemaCache: Z.ZodType | undefined;
+
+/**
+ * zod, loaded the first time a config file is read or its schema is asked for:
+ * loading it costs about 0.1 s, which every command run without a config file
+ * (most of them) would otherwise pay at start-up.
+ */
+function loadZod(): Zod {
+  zod ??= (createRequire(import.meta.url)('zod') as { z: Zod }).z;
+  return zod;
+}
 
 /** The schema of one setting's value in the config file. */
-function fileSchema(key: string, spec: SettingSpec): z.ZodType {
+function fileSchema(z: Zod, key: string, spec: SettingSpec): Z.ZodType {
   if (key === 'healthThresholds')
-    return z.union([z.record(z.string(), THRESHOLD_VALUE), z.string().describe('deprecated: JSON text of the object')]).describe(spec.description);
+    return z
+      .union([z.record(z.string(), z.union([z.number(), z.string()])), z.string().describe('deprecated: JSON text of the object')])
+      .describe(spec.description);
   switch (spec.type) {
     case 'duration':
       return z.string().describe(`${spec.description}; a duration such as 500ms, 2s or 5m`);
@@ -441,20 +456,24 @@ function fileSchema(key: string, spec: SettingSpec): z.ZodType {
  * The schema of qmaint.config.json (zod): every setting optional, nothing
  * else but "$schema" (the editor's pointer to qmaint.schema.json).
  */
-export const configFileSchema = z
-  .object({
-    $schema: z.string().optional(),
-    ...Object.fromEntries(Object.entries(settingSpecs).map(([key, spec]) => [key, fileSchema(key, spec).optional()])),
-  })
-  .strict();
+function configFileSchema(): Z.ZodType {
+  const z = loadZod();
+  fileSchemaCache ??= z
+    .object({
+      $schema: z.string().optional(),
+      ...Object.fromEntries(Object.entries(settingSpecs).map(([key, spec]) => [key, fileSchema(z, key, spec).optional()])),
+    })
+    .strict();
+  return fileSchemaCache;
+}
 
 /** The JSON Schema of qmaint.config.json for editors (qmaint.schema.json at the repository root is this, committed). */
 export function configJsonSchema(): Record<string, unknown> {
-  return { ...z.toJSONSchema(configFileSchema), title: 'qmaint.config.json' };
+  return { ...loadZod().toJSONSchema(configFileSchema()), title: 'qmaint.config.json' };
 }
 
 /** One line per problem zod found in a config file: where, and what is wrong. */
-function describeIssues(file: string, error: z.ZodError): string {
+function describeIssues(file: string, error: Z.ZodError): string {
   return error.issues
     .map((issue) => {
       const at = issue.path.join('.');
@@ -488,7 +507,7 @@ export function loadSettings(
     } catch (err) {
       throw new QmaintError('config', `${file} is not a JSON object (${(err as Error).message}); fix or remove it`);
     }
-    const checked = configFileSchema.safeParse(fromFile);
+    const checked = configFileSchema().safeParse(fromFile);
     if (!checked.success) throw new QmaintError('config', describeIssues(file, checked.error));
     delete fromFile.$schema;
     const thresholds = fromFile.healthThresholds;

@@ -5,25 +5,20 @@ import { formatDurationMs } from '../../duration.js';
 import { badInput, QmaintError } from '../../errors.js';
 import {
   applyChanges,
-  Daemon,
   installChanges,
   jobRuns,
-  currentLeader,
   locatePgCron,
   planInstall,
   planUninstall,
   queueJobs,
-  recentRuns,
-  schedulesFrom,
-  TASK_PURPOSE,
-  TASKS,
-  type CronDialect,
-  type DaemonEvent,
   type JobChange,
   type PgCronSite,
-  type Schedules,
-} from '../../schedule/index.js';
-import { checkJobPrefix } from '../../schedule/pgcron.js';
+  checkJobPrefix,
+} from '../../schedule/pgcron.js';
+import type { DaemonEvent } from '../../schedule/daemon.js';
+import { currentLeader } from '../../schedule/leader.js';
+import { recentRuns } from '../../schedule/runs.js';
+import { schedulesFrom, TASK_PURPOSE, TASKS, type CronDialect, type Schedules } from '../../schedule/tasks.js';
 import { refillTicks } from '../../cron/index.js';
 import { handler, type Context } from '../context.js';
 import { elapsed, timestamp } from '../format.js';
@@ -401,6 +396,8 @@ async function run(ctx: Context, argv: RunFlags): Promise<void> {
   const db = await ctx.migratedDb({ applicationName: 'qmaint-daemon', max: 8 });
   const summary = new RunSummary();
   const log = daemonLogger(ctx.out, argv.jsonLines, summary);
+  // Loaded here: the daemon brings prom-client, which no other schedule command needs at start-up.
+  const { Daemon } = await import('../../schedule/daemon.js');
   const daemon = new Daemon({
     db,
     schedules: wanted,
