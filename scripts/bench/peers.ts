@@ -68,6 +68,20 @@ async function walLsn(client: pg.Client): Promise<string> {
   return rows[0]!.lsn;
 }
 
+/**
+ * Have the server flush its WAL up to lsn: the last records of a drain can
+ * still sit in the WAL buffers, and pg_walinspect reads only flushed WAL
+ * (PostgreSQL 15 refuses an end past it, later versions stop there). A
+ * transaction committed with synchronous_commit on flushes everything before
+ * its commit record, which lies after lsn.
+ */
+async function flushedTo(client: pg.Client, lsn: string): Promise<void> {
+  await client.query('SET synchronous_commit = on');
+  await client.query('SELECT pg_current_xact_id()');
+  const { rows } = await client.query<{ ok: boolean }>('SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS ok', [lsn]);
+  if (!rows[0]!.ok) throw new Error(`the server did not flush its WAL up to ${lsn}`);
+}
+
 /** Time fn and count the WAL it wrote (server-wide; nothing else runs on the bench server). */
 async function measured(url: string, jobs: number, fn: () => Promise<void>): Promise<Drain> {
   const probe = new pg.Client({ connectionString: url });
@@ -80,6 +94,7 @@ async function measured(url: string, jobs: number, fn: () => Promise<void>): Pro
     const seconds = (performance.now() - start) / 1000;
     const after = await walLsn(probe);
     const { rows } = await probe.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::text AS bytes', [after, before]);
+    await flushedTo(probe, after);
     return { jobsPerSecond: jobs / seconds, walBytesPerJob: Number(rows[0]!.bytes) / jobs, wal: await walMix(probe, before, after, jobs) };
   } finally {
     await probe.end();

@@ -1,45 +1,16 @@
 // PgBouncer in transaction pooling mode against a direct connection, on the same
 // PostgreSQL 15 server in the same run: the whole `qmaint work --drain` process,
-// and COPY enqueue. The embedded server has no PgBouncer, so this suite uses the
-// pair given in QMAINT_BENCH_PG15_URL / QMAINT_BENCH_PGBOUNCER_URL, or starts
-// its own throwaway cluster with scripts/pg15.sh (root on Debian) and stops it.
-import { execFileSync } from 'node:child_process';
+// and COPY enqueue. The embedded server has no PgBouncer, so this suite runs on
+// the run's PostgreSQL 15 server only (scripts/pg15.sh's cluster, or the pair
+// given in QMAINT_BENCH_PG15_URL / QMAINT_BENCH_PGBOUNCER_URL).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { connect, type Db } from '../../src/db.js';
 import { enqueueMany } from '../../src/queue/enqueue.js';
-import { migrate } from '../../src/migrate.js';
-import { ROOT, fmt, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
+import { fmt, workDrain, type BenchContext, type BenchResult, type BenchSuite } from './harness.js';
 
 const QUEUE = 'bench';
-
-interface Rig {
-  direct: string;
-  pooled: string;
-  stop(): void;
-}
-
-function startRig(ctx: BenchContext): Rig {
-  const direct = process.env.QMAINT_BENCH_PG15_URL;
-  const pooled = process.env.QMAINT_BENCH_PGBOUNCER_URL;
-  if (direct && pooled) return { direct, pooled, stop: () => undefined };
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-pg15-'));
-  rmSync(dir, { recursive: true, force: true });
-  ctx.log(`pooler: starting PostgreSQL 15 and PgBouncer with scripts/pg15.sh in ${dir}`);
-  const out = execFileSync('bash', [path.join(ROOT, 'scripts', 'pg15.sh'), 'start', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const get = (name: string) => {
-    const m = new RegExp(`^export ${name}=(\\S+)$`, 'm').exec(out);
-    if (!m) throw new Error(`scripts/pg15.sh printed no ${name}`);
-    return m[1]!;
-  };
-  return {
-    direct: get('QMAINT_TEST_DATABASE_URL'),
-    pooled: get('QMAINT_TEST_PGBOUNCER_URL'),
-    stop: () => execFileSync('bash', [path.join(ROOT, 'scripts', 'pg15.sh'), 'stop', dir], { stdio: 'ignore' }),
-  };
-}
 
 function withDatabase(url: string, name: string): string {
   const u = new URL(url);
@@ -62,28 +33,21 @@ async function fill(db: Db, jobs: number): Promise<number> {
 export const poolerSuite: BenchSuite = {
   id: 'pooler',
   title: 'PgBouncer: transaction pooling against a direct connection',
+  servers: ['pg15'],
   async run(ctx: BenchContext): Promise<BenchResult> {
     const jobs = Math.max(2000, Math.round(100_000 * ctx.scale));
     const rounds = ctx.scale >= 1 ? 3 : 1;
-    const rig = startRig(ctx);
+    if (!ctx.pgbouncerUrl)
+      throw new Error('the pooler suite needs PgBouncer in front of the server: set QMAINT_BENCH_PGBOUNCER_URL beside QMAINT_BENCH_PG15_URL');
     const tmp = mkdtempSync(path.join(os.tmpdir(), 'qmaint-bench-pooler-'));
     const handler = path.join(tmp, 'noop.mjs');
     writeFileSync(handler, 'export default async () => {};\n');
-    const name = `qmaint_bench_pooler_${process.pid}`;
-    const admin = new pg.Client({ connectionString: rig.direct });
-    await admin.connect();
-    let version = '';
     const rows: { direct: { drain: number; enqueue: number }; pooled: { drain: number; enqueue: number } }[] = [];
     try {
-      version = (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
-      await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      await admin.query(`CREATE DATABASE "${name}"`);
-      const directUrl = withDatabase(rig.direct, name);
-      const pooledUrl = withDatabase(rig.pooled, name);
-      const direct = await connect({ databaseUrl: directUrl, applicationName: 'qmaint-bench' });
+      const { url: directUrl, db: direct, name } = await ctx.newDatabase();
+      const pooledUrl = withDatabase(ctx.pgbouncerUrl, name);
       const pooled = await connect({ databaseUrl: pooledUrl, applicationName: 'qmaint-bench' });
       try {
-        await migrate(direct);
         for (let r = 0; r < rounds; r++) {
           ctx.log(`pooler: round ${r + 1} of ${rounds}, ${jobs} jobs`);
           const dEnq = await fill(direct, jobs);
@@ -95,13 +59,10 @@ export const poolerSuite: BenchSuite = {
           rows.push({ direct: { drain: dDrain, enqueue: dEnq }, pooled: { drain: pDrain, enqueue: pEnq } });
         }
       } finally {
-        await direct.close();
         await pooled.close();
+        await ctx.dropDatabase(direct);
       }
     } finally {
-      await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch(() => undefined);
-      await admin.end();
-      rig.stop();
       rmSync(tmp, { recursive: true, force: true });
     }
     // The median round by drain ratio: both sides of a round saw about the same load.
@@ -110,7 +71,7 @@ export const poolerSuite: BenchSuite = {
     const drainRatio = mid.pooled.drain / mid.direct.drain;
     const enqRatio = mid.pooled.enqueue / mid.direct.enqueue;
     const markdown = [
-      `Parameters: PostgreSQL ${version} from Debian with PgBouncer in transaction pooling mode in front (scripts/pg15.sh), ${jobs.toLocaleString('en-US')} no-op jobs; the drain is the whole \`qmaint work --drain --concurrency 10 --batch 100\` process, enqueue is COPY through \`enqueueMany\`; direct then pooled in each of ${rounds} round(s), the median round by drain ratio. Scale ${ctx.scale}.`,
+      `Parameters: PgBouncer in transaction pooling mode in front of the server (scripts/pg15.sh), ${jobs.toLocaleString('en-US')} no-op jobs; the drain is the whole \`qmaint work --drain --concurrency 10 --batch 100\` process, enqueue is COPY through \`enqueueMany\`; direct then pooled in each of ${rounds} round(s), the median round by drain ratio. Scale ${ctx.scale}.`,
       '',
       '| measurement | through PgBouncer | direct | ratio | goal | verdict |',
       '| --- | ---: | ---: | ---: | ---: | --- |',
