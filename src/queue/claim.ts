@@ -70,7 +70,7 @@ UPDATE qmaint.jobs AS j
    AND j.created_at = next.created_at
    AND j.created_at >= $2
    AND j.queue = $1
-RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until, j.attempt, j.timeout_ms`;
+RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.attempt, j.timeout_ms`;
 
 export function claimQuery(params: ClaimParams): { text: string; values: SqlValue[] } {
   return {
