@@ -248,7 +248,7 @@ DECLARE
   v_plan json;
 BEGIN
   IF p_statement IS NULL
-     OR sha256(convert_to(p_statement, 'UTF8')) <> '\xa397b2d9cb089113699587fa143683ec637bd6c7cd1c7d3416aececad8c3af8d'::bytea THEN
+     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x570331d7ebe7aa66539321712b45bb6c838d180ef81e291002f78c6b96d2c74b'::bytea THEN
     RAISE EXCEPTION 'qmaint.explain_claim explains only the claim statement of this qmaint version'
       USING ERRCODE = '42501', HINT = 'run qmaint migrate with the qmaint version the caller runs';
   END IF;

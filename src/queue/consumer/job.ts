@@ -85,7 +85,7 @@ export class JobCancelledError extends Error {
   }
 }
 
-/** A row as the claim statement returns it. */
+/** A claimed row, as the Claimer hands it on (created_at and run_at parsed from the text the claim returns). */
 export interface ClaimedRow {
   id: string;
   queue: string;
