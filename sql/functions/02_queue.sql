@@ -248,7 +248,7 @@ DECLARE
   v_plan json;
 BEGIN
   IF p_statement IS NULL
-     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x2dac5ac85a1f15e3ddc96c91f55ae8763193e4acbc8a79b5196881f8163e1e00'::bytea THEN
+     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x570331d7ebe7aa66539321712b45bb6c838d180ef81e291002f78c6b96d2c74b'::bytea THEN
     RAISE EXCEPTION 'qmaint.explain_claim explains only the claim statement of this qmaint version'
       USING ERRCODE = '42501', HINT = 'run qmaint migrate with the qmaint version the caller runs';
   END IF;

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import type { SqlValue } from '../db.js';
 
 /**
@@ -22,6 +23,10 @@ import type { SqlValue } from '../db.js';
  * planner then cannot estimate "rows after the cursor" from (usually stale)
  * statistics as almost none, which made it read and sort every remaining
  * row instead of walking the index in order.
+ *
+ * created_at and run_at come back as text, which the consumer turns into
+ * Dates with parseTimestamptz (node-pg's parser for timestamptz, run on two
+ * columns of every claimed job, cost about a microsecond per job).
  *
  * A paused queue (qmaint.queues.paused, `qmaint queues pause`) is claimed
  * from by nobody: the NOT EXISTS names no column of jobs, so the planner
@@ -70,7 +75,7 @@ UPDATE qmaint.jobs AS j
    AND j.created_at = next.created_at
    AND j.created_at >= $2
    AND j.queue = $1
-RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at, j.run_at, j.locked_until, j.attempt, j.timeout_ms`;
+RETURNING j.id, j.queue, j.payload, j.priority, j.retry_count, j.max_retries, j.created_at::text, j.run_at::text, j.attempt, j.timeout_ms`;
 
 export function claimQuery(params: ClaimParams): { text: string; values: SqlValue[] } {
   return {
@@ -90,3 +95,50 @@ export function claimQuery(params: ClaimParams): { text: string; values: SqlValu
 
 /** The current low-water mark of qmaint.jobs (rotate advances it). */
 export const LOW_WATER_SQL = `SELECT low_water FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`;
+
+const digit = (s: string, i: number) => s.charCodeAt(i) - 48;
+const digits = (s: string, from: number, n: number) => {
+  let v = 0;
+  for (let i = from; i < from + n; i++) {
+    const d = digit(s, i);
+    if (d < 0 || d > 9) return NaN;
+    v = v * 10 + d;
+  }
+  return v;
+};
+
+/**
+ * A timestamptz as PostgreSQL writes it in the ISO DateStyle
+ * (`2026-12-02 11:35:12.123456+05:30`), as a Date of whole milliseconds
+ * (the fraction truncated, as node-pg does). Any other shape (years before
+ * 100 or after 9999, BC, infinity, an offset with seconds, another
+ * DateStyle) goes to node-pg's parser for timestamptz, so the result is
+ * never other than node-pg's own.
+ */
+export function parseTimestamptz(text: string): Date {
+  const n = text.length;
+  if (n >= 22 && text[4] === '-' && text[7] === '-' && text[10] === ' ' && text[13] === ':' && text[16] === ':') {
+    let i = 19;
+    let ms = 0;
+    if (text[i] === '.') {
+      const from = ++i;
+      while (i < n && digit(text, i) >= 0 && digit(text, i) <= 9) i++;
+      const first = Math.min(i - from, 3);
+      ms = digits(text, from, first) * 10 ** (3 - first);
+    }
+    const sign = text[i];
+    const rest = n - i - 1;
+    if ((sign === '+' || sign === '-') && (rest === 2 || (rest === 5 && text[i + 3] === ':'))) {
+      const offset = digits(text, i + 1, 2) * 60 + (rest === 5 ? digits(text, i + 4, 2) : 0);
+      const year = digits(text, 0, 4);
+      if (year >= 100) {
+        const t =
+          Date.UTC(year, digits(text, 5, 2) - 1, digits(text, 8, 2), digits(text, 11, 2), digits(text, 14, 2), digits(text, 17, 2), ms) -
+          (sign === '+' ? offset : -offset) * 60_000;
+        if (Number.isFinite(t)) return new Date(t);
+      }
+    }
+  }
+  const parser = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ, 'text') as (text: string) => unknown;
+  return parser(text) as Date;
+}

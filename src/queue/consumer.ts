@@ -136,14 +136,15 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
         this.emit('job-claimed', held.job);
         return held;
       },
-      run: async (held) => {
+      run: (held) => {
         const started = performance.now();
-        const error = await runHandler(this.handlers.get(held.row.queue)!, held, () => {
+        return runHandler(this.handlers.get(held.row.queue)!, held, () => {
           this.stats.timedOut++;
           this.emit('timeout', held.job);
+        }).then((error) => {
+          this.emit('handled', held.job, (performance.now() - started) / 1000, error);
+          return error;
         });
-        this.emit('handled', held.job, (performance.now() - started) / 1000, error);
-        return error;
       },
       lose: (held) => this.lose(held),
       rescue: () => this.rescue(),
@@ -196,7 +197,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     const returned = await this.release(this.buffer.takeUnstarted());
     await Promise.race([Promise.all([this.buffer.whenIdle(), this.running]), deadline]);
     const abandoned = this.buffer.inProgress();
-    for (const h of abandoned) h.abort.abort(new Error('consumer shutdown deadline passed'));
+    for (const h of abandoned) h.abort(new Error('consumer shutdown deadline passed'));
     await this.results.flushAll();
     this.closed = true;
     this.results.close();
@@ -210,7 +211,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   /** This attempt no longer holds the job: abort its handler, drop its result, count it once. */
   private lose(held: Attempt): void {
     if (!this.buffer.lose(held)) return;
-    held.abort.abort(new Error('lease lost'));
+    held.abort(new Error('lease lost'));
     this.stats.lost++;
     this.emit('lease-lost', held.job);
   }
@@ -218,7 +219,7 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   /** The job was cancelled while this attempt held it: abort its handler with a JobCancelledError, drop its result, count it once. */
   private cancel(held: Attempt): void {
     if (!this.buffer.lose(held)) return;
-    held.abort.abort(new JobCancelledError(held.job.id));
+    held.abort(new JobCancelledError(held.job.id));
     this.stats.cancelled++;
     this.emit('cancelled', held.job);
   }

@@ -73,6 +73,39 @@ describe('cancelling a running job', () => {
     expect(seen.lost).toEqual([]);
   });
 
+  it('a handler that first reads job.signal after the cancel finds it already aborted with the JobCancelledError', async () => {
+    const id = await enqueue(t.db, 'cr-late-read', {});
+    let cancelled!: () => void;
+    const told = new Promise<void>((r) => (cancelled = r));
+    const read: { aborted: boolean; reason: unknown }[] = [];
+    let started = false;
+    const c = new Consumer(t.db, {
+      queue: 'cr-late-read',
+      leaseSeconds: 600,
+      pollMinMs: 10,
+      handler: async (j) => {
+        started = true;
+        await told;
+        read.push({ aborted: j.signal.aborted, reason: j.signal.reason });
+      },
+    });
+    c.on('cancelled', (j) => {
+      if (j.id === id) cancelled();
+    });
+    await c.start();
+    try {
+      await eventually(() => started);
+      await cancelJobs(t.db, { ids: [id] }, new Date());
+      await eventually(() => read.length === 1);
+    } finally {
+      await c.stop();
+    }
+    expect(read[0]!.aborted).toBe(true);
+    expect(read[0]!.reason).toBeInstanceOf(JobCancelledError);
+    expect((await job(id)).status).toBe('cancelled');
+    expect(c.stats).toMatchObject({ completed: 0, cancelled: 1, lost: 0 });
+  });
+
   it('a handler that ignores the signal and completes later changes nothing (polling only: found by the fenced completion)', async () => {
     const id = await enqueue(t.db, 'cr-ignore', {});
     let finish!: () => void;

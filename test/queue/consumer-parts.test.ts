@@ -3,10 +3,10 @@
 // modes driven through a hand-built context.
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/db.js';
-import { claimQuery } from '../../src/queue/claim.js';
+import { claimQuery, parseTimestamptz } from '../../src/queue/claim.js';
 import { LocalBuffer } from '../../src/queue/consumer/buffer.js';
-import { ClaimLane, Claimer, type ClaimerOptions } from '../../src/queue/consumer/claimer.js';
-import { Attempt, runHandler, type ClaimedRow } from '../../src/queue/consumer/job.js';
+import { ClaimLane, Claimer, lastInClaimOrder, type ClaimerOptions } from '../../src/queue/consumer/claimer.js';
+import { Attempt, JobCancelledError, JobTimeoutError, runHandler, type ClaimedRow } from '../../src/queue/consumer/job.js';
 import { LeaseKeeper } from '../../src/queue/consumer/lease-keeper.js';
 import { LeaseMode } from '../../src/queue/consumer/lease-mode.js';
 import { Listener } from '../../src/queue/consumer/listener.js';
@@ -118,6 +118,55 @@ describe('Claimer', () => {
     expect((await c.claim(t.db, 'cl-lane', 2, lane)).map((r) => r.id)).toEqual([ids[4]]);
     expect(lane.cursor).toBeNull();
     expect((await c.claim(t.db, 'cl-lane', 2, lane)).map((r) => r.id)).toEqual([ids[0]]);
+  });
+
+  it("hands on the claimed rows' created_at and run_at as the Dates node-pg makes of them, in any session time zone", async () => {
+    const [id] = await enqueueN('cl-dates', 1);
+    await t.db.query(`UPDATE qmaint.jobs SET run_at = '2026-03-29 01:59:59.123456+00' WHERE id = $1`, [id]);
+    const c = new Claimer(claimerOptions('cl-dates'));
+    const [got] = await c.claim(t.db, 'cl-dates', 1, null);
+    const { rows: stored } = await t.db.query<{ created_at: Date; run_at: Date }>('SELECT created_at, run_at FROM qmaint.jobs WHERE id = $1', [id]);
+    expect(got!.created_at).toBeInstanceOf(Date);
+    expect([got!.created_at.getTime(), got!.run_at.getTime()]).toEqual([stored[0]!.created_at.getTime(), stored[0]!.run_at.getTime()]);
+    expect(got!.run_at.toISOString()).toBe('2026-03-29T01:59:59.123Z');
+
+    // The claim's text, read in sessions of other time zones: offsets of
+    // whole hours, half and quarter hours, seconds (local mean time), BC,
+    // years before 100, infinity. Every one parses to what node-pg parses.
+    const client = t.db.newClient();
+    await client.connect();
+    try {
+      const values = [
+        '2026-12-02 11:35:12.123456+00',
+        '2026-12-02 11:35:12+00',
+        '2026-07-01 23:59:59.9+00',
+        '1900-01-01 00:00:00+00',
+        '0050-06-01 12:00:00.5+00',
+        '0044-03-15 12:00:00+00 BC',
+        '10000-01-01 00:00:00+00',
+        'infinity',
+        '-infinity',
+      ];
+      for (const zone of ['UTC', 'Asia/Kolkata', 'Asia/Kathmandu', 'America/St_Johns', 'America/Los_Angeles', 'Europe/Amsterdam']) {
+        await client.query(`SELECT set_config('TimeZone', $1, false)`, [zone]);
+        const { rows } = await client.query<{ text: string; parsed: Date | number }>(
+          'SELECT v::timestamptz::text AS text, v::timestamptz AS parsed FROM unnest($1::text[]) v',
+          [values],
+        );
+        for (const r of rows) expect([zone, r.text, Number(parseTimestamptz(r.text))]).toEqual([zone, r.text, Number(r.parsed)]);
+      }
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('the cursor is the last row in claim order: lowest priority, then latest run_at, then highest id (compared as numbers)', () => {
+    const at = new Date('2026-01-01T00:00:00Z');
+    const later = new Date('2026-01-01T00:00:01Z');
+    const row = (id: string, priority: number, runAt: Date) => ({ id, priority, run_at: runAt }) as ClaimedRow;
+    expect(lastInClaimOrder([row('9', 1, at), row('10', 1, at), row('2', 1, at)])).toEqual({ priority: 1, runAt: at, id: '10' });
+    expect(lastInClaimOrder([row('100', 1, at), row('99', 1, later), row('7', 2, later)])).toEqual({ priority: 1, runAt: later, id: '99' });
+    expect(lastInClaimOrder([row('5', 0, later), row('12', -1, at), row('3', -1, at)])).toEqual({ priority: -1, runAt: at, id: '12' });
   });
 
   it('a lane older than rescanMs starts over from the head', () => {
@@ -276,6 +325,43 @@ describe('ResultBatcher', () => {
     await b.flushAll();
     expect(seen.completed).toEqual([]);
     expect((await rows(ids))[0]!.status).toBe('running');
+  });
+});
+
+describe('runHandler', () => {
+  it('a handler that reads job.signal only after its timeout passed finds it aborted with the JobTimeoutError; the attempt fails with it', async () => {
+    await enqueueN('rh-late', 1);
+    // No timeout of its own: the default given here, 50 ms.
+    const [held] = (await new Claimer(claimerOptions('rh-late')).claim(t.db, 'rh-late', 1, null)).map((r) => new Attempt(r, 0.05));
+    let timedOut!: () => void;
+    const timeout = new Promise<void>((r) => (timedOut = r));
+    let seen: { aborted: boolean; reason: unknown } | null = null;
+    const error = await runHandler(
+      async (job) => {
+        await timeout;
+        seen = { aborted: job.signal.aborted, reason: job.signal.reason };
+      },
+      held!,
+      () => timedOut(),
+    );
+    expect(error).toMatch(/^JobTimeoutError: job \d+ timed out after 0.05 s/);
+    expect(held!.timedOut).toBe(true);
+    await eventually(() => seen !== null);
+    expect(seen!.aborted).toBe(true);
+    expect(seen!.reason).toBeInstanceOf(JobTimeoutError);
+    // A later abort keeps the first reason, as an AbortController does.
+    held!.abort(new Error('lease lost'));
+    expect(held!.job.signal.reason).toBe(seen!.reason);
+  });
+
+  it('a signal read before the abort is the same signal, and sees it', async () => {
+    await enqueueN('rh-early', 1);
+    const [held] = (await new Claimer(claimerOptions('rh-early')).claim(t.db, 'rh-early', 1, null)).map((r) => new Attempt(r, 900));
+    const signal = held!.job.signal;
+    expect(signal.aborted).toBe(false);
+    held!.abort(new JobCancelledError(held!.job.id));
+    expect(held!.job.signal).toBe(signal);
+    expect(signal.reason).toBeInstanceOf(JobCancelledError);
   });
 });
 

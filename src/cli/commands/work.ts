@@ -121,7 +121,8 @@ const register: Register = (y) => {
       consumer.on('timeout', (job) => out.note(`job ${job.id} timed out after ${duration(job.timeout)}; its signal was aborted`));
       consumer.on('cancelled', (job) => out.note(`job ${job.id} was cancelled while it ran; its signal was aborted and its result is dropped`));
       consumer.on('listening', (ok) => out.debug(ok ? 'listening for NOTIFY' : 'LISTEN failed; polling'));
-      consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
+      // Only when debug lines are shown: otherwise a line per job would be made for nothing.
+      if (out.verbose) consumer.on('completed', (job) => out.debug(`job ${job.id} completed`));
       metrics?.attach(consumer);
       let stoppedBy: NodeJS.Signals | null = null;
       const onSignal = (signal: NodeJS.Signals) => {

@@ -3,7 +3,7 @@
  * the cached low-water mark and, per claim lane, a keyset cursor.
  */
 import type { Queryable } from '../../db.js';
-import { claimQuery, LOW_WATER_SQL, type ClaimCursor } from '../claim.js';
+import { claimQuery, LOW_WATER_SQL, parseTimestamptz, type ClaimCursor } from '../claim.js';
 import type { ClaimedRow } from './job.js';
 
 /** What a Claimer needs to know of its consumer. */
@@ -97,6 +97,11 @@ export class Claimer {
       after: lane?.cursor ?? null,
     });
     const { rows } = await q.query<ClaimedRow>(text, values);
+    // created_at and run_at arrive as text (see CLAIM_SQL).
+    for (const r of rows) {
+      r.created_at = parseTimestamptz(r.created_at as unknown as string);
+      r.run_at = parseTimestamptz(r.run_at as unknown as string);
+    }
     if (rows.length > 0) this.onClaimed(rows.length);
     lane?.advance(rows, want, Date.now());
     return rows;
@@ -115,10 +120,19 @@ export class Claimer {
 /** The last row in claim order (priority DESC, run_at, id): where the next claim starts. */
 export function lastInClaimOrder(rows: readonly ClaimedRow[]): ClaimCursor {
   let last = rows[0]!;
+  let lt = last.run_at.getTime();
   for (const r of rows) {
     const t = r.run_at.getTime();
-    const lt = last.run_at.getTime();
-    if (r.priority < last.priority || (r.priority === last.priority && (t > lt || (t === lt && BigInt(r.id) > BigInt(last.id))))) last = r;
+    if (r.priority < last.priority || (r.priority === last.priority && (t > lt || (t === lt && idAfter(r.id, last.id))))) {
+      last = r;
+      lt = t;
+    }
   }
   return { priority: last.priority, runAt: last.run_at, id: last.id };
+}
+
+/** Whether bigint id `a` (as text) is greater than `b`: by length, then by digits, for ids of 0 and up; as BigInts otherwise. */
+function idAfter(a: string, b: string): boolean {
+  if (a[0] === '-' || b[0] === '-') return BigInt(a) > BigInt(b);
+  return a.length !== b.length ? a.length > b.length : a > b;
 }

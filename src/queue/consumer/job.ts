@@ -29,7 +29,9 @@ export interface Job {
   timeout: number;
   /**
    * Aborted when the job's timeout or a shutdown deadline passes, the lease
-   * was lost, or the job was cancelled (reason: a JobCancelledError).
+   * was lost, or the job was cancelled (reason: a JobCancelledError). Read
+   * after that, it is already aborted. A getter, made on first read: a copy
+   * of the job made by spreading it (`{ ...job }`) has no signal.
    */
   signal: AbortSignal;
   /**
@@ -83,7 +85,7 @@ export class JobCancelledError extends Error {
   }
 }
 
-/** A row as the claim statement returns it. */
+/** A claimed row, as the Claimer hands it on (created_at and run_at parsed from the text the claim returns). */
 export interface ClaimedRow {
   id: string;
   queue: string;
@@ -110,12 +112,53 @@ export interface ClaimedRow {
  */
 export type AttemptState = 'claimed' | 'waiting' | 'running' | 'finished' | 'returned' | 'lost';
 
+/**
+ * The Job a handler receives: plain fields, and `signal` read through its
+ * attempt (a getter on the class, so it costs nothing until read; a job
+ * object with an accessor of its own costs microseconds to make).
+ */
+class AttemptJob implements Job {
+  id: string;
+  queue: string;
+  payload: unknown;
+  priority: number;
+  retryCount: number;
+  maxRetries: number;
+  createdAt: Date;
+  runAt: Date;
+  attempt: number;
+  timeout: number;
+  readonly #of: Attempt;
+
+  constructor(of: Attempt, row: ClaimedRow, defaultTimeout: number) {
+    this.#of = of;
+    this.id = row.id;
+    this.queue = row.queue;
+    this.payload = row.payload;
+    this.priority = row.priority;
+    this.retryCount = row.retry_count;
+    this.maxRetries = row.max_retries;
+    this.createdAt = row.created_at;
+    this.runAt = row.run_at;
+    this.attempt = row.attempt;
+    this.timeout = row.timeout_ms !== null ? row.timeout_ms / 1000 : defaultTimeout;
+  }
+
+  get signal(): AbortSignal {
+    return this.#of.signal;
+  }
+}
+
 /** One claim of one job, as the consumer holds it. */
 export class Attempt {
   /** What the handler receives. */
   readonly job: Job;
-  /** Aborts the handler's signal (timeout, shutdown deadline, lost lease). */
-  readonly abort = new AbortController();
+  /**
+   * Behind the handler's signal; made the first time the signal is read or
+   * the attempt is aborted: most handlers never read it, and making one for
+   * every job cost more than the rest of its Attempt together.
+   */
+  private controller: AbortController | null = null;
   /** Changed only by LocalBuffer, which asserts each transition. */
   state: AttemptState = 'claimed';
   /** Set when the attempt's timeout passed before its handler settled (the handler may still be running). */
@@ -129,19 +172,19 @@ export class Attempt {
     readonly row: ClaimedRow,
     defaultTimeout: number,
   ) {
-    this.job = {
-      id: row.id,
-      queue: row.queue,
-      payload: row.payload,
-      priority: row.priority,
-      retryCount: row.retry_count,
-      maxRetries: row.max_retries,
-      createdAt: row.created_at,
-      runAt: row.run_at,
-      attempt: row.attempt,
-      timeout: row.timeout_ms !== null ? row.timeout_ms / 1000 : defaultTimeout,
-      signal: this.abort.signal,
-    };
+    this.job = new AttemptJob(this, row, defaultTimeout);
+  }
+
+  /** The handler's signal (job.signal): already aborted, with the first reason, when read after abort(). */
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    return this.controller.signal;
+  }
+
+  /** Abort the handler's signal (timeout, shutdown deadline, lost lease, cancel); only the first reason counts. */
+  abort(reason: unknown): void {
+    this.controller ??= new AbortController();
+    this.controller.abort(reason);
   }
 
   /** True once the attempt lost its job: its result must be dropped. */
@@ -184,31 +227,34 @@ export function fences(held: readonly Attempt[]): string[] {
  * that error; a handler that ignores its signal is left running, but its
  * result no longer counts. Never throws.
  */
-export async function runHandler(handler: Handler, attempt: Attempt, onTimeout: () => void): Promise<string | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<string>((resolve) => {
-    timer = setTimeout(
+export function runHandler(handler: Handler, attempt: Attempt, onTimeout: () => void): Promise<string | null> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const timer = setTimeout(
       () => {
+        if (settled) return;
+        settled = true;
         const err = new JobTimeoutError(attempt.job.id, attempt.job.timeout);
         attempt.timedOut = true;
-        attempt.abort.abort(err);
+        attempt.abort(err);
         onTimeout();
         resolve(errorText(err));
       },
       Math.min(attempt.job.timeout * 1000, 2_147_483_647),
     );
+    const settle = (result: string | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    Promise.resolve(attempt.job)
+      .then(handler)
+      .then(
+        () => settle(null),
+        (err: unknown) => settle(errorText(err)),
+      );
   });
-  const ran = Promise.resolve()
-    .then(() => handler(attempt.job))
-    .then(
-      () => null,
-      (err: unknown) => errorText(err),
-    );
-  try {
-    return await Promise.race([ran, timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
