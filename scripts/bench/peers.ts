@@ -72,12 +72,12 @@ async function walLsn(client: pg.Client): Promise<string> {
  * Have the server flush its WAL up to lsn: the last records of a drain can
  * still sit in the WAL buffers, and pg_walinspect reads only flushed WAL
  * (PostgreSQL 15 refuses an end past it, later versions stop there). A
- * transaction committed with synchronous_commit on flushes everything before
- * its commit record, which lies after lsn.
+ * CHECKPOINT flushes all WAL written before it; a commit with
+ * synchronous_commit on was not always enough on PostgreSQL 15 (the end of a
+ * drain once stayed unflushed after it).
  */
 async function flushedTo(client: pg.Client, lsn: string): Promise<void> {
-  await client.query('SET synchronous_commit = on');
-  await client.query('SELECT pg_current_xact_id()');
+  await client.query('CHECKPOINT');
   const { rows } = await client.query<{ ok: boolean }>('SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS ok', [lsn]);
   if (!rows[0]!.ok) throw new Error(`the server did not flush its WAL up to ${lsn}`);
 }
