@@ -71,13 +71,14 @@ async function walLsn(client: pg.Client): Promise<string> {
 /**
  * Have the server flush its WAL up to lsn: the last records of a drain can
  * still sit in the WAL buffers, and pg_walinspect reads only flushed WAL
- * (PostgreSQL 15 refuses an end past it, later versions stop there). A
- * CHECKPOINT flushes all WAL written before it; a commit with
- * synchronous_commit on was not always enough on PostgreSQL 15 (the end of a
- * drain once stayed unflushed after it).
+ * (PostgreSQL 15 refuses an end past it, later versions stop there).
+ * pg_switch_wal() flushes everything before its switch record, which lies
+ * after lsn. (A commit with synchronous_commit on once left the end of a
+ * drain unflushed on PostgreSQL 15, and a CHECKPOINT may recycle the very
+ * segments that are to be read.)
  */
 async function flushedTo(client: pg.Client, lsn: string): Promise<void> {
-  await client.query('CHECKPOINT');
+  await client.query('SELECT pg_switch_wal()');
   const { rows } = await client.query<{ ok: boolean }>('SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS ok', [lsn]);
   if (!rows[0]!.ok) throw new Error(`the server did not flush its WAL up to ${lsn}`);
 }
