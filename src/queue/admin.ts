@@ -61,15 +61,6 @@ const LIVE: JobStatus[] = ['queued', 'running'];
 const HISTORY: JobStatus[] = ['completed', 'failed', 'cancelled'];
 
 /** Jobs of one partition, queue and status, as status counts them. */
-interface StatRow {
-  schemaname: string;
-  tablename: string;
-  attname: string;
-  vals: string[] | null;
-  freqs: number[] | null;
-  nulls: number;
-}
-
 interface CountRow {
   part: string;
   queue: string;
@@ -137,31 +128,13 @@ export async function queueStatus(db: Queryable, now: Date, options: StatusOptio
       ORDER BY p.lower_bound`,
     [lowWater ?? '-infinity'],
   );
-  const COUNT = `SELECT tableoid::regclass::text AS part, queue, status::text AS status, count(*) AS n,
-            count(*) FILTER (WHERE status = 'queued' AND run_at <= $1) AS ready,
-            min(created_at) FILTER (WHERE status = 'queued') AS oldest
-       FROM qmaint.jobs`;
-  // Live jobs: one arm per status, each matching its partial index (jobs_claim_idx, jobs_rescue_idx);
-  // $2, the mark as a value, prunes the partitions below it at plan time.
-  const arm = (status: JobStatus) => `SELECT tableoid, queue, status, run_at, created_at FROM qmaint.jobs WHERE status = '${status}' AND created_at >= $2`;
-  const counting = exact
-    ? db.query<CountRow>(`${COUNT} GROUP BY 1, 2, 3`, [now])
-    : db.query<CountRow>(`${COUNT.replace('FROM qmaint.jobs', `FROM (${arm('queued')} UNION ALL ${arm('running')}) live`)} GROUP BY 1, 2, 3`, [
-        now,
-        lowWater ?? '-infinity',
-      ]);
   // One read of pg_stats for every partition's schema (joined in SQL per partition, the planner loops over the whole view).
-  // It and the count are independent: on a pool (the CLI's has two connections) they run at once, which at
-  // 1,000 partitions saves the shorter of the two (each is tens of milliseconds on a new connection).
-  const reading = exact
-    ? null
-    : db.query<StatRow>(
-        `SELECT schemaname, tablename, attname, most_common_vals::text::text[] AS vals, most_common_freqs::float8[] AS freqs, null_frac::float8 AS nulls
+  const stats = await db.query<{ schemaname: string; tablename: string; attname: string; vals: string[] | null; freqs: number[] | null; nulls: number }>(
+    `SELECT schemaname, tablename, attname, most_common_vals::text::text[] AS vals, most_common_freqs::float8[] AS freqs, null_frac::float8 AS nulls
        FROM pg_stats WHERE schemaname = ANY ($1::text[]) AND attname IN ('status', 'queue') AND NOT inherited`,
-        [[...new Set(parts.rows.map((p) => p.schema_name))]],
-      );
-  const [counted, stats] = await Promise.all([counting, reading]);
-  const statOf = new Map((stats?.rows ?? []).map((r) => [`${r.schemaname}.${r.tablename}.${r.attname}`, r]));
+    [[...new Set(parts.rows.map((p) => p.schema_name))]],
+  );
+  const statOf = new Map(stats.rows.map((r) => [`${r.schemaname}.${r.tablename}.${r.attname}`, r]));
   for (const p of parts.rows) {
     const st = statOf.get(`${p.schema_name}.${p.table_name}.status`);
     const qu = statOf.get(`${p.schema_name}.${p.table_name}.queue`);
@@ -189,8 +162,24 @@ export async function queueStatus(db: Queryable, now: Date, options: StatusOptio
       if (p) p.counts[r.status] += Number(r.n);
     }
   };
-  add(counted.rows);
-  if (!exact) {
+  const COUNT = `SELECT tableoid::regclass::text AS part, queue, status::text AS status, count(*) AS n,
+            count(*) FILTER (WHERE status = 'queued' AND run_at <= $1) AS ready,
+            min(created_at) FILTER (WHERE status = 'queued') AS oldest
+       FROM qmaint.jobs`;
+  if (exact) {
+    add((await db.query<CountRow>(`${COUNT} GROUP BY 1, 2, 3`, [now])).rows);
+  } else {
+    // Live jobs: one arm per status, each matching its partial index (jobs_claim_idx, jobs_rescue_idx);
+    // $2, the mark as a value, prunes the partitions below it at plan time.
+    const arm = (status: JobStatus) => `SELECT tableoid, queue, status, run_at, created_at FROM qmaint.jobs WHERE status = '${status}' AND created_at >= $2`;
+    add(
+      (
+        await db.query<CountRow>(`${COUNT.replace('FROM qmaint.jobs', `FROM (${arm('queued')} UNION ALL ${arm('running')}) live`)} GROUP BY 1, 2, 3`, [
+          now,
+          lowWater ?? '-infinity',
+        ])
+      ).rows,
+    );
     const unknown = parts.rows.filter((p) => p.rows === null || p.status_vals === null || p.status_vals === undefined);
     for (const p of parts.rows) if (!unknown.includes(p)) estimateHistory(p, byPart.get(p.partition)!, queueOf);
     if (unknown.length > 0) add(await countHistory(db, unknown));
