@@ -257,8 +257,18 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
   }
 
   /** Extend the lease of every job this consumer holds (both modes); drop the ones it lost or that were cancelled. */
+  /**
+   * Extend the leases of the jobs held, and of those whose result is not
+   * recorded yet (a completion the server refused for a while must not let
+   * its lease run out and the job run again). A result may land between the
+   * two statements: the result's own fenced statement tells whether its job
+   * was lost, not the heartbeat.
+   */
   private async heartbeat(): Promise<void> {
-    await this.judgeLost(await this.keeper.extend(this.buffer.held()));
+    const unsent = this.results.unsent();
+    const lost = await this.keeper.extend([...this.buffer.held(), ...unsent]);
+    const pending = new Set(unsent);
+    await this.judgeLost(lost.filter((h) => !pending.has(h)));
   }
 
   /** Run the rescuer; when it put jobs back, report it and wake the claim loops. */

@@ -88,6 +88,46 @@ describe('consumer loops survive transient faults', () => {
     }
   });
 
+  it('a completion the server keeps refusing keeps its lease: the heartbeat extends it past its expiry and the job runs once', async () => {
+    // Completions of this queue fail while the gate is shut; heartbeats and rescues go through.
+    await t.db.query(`CREATE TABLE public.unsent_gate (shut boolean NOT NULL)`);
+    await t.db.query(`INSERT INTO public.unsent_gate VALUES (true)`);
+    await t.db.query(`CREATE FUNCTION public.refuse_completion() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.status = 'completed' AND NEW.queue = 'unsent' AND (SELECT shut FROM public.unsent_gate) THEN
+          RAISE EXCEPTION 'completions refused for the test' USING ERRCODE = '55000';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await t.db.query(`CREATE TRIGGER refuse_completion BEFORE UPDATE ON qmaint.jobs FOR EACH ROW EXECUTE FUNCTION public.refuse_completion()`);
+    try {
+      let runs = 0;
+      const during: string[] = [];
+      // A 2 s lease, extended every 667 ms; the consumer's own rescuer runs every 200 ms.
+      const c = consumer('unsent', () => void runs++, { leaseSeconds: 2, rescueEveryMs: 200 });
+      c.on('db-error', (_err, what) => void during.push(what));
+      await c.start();
+      const id = await enqueue(t.db, 'unsent', {});
+      await eventually(() => during.includes('complete'), 10_000);
+      await new Promise((r) => setTimeout(r, 5000)); // two and a half leases
+      const held = await t.db.query<{ status: string; attempt: number; ahead: boolean }>(
+        `SELECT status::text, attempt, locked_until > now() AS ahead FROM qmaint.jobs WHERE id = $1`,
+        [id],
+      );
+      expect(held.rows[0]).toEqual({ status: 'running', attempt: 1, ahead: true });
+      await t.db.query(`UPDATE public.unsent_gate SET shut = false`);
+      await eventually(async () => (await job(id)).status === 'completed', 10_000);
+      await c.stop();
+      expect(await job(id)).toMatchObject({ status: 'completed', attempt: 1, retry_count: 0 });
+      expect(runs).toBe(1);
+      expect(c.stats).toMatchObject({ claimed: 1, completed: 1, lost: 0 });
+    } finally {
+      await t.db.query(`DROP TRIGGER IF EXISTS refuse_completion ON qmaint.jobs`);
+      await t.db.query(`DROP FUNCTION IF EXISTS public.refuse_completion()`);
+      await t.db.query(`DROP TABLE IF EXISTS public.unsent_gate`);
+    }
+  });
+
   it('claim, heartbeat, completion and rescue each report their failure (lock_timeout) and retry; every job completes once', async () => {
     await t.db.query(`ALTER DATABASE "${t.name}" SET lock_timeout = '150ms'`);
     const db = await connect({ databaseUrl: t.url, max: 4 });

@@ -73,6 +73,8 @@ class RowRefused extends Error {}
 export class ResultBatcher {
   private readonly toComplete: Attempt[] = [];
   private readonly toFail: Failure[] = [];
+  /** Results in a flush now: out of the queues until it returns (what it could not send goes back). */
+  private readonly sending = new Set<Attempt>();
   private flushing = 0;
   private flushScheduled = false;
   private closed = false;
@@ -91,6 +93,15 @@ export class ResultBatcher {
   /** Results waiting to be sent (or being sent again). */
   get pending(): number {
     return this.toComplete.length + this.toFail.length;
+  }
+
+  /**
+   * The attempts whose result is not recorded yet: queued, or in a flush
+   * now. Their jobs are still `running` under this consumer's lease, so the
+   * heartbeat keeps extending it until the result lands.
+   */
+  unsent(): Attempt[] {
+    return [...this.toComplete, ...this.toFail.map((f) => f.held), ...this.sending];
   }
 
   /** Queue a completion; a flush follows on the next turn of the event loop. */
@@ -268,9 +279,13 @@ export class ResultBatcher {
     while (this.flushing < MAX_FLUSHES && this.pending > 0) {
       const done = this.toComplete.splice(0, this.options.batch);
       const failed = this.toFail.splice(0, this.options.batch);
+      for (const a of done) this.sending.add(a);
+      for (const f of failed) this.sending.add(f.held);
       this.flushing++;
       try {
         const [c, f] = await Promise.allSettled([this.completeEachQueue(done), this.recordEachQueue(failed)]);
+        for (const a of done) this.sending.delete(a);
+        for (const x of failed) this.sending.delete(x.held);
         let trouble = false;
         if (c.status === 'rejected') {
           this.hooks.error(asError(c.reason), 'complete');
