@@ -15,8 +15,10 @@
  *   functions rescue and retries call.
  * - qmaint_readonly: SELECT on every table of the schema (not on partitions:
  *   reads go through the parent), EXECUTE on every function that cannot
- *   write (STABLE or IMMUTABLE, not SECURITY DEFINER) and on explain_claim,
- *   which plans the claim for it (planning an UPDATE needs UPDATE privilege).
+ *   write (STABLE or IMMUTABLE, not SECURITY DEFINER), on explain_claim,
+ *   which plans the claim for it (planning an UPDATE needs UPDATE privilege),
+ *   and on jobs_column_stats, the partitions' statistics status estimates from
+ *   (pg_stats hides them from a role that reads through the parent).
  *
  * PUBLIC keeps nothing in the schema. The grants are re-applied by
  * `qmaint migrate` whenever it applied something to a database whose schema
@@ -55,7 +57,7 @@ export const WORKER_UPDATE_COLUMNS = ['status', 'retry_count', 'run_at', 'last_e
 export const PRODUCER_FUNCTIONS = ['enqueue', 'enqueue_keyed', 'ensure_jobs_partition', 'lower_low_water'] as const;
 export const WORKER_FUNCTIONS = ['retry_delay', 'next_try', 'queue_backoff', 'rescue_expired', 'rescue_lock_key', 'lower_low_water'] as const;
 /** Beside every function that cannot write: the SECURITY DEFINER plan of the claim (explain dequeue without ANALYZE). */
-export const READONLY_FUNCTIONS = ['explain_claim'] as const;
+export const READONLY_FUNCTIONS = ['explain_claim', 'jobs_column_stats'] as const;
 /** The migration ledgers: every command checks them before it runs. */
 const LEDGERS = ['schema_migrations', 'schema_functions'] as const;
 
@@ -302,7 +304,8 @@ function grantSteps(all: RoutineRow[], tbls: TableRow[]): Omit<RoleStep, 'seq'>[
       action: 'grant',
       statement: `GRANT EXECUTE ON FUNCTION ${readFunctions.join(', ')} TO ${readonly}`,
       lockLevel: CATALOG_ONLY,
-      reason: 'readonly: the functions that cannot write (STABLE or IMMUTABLE, not SECURITY DEFINER), and explain_claim (the plan of the claim, not run)',
+      reason:
+        'readonly: the functions that cannot write (STABLE or IMMUTABLE, not SECURITY DEFINER), explain_claim (the plan of the claim, not run) and jobs_column_stats (the statistics status estimates from)',
     });
   }
   return steps;

@@ -259,6 +259,34 @@ END;
 $$;
 REVOKE ALL ON FUNCTION qmaint.explain_claim(text, text, timestamptz, integer, text, double precision) FROM PUBLIC;
 
+-- The sampled statistics (pg_stats, not inherited) of the status and queue
+-- columns of every partition of qmaint.jobs: `qmaint status` estimates the
+-- history of each partition from them. SECURITY DEFINER because pg_stats
+-- shows a column's statistics only to a role that may read that column of
+-- that table, and qmaint_readonly reads the partitions through the parent
+-- only: without it, status fell back to counting every row of every
+-- partition for that role. It returns nothing but those two columns' most
+-- common values, their frequencies and the null fraction, which SELECT on
+-- qmaint.jobs shows anyway, and of no other table. Not executable by PUBLIC.
+CREATE OR REPLACE FUNCTION qmaint.jobs_column_stats()
+RETURNS TABLE (schemaname text, tablename text, attname text, vals text[], freqs float8[], nulls float8)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT s.schemaname::text, s.tablename::text, s.attname::text, s.most_common_vals::text::text[], s.most_common_freqs::float8[], s.null_frac::float8
+    FROM pg_stats s
+   WHERE s.attname IN ('status', 'queue')
+     AND NOT s.inherited
+     AND s.schemaname IN (SELECT DISTINCT c.relnamespace::regnamespace::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                           WHERE i.inhparent = 'qmaint.jobs'::regclass)
+     AND (s.schemaname, s.tablename) IN (SELECT n.nspname::text, c.relname::text
+                                           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                                          WHERE i.inhparent = 'qmaint.jobs'::regclass)
+$$;
+REVOKE ALL ON FUNCTION qmaint.jobs_column_stats() FROM PUBLIC;
+
 -- Key of the transaction advisory lock that lets one rescuer run at a time.
 CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint
   LANGUAGE sql IMMUTABLE PARALLEL SAFE

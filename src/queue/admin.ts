@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import type { Queryable } from '../db.js';
-import { badInput, badOption } from '../errors.js';
+import { badInput, badOption, sqlState } from '../errors.js';
 import { JsonText } from '../json.js';
 
 /** Where a job is in its life: queued, running, completed, failed or cancelled. */
@@ -128,13 +128,7 @@ export async function queueStatus(db: Queryable, now: Date, options: StatusOptio
       ORDER BY p.lower_bound`,
     [lowWater ?? '-infinity'],
   );
-  // One read of pg_stats for every partition's schema (joined in SQL per partition, the planner loops over the whole view).
-  const stats = await db.query<{ schemaname: string; tablename: string; attname: string; vals: string[] | null; freqs: number[] | null; nulls: number }>(
-    `SELECT schemaname, tablename, attname, most_common_vals::text::text[] AS vals, most_common_freqs::float8[] AS freqs, null_frac::float8 AS nulls
-       FROM pg_stats WHERE schemaname = ANY ($1::text[]) AND attname IN ('status', 'queue') AND NOT inherited`,
-    [[...new Set(parts.rows.map((p) => p.schema_name))]],
-  );
-  const statOf = new Map(stats.rows.map((r) => [`${r.schemaname}.${r.tablename}.${r.attname}`, r]));
+  const statOf = await columnStats(db, parts.rows);
   for (const p of parts.rows) {
     const st = statOf.get(`${p.schema_name}.${p.table_name}.status`);
     const qu = statOf.get(`${p.schema_name}.${p.table_name}.queue`);
@@ -209,6 +203,43 @@ export async function queueStatus(db: Queryable, now: Date, options: StatusOptio
       };
     }),
   };
+}
+
+interface ColumnStats {
+  schemaname: string;
+  tablename: string;
+  attname: string;
+  vals: string[] | null;
+  freqs: number[] | null;
+  nulls: number;
+}
+
+/**
+ * The status and queue columns' statistics of each partition, keyed
+ * `schema.table.column`. One read of pg_stats for every partition's schema
+ * (joined in SQL per partition, the planner loops over the whole view).
+ * pg_stats shows a column's statistics only to a role that may read it, and
+ * qmaint_readonly reads partitions through the parent only: when partitions
+ * holding rows got none, qmaint.jobs_column_stats() (SECURITY DEFINER) reads
+ * them as the table's owner. A role that may not run it either (42501) is
+ * left with what it saw, and those partitions are counted.
+ */
+async function columnStats(db: Queryable, parts: readonly PartRow[]): Promise<Map<string, ColumnStats>> {
+  const stats = await db.query<ColumnStats>(
+    `SELECT schemaname, tablename, attname, most_common_vals::text::text[] AS vals, most_common_freqs::float8[] AS freqs, null_frac::float8 AS nulls
+       FROM pg_stats WHERE schemaname = ANY ($1::text[]) AND attname IN ('status', 'queue') AND NOT inherited`,
+    [[...new Set(parts.map((p) => p.schema_name))]],
+  );
+  const statOf = new Map(stats.rows.map((r) => [`${r.schemaname}.${r.tablename}.${r.attname}`, r]));
+  if (parts.some((p) => p.rows !== null && p.rows > 0 && !statOf.has(`${p.schema_name}.${p.table_name}.status`))) {
+    try {
+      const owner = await db.query<ColumnStats>('SELECT * FROM qmaint.jobs_column_stats()');
+      for (const r of owner.rows) statOf.set(`${r.schemaname}.${r.tablename}.${r.attname}`, r);
+    } catch (err) {
+      if (sqlState(err) !== '42501') throw err;
+    }
+  }
+  return statOf;
 }
 
 function roundCounts(c: Record<JobStatus, number>): Record<JobStatus, number> {

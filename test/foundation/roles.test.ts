@@ -311,6 +311,31 @@ describe('each role can do its job and nothing else', () => {
     expect(rotate.stderr).toMatch(/permission denied/);
   });
 
+  it("readonly: status estimates the history from the partitions' statistics, which pg_stats hides from the role", async () => {
+    await enqueueMany(
+      t.db,
+      'ro-history',
+      Array.from({ length: 300 }, (_, n) => ({ n })),
+    );
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'completed' WHERE queue = 'ro-history'`);
+    await t.db.query('ANALYZE qmaint.jobs');
+    const ro = await login(t, 'readonly');
+    const { rows: visible } = await ro.client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stats WHERE attname = 'status' AND tablename IN (SELECT relname FROM pg_class WHERE relispartition)`,
+    );
+    expect(visible[0]!.n).toBe(0);
+    type Report = { queues: { queue: string; counts: Record<string, number>; estimated: Record<string, boolean> }[] };
+    const mine = async (url: string) => {
+      const r = await runCli(['status', '--json', '--database-url', url]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.json<Report>().queues.find((q) => q.queue === 'ro-history')!;
+    };
+    const asReadonly = await mine(ro.url);
+    expect(asReadonly.estimated.completed).toBe(true);
+    expect(asReadonly.counts.completed).toBeGreaterThan(0);
+    expect(asReadonly).toEqual(await mine(t.url));
+  });
+
   it('readonly: status, jobs list, partitions list, health, explain dequeue without ANALYZE; no writes', async () => {
     const ro = await login(t, 'readonly');
     const status = await runCli(['status', '--json', '--database-url', ro.url]);
