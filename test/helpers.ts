@@ -207,7 +207,9 @@ export function parsePrometheus(text: string): ParsedMetrics {
     for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g))
       labels[pair[1]!] = pair[2]!.replace(/\\(.)/g, (_s, c: string) => (c === 'n' ? '\n' : c));
     const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
-    if (Number.isNaN(value) && m[3] !== 'NaN') throw new Error(`bad value in ${line}`);
+    // NaN in any case: prom-client writes `Nan` (an event-loop lag with no sample yet), and Prometheus
+    // parses values with Go's strconv.ParseFloat, which takes it.
+    if (Number.isNaN(value) && m[3]!.toLowerCase() !== 'nan') throw new Error(`bad value in ${line}`);
     samples.push({ name: m[1]!, labels, value });
   }
   return { samples, types };
