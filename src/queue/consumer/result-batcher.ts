@@ -73,8 +73,8 @@ class RowRefused extends Error {}
 export class ResultBatcher {
   private readonly toComplete: Attempt[] = [];
   private readonly toFail: Failure[] = [];
-  /** Results in a flush now: out of the queues until it returns (what it could not send goes back). */
-  private readonly sending = new Set<Attempt>();
+  /** The batches of the flushes in progress: out of the queues until they return (what could not be sent goes back). */
+  private readonly sending = new Set<readonly Attempt[]>();
   private flushing = 0;
   private flushScheduled = false;
   private closed = false;
@@ -101,7 +101,7 @@ export class ResultBatcher {
    * heartbeat keeps extending it until the result lands.
    */
   unsent(): Attempt[] {
-    return [...this.toComplete, ...this.toFail.map((f) => f.held), ...this.sending];
+    return [...this.toComplete, ...this.toFail.map((f) => f.held), ...[...this.sending].flat()];
   }
 
   /** Queue a completion; a flush follows on the next turn of the event loop. */
@@ -279,13 +279,12 @@ export class ResultBatcher {
     while (this.flushing < MAX_FLUSHES && this.pending > 0) {
       const done = this.toComplete.splice(0, this.options.batch);
       const failed = this.toFail.splice(0, this.options.batch);
-      for (const a of done) this.sending.add(a);
-      for (const f of failed) this.sending.add(f.held);
+      const batch = failed.length === 0 ? done : [...done, ...failed.map((f) => f.held)];
+      this.sending.add(batch);
       this.flushing++;
       try {
         const [c, f] = await Promise.allSettled([this.completeEachQueue(done), this.recordEachQueue(failed)]);
-        for (const a of done) this.sending.delete(a);
-        for (const x of failed) this.sending.delete(x.held);
+        this.sending.delete(batch);
         let trouble = false;
         if (c.status === 'rejected') {
           this.hooks.error(asError(c.reason), 'complete');
