@@ -279,8 +279,6 @@ AS $$
     FROM pg_stats s
    WHERE s.attname IN ('status', 'queue')
      AND NOT s.inherited
-     AND s.schemaname IN (SELECT DISTINCT c.relnamespace::regnamespace::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                           WHERE i.inhparent = 'qmaint.jobs'::regclass)
      AND (s.schemaname, s.tablename) IN (SELECT n.nspname::text, c.relname::text
                                            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                                           WHERE i.inhparent = 'qmaint.jobs'::regclass)

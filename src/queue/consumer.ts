@@ -256,13 +256,13 @@ export class Consumer extends EventEmitter<ConsumerEvents> {
     }
   }
 
-  /** Extend the lease of every job this consumer holds (both modes); drop the ones it lost or that were cancelled. */
   /**
-   * Extend the leases of the jobs held, and of those whose result is not
-   * recorded yet (a completion the server refused for a while must not let
-   * its lease run out and the job run again). A result may land between the
-   * two statements: the result's own fenced statement tells whether its job
-   * was lost, not the heartbeat.
+   * Extend the leases of the jobs held (both modes), and of those whose
+   * result is not recorded yet (a completion the server refused for a while
+   * must not let its lease run out and the job run again); drop the ones it
+   * lost or that were cancelled. A result may land between the two
+   * statements: the result's own fenced statement tells whether its job was
+   * lost, not the heartbeat.
    */
   private async heartbeat(): Promise<void> {
     const unsent = this.results.unsent();
