@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Db, Queryable } from './db.js';
 import { inTransaction, SCHEMA_LOCK } from './db.js';
 import { QmaintError } from './errors.js';
+import { packageRoot } from './package-root.js';
 import { reapplyRoleGrants } from './roles.js';
 
-const SQL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'sql');
+const SQL_DIR = path.join(packageRoot(), 'sql');
 
 /** Folder of the numbered migrations shipped with the package: tables, types, indexes, data changes. */
 export const MIGRATIONS_DIR = path.join(SQL_DIR, 'migrations');

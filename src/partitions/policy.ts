@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Db, Queryable, SqlValue } from '../db.js';
 import { inTransaction } from '../db.js';
 import { badInput, QmaintError } from '../errors.js';
+import { packageRoot } from '../package-root.js';
 import { validateVacuumProfiles } from '../vacuum/profile.js';
 
 /**
@@ -53,7 +53,7 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 const QUALIFIED = /^[A-Za-z_][A-Za-z0-9_$]{0,62}\.[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 
 /** The folder of the policies shipped with qmaint. */
-export const PACKAGED_POLICIES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'partitions');
+export const PACKAGED_POLICIES = path.join(packageRoot(), 'partitions');
 
 /**
  * Every problem of one parsed policy document that needs no database (empty when fine).

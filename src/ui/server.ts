@@ -11,10 +11,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { redactSecrets } from '../config.js';
 import type { Db } from '../db.js';
 import { QmaintError, toQmaintError } from '../errors.js';
+import { packageRoot } from '../package-root.js';
 import type { Thresholds } from '../health/thresholds.js';
 import { rotate } from '../partitions/index.js';
 import { cancelJobs, retryJobs } from '../queue/admin.js';
@@ -53,9 +53,8 @@ export interface UiHandlerOptions {
 /** A Node `http` request handler (what Express, Fastify's raw request and Hono's Node adapter can hand on). */
 export type UiHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 /** The package's ui/ folder: beside dist/ when installed and when built. */
-const UI_DIR = path.resolve(here, '..', '..', 'ui');
+const UI_DIR = path.join(packageRoot(), 'ui');
 const require = createRequire(import.meta.url);
 
 const STATIC: Record<string, { file: () => string; type: string }> = {
