@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runCommand } from '../dist/cli/main.js';
+import { runCommand } from '../dist/cli.js';
 
 // `qmaint status | head` closes our stdout early: that is not an error.
 for (const stream of [process.stdout, process.stderr]) {

@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/docs/demo.txt}
 command -v tmux >/dev/null || { echo "record-demo: tmux is not installed (apt-get install tmux)" >&2; exit 2; }
-[ -f "$root/dist/cli/main.js" ] || { echo "record-demo: run npm run build first" >&2; exit 2; }
+[ -f "$root/dist/cli.js" ] || { echo "record-demo: run npm run build first" >&2; exit 2; }
 
 socket=qmaint-record-$$
 work=$(mktemp -d)

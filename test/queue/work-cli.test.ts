@@ -166,6 +166,27 @@ describe('qmaint work', () => {
     expect(after.rows[0]).toMatchObject({ status: 'failed', last_error: expect.stringMatching(/lease of attempt \d+ held by .* expired/) as string });
   });
 
+  it("transaction mode: job.client is the handler module's own pg, so the type parsers it sets apply", async () => {
+    // The CLI is one bundled file (dist/cli.js) with pg left out of it: were pg
+    // bundled, job.client would be another copy's client and return a Date here.
+    const parsing = module(
+      'parsing.mjs',
+      `import pg from ${JSON.stringify(path.resolve('node_modules/pg/lib/index.js'))};
+pg.types.setTypeParser(pg.types.builtins.DATE, (text) => 'date ' + text);
+export default async (job) => {
+  const { rows } = await job.client.query("SELECT DATE '2026-12-02' AS d");
+  await job.client.query('INSERT INTO parsed VALUES ($1, $2)', [job.id, typeof rows[0].d === 'string' ? rows[0].d : 'not parsed: ' + String(rows[0].d)]);
+};
+`,
+    );
+    await t.db.query('CREATE TABLE parsed (id bigint, d text)');
+    const id = await enqueue(t.db, 'tx-parse', {});
+    const r = await runCli(['work', '--queue', 'tx-parse', '--handler', parsing, '--mode', 'transaction', '--drain', '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json()).toMatchObject({ completed: 1, failed: 0 });
+    expect((await t.db.query('SELECT id::text, d FROM parsed')).rows).toEqual([{ id, d: 'date 2026-12-02' }]);
+  });
+
   it('transaction mode: an attempt that ran the worker out of memory counts too', async () => {
     const hog = module('hog.mjs', `export default async () => { const keep = []; for (;;) keep.push(new Array(1e6).fill(1)); };\n`);
     const id = await enqueue(t.db, 'tx-oom', {}, { maxRetries: 0 });
