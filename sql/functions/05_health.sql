@@ -369,7 +369,10 @@ AS $$
      WHERE a.pid <> pg_backend_pid()
        AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
        AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')
-       AND (a.datname = current_database() OR a.datid IS NULL)
+       -- A client backend without a database is one still starting (PostgreSQL 18 lists
+       -- those, with the xmin of the catalog reads of its authentication): not a holder.
+       -- Other processes without one (a walsender's standby feedback) count.
+       AND (a.datname = current_database() OR (a.datid IS NULL AND a.backend_type <> 'client backend'))
     UNION ALL
     SELECT format('prepared transaction %L', gid), greatest(p_now - prepared, interval '0'), age(transaction)
       FROM pg_prepared_xacts WHERE database = current_database()
