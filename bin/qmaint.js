@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runCommand } from '../dist/cli.js';
+import { runMain } from '../dist/cli.js';
 
 // `qmaint status | head` closes our stdout early: that is not an error.
 for (const stream of [process.stdout, process.stderr]) {
@@ -9,6 +9,6 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-runCommand(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }).then((result) => {
-  process.exitCode = result.exitCode;
+runMain(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
 });

@@ -40,9 +40,23 @@ export function withInvocation<T>(inv: Invocation, fn: () => Promise<T>): Promis
   return current.run(inv, fn);
 }
 
-/** The invocation this code runs in; outside runCommand (library use), the process's own streams. */
+/**
+ * Run fn as the process's own invocation (bin/qmaint.js, one command per
+ * process): invocation() returns inv wherever no withInvocation() is active,
+ * with no AsyncLocalStorage context. On Node 20 the first
+ * AsyncLocalStorage.run() hooks every promise the process makes from then on;
+ * that was 6-8% of a worker's CPU in a drain. Nested commands (the demo's) still
+ * run under withInvocation(). Once per process.
+ */
+export function asProcessInvocation<T>(inv: Invocation, fn: () => Promise<T>): Promise<T> {
+  if (processWide !== processInvocation) throw new Error('the process runs one command as its own');
+  processWide = inv;
+  return fn();
+}
+
+/** The invocation this code runs in; outside any command (library use), the process's own streams. */
 export function invocation(): Invocation {
-  return current.getStore() ?? processInvocation;
+  return current.getStore() ?? processWide;
 }
 
 const processInvocation: Invocation = {
@@ -50,6 +64,7 @@ const processInvocation: Invocation = {
   exitCode: 0,
   run: () => Promise.reject(new Error('no CLI runner outside runCommand')),
 };
+let processWide = processInvocation;
 
 /** A stream that keeps what is written to it. */
 export class Capture implements OutStream {

@@ -5,7 +5,7 @@ import { ExitCode, exitCodeFor } from './exit.js';
 import { globalOptions, reportError, type GlobalArgs } from './context.js';
 import { groups } from './commands/index.js';
 import { addExamples, withExamples } from './examples.js';
-import { Capture, withInvocation, type CommandIO, type CommandResult, type Invocation } from './invocation.js';
+import { asProcessInvocation, Capture, withInvocation, type CommandIO, type CommandResult, type Invocation } from './invocation.js';
 
 const VERSION = '0.1.0';
 
@@ -22,6 +22,17 @@ export async function runCommand(argv: string[], io: Partial<CommandIO> = {}): P
   const inv: Invocation = { io: { stdout, stderr, stdin: io.stdin ?? emptyStdin() }, exitCode: ExitCode.ok, run: runCommand };
   const exitCode = await withInvocation(inv, () => parse(argv, inv));
   return { exitCode, stdout: stdout instanceof Capture ? stdout.text() : '', stderr: stderr instanceof Capture ? stderr.text() : '' };
+}
+
+/**
+ * Run one qmaint command line as this process's only command, on its own
+ * streams (bin/qmaint.js): as runCommand(), but the command's invocation is the
+ * process's (asProcessInvocation), so no AsyncLocalStorage context is set up.
+ * Resolves to the exit code; call it once per process.
+ */
+export function runMain(argv: string[]): Promise<number> {
+  const inv: Invocation = { io: { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }, exitCode: ExitCode.ok, run: runCommand };
+  return asProcessInvocation(inv, () => parse(argv, inv));
 }
 
 async function parse(argv: string[], inv: Invocation): Promise<number> {
