@@ -275,13 +275,19 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+  -- The names as arrays too: pg_stats then finds the partitions by name
+  -- (pg_class's name index) instead of checking column privileges on every
+  -- relation of their schemas, indexes included.
+  WITH parts AS MATERIALIZED (SELECT n.nspname, c.relname
+                                FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE i.inhparent = 'qmaint.jobs'::regclass)
   SELECT s.schemaname::text, s.tablename::text, s.attname::text, s.most_common_vals::text::text[], s.most_common_freqs::float8[], s.null_frac::float8
     FROM pg_stats s
    WHERE s.attname IN ('status', 'queue')
      AND NOT s.inherited
-     AND (s.schemaname, s.tablename) IN (SELECT n.nspname::text, c.relname::text
-                                           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                                          WHERE i.inhparent = 'qmaint.jobs'::regclass)
+     AND s.schemaname = ANY (ARRAY(SELECT DISTINCT nspname FROM parts))
+     AND s.tablename = ANY (ARRAY(SELECT relname FROM parts))
+     AND (s.schemaname, s.tablename) IN (SELECT nspname, relname FROM parts)
 $$;
 REVOKE ALL ON FUNCTION qmaint.jobs_column_stats() FROM PUBLIC;
 

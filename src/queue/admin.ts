@@ -216,8 +216,11 @@ interface ColumnStats {
 
 /**
  * The status and queue columns' statistics of each partition, keyed
- * `schema.table.column`. One read of pg_stats for every partition's schema
- * (joined in SQL per partition, the planner loops over the whole view).
+ * `schema.table.column`. One read of pg_stats, given the partitions' schemas
+ * and names: with the names the view finds them through pg_class's name
+ * index, where a schema alone made it check column privileges on every
+ * relation of the schema, indexes included; joining the view to the
+ * partitions made the planner loop over all of it.
  * pg_stats shows a column's statistics only to a role that may read it, and
  * qmaint_readonly reads partitions through the parent only: when partitions
  * holding rows got none, qmaint.jobs_column_stats() (SECURITY DEFINER) reads
@@ -227,8 +230,8 @@ interface ColumnStats {
 async function columnStats(db: Queryable, parts: readonly PartRow[]): Promise<Map<string, ColumnStats>> {
   const stats = await db.query<ColumnStats>(
     `SELECT schemaname, tablename, attname, most_common_vals::text::text[] AS vals, most_common_freqs::float8[] AS freqs, null_frac::float8 AS nulls
-       FROM pg_stats WHERE schemaname = ANY ($1::text[]) AND attname IN ('status', 'queue') AND NOT inherited`,
-    [[...new Set(parts.map((p) => p.schema_name))]],
+       FROM pg_stats WHERE schemaname = ANY ($1::text[]) AND tablename = ANY ($2::text[]) AND attname IN ('status', 'queue') AND NOT inherited`,
+    [[...new Set(parts.map((p) => p.schema_name))], parts.map((p) => p.table_name)],
   );
   const statOf = new Map(stats.rows.map((r) => [`${r.schemaname}.${r.tablename}.${r.attname}`, r]));
   if (parts.some((p) => p.rows !== null && p.rows > 0 && !statOf.has(`${p.schema_name}.${p.table_name}.status`))) {
