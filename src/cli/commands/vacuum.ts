@@ -97,7 +97,7 @@ async function tuneCommand(ctx: Context, argv: TuneArgs): Promise<void> {
     lockTimeout,
     retries,
     onWait: (s) => {
-      out.note(`no churn sample stored in the last hour: sampling pg_stat_user_tables for ${duration(s)} (--sample 2s shortens it, --sample 0 skips it)`);
+      out.note(`no churn sample stored in the last hour: sampling pg_stat_user_tables for ${duration(s)} (--sample 2s shortens it, --sample 0s skips it)`);
       bar = out.ttyProgress(Math.ceil(s), 'sampling churn, seconds');
     },
     onWaitProgress: (elapsed, total) => {
