@@ -1,5 +1,6 @@
 import type { Queryable } from '../db.js';
 import { badOption, sqlState } from '../errors.js';
+import { policyTables } from '../partitions/policy.js';
 
 /** How bloat was measured: pgstattuple_approx, or an estimate from statistics. */
 export type BloatMethod = 'pgstattuple_approx' | 'estimate';
@@ -149,12 +150,12 @@ SELECT pp.parent_table, format('%I.%I', n.nspname, c.relname) AS partition, c.oi
        (SELECT sum(ps.avg_width) FROM pg_stats ps WHERE ps.schemaname = n.nspname AND ps.tablename = c.relname) AS data_width,
        current_setting('block_size')::integer AS block_size,
        coalesce((SELECT substr(o, 12)::integer FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 100) AS fillfactor
-  FROM qmaint.partition_policy pp
-  CROSS JOIN LATERAL qmaint.partition_states(to_regclass(pp.parent_table), $1::timestamptz) st
+  FROM (SELECT $2::text AS parent_table) pp
+  CROSS JOIN qmaint.partition_states(to_regclass($2), $1::timestamptz) st
   JOIN pg_class c ON c.oid = st.partition::oid
   JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
- ORDER BY pp.parent_table, st.lower_bound, partition`;
+ ORDER BY st.lower_bound, partition`;
 
 interface PartitionRow {
   parent_table: string;
@@ -240,7 +241,12 @@ export async function vacuumStatus(db: Queryable, options: StatusOptions): Promi
   } else {
     bloatNote = 'statistics-based estimate requested';
   }
-  const { rows } = await db.query<PartitionRow>(PARTITIONS_SQL, [options.now.toISOString()]);
+  // One statement per managed table: joined to the policy table, the planner
+  // took 180 rows for it (never analysed) times a thousand partitions each,
+  // and a server built with LLVM JIT-compiled the statement (1.9 s of a
+  // 2.7 s call at 1,000 partitions on PostgreSQL 15).
+  const rows: PartitionRow[] = [];
+  for (const parent of await policyTables(db)) rows.push(...(await db.query<PartitionRow>(PARTITIONS_SQL, [options.now.toISOString(), parent])).rows);
   const partitions: PartitionVacuumStatus[] = [];
   for (const r of rows) {
     const live = num(r.n_live_tup);
