@@ -301,40 +301,59 @@ CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint
 -- run_at), or fail them when their retries are spent, keeping last_error.
 -- One rescuer at a time: a concurrent call returns {"skipped": true}.
 -- Also heals the low-water mark if a live job sits below it.
+--
+-- Two statements, so the cost follows the expired jobs, not the table. The
+-- first finds and locks them through the running index, only from the
+-- low-water mark on (no running job sits below it; one that does is found
+-- by the healing below, and rescued by the next call). The second updates
+-- them by key with the range of their created_at as values, so the plan
+-- holds only the partitions they are in. Joined to the locking query in one
+-- statement, the update was planned against every partition: at 10M jobs in
+-- 1,000 partitions it hashed the whole table, 1 s a call with nothing to
+-- rescue, and 81 s on a PostgreSQL that JIT-compiled the plan.
 CREATE OR REPLACE FUNCTION qmaint.rescue_expired(p_now timestamptz DEFAULT now()) RETURNS jsonb
 LANGUAGE plpgsql
+SET jit = off
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_requeued bigint;
-  v_failed bigint;
+  v_requeued bigint := 0;
+  v_failed bigint := 0;
   v_low timestamptz;
   v_below timestamptz;
+  v_ids bigint[];
+  v_created timestamptz[];
+  v_first timestamptz;
+  v_last timestamptz;
 BEGIN
   IF NOT pg_try_advisory_xact_lock(qmaint.rescue_lock_key()) THEN
     RETURN jsonb_build_object('skipped', true);
   END IF;
-  WITH expired AS (
-    SELECT id, created_at FROM qmaint.jobs
-     WHERE status = 'running' AND locked_until < p_now
-       FOR UPDATE SKIP LOCKED
-  ), moved AS (
-    UPDATE qmaint.jobs j
-       SET (status, retry_count, run_at) = (SELECT n.status, n.retry_count, n.run_at
-                                              FROM qmaint.queue_backoff(j.queue) b,
-                                                   qmaint.next_try(j.retry_count, j.max_retries, j.run_at, p_now, b.base, b.cap) n),
-           last_error = coalesce(j.last_error, format('lease of attempt %s held by %s expired at %s', j.attempt, j.locked_by, j.locked_until)),
-           locked_by = NULL,
-           locked_until = NULL,
-           updated_at = p_now
-      FROM expired e
-     WHERE j.id = e.id AND j.created_at = e.created_at
-    RETURNING j.status
-  )
-  SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'failed')
-    INTO v_requeued, v_failed FROM moved;
-
   SELECT low_water INTO v_low FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs';
+  SELECT array_agg(e.id), array_agg(e.created_at), min(e.created_at), max(e.created_at)
+    INTO v_ids, v_created, v_first, v_last
+    FROM (SELECT id, created_at FROM qmaint.jobs
+           WHERE status = 'running' AND locked_until < p_now AND created_at >= coalesce(v_low, '-infinity')
+             FOR UPDATE SKIP LOCKED) e;
+  IF v_ids IS NOT NULL THEN
+    WITH moved AS (
+      UPDATE qmaint.jobs j
+         SET (status, retry_count, run_at) = (SELECT n.status, n.retry_count, n.run_at
+                                                FROM qmaint.queue_backoff(j.queue) b,
+                                                     qmaint.next_try(j.retry_count, j.max_retries, j.run_at, p_now, b.base, b.cap) n),
+             last_error = coalesce(j.last_error, format('lease of attempt %s held by %s expired at %s', j.attempt, j.locked_by, j.locked_until)),
+             locked_by = NULL,
+             locked_until = NULL,
+             updated_at = p_now
+        FROM unnest(v_ids, v_created) AS e(id, created_at)
+       WHERE j.id = e.id AND j.created_at = e.created_at
+         AND j.created_at BETWEEN v_first AND v_last
+      RETURNING j.status
+    )
+    SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'failed')
+      INTO v_requeued, v_failed FROM moved;
+  END IF;
+
   IF v_low IS NOT NULL AND v_low > '-infinity' THEN
     -- Each arm matches a partial index, so partitions below the mark are not scanned.
     SELECT least((SELECT min(created_at) FROM qmaint.jobs WHERE status = 'queued' AND created_at < v_low),

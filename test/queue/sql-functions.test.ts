@@ -101,3 +101,46 @@ describe('queue SQL functions', () => {
     expect(rows[1]!.wait).toBeLessThanOrEqual(1);
   });
 });
+
+describe('rescue_expired at the size of its expired jobs', () => {
+  it('reads only the partitions that hold an expired job: no other partition is scanned whole', async () => {
+    const t = await freshDatabase();
+    const c = await t.client();
+    // Six daily partitions in the past, each with a few finished jobs, and a running job in each: one
+    // of them with a lease that ran out. The mark sits at the oldest, so every one is live.
+    const days = [10, 8, 6, 4, 2, 1].map((d) => new Date(Date.now() - d * 86_400_000));
+    for (const day of days) {
+      await c.query(`SELECT qmaint.ensure_jobs_partition($1), qmaint.lower_low_water($1)`, [day]);
+      await c.query(
+        `INSERT INTO qmaint.jobs (queue, status, created_at, run_at, locked_by, locked_until, attempt)
+         SELECT 'q', CASE WHEN g = 0 THEN 'running' ELSE 'completed' END::qmaint.job_status, $1, $1,
+                CASE WHEN g = 0 THEN 'w' END, CASE WHEN g = 0 THEN now() + interval '1 hour' END, 1
+           FROM generate_series(0, 20) g`,
+        [day],
+      );
+    }
+    const expiredDay = days[3]!;
+    const { rows: target } = await c.query<{ id: string; part: string }>(
+      `UPDATE qmaint.jobs SET locked_until = now() - interval '1 second' WHERE status = 'running' AND created_at = $1 RETURNING id::text, tableoid::regclass::text AS part`,
+      [expiredDay],
+    );
+    expect(target).toHaveLength(1);
+    const seqScans = async () => {
+      // Flush this backend's counters, then read them afresh.
+      await c.query('SELECT pg_stat_force_next_flush()');
+      await c.query('SELECT pg_stat_clear_snapshot()');
+      const { rows } = await c.query<{ part: string; n: string }>(
+        `SELECT p.partition::text AS part, coalesce(s.seq_scan, 0)::text AS n
+           FROM qmaint.partitions_of('qmaint.jobs') p LEFT JOIN pg_stat_user_tables s ON s.relid = p.partition`,
+      );
+      return new Map(rows.map((r) => [r.part, Number(r.n)]));
+    };
+    const before = await seqScans();
+    const { rows } = await c.query<{ r: { requeued: number } }>('SELECT qmaint.rescue_expired() AS r');
+    expect(rows[0]!.r.requeued).toBe(1);
+    const after = await seqScans();
+    const scanned = [...after].filter(([part, n]) => n > (before.get(part) ?? 0)).map(([part]) => part);
+    expect(scanned.filter((p) => p !== target[0]!.part)).toEqual([]);
+    expect((await c.query(`SELECT status::text FROM qmaint.jobs WHERE id = $1`, [target[0]!.id])).rows).toEqual([{ status: 'queued' }]);
+  });
+});
