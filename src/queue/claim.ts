@@ -13,6 +13,18 @@ import type { SqlValue } from '../db.js';
  * (the low-water mark, see lowWaterQuery) lets the planner prune partitions
  * that hold no live jobs, in the SELECT and in the UPDATE.
  *
+ * The UPDATE finds each locked row again by its ctid, in the one partition
+ * its created_at prunes to at run time: one heap fetch a job, no index probe.
+ * Joined by key alone, the planner costed a probe of every partition from the
+ * mark on for each row (it does not count run-time pruning) and, with a mark
+ * a day back over small hourly partitions, hashed a sequential scan of all of
+ * them instead: 7,081 buffers and 66 ms for a claim of 100 at 10M jobs in
+ * 1,000 partitions, against 1,140 buffers and 5 ms now. The row's ctid is the
+ * locked version's. Should that version be newer than the statement's
+ * snapshot (changed and committed between the two), the UPDATE does not see
+ * it and the job is left for the next claim, still queued; the key
+ * conditions stay as a check.
+ *
  * `after` is an optional keyset start: only jobs of the same priority that
  * come after it in claim order. Claimed rows leave dead entries in the claim
  * index until vacuum (or for as long as an old snapshot holds the xmin
@@ -52,7 +64,7 @@ export interface ClaimCursor {
 }
 
 export const CLAIM_SQL = `WITH next AS (
-  SELECT id, created_at
+  SELECT id, created_at, ctid
     FROM qmaint.jobs
    WHERE queue = $1
      AND status = 'queued'
@@ -71,7 +83,8 @@ UPDATE qmaint.jobs AS j
        attempt = j.attempt + 1,
        updated_at = now()
   FROM next
- WHERE j.id = next.id
+ WHERE j.ctid = next.ctid
+   AND j.id = next.id
    AND j.created_at = next.created_at
    AND j.created_at >= $2
    AND j.queue = $1
