@@ -182,7 +182,9 @@ BEGIN
   SELECT coalesce(array_agg(i.job_key), '{}') INTO v_won FROM ins i;
 
   IF p_mode = 'replace' AND cardinality(v_won) < cardinality(v_pick) THEN
-    -- Live jobs sit at or above the low-water mark: partitions below it are pruned.
+    -- Live jobs sit at or above the low-water mark: partitions below it are pruned,
+    -- in both statements (without the mark the update was planned against every
+    -- partition: 120-170 ms a call at 1,000 partitions).
     SELECT pp.low_water INTO v_low FROM qmaint.partition_policy pp WHERE pp.parent_table = 'qmaint.jobs';
     WITH pick AS (
       SELECT u.k, u.p
@@ -203,6 +205,7 @@ BEGIN
          SET payload = coalesce(h.p, '{}'), run_at = v_run_at, updated_at = now()
         FROM holder h
        WHERE j.id = h.id AND j.created_at = h.created_at AND j.status = 'queued'
+         AND j.created_at >= coalesce(v_low, '-infinity')
       RETURNING j.job_key
     )
     SELECT coalesce(array_agg(r.job_key), '{}') INTO v_replaced FROM rep r;
