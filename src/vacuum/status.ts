@@ -140,7 +140,7 @@ async function pgstattupleSchema(db: Queryable): Promise<{ schema: string } | { 
 }
 
 const PARTITIONS_SQL = `
-SELECT pp.parent_table, format('%I.%I', n.nspname, c.relname) AS partition, c.oid::bigint AS relid, st.state, st.profile,
+SELECT $2::text AS parent_table, format('%I.%I', n.nspname, c.relname) AS partition, c.oid::bigint AS relid, st.state, st.profile,
        s.n_live_tup, s.n_dead_tup, s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
        s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
        pg_table_size(c.oid) AS table_bytes, pg_indexes_size(c.oid) AS index_bytes,
@@ -150,8 +150,7 @@ SELECT pp.parent_table, format('%I.%I', n.nspname, c.relname) AS partition, c.oi
        (SELECT sum(ps.avg_width) FROM pg_stats ps WHERE ps.schemaname = n.nspname AND ps.tablename = c.relname) AS data_width,
        current_setting('block_size')::integer AS block_size,
        coalesce((SELECT substr(o, 12)::integer FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 100) AS fillfactor
-  FROM (SELECT $2::text AS parent_table) pp
-  CROSS JOIN qmaint.partition_states(to_regclass($2), $1::timestamptz) st
+  FROM qmaint.partition_states(to_regclass($2), $1::timestamptz) st
   JOIN pg_class c ON c.oid = st.partition::oid
   JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
