@@ -251,7 +251,7 @@ DECLARE
   v_plan json;
 BEGIN
   IF p_statement IS NULL
-     OR sha256(convert_to(p_statement, 'UTF8')) <> '\x570331d7ebe7aa66539321712b45bb6c838d180ef81e291002f78c6b96d2c74b'::bytea THEN
+     OR sha256(convert_to(p_statement, 'UTF8')) <> '\xcd902f69f57175294f040917b75ebe46c838615cd6352252d396d7619050aa60'::bytea THEN
     RAISE EXCEPTION 'qmaint.explain_claim explains only the claim statement of this qmaint version'
       USING ERRCODE = '42501', HINT = 'run qmaint migrate with the qmaint version the caller runs';
   END IF;
