@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { PlanNode } from '../../src/health/plan.js';
+import { claimQuery } from '../../src/queue/claim.js';
 import { Consumer } from '../../src/queue/consumer.js';
 import { enqueue } from '../../src/queue/enqueue.js';
 import { freshDatabase } from '../helpers.js';
@@ -142,5 +144,42 @@ describe('rescue_expired at the size of its expired jobs', () => {
     const scanned = [...after].filter(([part, n]) => n > (before.get(part) ?? 0)).map(([part]) => part);
     expect(scanned.filter((p) => p !== target[0]!.part)).toEqual([]);
     expect((await c.query(`SELECT status::text FROM qmaint.jobs WHERE id = $1`, [target[0]!.id])).rows).toEqual([{ status: 'queued' }]);
+  });
+});
+
+describe('the claim at the size of its batch', () => {
+  it('finds each claimed row again by ctid in its own partition, with a mark far back over many partitions', async () => {
+    const t = await freshDatabase();
+    const c = await t.client();
+    // Six past days, each with finished history (5,000 rows: partitions of a few hundred the planner
+    // rightly reads whole) and a few queued jobs; the mark at the oldest. Joined by key alone, the
+    // update probes the primary key of every partition or hashes them.
+    const days = [10, 8, 6, 4, 2, 1].map((d) => new Date(Date.now() - d * 86_400_000));
+    for (const day of days) {
+      await c.query(`SELECT qmaint.ensure_jobs_partition($1), qmaint.lower_low_water($1)`, [day]);
+      await c.query(
+        `INSERT INTO qmaint.jobs (queue, status, created_at, run_at)
+         SELECT 'q', CASE WHEN g < 5 THEN 'queued' ELSE 'completed' END::qmaint.job_status, $1, $1
+           FROM generate_series(0, 5000) g`,
+        [day],
+      );
+    }
+    await c.query('ANALYZE qmaint.jobs');
+    const q = claimQuery({ queue: 'q', batch: 20, leaseSeconds: 60, workerId: 'w', lowWater: days[0]! });
+    await c.query('BEGIN');
+    const { rows } = await c.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${q.text}`, q.values);
+    await c.query('ROLLBACK');
+    const plan = rows[0]!['QUERY PLAN'][0].Plan;
+    expect(plan['Actual Rows']).toBe(20);
+    // The update side: every scan of a jobs partition outside the claim's LockRows that ran.
+    const ran: string[] = [];
+    const walk = (n: PlanNode, claimSide: boolean) => {
+      const side = claimSide || n['Node Type'] === 'LockRows';
+      if (!side && n['Relation Name']?.startsWith('jobs_p') && n['Node Type'] !== 'ModifyTable' && (n['Actual Loops'] ?? 0) > 0) ran.push(n['Node Type']);
+      for (const child of n.Plans ?? []) walk(child, side);
+    };
+    walk(plan, false);
+    expect(ran.length).toBeGreaterThan(0);
+    expect([...new Set(ran)]).toEqual(['Tid Scan']);
   });
 });
