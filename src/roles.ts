@@ -55,7 +55,7 @@ export const PRODUCER_INSERT_COLUMNS = ['id', 'queue', 'payload', 'run_at', 'pri
 /** Columns the claim, complete, fail, heartbeat, release and rescue statements change. */
 export const WORKER_UPDATE_COLUMNS = ['status', 'retry_count', 'run_at', 'last_error', 'locked_by', 'locked_until', 'updated_at', 'attempt'] as const;
 export const PRODUCER_FUNCTIONS = ['enqueue', 'enqueue_keyed', 'ensure_jobs_partition', 'lower_low_water'] as const;
-export const WORKER_FUNCTIONS = ['retry_delay', 'next_try', 'queue_backoff', 'rescue_expired', 'rescue_lock_key', 'lower_low_water'] as const;
+export const WORKER_FUNCTIONS = ['retry_delay', 'next_try', 'queue_backoff', 'rescue_expired', 'rescue_lock_key', 'live_below', 'lower_low_water'] as const;
 /** Beside every function that cannot write: the SECURITY DEFINER plan of the claim (explain dequeue without ANALYZE) and partition statistics (status). */
 export const READONLY_FUNCTIONS = ['explain_claim', 'jobs_column_stats'] as const;
 /** The migration ledgers: every command checks them before it runs. */

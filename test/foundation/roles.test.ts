@@ -260,9 +260,12 @@ describe('each role can do its job and nothing else', () => {
     expect((await w.client.query(COMPLETE_SQL, [[a.id], [a.created_at], [fence(a)], 'w1', 'work'])).rowCount).toBe(1);
     expect((await w.client.query(FAIL_SQL, [[b.id], [b.created_at], [fence(b)], ['boom'], 'w1', 1, 60, 'work'])).rowCount).toBe(1);
     expect((await w.client.query(RELEASE_SQL, [[c.id], [c.created_at], [fence(c)], 'w1', 'work'])).rowCount).toBe(1);
-    // d's lease runs out; the worker's rescue puts it back.
+    // d's lease runs out; the worker's rescue puts it back. With a mark set,
+    // the rescue also asks whether a live job lies below it (qmaint.live_below).
     await t.db.query(`UPDATE qmaint.jobs SET locked_until = now() - interval '1 minute' WHERE id = $1`, [d.id]);
+    await t.db.query(`UPDATE qmaint.partition_policy SET low_water = '2000-01-01Z' WHERE parent_table = 'qmaint.jobs'`);
     expect((await w.client.query<{ result: { requeued: number } }>(RESCUE_SQL)).rows[0]!.result.requeued).toBe(1);
+    await t.db.query(`UPDATE qmaint.partition_policy SET low_water = $1 WHERE parent_table = 'qmaint.jobs'`, [lw]);
     await w.client.query('LISTEN qmaint_jobs');
     expect((await w.client.query<{ ready: boolean }>(READY_SQL, ['work'])).rows[0]!.ready).toBe(true);
     const { rows } = await t.db.query<{ id: string; status: string; last_error: string | null }>(

@@ -78,6 +78,29 @@ describe('rescue_expired', () => {
     expect((await lowWater()).getTime()).toBeLessThanOrEqual(created.getTime());
     await setLowWater('-infinity');
   });
+
+  it('lowers the low-water mark when a running job sits below it', async () => {
+    // Thirty days back: the only live job below the mark set next, so the running arm alone must find it.
+    const id = await enqueue(t.db, 'below-running', {}, { createdAt: new Date(Date.now() - 30 * 86_400_000) });
+    const { rows } = await t.db.query<{ c: Date }>(
+      `UPDATE qmaint.jobs SET status = 'running', attempt = 1, locked_by = 'w', locked_until = now() + interval '1 hour' WHERE id = $1 RETURNING created_at AS c`,
+      [id],
+    );
+    const created = rows[0]!.c;
+    const above = new Date(created.getTime() + 3_600_000).toISOString();
+    await setLowWater(above);
+    const liveBelow = async (mark: string) => (await t.db.query<{ b: boolean }>('SELECT qmaint.live_below($1) AS b', [mark])).rows[0]!.b;
+    expect(await liveBelow(above)).toBe(true);
+    expect(await liveBelow('2000-01-01T00:00:00Z')).toBe(false);
+    // The question is asked on every rescue; its plan is made once per connection, not per call (docs/queue.md).
+    const { rows: cfg } = await t.db.query<{ c: string[] }>(`SELECT proconfig AS c FROM pg_proc WHERE oid = 'qmaint.live_below(timestamptz)'::regprocedure`);
+    expect(cfg[0]!.c).toContain('plan_cache_mode=force_generic_plan');
+    await t.db.query('SELECT qmaint.rescue_expired()');
+    expect((await lowWater()).getTime()).toBeLessThanOrEqual(created.getTime());
+    expect((await t.db.query('SELECT status::text FROM qmaint.jobs WHERE id = $1', [id])).rows[0]!.status).toBe('running');
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'completed', locked_by = NULL, locked_until = NULL WHERE id = $1`, [id]);
+    await setLowWater('-infinity');
+  });
 });
 
 describe('qmaint jobs and status', () => {
