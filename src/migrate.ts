@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Db, Queryable } from './db.js';
 import { inTransaction, SCHEMA_LOCK } from './db.js';
-import { QmaintError } from './errors.js';
+import { QmaintError, sqlState } from './errors.js';
 import { packageRoot } from './package-root.js';
 import { reapplyRoleGrants } from './roles.js';
 
@@ -130,6 +130,34 @@ async function appliedFunctionFiles(client: Queryable): Promise<AppliedFunctionR
   return result.rows;
 }
 
+/**
+ * Both ledgers in one round trip, as every command's schema check reads them
+ * (so it costs one statement, not four). When either table is missing (a new
+ * database, or one of 0.1.0 without the function ledger) the statement fails
+ * and the ledgers are read one at a time, each empty when absent. Only
+ * outside a transaction: the failed statement would abort one.
+ */
+async function ledgersAtOnce(client: Queryable): Promise<{ migrations: AppliedRow[]; functions: AppliedFunctionRow[] }> {
+  try {
+    const { rows } = await client.query<AppliedRow & { ledger: 'm' | 'f' }>(
+      `SELECT 'm' AS ledger, version, name, checksum, applied_at FROM qmaint.schema_migrations
+       UNION ALL
+       SELECT 'f', NULL, file, checksum, applied_at FROM qmaint.schema_functions`,
+    );
+    return {
+      migrations: rows.filter((r) => r.ledger === 'm').sort((a, b) => a.version - b.version),
+      functions: rows
+        .filter((r) => r.ledger === 'f')
+        .map((r) => ({ file: r.name, checksum: r.checksum, applied_at: r.applied_at }))
+        .sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0)),
+    };
+  } catch (err) {
+    const code = sqlState(err);
+    if (code !== '42P01' && code !== '3F000') throw err;
+    return { migrations: await appliedMigrations(client), functions: await appliedFunctionFiles(client) };
+  }
+}
+
 /** Refuse a database that carries migrations this code does not know, or whose files changed. */
 function checkHistory(applied: AppliedRow[], files: MigrationFile[]): void {
   const byVersion = new Map(files.map((f) => [f.version, f]));
@@ -187,15 +215,17 @@ function load(dirs: Dirs): Loaded {
 async function plan(
   client: Queryable,
   loaded: Loaded,
+  transactional: boolean,
 ): Promise<{ status: SchemaStatus; pending: MigrationFile[]; functions: FunctionFile[]; alreadyApplied: number }> {
-  const applied = await appliedMigrations(client);
+  const ledgers = transactional ? null : await ledgersAtOnce(client);
+  const applied = ledgers?.migrations ?? (await appliedMigrations(client));
   checkHistory(applied, loaded.migrations);
   const byVersion = new Map(applied.map((r) => [r.version, r]));
   const migrations = loaded.migrations.map((f): MigrationStatus => {
     const row = byVersion.get(f.version);
     return { version: f.version, name: f.name, checksum: f.checksum, state: row ? 'applied' : 'pending', appliedAt: row ? row.applied_at.toISOString() : null };
   });
-  const fns = functionStates(loaded.functions, await appliedFunctionFiles(client));
+  const fns = functionStates(loaded.functions, ledgers?.functions ?? (await appliedFunctionFiles(client)));
   const stale = new Set(fns.status.filter((s) => s.state !== 'applied').map((s) => s.file));
   return {
     status: { migrations, functions: fns.status, retiredFunctionFiles: fns.retired },
@@ -213,7 +243,7 @@ async function plan(
  * @throws {@link QmaintError} `migration` when a recorded migration's file changed
  */
 export async function migrationStatus(db: Db, dirs: MigrateOptions = {}): Promise<SchemaStatus> {
-  return (await plan(db, load(dirs))).status;
+  return (await plan(db, load(dirs), false)).status;
 }
 
 /**
@@ -232,7 +262,7 @@ export async function migrationStatus(db: Db, dirs: MigrateOptions = {}): Promis
 export async function migrate(db: Db, options: MigrateOptions = {}): Promise<MigrateResult> {
   const loaded = load(options);
   if (options.dryRun) {
-    const p = await plan(db, loaded);
+    const p = await plan(db, loaded, false);
     return { applied: p.pending, functions: p.functions, retiredFunctionFiles: p.status.retiredFunctionFiles, alreadyApplied: p.alreadyApplied, dryRun: true };
   }
   return db.withClient((client) =>
@@ -247,13 +277,13 @@ export async function migrate(db: Db, options: MigrateOptions = {}): Promise<Mig
         name text NOT NULL,
         checksum text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now())`);
-      const before = await plan(client, loaded);
+      const before = await plan(client, loaded, true);
       for (const file of before.pending) {
         await runFile(client, `migration ${file.file}`, file.sql);
         await client.query('INSERT INTO qmaint.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [file.version, file.name, file.checksum]);
       }
       // The ledger may have been created just now (0008), so read it again.
-      const after = before.pending.length > 0 ? await plan(client, loaded) : before;
+      const after = before.pending.length > 0 ? await plan(client, loaded, true) : before;
       for (const file of after.functions) {
         await runFile(client, `function file ${file.file}`, file.sql);
         await client.query(

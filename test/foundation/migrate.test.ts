@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadMigrations } from '../../src/migrate.js';
+import { loadMigrations, requireMigrated } from '../../src/migrate.js';
 import { freshDatabase, runCli } from '../helpers.js';
 
 async function schemaObjects(db: { query: (t: string) => Promise<{ rows: { n: string }[] }> }): Promise<number> {
@@ -64,5 +64,21 @@ describe('qmaint migrate', () => {
     const r = await runCli(['migrate', '--database-url', t.url, '--json']);
     expect(r.code).toBe(2);
     expect(r.json<{ ok: boolean; error: { message: string } }>().error.message).toMatch(/9999_from_the_future, which this qmaint does not know/);
+  });
+
+  it("every command's schema check reads both ledgers in one statement, and still tells a database without them what to run", async () => {
+    const t = await freshDatabase();
+    const sent: string[] = [];
+    const recording = { target: t.db.target, query: (text: string, values?: unknown[]) => (sent.push(text), t.db.query(text, values)) };
+    await requireMigrated(recording as never);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatch(/FROM qmaint\.schema_migrations[\s\S]*UNION ALL[\s\S]*FROM qmaint\.schema_functions/);
+    // Without the function ledger (a 0.1.0 database): read one ledger at a time, every function file pending.
+    await t.db.query('ALTER TABLE qmaint.schema_functions RENAME TO schema_functions_away');
+    await expect(requireMigrated(t.db)).rejects.toThrow(/the qmaint functions in \S+ are older than this qmaint \(01_core\.sql, .*\); run qmaint migrate/);
+    await t.db.query('ALTER TABLE qmaint.schema_functions_away RENAME TO schema_functions');
+    await requireMigrated(t.db);
+    const bare = await freshDatabase({ migrated: false });
+    await expect(requireMigrated(bare.db)).rejects.toThrow(/the qmaint schema is not installed in \S+; run qmaint migrate/);
   });
 });
