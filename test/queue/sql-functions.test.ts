@@ -104,6 +104,27 @@ describe('queue SQL functions', () => {
   });
 });
 
+describe('plans of the functions on the write paths', () => {
+  it('those whose statements prune partitions by their values never make a generic plan; the heal keeps one', async () => {
+    // Left to choose, PL/pgSQL makes a generic plan (every partition) on a connection's sixth call to compare it:
+    // at 1,000 partitions that one call took 0.2-1.4 s. The scale bench's "first six" column shows it (docs/queue.md).
+    const t = await freshDatabase();
+    const { rows } = await t.db.query<{ fn: string; mode: string | null }>(
+      `SELECT p.oid::regprocedure::text AS fn,
+              (SELECT split_part(c, '=', 2) FROM unnest(p.proconfig) c WHERE c LIKE 'plan_cache_mode=%') AS mode
+         FROM pg_proc p
+        WHERE p.pronamespace = 'qmaint'::regnamespace AND p.proname IN ('enqueue_keyed', 'rescue_expired', 'job_finished', 'live_below')
+        ORDER BY p.proname`,
+    );
+    expect(rows.map((r) => [r.fn.replace(/\(.*/, ''), r.mode])).toEqual([
+      ['qmaint.enqueue_keyed', 'force_custom_plan'],
+      ['qmaint.job_finished', 'force_custom_plan'],
+      ['qmaint.live_below', 'force_generic_plan'],
+      ['qmaint.rescue_expired', 'force_custom_plan'],
+    ]);
+  });
+});
+
 describe('rescue_expired at the size of its expired jobs', () => {
   it('reads only the partitions that hold an expired job: no other partition is scanned whole', async () => {
     const t = await freshDatabase();
