@@ -227,6 +227,30 @@ export const scaleSuite: BenchSuite = {
       { argv: ['health'], goal: 2000, library: (db) => runHealth(db, health) },
     ];
     const nodeStart = await timed(calls, asProcess(big.url, ['--version']));
+    // What every command pays on this server before its own work: a new connection, and the first statement
+    // through qmaint.jobs on it (one that prunes every partition: PostgreSQL still reads all their bounds).
+    const fresh = await timed(calls, async () => {
+      const c = new pg.Client({ connectionString: big.url });
+      await c.connect();
+      await c.query('SELECT 1');
+      await c.end();
+    });
+    const touches: number[] = [];
+    for (let i = 0; i < calls; i++) {
+      const c = new pg.Client({ connectionString: big.url });
+      await c.connect();
+      const start = performance.now();
+      await c.query(`SELECT count(*) FROM qmaint.jobs WHERE created_at < '-infinity'`);
+      touches.push(performance.now() - start);
+      await c.end();
+    }
+    const firstTouch = percentile(
+      touches.sort((a, b) => a - b),
+      50,
+    );
+    const { rows: auth } = await big.db.query<{ m: string }>(
+      `SELECT string_agg(DISTINCT auth_method, ', ') AS m FROM pg_hba_file_rules WHERE type = 'host' AND error IS NULL`,
+    );
     const results: { argv: string[]; goal: number | null; command: { median: number; p90: number }; library: number; process: number; small: number }[] = [];
     for (const c of commands) {
       ctx.log(`scale: qmaint ${c.argv.join(' ')}`);
@@ -267,7 +291,7 @@ export const scaleSuite: BenchSuite = {
     const markdown = [
       `Parameters: ${count[0]!.n} hourly partitions holding ${rows.toLocaleString('en-US')} jobs in 8 queues (completed history with 0.1% failed and 0.02% cancelled; the newest three hours hold the live queue: 30% queued, 2% running; 20 delayed jobs a day back hold the low-water mark there, so the live scans cover 25 partitions), written into each partition directly by INSERT ... SELECT generate_series, two partitions at a time (${fmt(buildSeconds, 0)} s to build, VACUUM ANALYZE included; making the 1,000 partitions beforehand is not counted). Scale ${ctx.scale}.`,
       '',
-      `Each command three ways, median of ${calls} calls after one warm-up: **command**, in-process through \`runCommand\` with \`--json\`, connecting afresh and checking the schema as every call does (what the target is judged on); **library**, the library call alone on a connected pool; **process**, the real CLI process \`node bin/qmaint.js ... --json\` (median of 3), which adds Node's start-up (\`qmaint --version\` as a process: ${fmt(nodeStart.median, 0)} ms). Beside them, the command on 10 partitions holding 100 jobs, in the same run. \`status\` counts queued and running jobs exactly and estimates the history from the statistics (see docs/cli.md); \`status --exact\` counts every row and has no target.`,
+      `Each command three ways, median of ${calls} calls after one warm-up: **command**, in-process through \`runCommand\` with \`--json\`, connecting afresh and checking the schema as every call does (what the target is judged on); **library**, the library call alone on a connected pool; **process**, the real CLI process \`node bin/qmaint.js ... --json\` (median of 3), which adds Node's start-up (\`qmaint --version\` as a process: ${fmt(nodeStart.median, 0)} ms). Every command figure includes two costs of this server that no command can avoid: a new connection (TCP, authentication by ${auth[0]?.m ?? 'an unknown method'} in pg_hba.conf, \`SELECT 1\`) takes ${fmt(fresh.median, 1)} ms, and the first statement through \`qmaint.jobs\` on a new connection takes ${fmt(firstTouch, 1)} ms even when it prunes every partition (PostgreSQL reads the bounds of all ${fmt(count[0]!.n, 0)} partitions once per connection). Beside them, the command on 10 partitions holding 100 jobs, in the same run. \`status\` counts queued and running jobs exactly and estimates the history from the statistics (see docs/cli.md); \`status --exact\` counts every row and has no target.`,
       '',
       '| command | command median | p90 | library | process | target | 10 partitions, 100 jobs | verdict |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
