@@ -197,25 +197,38 @@ $$;
 
 -- Numbers the daemon's /metrics endpoint serves, one row per sample; also
 -- usable from any SQL-speaking exporter. Only cheap queries: live jobs are
--- counted through the partial claim and rescue indexes, never finished ones.
+-- counted from the low-water mark on (no queued or running job lies below
+-- it; status counts the same way), one status at a time so each arm reads
+-- that status's partial index; finished jobs are never read. Asked as
+-- `status IN ('queued', 'running')` over every partition, the counts could
+-- use neither and read the whole table: 4-5 s a scrape at 10M jobs in
+-- 1,000 partitions. Every call is planned with the mark's value
+-- (force_custom_plan), so the partitions below it are pruned before planning.
 CREATE OR REPLACE FUNCTION qmaint.metrics_samples(p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (metric text, labels jsonb, value double precision)
 LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_custom_plan
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_now timestamptz := coalesce(p_now, now());
+  v_low timestamptz := coalesce((SELECT low_water FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'), '-infinity');
   v_policy record;
 BEGIN
   -- Queue depth: totals always present, then per queue.
   RETURN QUERY
-  SELECT 'qmaint_jobs', jsonb_build_object('status', s.status), coalesce(j.n, 0)::double precision
+  WITH live AS MATERIALIZED (
+    SELECT 'queued'::text AS status, j.queue, count(*) AS n
+      FROM qmaint.jobs j WHERE j.status = 'queued' AND j.created_at >= v_low GROUP BY j.queue
+    UNION ALL
+    SELECT 'running', j.queue, count(*)
+      FROM qmaint.jobs j WHERE j.status = 'running' AND j.created_at >= v_low GROUP BY j.queue)
+  SELECT 'qmaint_jobs', jsonb_build_object('status', s.status),
+         coalesce((SELECT sum(l.n) FROM live l WHERE l.status = s.status), 0)::double precision
     FROM unnest(ARRAY['queued', 'running']) AS s(status)
-    LEFT JOIN (SELECT status::text AS status, count(*) AS n FROM qmaint.jobs
-                WHERE status IN ('queued', 'running') GROUP BY 1) j USING (status);
-  RETURN QUERY
-  SELECT 'qmaint_queue_jobs', jsonb_build_object('queue', queue, 'status', status::text), count(*)::double precision
-    FROM qmaint.jobs WHERE status IN ('queued', 'running') GROUP BY queue, status;
+  UNION ALL
+  SELECT 'qmaint_queue_jobs', jsonb_build_object('queue', l.queue, 'status', l.status), l.n::double precision
+    FROM live l;
   -- 1 for a paused queue (qmaint queues pause), 0 for one resumed.
   RETURN QUERY
   SELECT 'qmaint_queue_paused', jsonb_build_object('queue', q.queue), CASE WHEN q.paused THEN 1 ELSE 0 END::double precision
@@ -223,7 +236,7 @@ BEGIN
   RETURN QUERY
   SELECT 'qmaint_oldest_queued_seconds', jsonb_build_object('queue', queue),
          greatest(0, extract(epoch FROM v_now - min(run_at)))::double precision
-    FROM qmaint.jobs WHERE status = 'queued' AND run_at <= v_now GROUP BY queue;
+    FROM qmaint.jobs WHERE status = 'queued' AND run_at <= v_now AND created_at >= v_low GROUP BY queue;
 
   -- Runway and dead tuples, per managed parent.
   FOR v_policy IN SELECT parent_table, to_regclass(parent_table) AS rel FROM qmaint.partition_policy ORDER BY 1 LOOP

@@ -168,6 +168,52 @@ describe('qmaint.metrics_samples', () => {
     expect(text).toMatch(/^qmaint_queue_jobs\{queue="mail",status="queued"\} 2$/m);
   });
 
+  it("counts live jobs from the low-water mark on through each status's partial index, reading no partition whole", async () => {
+    const t = await freshDatabase();
+    const c = await t.client();
+    const day = 86_400_000;
+    // Four days back: finished history below the mark. Yesterday: 5,000 finished jobs and a few live ones, above it.
+    const old = new Date(Date.now() - 4 * day);
+    const recent = new Date(Date.now() - day);
+    for (const at of [old, recent]) await c.query('SELECT qmaint.ensure_jobs_partition($1)', [at]);
+    await c.query(`INSERT INTO qmaint.jobs (queue, status, created_at, run_at) SELECT 'm', 'completed', $1, $1 FROM generate_series(1, 200)`, [old]);
+    await c.query(
+      `INSERT INTO qmaint.jobs (queue, status, created_at, run_at, locked_by, locked_until, attempt)
+       SELECT 'm', CASE WHEN g <= 3 THEN 'queued' WHEN g <= 5 THEN 'running' ELSE 'completed' END::qmaint.job_status, $1, $1,
+              CASE WHEN g IN (4, 5) THEN 'w' END, CASE WHEN g IN (4, 5) THEN now() + interval '1 hour' END, CASE WHEN g IN (4, 5) THEN 1 ELSE 0 END
+         FROM generate_series(1, 5000) g`,
+      [recent],
+    );
+    await c.query('ANALYZE qmaint.jobs');
+    await c.query(`UPDATE qmaint.partition_policy SET low_water = $1 WHERE parent_table = 'qmaint.jobs'`, [new Date(recent.getTime() - 3_600_000)]);
+    const { rows: parts } = await c.query<{ below: string; above: string }>(
+      `SELECT (SELECT tableoid::regclass::text FROM qmaint.jobs WHERE created_at = $1 LIMIT 1) AS below,
+              (SELECT tableoid::regclass::text FROM qmaint.jobs WHERE created_at = $2 LIMIT 1) AS above`,
+      [old, recent],
+    );
+    const scans = async () => {
+      await c.query('SELECT pg_stat_force_next_flush()');
+      await c.query('SELECT pg_stat_clear_snapshot()');
+      const { rows } = await c.query<{ part: string; seq: string; idx: string }>(
+        `SELECT relid::regclass::text AS part, coalesce(seq_scan, 0)::text AS seq, coalesce(idx_scan, 0)::text AS idx
+           FROM pg_stat_user_tables WHERE relid = ANY ($1::regclass[])`,
+        [[parts[0]!.below, parts[0]!.above]],
+      );
+      return new Map(rows.map((r) => [r.part, { seq: Number(r.seq), idx: Number(r.idx) }]));
+    };
+    const before = await scans();
+    const { rows } = await c.query<{ metric: string; labels: Record<string, string>; value: number }>(`SELECT * FROM qmaint.metrics_samples()`);
+    const after = await scans();
+    const value = (metric: string, status: string) =>
+      rows.find((r) => r.metric === metric && r.labels.status === status && r.labels.queue !== undefined)?.value;
+    expect(value('qmaint_queue_jobs', 'queued')).toBe(3);
+    expect(value('qmaint_queue_jobs', 'running')).toBe(2);
+    // Below the mark: not read at all. Above it: through the partial indexes, never whole.
+    expect(after.get(parts[0]!.below)).toEqual(before.get(parts[0]!.below));
+    expect(after.get(parts[0]!.above)!.seq).toBe(before.get(parts[0]!.above)!.seq);
+    expect(after.get(parts[0]!.above)!.idx).toBeGreaterThan(before.get(parts[0]!.above)!.idx);
+  });
+
   it('reports a runway that stops at the first gap in the partitions', async () => {
     const t = await freshDatabase();
     const now = new Date();
