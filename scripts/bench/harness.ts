@@ -231,7 +231,9 @@ export function writeSection(suite: BenchSuite, server: BenchServerHandle, resul
   const end = `<!-- bench:${marker}:end -->`;
   let markdown = result.markdown.trim();
   for (const c of result.charts ?? []) markdown = markdown.split(`(bench/${c.name})`).join(`(bench/${chart(c.name)})`);
-  const provenance = `_${server.provenance}; commit ${gitRevision()}, run on ${new Date().toISOString().slice(0, 10)}._`;
+  const cpus = os.cpus();
+  // The CPU too: a later run of another suite may be on another machine (the header names only the latest).
+  const provenance = `_${server.provenance}; commit ${gitRevision()}, run on ${new Date().toISOString().slice(0, 10)} on ${cpus[0]?.model.trim() ?? 'an unknown CPU'} (${cpus.length} cores)._`;
   const section = `${start}\n## ${title}\n\n${provenance}\n\n${markdown}\n${end}`;
   let doc = existsSync(DOC) ? readFileSync(DOC, 'utf8') : '';
   if (!doc.startsWith('# Benchmarks')) {
