@@ -314,7 +314,7 @@ CREATE OR REPLACE FUNCTION qmaint.rescue_lock_key() RETURNS bigint
 -- so the answer is one probe of an empty partial index per partition; the
 -- cost is in planning. Planned afresh for each value, as PL/pgSQL does for a
 -- statement's first five runs on a connection, the two aggregates the heal
--- used to ask cost 0.5-1 s a call at 1,000 partitions, five times over on
+-- used to ask cost 0.6-1.7 s a call at 1,000 partitions, five times over on
 -- every new connection. So this asks EXISTS, whose plan is a few times
 -- cheaper to make, and keeps one generic plan from the first call on; at run
 -- time that plan skips the partitions at and above the mark (run-time
