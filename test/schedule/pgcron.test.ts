@@ -16,6 +16,8 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     command: string;
     database: string;
   }
+  const lastRun = async () =>
+    (await t.db.query<{ id: string }>('SELECT coalesce(max(id), 0)::text AS id FROM qmaint.maintenance_runs')).rows[0]!.id;
   const jobsIn = async (database: string) =>
     (await cron.query<JobRow>('SELECT jobid, jobname, schedule, command, database FROM cron.job WHERE database = $1 ORDER BY jobname', [database])).rows;
 
@@ -111,6 +113,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
   });
 
   it('a real pg_cron tick runs the recurring task: one job per tick of a recurring job', { timeout: 120_000 }, async () => {
+    const before = await lastRun();
     const add = await runCli(['cron', 'add', 'tick', '--schedule', '* * * * *', '--queue', 'pgcron-tick', '--database-url', t.url]);
     expect(add.code, add.stderr).toBe(0);
     const install = await runCli([
@@ -126,7 +129,8 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     const run = await eventually(
       async () => {
         const { rows } = await t.db.query<{ status: string; message: string | null }>(
-          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'recurring' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
+          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'recurring' AND runner = 'pg_cron' AND status <> 'running' AND id > $1 ORDER BY id LIMIT 1`,
+          [before],
         );
         return rows[0];
       },
@@ -156,6 +160,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
       (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND lower_bound > now()`))
         .rows[0]!.n;
     expect(await ahead()).toBe(0);
+    const before = await lastRun();
 
     const install = await runCli([
       'schedule',
@@ -178,11 +183,14 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     const [job] = await jobsIn(t.name);
     expect(job?.jobname).toBe('qmaint-rotate');
 
-    // pg_cron ticks on the minute: wait for the first one.
+    // pg_cron ticks on the minute: wait for the first one after this install.
+    // The first test's rotate job may have ticked on a */2 or */15 minute and
+    // left a run of its own, from before the runway was taken away.
     const run = await eventually(
       async () => {
         const { rows } = await t.db.query<{ status: string; message: string | null }>(
-          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' ORDER BY id LIMIT 1`,
+          `SELECT status, message FROM qmaint.maintenance_runs WHERE task = 'rotate' AND runner = 'pg_cron' AND status <> 'running' AND id > $1 ORDER BY id LIMIT 1`,
+          [before],
         );
         return rows[0];
       },
