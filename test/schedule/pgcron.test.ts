@@ -16,8 +16,7 @@ describe.skipIf(pgcronUrl === undefined)('qmaint schedule with pg_cron', () => {
     command: string;
     database: string;
   }
-  const lastRun = async () =>
-    (await t.db.query<{ id: string }>('SELECT coalesce(max(id), 0)::text AS id FROM qmaint.maintenance_runs')).rows[0]!.id;
+  const lastRun = async () => (await t.db.query<{ id: string }>('SELECT coalesce(max(id), 0)::text AS id FROM qmaint.maintenance_runs')).rows[0]!.id;
   const jobsIn = async (database: string) =>
     (await cron.query<JobRow>('SELECT jobid, jobname, schedule, command, database FROM cron.job WHERE database = $1 ORDER BY jobname', [database])).rows;
 
