@@ -552,6 +552,8 @@ $$;
 -- Row trigger qmaint_job_finished (AFTER UPDATE OF status on qmaint.jobs),
 -- for a job leaving queued/running that holds a key or failed for good:
 --   - its key is free again (the qmaint.job_keys row naming this job goes);
+--   - a job that failed for good has the time recorded in qmaint.failed_jobs
+--     (where health's failed_jobs check finds recent failures, see 0020);
 --   - a job that failed for good, when its queue names a dead-letter queue,
 --     moves there (still failed; one more row version, for final failures only).
 -- The failure statements (the consumer's, rescue_expired) and cancel need not
@@ -560,7 +562,8 @@ $$;
 -- claim and complete statements about a third of their throughput; an AFTER
 -- trigger's WHEN is checked on the row at hand and calls nothing for the
 -- common case (a keyless job completing). SECURITY DEFINER: a worker needs
--- no privilege on qmaint.job_keys nor UPDATE of jobs.queue.
+-- no privilege on qmaint.job_keys or qmaint.failed_jobs, nor UPDATE of
+-- jobs.queue.
 CREATE OR REPLACE FUNCTION qmaint.job_finished() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -571,6 +574,11 @@ DECLARE
 BEGIN
   IF OLD.job_key IS NOT NULL THEN
     DELETE FROM qmaint.job_keys k WHERE k.queue = OLD.queue AND k.key = OLD.job_key AND k.job_id = OLD.id;
+  END IF;
+  IF NEW.status = 'failed' THEN
+    -- A job retried and failed again: its latest failure replaces the last.
+    INSERT INTO qmaint.failed_jobs (job_id, created_at, failed_at) VALUES (NEW.id, NEW.created_at, NEW.updated_at)
+    ON CONFLICT (job_id, created_at) DO UPDATE SET failed_at = EXCLUDED.failed_at;
   END IF;
   IF NEW.status = 'failed' AND OLD.status = 'running' THEN
     SELECT q.dead_letter INTO v_dead FROM qmaint.queues q WHERE q.queue = NEW.queue;

@@ -712,6 +712,9 @@ $$;
 -- first and the target computed afterwards with a fresh snapshot, so a job
 -- made live by a transaction that lowered the mark is always seen; one that
 -- lowers it later waits for this one and lowers it again. Returns the mark.
+-- For qmaint.jobs it also forgets the failed jobs (qmaint.failed_jobs) of
+-- partitions that are gone: those older than its oldest partition, when no
+-- default partition could still hold them.
 CREATE OR REPLACE FUNCTION qmaint.advance_low_water(p_parent_table text, p_now timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -727,6 +730,10 @@ BEGIN
   v_new := qmaint.low_water_target(to_regclass(p_parent_table), p_now);
   IF v_new IS DISTINCT FROM v_old THEN
     UPDATE qmaint.partition_policy SET low_water = v_new, updated_at = now() WHERE parent_table = p_parent_table;
+  END IF;
+  IF to_regclass(p_parent_table) = 'qmaint.jobs'::regclass THEN
+    DELETE FROM qmaint.failed_jobs f
+     WHERE f.created_at < (SELECT min(b.lower_bound) FROM unnest(qmaint.bounds_of('qmaint.jobs')) b HAVING NOT bool_or(b.is_default));
   END IF;
   RETURN v_new;
 END;

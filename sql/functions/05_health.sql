@@ -525,35 +525,49 @@ BEGIN
 END;
 $$;
 
--- Failed jobs in the last window against the window before it (updated_at is
--- when a job failed). The partial index on failed jobs (0002) keeps this to the
--- failed rows instead of all retained history.
+-- Failed jobs in the last window against the window before it. A job can
+-- fail in any partition (an old job retried), so nothing bounds where recent
+-- failures sit: the candidates come from qmaint.failed_jobs (0020), where a
+-- job's latest failure is recorded with its time, and only those still failed
+-- in qmaint.jobs count (one retried or deleted since does not). EXECUTE plans
+-- that look-up with the candidates' values, so it reads only the partitions
+-- holding them; with no failure in the two windows it reads no partition.
 CREATE OR REPLACE FUNCTION qmaint.health_failed_jobs(p_now timestamptz, p_t jsonb)
 RETURNS TABLE (check_name text, status text, observed text, threshold text, message text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  WITH lim AS (
-    SELECT qmaint.health_interval(p_t, 'failed_window') AS w,
-           qmaint.health_number(p_t, 'failed_rising_min') AS min_n,
-           qmaint.health_number(p_t, 'failed_rising_factor') AS factor,
-           qmaint.health_number(p_t, 'failed_critical') AS crit
-  ), counts AS (
-    SELECT count(*) FILTER (WHERE j.updated_at > p_now - lim.w) AS cur,
-           count(*) FILTER (WHERE j.updated_at <= p_now - lim.w) AS prev
-      FROM qmaint.jobs j, lim
-     WHERE j.status = 'failed' AND j.updated_at > p_now - 2 * lim.w AND j.updated_at <= p_now
-  ), verdict AS (
-    SELECT CASE WHEN cur >= crit THEN 'critical'
-                WHEN cur >= min_n AND cur > prev * factor THEN 'warn' ELSE 'ok' END AS v
-      FROM counts, lim
-  )
-  SELECT 'failed_jobs'::text, verdict.v,
-         format('%s failed in the last %s, %s in the %s before', cur, p_t ->> 'failed_window', prev, p_t ->> 'failed_window'),
-         format('not more than %s x the window before once >= %s (critical %s)', factor, min_n, crit),
-         CASE verdict.v WHEN 'ok' THEN 'failures are not rising'
-              ELSE 'look at the errors (qmaint jobs list --status failed) and fix the handler or what it depends on; retry them with qmaint jobs retry once fixed' END
-    FROM counts, lim, verdict
+DECLARE
+  v_w interval := qmaint.health_interval(p_t, 'failed_window');
+  v_min numeric := qmaint.health_number(p_t, 'failed_rising_min');
+  v_factor numeric := qmaint.health_number(p_t, 'failed_rising_factor');
+  v_crit numeric := qmaint.health_number(p_t, 'failed_critical');
+  v_ids bigint[];
+  v_created timestamptz[];
+  v_at timestamptz[];
+  v_cur bigint := 0;
+  v_prev bigint := 0;
+  v_verdict text;
+BEGIN
+  SELECT array_agg(f.job_id), array_agg(f.created_at), array_agg(f.failed_at)
+    INTO v_ids, v_created, v_at
+    FROM qmaint.failed_jobs f
+   WHERE f.failed_at > p_now - 2 * v_w AND f.failed_at <= p_now;
+  IF v_ids IS NOT NULL THEN
+    EXECUTE 'SELECT count(*) FILTER (WHERE e.at > $4 - $5), count(*) FILTER (WHERE e.at <= $4 - $5)
+               FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS e(id, created_at, at)
+               JOIN qmaint.jobs j ON j.id = e.id AND j.created_at = e.created_at
+              WHERE j.status = ''failed'' AND j.created_at = ANY ($2)'
+      INTO v_cur, v_prev USING v_ids, v_created, v_at, p_now, v_w;
+  END IF;
+  v_verdict := CASE WHEN v_cur >= v_crit THEN 'critical'
+                    WHEN v_cur >= v_min AND v_cur > v_prev * v_factor THEN 'warn' ELSE 'ok' END;
+  RETURN QUERY SELECT 'failed_jobs'::text, v_verdict,
+    format('%s failed in the last %s, %s in the %s before', v_cur, p_t ->> 'failed_window', v_prev, p_t ->> 'failed_window'),
+    format('not more than %s x the window before once >= %s (critical %s)', v_factor, v_min, v_crit),
+    CASE v_verdict WHEN 'ok' THEN 'failures are not rising'
+         ELSE 'look at the errors (qmaint jobs list --status failed) and fix the handler or what it depends on; retry them with qmaint jobs retry once fixed' END;
+END;
 $$;
 
 -- The last scheduled maintenance runs (all tasks but health itself).

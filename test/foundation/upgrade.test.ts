@@ -110,6 +110,11 @@ describe('upgrade from release 0.1.0', () => {
 
     // Jobs, policy, partitions with their reloptions, run history and tuning all survive as they were.
     expect(await state(t)).toEqual(before);
+    // Migration 0020 copies the jobs already failed into qmaint.failed_jobs, as they failed.
+    const failedRows = await t.db.query(`SELECT id::text, created_at, updated_at FROM qmaint.jobs WHERE status = 'failed' ORDER BY id`);
+    expect(failedRows.rows).toHaveLength(1);
+    const copied = await t.db.query(`SELECT job_id::text AS id, created_at, failed_at AS updated_at FROM qmaint.failed_jobs ORDER BY job_id`);
+    expect(copied.rows).toEqual(failedRows.rows);
     // Migration 0015's column mapping gives every existing policy qmaint's own job columns.
     const mapping = await t.db.query(`SELECT ${MAPPING.join(', ')} FROM qmaint.partition_policy`);
     expect(mapping.rows).toEqual([

@@ -207,11 +207,17 @@ describe('qmaint health', () => {
 
   it('failed jobs piling up: rising warns, beyond the critical count exits 4', async () => {
     const t = await healthyDatabase();
-    await t.db.query(
-      `INSERT INTO qmaint.jobs (queue, status, last_error, updated_at) SELECT 'mail', 'failed', 'boom', now() - interval '2 hours' FROM generate_series(1, 5)`,
-    );
+    // Jobs fail as the consumer and the rescue fail them: an UPDATE of a live job.
+    const fail = async (n: number, at: string) => {
+      const { rows } = await t.db.query<{ id: string }>(`INSERT INTO qmaint.jobs (queue) SELECT 'mail' FROM generate_series(1, $1) RETURNING id::text`, [n]);
+      await t.db.query(`UPDATE qmaint.jobs SET status = 'failed', last_error = 'boom', updated_at = ${at} WHERE id = ANY ($1::bigint[])`, [
+        rows.map((r) => r.id),
+      ]);
+      return rows.map((r) => r.id);
+    };
+    await fail(5, `now() - interval '2 hours'`);
     expect((await sqlChecks(t)).failed_jobs!.status).toBe('ok');
-    await t.db.query(`INSERT INTO qmaint.jobs (queue, status, last_error) SELECT 'mail', 'failed', 'boom' FROM generate_series(1, 60)`);
+    const recent = await fail(60, 'now()');
     const rising = await health(t);
     expect(rising.code).toBe(0);
     expect(rising.check('failed_jobs').status).toBe('warn');
@@ -223,6 +229,79 @@ describe('qmaint health', () => {
     // The same threshold kept in the database applies to scheduled runs too.
     await t.db.query(`INSERT INTO qmaint.health_thresholds (name, value) VALUES ('failed_critical', '50')`);
     expect((await sqlChecks(t)).failed_jobs!.status).toBe('critical');
+
+    // A job counts while it is failed: retried or deleted, it no longer does (its recorded failure stays).
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'queued' WHERE id = ANY ($1::bigint[])`, [recent.slice(0, 10)]);
+    await t.db.query(`DELETE FROM qmaint.jobs WHERE id = ANY ($1::bigint[])`, [recent.slice(10, 15)]);
+    expect((await sqlChecks(t)).failed_jobs!.observed).toBe('45 failed in the last 1 hour, 0 in the 1 hour before');
+    expect((await t.db.query(`SELECT 1 FROM qmaint.failed_jobs`)).rowCount).toBe(65);
+    // Failing again records the new time: two of the retried jobs fail an hour and a half from now.
+    const later = new Date(Date.now() + 90 * 60_000);
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'failed', updated_at = $2 WHERE id = ANY ($1::bigint[])`, [
+      recent.slice(0, 2),
+      new Date(later.getTime() - 1000),
+    ]);
+    const then = await sqlChecks(t, {}, later.toISOString());
+    expect(then.failed_jobs!.observed).toBe('2 failed in the last 1 hour, 45 in the 1 hour before');
+    expect((await t.db.query(`SELECT 1 FROM qmaint.failed_jobs`)).rowCount).toBe(65);
+  });
+
+  it('failed_jobs reads only the partitions holding a failure of its windows, and a rotate forgets the failures of dropped partitions', async () => {
+    const t = await healthyDatabase();
+    // A job made three days ago (in a partition of its own, the oldest) and one made now, both failed now.
+    const { rows: made } = await t.db.query<{ oldest: string }>(`SELECT qmaint.ensure_jobs_partition(now() - interval '3 days')::text AS oldest`);
+    const oldest = made[0]!.oldest;
+    await t.db.query(`INSERT INTO qmaint.jobs (queue, created_at, run_at) VALUES ('lost', now() - interval '3 days', now()), ('lost', now(), now())`);
+    await t.db.query(`UPDATE qmaint.jobs SET status = 'failed', updated_at = now() WHERE queue = 'lost'`);
+    const { rows: parts } = await t.db.query<{ partition: string; lower: Date }>(
+      `SELECT partition::text, lower_bound AS lower FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default ORDER BY lower_bound`,
+    );
+    expect(parts[0]!.partition).toBe(oldest);
+    const holding = [
+      oldest,
+      (await t.db.query<{ p: string }>(`SELECT tableoid::regclass::text AS p FROM qmaint.jobs WHERE queue = 'lost' AND created_at > now() - interval '1 day'`))
+        .rows[0]!.p,
+    ];
+
+    // One connection reads the partitions' scan counters, runs the check, and reads them again.
+    const c = await t.client();
+    try {
+      const scans = async () => {
+        await c.query('SELECT pg_stat_force_next_flush()');
+        await c.query('SELECT pg_stat_clear_snapshot()');
+        const { rows } = await c.query<{ p: string; n: string }>(
+          `SELECT relid::regclass::text AS p, (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::text AS n FROM pg_stat_user_tables WHERE relid IN (SELECT partition FROM qmaint.partitions_of('qmaint.jobs'))`,
+        );
+        return new Map(rows.map((r) => [r.p, Number(r.n)]));
+      };
+      // at null: the server's now(), the clock the failures were stamped with.
+      const check = async (at: string | null) =>
+        (
+          await c.query<{ observed: string }>(
+            `SELECT observed FROM qmaint.health_failed_jobs(coalesce($1::timestamptz, now()), qmaint.health_resolve_thresholds('{}'))`,
+            [at],
+          )
+        ).rows[0]!.observed;
+      const before = await scans();
+      expect(await check(null)).toBe('2 failed in the last 1 hour, 0 in the 1 hour before');
+      const after = await scans();
+      const read = [...after].filter(([p, n]) => n > (before.get(p) ?? 0)).map(([p]) => p);
+      expect(read.sort()).toEqual([...holding].sort());
+      // Three hours on, no failure lies in the two windows: no partition is read at all.
+      expect(await check(new Date(Date.now() + 3 * 3_600_000).toISOString())).toBe('0 failed in the last 1 hour, 0 in the 1 hour before');
+      expect(await scans()).toEqual(after);
+    } finally {
+      await c.end();
+    }
+
+    // The oldest partition goes as retention would drop it; the next rotate forgets its failed job.
+    await t.db.query(`DROP TABLE ${oldest}`);
+    expect((await t.db.query(`SELECT 1 FROM qmaint.failed_jobs`)).rowCount).toBe(2);
+    await t.db.query(`SELECT qmaint.advance_low_water('qmaint.jobs', now())`);
+    const left = await t.db.query<{ job_id: string }>(`SELECT job_id::text FROM qmaint.failed_jobs`);
+    const { rows: alive } = await t.db.query<{ id: string }>(`SELECT id::text FROM qmaint.jobs WHERE queue = 'lost'`);
+    expect(alive).toHaveLength(1);
+    expect(left.rows).toEqual([{ job_id: alive[0]!.id }]);
   });
 
   it('an old due job, dead tuples on the hot partition and failing maintenance fire their rules', async () => {
