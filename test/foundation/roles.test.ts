@@ -267,7 +267,7 @@ describe('each role can do its job and nothing else', () => {
     expect((await w.client.query<{ result: { requeued: number } }>(RESCUE_SQL)).rows[0]!.result.requeued).toBe(1);
     await t.db.query(`UPDATE qmaint.partition_policy SET low_water = $1 WHERE parent_table = 'qmaint.jobs'`, [lw]);
     await w.client.query('LISTEN qmaint_jobs');
-    expect((await w.client.query<{ ready: boolean }>(READY_SQL, ['work'])).rows[0]!.ready).toBe(true);
+    expect((await w.client.query<{ ready: boolean }>(READY_SQL, ['work', '-infinity'])).rows[0]!.ready).toBe(true);
     const { rows } = await t.db.query<{ id: string; status: string; last_error: string | null }>(
       `SELECT id::text, status::text, last_error FROM qmaint.jobs WHERE queue = 'work' ORDER BY id`,
     );

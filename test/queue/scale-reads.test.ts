@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { listJobs, listJobsQuery, type JobStatus, type StatusReport } from '../../src/queue/admin.js';
+import { READY_SQL } from '../../src/queue/statements.js';
 import type { TableSummary } from '../../src/partitions/index.js';
 import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
 
@@ -220,5 +221,25 @@ describe('queues list', () => {
     }
     // 3 completions over the 5-minute window: 0.6 a minute; the one below the mark is not read.
     expect(doc.queues.find((x) => x.queue === 'z')!.completedPerMinute).toBe(0.6);
+  });
+});
+
+describe('the drain end check', () => {
+  it('looks for a ready job only from the low-water mark on: the partitions below it are pruned when it is planned', async () => {
+    const mark = (await t.db.query<{ lw: Date }>(`SELECT low_water AS lw FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`)).rows[0]!.lw;
+    expect((await t.db.query<{ ready: boolean }>(READY_SQL, ['a', mark])).rows[0]!.ready).toBe(true);
+    expect((await t.db.query<{ ready: boolean }>(READY_SQL, ['nobody', mark])).rows[0]!.ready).toBe(false);
+    const planned = async (from: Date | string) => {
+      const plan = (await t.db.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${READY_SQL}`, ['a', from])).rows[0]!['QUERY PLAN'];
+      return [...new Set([...JSON.stringify(plan).matchAll(/"Relation Name":\s*"(jobs_p[0-9_]+)"/g)].map((m) => `qmaint.${m[1]}`))].sort();
+    };
+    const { rows: above } = await t.db.query<{ p: string }>(
+      `SELECT partition::text AS p FROM qmaint.partitions_of('qmaint.jobs') WHERE upper_bound > $1 OR is_default ORDER BY 1`,
+      [mark],
+    );
+    const all = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM qmaint.partitions_of('qmaint.jobs')`)).rows[0]!.n;
+    expect(above.length).toBeLessThan(all);
+    expect(await planned(mark)).toEqual(above.map((r) => r.p).sort());
+    expect(await planned('-infinity')).toHaveLength(all);
   });
 });

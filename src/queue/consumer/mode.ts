@@ -105,8 +105,11 @@ export async function drainedNow(ctx: ModeContext, waitForIdle: boolean): Promis
   }
   await ctx.results.flushAll();
   if ((await ctx.rescue()) === null) return false;
+  // The mark as the rescue left it: the claims that follow use it too.
+  await ctx.claimer.refreshLowWater(true, ctx.db);
+  const mark = ctx.claimer.lowWaterMark ?? '-infinity';
   for (const { name } of ctx.options.queues) {
-    const { rows } = await ctx.db.query<{ ready: boolean }>(READY_SQL, [name]);
+    const { rows } = await ctx.db.query<{ ready: boolean }>(READY_SQL, [name, mark]);
     if (rows[0]!.ready) return false;
   }
   return true;
