@@ -618,13 +618,23 @@ export async function planJobAction(
 ): Promise<JobAction & { matching: number; queued?: number; running?: number }> {
   const st = actionStatement(action === 'retry' ? 'retry_jobs' : 'cancel_jobs', sel, now);
   const { ids, queue } = selector(sel);
-  const from = action === 'retry' ? ['failed'] : ['queued', 'running'];
-  const { rows } = await db.query<{ status: string; n: string }>(
-    `SELECT status::text AS status, count(*) AS n FROM qmaint.jobs
-      WHERE status::text = ANY ($1::text[]) AND ($2::bigint[] IS NULL OR id = ANY ($2)) AND ($3::text IS NULL OR queue = $3)
-      GROUP BY 1`,
-    [from, ids, queue],
-  );
+  // Counted as the action finds them: each status through its partial index, and
+  // for a cancel only from the low-water mark on (where every live job is), as
+  // a value the planner prunes the partitions below it with.
+  const { rows } =
+    action === 'retry'
+      ? await db.query<{ status: string; n: string }>(
+          `SELECT 'failed' AS status, count(*) AS n FROM qmaint.jobs
+            WHERE status = 'failed' AND ($1::bigint[] IS NULL OR id = ANY ($1)) AND ($2::text IS NULL OR queue = $2)`,
+          [ids, queue],
+        )
+      : await db.query<{ status: string; n: string }>(
+          `SELECT status::text AS status, count(*) AS n FROM qmaint.jobs
+            WHERE (status = 'queued' OR status = 'running') AND created_at >= $3::timestamptz
+              AND ($1::bigint[] IS NULL OR id = ANY ($1)) AND ($2::text IS NULL OR queue = $2)
+            GROUP BY 1`,
+          [ids, queue, (await readLowWater(db)) ?? '-infinity'],
+        );
   const count = (status: string) => Number(rows.find((r) => r.status === status)?.n ?? 0);
   if (action === 'retry') {
     return {

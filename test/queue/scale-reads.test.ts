@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { listJobs, listJobsQuery, type JobStatus, type StatusReport } from '../../src/queue/admin.js';
+import { listJobs, listJobsQuery, planJobAction, type JobStatus, type StatusReport } from '../../src/queue/admin.js';
 import { READY_SQL } from '../../src/queue/statements.js';
 import type { TableSummary } from '../../src/partitions/index.js';
 import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
@@ -241,5 +241,49 @@ describe('the drain end check', () => {
     expect(above.length).toBeLessThan(all);
     expect(await planned(mark)).toEqual(above.map((r) => r.p).sort());
     expect(await planned('-infinity')).toHaveLength(all);
+  });
+});
+
+describe('jobs cancel by queue', () => {
+  it('looks for live jobs from the low-water mark on only, in the action and in its dry-run count', async () => {
+    const c = await t.client();
+    try {
+      const { rows: marked } = await c.query<{ lw: Date }>(`SELECT low_water AS lw FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`);
+      const { rows: below } = await c.query<{ p: string }>(
+        `SELECT partition::text AS p FROM qmaint.partitions_of('qmaint.jobs') WHERE NOT is_default AND upper_bound <= $1`,
+        [marked[0]!.lw],
+      );
+      expect(below.length).toBeGreaterThan(0);
+      const scans = async () => {
+        await c.query('SELECT pg_stat_force_next_flush()');
+        await c.query('SELECT pg_stat_clear_snapshot()');
+        const { rows } = await c.query<{ p: string; n: string }>(
+          `SELECT relid::regclass::text AS p, (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::text AS n
+             FROM pg_stat_user_tables WHERE relid IN (SELECT partition FROM qmaint.partitions_of('qmaint.jobs'))`,
+        );
+        return new Map(rows.map((r) => [r.p, Number(r.n)]));
+      };
+      const readSince = (before: Map<string, number>, after: Map<string, number>) => [...after].filter(([p, n]) => n > (before.get(p) ?? 0)).map(([p]) => p);
+
+      let before = await scans();
+      const plan = await planJobAction(c, 'cancel', { queue: 'b' }, now);
+      expect(plan).toMatchObject({ matching: 3, queued: 0, running: 3 });
+      let read = readSince(before, await scans());
+      expect(read).toContain(await partitionOf(0));
+      expect(read.filter((p) => below.some((b) => b.p === p))).toEqual([]);
+
+      // The cancel itself, rolled back (the scans it made still count).
+      before = await scans();
+      await c.query('BEGIN');
+      const { rows: cancelled } = await c.query<{ was_running: boolean }>(`SELECT was_running FROM qmaint.cancel_jobs(NULL, 'b', now())`);
+      expect(cancelled.map((r) => r.was_running)).toEqual([true, true, true]);
+      await c.query('ROLLBACK');
+      read = readSince(before, await scans());
+      expect(read).toContain(await partitionOf(0));
+      expect(read.filter((p) => below.some((b) => b.p === p))).toEqual([]);
+      expect((await c.query(`SELECT 1 FROM qmaint.jobs WHERE queue = 'b' AND status = 'running'`)).rowCount).toBe(3);
+    } finally {
+      await c.end();
+    }
   });
 });

@@ -105,7 +105,7 @@ describe('queue SQL functions', () => {
 });
 
 describe('plans of the functions on the write paths', () => {
-  it('the keyed enqueue never makes a generic plan, the dead-letter move is planned per call, the heal keeps one', async () => {
+  it('the keyed enqueue and cancel never make a generic plan, the dead-letter move is planned per call, the heal keeps one', async () => {
     // Left to choose, PL/pgSQL makes a generic plan (every partition) on a connection's sixth call to compare it:
     // at 1,000 partitions that one call took 0.2-1.4 s. The scale bench's "first six" column shows it (docs/queue.md).
     const t = await freshDatabase();
@@ -113,13 +113,14 @@ describe('plans of the functions on the write paths', () => {
       `SELECT p.oid::regprocedure::text AS fn,
               (SELECT split_part(c, '=', 2) FROM unnest(p.proconfig) c WHERE c LIKE 'plan_cache_mode=%') AS mode
          FROM pg_proc p
-        WHERE p.pronamespace = 'qmaint'::regnamespace AND p.proname IN ('enqueue_keyed', 'rescue_expired', 'job_finished', 'live_below')
+        WHERE p.pronamespace = 'qmaint'::regnamespace AND p.proname IN ('cancel_jobs', 'enqueue_keyed', 'rescue_expired', 'job_finished', 'live_below')
         ORDER BY p.proname`,
     );
     // rescue_expired keeps the default: the setting would hold for the backoff functions it calls per
     // expired job, re-planned each time (211 against 93 ms a call with 588 expired, at 1,000 partitions).
     // job_finished moves a failed job to its dead-letter queue with EXECUTE, planned for its values each time.
     expect(rows.map((r) => [r.fn.replace(/\(.*/, ''), r.mode])).toEqual([
+      ['qmaint.cancel_jobs', 'force_custom_plan'],
       ['qmaint.enqueue_keyed', 'force_custom_plan'],
       ['qmaint.job_finished', null],
       ['qmaint.live_below', 'force_generic_plan'],
