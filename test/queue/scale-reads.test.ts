@@ -5,8 +5,9 @@
 // only partitions from the mark on.
 import { readFileSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { listJobs, listJobsQuery, planJobAction, type JobStatus, type StatusReport } from '../../src/queue/admin.js';
+import { Consumer } from '../../src/queue/consumer.js';
 import { READY_SQL } from '../../src/queue/statements.js';
 import type { TableSummary } from '../../src/partitions/index.js';
 import { cleanEnv, freshDatabase, runCli } from '../helpers.js';
@@ -241,6 +242,32 @@ describe('the drain end check', () => {
     expect(above.length).toBeLessThan(all);
     expect(await planned(mark)).toEqual(above.map((r) => r.p).sort());
     expect(await planned('-infinity')).toHaveLength(all);
+  });
+
+  it('a draining consumer passes the mark, as the rescue left it, in both modes', async () => {
+    const mark = (await t.db.query<{ lw: Date }>(`SELECT low_water AS lw FROM qmaint.partition_policy WHERE parent_table = 'qmaint.jobs'`)).rows[0]!.lw;
+    for (const mode of ['lease', 'transaction'] as const) {
+      const spy = vi.spyOn(t.db, 'query');
+      try {
+        const c = new Consumer(t.db, {
+          queue: 'nobody',
+          handler: () => undefined,
+          mode,
+          concurrency: 2,
+          drain: true,
+          listen: false,
+          pollMinMs: 5,
+          pollMaxMs: 10,
+        });
+        await c.start();
+        await c.done;
+        const marks = spy.mock.calls.filter(([text]) => text === READY_SQL).map(([, values]) => (values as unknown[])[1]);
+        expect(marks.length, mode).toBeGreaterThan(0);
+        expect(marks.map((m) => (m instanceof Date ? m.getTime() : m))).toEqual(marks.map(() => mark.getTime()));
+      } finally {
+        spy.mockRestore();
+      }
+    }
   });
 });
 
